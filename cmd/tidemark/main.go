@@ -1,0 +1,110 @@
+// Command tidemark is the one binary of every tidemark role: the scheduler,
+// the workers, the server, and the operator's commands. main only wires.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes of the contract.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError is a bad command line or an invalid config: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+const usage = `tidemark keeps Postgres in step with external HTTP APIs.
+
+Usage: tidemark <command> [flags]
+
+Roles:
+  scheduler                   enqueue due fetches (any number of replicas)
+  worker                      run fetch tasks
+  server                      admin API and health endpoints
+  run                         all roles in one process
+
+Operations:
+  migrate [--create-db]       apply pending database migrations
+  status [--wait D]           resources: state, last run, freshness
+  runs [--source S --resource R --status S --limit N]
+  sync SOURCE/RESOURCE [--full]   enqueue a fetch now
+  pause SOURCE[/RESOURCE]     stop scheduling (survives restarts)
+  resume SOURCE[/RESOURCE]    start scheduling again
+  config check [FILE]         validate a config file
+
+Every flag also reads an environment variable (see 'tidemark <command> -h').
+`
+
+// run is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, getenv, stdout, stderr)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(stderr, "tidemark:", err)
+		return exitUsage
+	default:
+		fmt.Fprintln(stderr, "tidemark:", err)
+		return exitFailure
+	}
+}
+
+var errHelp = errors.New("help shown")
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	e := env{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr}
+	switch cmd {
+	case "migrate":
+		return e.migrate(rest)
+	case "scheduler", "worker", "server", "run":
+		return e.roles(cmd, rest)
+	case "status":
+		return e.status(rest)
+	case "runs":
+		return e.runs(rest)
+	case "sync":
+		return e.sync(rest)
+	case "pause", "resume":
+		return e.pause(cmd, rest)
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			return usagef("usage: tidemark config check [FILE]")
+		}
+		return e.configCheck(rest[1:])
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usagef("unknown command %q", cmd)
+	}
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/server"
+	"github.com/tidemark/tidemark/store"
+)
+
+func (e env) configCheck(args []string) error {
+	var s settings
+	fs := e.flags("config check", &s)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	path := s.configPath
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		path = fs.Arg(0)
+	default:
+		return usagef("usage: tidemark config check [FILE]")
+	}
+	conf, err := config.Load(path)
+	if err != nil {
+		return usageError{err}
+	}
+	n := 0
+	conf.Each(func(*config.Source, *config.Resource) { n++ })
+	fmt.Fprintf(e.stdout, "%s: ok (%d sources, %d resources)\n", path, len(conf.Sources), n)
+	return nil
+}
+
+func (e env) status(args []string) error {
+	var s settings
+	fs := e.flags("status", &s)
+	wait := fs.Duration("wait", 0, "first wait up to this long until every resource has synced once (exit 1 if not)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	conf, err := s.loadConfig()
+	if err != nil {
+		return err
+	}
+	st, err := s.openStore(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	views, err := server.Resources(e.ctx, conf, st)
+	if *wait > 0 {
+		deadline := time.Now().Add(*wait)
+		for err == nil && len(unsynced(views)) > 0 && time.Now().Before(deadline) {
+			select {
+			case <-e.ctx.Done():
+				return e.ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+			views, err = server.Resources(e.ctx, conf, st)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	printStatus(e, views)
+	if missing := unsynced(views); *wait > 0 && len(missing) > 0 {
+		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func unsynced(views []server.ResourceView) []string {
+	var out []string
+	for _, v := range views {
+		if v.State == nil || v.State.LastSuccessAt == nil {
+			out = append(out, v.Source+"/"+v.Resource)
+		}
+	}
+	return out
+}
+
+func printStatus(e env, views []server.ResourceView) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tLAST RUN\tLAST SUCCESS\tLAG / TARGET\tFAILURES")
+	now := time.Now()
+	for _, v := range views {
+		state, lastRun, lastOK, lag, failures := "never synced", "-", "-", "-", 0
+		if v.LastRun != nil {
+			lastRun = fmt.Sprintf("%s %s %s ago", v.LastRun.Kind, v.LastRun.Status, ago(now, v.LastRun.StartedAt))
+		}
+		if st := v.State; st != nil {
+			failures = st.ConsecutiveFailures
+			if st.LastSuccessAt != nil {
+				lastOK = ago(now, *st.LastSuccessAt) + " ago"
+				l := now.Sub(*st.LastSuccessAt)
+				lag = fmt.Sprintf("%s / %s", round(l), v.Freshness)
+				state = "synced"
+				if target, err := time.ParseDuration(v.Freshness); err == nil && l > target {
+					state = "stale"
+				}
+			}
+			if st.ConsecutiveFailures > 0 {
+				state = "failing"
+			}
+			if st.Paused {
+				state = "paused"
+			}
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%d\n", v.Source, v.Resource, state, v.Records, lastRun, lastOK, lag, failures)
+	}
+	tw.Flush()
+}
+
+func ago(now, t time.Time) string { return round(now.Sub(t)).String() }
+
+func round(d time.Duration) time.Duration {
+	if d > time.Minute {
+		return d.Round(time.Second)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
+func (e env) runs(args []string) error {
+	var s settings
+	fs := e.flags("runs", &s)
+	var f store.RunFilter
+	fs.StringVar(&f.Source, "source", "", "only this source")
+	fs.StringVar(&f.Resource, "resource", "", "only this resource")
+	fs.StringVar(&f.Status, "status", "", "only this status: running | succeeded | not_modified | failed | dead")
+	fs.IntVar(&f.Limit, "limit", 20, "how many runs")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	st, err := s.openStore(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	runs, err := st.Runs(e.ctx, f)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRESOURCE\tKIND\tTRIGGER\tATTEMPT\tSTATUS\tSTARTED\tDURATION\tREQUESTS\tPAGES\tFETCHED\t+NEW\t~UPD\t-DEL\tERROR")
+	for _, r := range runs {
+		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			r.ID, r.Source, r.Resource, r.Kind, r.Trigger, r.Attempt, r.Status,
+			r.StartedAt.Local().Format(time.DateTime), round(r.Duration()), r.HTTPRequests, r.Pages,
+			r.RecordsFetched, r.RecordsCreated, r.RecordsUpdated, r.RecordsDeleted, r.Error)
+	}
+	return tw.Flush()
+}
+
+func (e env) sync(args []string) error {
+	var s settings
+	fs := e.flags("sync", &s)
+	full := fs.Bool("full", false, "read everything (and detect deletions) instead of a delta")
+	if err := parse(fs, reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: tidemark sync SOURCE/RESOURCE [--full]")
+	}
+	srcName, resName, err := splitKey(fs.Arg(0), true)
+	if err != nil {
+		return err
+	}
+	conf, err := s.loadConfig()
+	if err != nil {
+		return err
+	}
+	src := conf.Source(srcName)
+	if src == nil || src.Resource(resName) == nil {
+		return usagef("%s/%s is not in %s", srcName, resName, s.configPath)
+	}
+	res := src.Resource(resName)
+	redisOpt, err := s.redisOpt()
+	if err != nil {
+		return err
+	}
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	if err != nil {
+		return err
+	}
+	info, err := client.EnqueueContext(e.ctx, task)
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "enqueued %s fetch of %s/%s: task %s in queue %s\n", jobs.ModeFor(res, *full), srcName, resName, info.ID, info.Queue)
+	return nil
+}
+
+// reorder puts flags before positional arguments, so that
+// "sync demo/x --full" works as well as "sync --full demo/x".
+func reorder(args []string) []string {
+	var flags, rest []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			flags = append(flags, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	return append(flags, rest...)
+}
+
+func (e env) pause(cmd string, args []string) error {
+	var s settings
+	fs := e.flags(cmd, &s)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: tidemark %s SOURCE[/RESOURCE]", cmd)
+	}
+	src, res, err := splitKey(fs.Arg(0), false)
+	if err != nil {
+		return err
+	}
+	conf, err := s.loadConfig()
+	if err != nil {
+		return err
+	}
+	var keys []store.Key
+	conf.Each(func(sc *config.Source, r *config.Resource) {
+		if sc.Name == src && (res == "" || r.Name == res) {
+			keys = append(keys, store.Key{Source: sc.Name, Resource: r.Name})
+		}
+	})
+	if len(keys) == 0 {
+		return usagef("%s matches no resource in %s", fs.Arg(0), s.configPath)
+	}
+	st, err := s.openStore(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.EnsureStates(e.ctx, keys); err != nil {
+		return err
+	}
+	n, err := st.SetPaused(e.ctx, src, res, cmd == "pause")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%sd %d resource(s) of %s\n", cmd, n, fs.Arg(0))
+	return nil
+}

@@ -1,0 +1,224 @@
+package config
+
+import "time"
+
+// Config is the whole tidemark configuration file (tidemark.yaml).
+type Config struct {
+	// Sources are the external systems to keep in step with. At least one.
+	Sources []Source `yaml:"sources"`
+	// Webhooks receive tidemark's events (data.updated, resource.stale, ...).
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Source is one external system: where it is, how to authenticate, and how
+// hard the whole fleet may call it.
+type Source struct {
+	// Name identifies the source in tables, tasks and metrics: [a-z0-9_]+, unique.
+	Name string `yaml:"name"`
+	// BaseURL is the scheme and host (and optional path prefix) every resource path is relative to.
+	BaseURL string `yaml:"base_url"`
+	// Headers are sent with every request (for example Accept). Never put secrets here: use Auth
+	// (an Authorization header is rejected).
+	Headers map[string]string `yaml:"headers"`
+	// Auth names where the credentials come from; the config never holds a secret itself.
+	Auth *Auth `yaml:"auth"`
+	// RateLimit caps requests per period for all workers together. Nil: unlimited.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+	// MaxConcurrency caps in-flight requests fleet-wide. Default 4.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// Timeout bounds one HTTP request, body included. Default 30s.
+	Timeout Duration `yaml:"timeout"`
+	// MaxBody is the largest response body accepted, after decompression. Default 64MiB.
+	MaxBody ByteSize `yaml:"max_body"`
+	// AllowPrivate lets base_url and redirects reach loopback and private addresses.
+	// Default false.
+	AllowPrivate bool `yaml:"allow_private"`
+	// Resources are the collections synced from this source. At least one.
+	Resources []Resource `yaml:"resources"`
+}
+
+// Auth says how to authenticate to a source. Secrets are read from the
+// environment or a file at request time, never stored in the config.
+type Auth struct {
+	// Type is bearer | header | basic. Required.
+	Type string `yaml:"type"`
+	// TokenEnv names the environment variable holding the token (bearer, header).
+	TokenEnv string `yaml:"token_env"`
+	// TokenFile names a file holding the token (bearer, header); an alternative to TokenEnv.
+	TokenFile string `yaml:"token_file"`
+	// Header is the header name for type header (for example X-Api-Key).
+	Header string `yaml:"header"`
+	// UsernameEnv and PasswordEnv name the environment variables for type basic.
+	UsernameEnv string `yaml:"username_env"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// RateLimit is a GCRA rate: Requests per Per, with Burst extra.
+type RateLimit struct {
+	// Requests allowed per Per. Required, > 0.
+	Requests int `yaml:"requests"`
+	// Per is the period Requests are counted over. Required, > 0.
+	Per Duration `yaml:"per"`
+	// Burst defaults to 1.
+	Burst int `yaml:"burst"`
+}
+
+// Priority values pick a resource's queue.
+const (
+	PriorityCritical = "critical"
+	PriorityDefault  = "default"
+	PriorityLow      = "low"
+)
+
+// Resource is one collection inside a source.
+type Resource struct {
+	// Name identifies the resource within its source: [a-z0-9_]+, unique per source.
+	Name string `yaml:"name"`
+	// Path is appended to the source's base_url; it may carry fixed query parameters.
+	Path string `yaml:"path"`
+	// Priority is critical | default | low. Default "default".
+	Priority string `yaml:"priority"`
+	// Freshness is the target lag; beyond it the resource is stale. Default 5m.
+	Freshness Duration `yaml:"freshness"`
+	// Records says where the record array is and which field is the id.
+	Records Records `yaml:"records"`
+	// Fields, when set, stores this projection {column: dotted.path} instead of the raw record.
+	Fields map[string]string `yaml:"fields"`
+	// IgnoreFields are dotted paths left out of change detection (volatile fields).
+	IgnoreFields []string `yaml:"ignore_fields"`
+	// Pagination says how to walk the pages.
+	Pagination Pagination `yaml:"pagination"`
+	// Probe says how to detect a change cheaply.
+	Probe Probe `yaml:"probe"`
+	// Delta, when set, lets a fetch ask only for records changed since the watermark.
+	Delta *Delta `yaml:"delta"`
+	// FullSync is the periodic safety-net read of everything.
+	FullSync FullSync `yaml:"full_sync"`
+}
+
+// Records locates the records in a response body.
+type Records struct {
+	// Path is the dotted path of the array in the body; "" means the body is the array.
+	Path string `yaml:"path"`
+	// ID is the dotted path of the unique id inside a record. Required.
+	ID string `yaml:"id"`
+}
+
+// Pagination styles.
+const (
+	PaginationNone    = "none"
+	PaginationPage    = "page"
+	PaginationOffset  = "offset"
+	PaginationCursor  = "cursor"
+	PaginationLink    = "link"
+	PaginationNextURL = "next_url"
+)
+
+// Pagination describes how a resource's pages are walked.
+type Pagination struct {
+	// Style is none | page | offset | cursor | link | next_url. Default none.
+	Style string `yaml:"style"`
+	// CursorParam carries the cursor token (cursor style).
+	CursorParam string `yaml:"cursor_param"`
+	// NextField is the dotted response field holding the next cursor (cursor style)
+	// or the next URL (next_url style; default "next_url").
+	NextField string `yaml:"next_field"`
+	// LimitParam carries the page size, if the API takes one.
+	LimitParam string `yaml:"limit_param"`
+	// Limit is the page size sent in LimitParam. Default 100.
+	Limit int `yaml:"limit"`
+	// PageParam carries the page number (page style). Default "page".
+	PageParam string `yaml:"page_param"`
+	// Start is the first page number (page style). Default 1.
+	Start *int `yaml:"start"`
+	// OffsetParam carries the offset (offset style). Default "offset".
+	OffsetParam string `yaml:"offset_param"`
+}
+
+// Probe strategies.
+const (
+	ProbeETag         = "etag"
+	ProbeLastModified = "last_modified"
+	ProbeHash         = "hash"
+	ProbeNone         = "none"
+)
+
+// Probe describes the cheap change check of a resource.
+type Probe struct {
+	// Strategy is etag | last_modified | hash | none. Default none.
+	Strategy string `yaml:"strategy"`
+	// Method is HEAD | GET (conditional GET), upper-cased on load. Default GET.
+	Method string `yaml:"method"`
+	// Every is the probe interval. Default 1m.
+	Every Duration `yaml:"every"`
+	// MaxEvery is the longest interval adaptive back-off reaches. Default Every.
+	MaxEvery Duration `yaml:"max_every"`
+	// Path is the request to probe; default the first page of the delta or full read.
+	Path string `yaml:"path"`
+}
+
+// Watermark formats.
+const (
+	FormatRFC3339 = "rfc3339"
+	FormatUnix    = "unix"
+	FormatUnixMS  = "unix_ms"
+)
+
+// Delta describes the incremental read by a watermark.
+type Delta struct {
+	// Param is the query parameter carrying the watermark. Required.
+	Param string `yaml:"param"`
+	// Field is the dotted record field the watermark is taken from. Required.
+	Field string `yaml:"field"`
+	// Format is rfc3339 | unix | unix_ms. Default rfc3339.
+	Format string `yaml:"format"`
+	// Overlap re-reads this much before the watermark. Default 0.
+	Overlap Duration `yaml:"overlap"`
+}
+
+// FullSync is the periodic full read.
+type FullSync struct {
+	// Every is the full-sync interval. Default 24h.
+	Every Duration `yaml:"every"`
+	// DetectDeletes tombstones records the full read did not see. Default false.
+	DetectDeletes bool `yaml:"detect_deletes"`
+}
+
+// Webhook is an outbound event subscription.
+type Webhook struct {
+	// URL receives a POST per event.
+	URL string `yaml:"url"`
+	// SecretEnv names the environment variable holding the HMAC-SHA256 key.
+	SecretEnv string `yaml:"secret_env"`
+	// Events lists the event types delivered; empty means all.
+	Events []string `yaml:"events"`
+}
+
+// Duration is a time.Duration written as "5s", "1m30s" in YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ByteSize is a size written as "64MiB", "512KB" or a plain number of bytes.
+type ByteSize int64
+
+// Source returns the source named name, or nil.
+func (c *Config) Source(name string) *Source {
+	for i := range c.Sources {
+		if c.Sources[i].Name == name {
+			return &c.Sources[i]
+		}
+	}
+	return nil
+}
+
+// Resource returns the resource named name, or nil.
+func (s *Source) Resource(name string) *Resource {
+	for i := range s.Resources {
+		if s.Resources[i].Name == name {
+			return &s.Resources[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,602 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env returns a lookup over vars, so tests need not touch the process
+// environment (and can run in parallel).
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	}
+}
+
+func problems(t *testing.T, err error) []Problem {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("error %v (%T) is not a *config.Error", err, err)
+	}
+	return cerr.Problems
+}
+
+func mustParse(t *testing.T, yaml string, vars map[string]string) *Config {
+	t.Helper()
+	cfg, err := parse("t.yaml", []byte(yaml), env(vars))
+	if err != nil {
+		t.Fatalf("parse:\n%v", err)
+	}
+	return cfg
+}
+
+func TestExamplesParse(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			t.Parallel()
+			if _, err := Load(f); err != nil {
+				t.Fatalf("Load(%s):\n%v", f, err)
+			}
+		})
+	}
+}
+
+func TestDemoConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("../examples/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Sources) != 1 {
+		t.Fatalf("got %d sources, want 1", len(cfg.Sources))
+	}
+	s := cfg.Source("demo")
+	if s == nil {
+		t.Fatal("no source demo")
+	}
+	if !s.AllowPrivate || s.MaxConcurrency != 4 || s.Timeout.D() != 10*time.Second {
+		t.Errorf("source settings: %+v", s)
+	}
+	if want := (RateLimit{Requests: 50, Per: Duration(time.Second), Burst: 10}); s.RateLimit == nil || *s.RateLimit != want {
+		t.Errorf("rate_limit = %+v, want %+v", s.RateLimit, want)
+	}
+	if !strings.HasPrefix(s.BaseURL, "http://") {
+		t.Errorf("base_url = %q", s.BaseURL)
+	}
+
+	delta := &Delta{Param: "updated_since", Field: "updated_at", Format: FormatRFC3339, Overlap: Duration(2 * time.Second)}
+	tests := []struct {
+		name      string
+		path      string
+		priority  string
+		freshness time.Duration
+		records   Records
+		style     string
+		limit     string // limit_param
+		probe     Probe
+		delta     *Delta
+		full      time.Duration
+	}{
+		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{"data", "id"}, PaginationCursor, "limit",
+			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(time.Minute)}, delta, 10 * time.Minute},
+		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{"", "id"}, PaginationLink, "limit",
+			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}, nil, 10 * time.Minute},
+		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{"transactions", "txn_id"}, PaginationPage, "per_page",
+			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}, delta, 10 * time.Minute},
+		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{"results", "settlement.id"}, PaginationOffset, "limit",
+			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(30 * time.Second)}, nil, time.Hour},
+		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{"result.items", "id"}, PaginationNextURL, "per_page",
+			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}, nil, time.Hour},
+	}
+	if len(s.Resources) != len(tests) {
+		t.Errorf("got %d resources, want %d", len(s.Resources), len(tests))
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := s.Resource(tt.name)
+			if r == nil {
+				t.Fatal("missing")
+			}
+			if r.Path != tt.path || r.Priority != tt.priority || r.Freshness.D() != tt.freshness {
+				t.Errorf("path/priority/freshness = %q %q %s", r.Path, r.Priority, r.Freshness)
+			}
+			if r.Records != tt.records {
+				t.Errorf("records = %+v, want %+v", r.Records, tt.records)
+			}
+			if r.Pagination.Style != tt.style || r.Pagination.LimitParam != tt.limit || r.Pagination.Limit != 100 {
+				t.Errorf("pagination = %+v", r.Pagination)
+			}
+			if r.Probe != tt.probe {
+				t.Errorf("probe = %+v, want %+v", r.Probe, tt.probe)
+			}
+			if !reflect.DeepEqual(r.Delta, tt.delta) {
+				t.Errorf("delta = %+v, want %+v", r.Delta, tt.delta)
+			}
+			if r.FullSync != (FullSync{Every: Duration(tt.full), DetectDeletes: true}) {
+				t.Errorf("full_sync = %+v", r.FullSync)
+			}
+		})
+	}
+	if got := s.Resource("ticket_sales").IgnoreFields; !reflect.DeepEqual(got, []string{"meta.request_id"}) {
+		t.Errorf("ticket_sales ignore_fields = %q", got)
+	}
+	p := s.Resource("ticket_sales").Pagination
+	if p.CursorParam != "starting_after" || p.NextField != "next_cursor" {
+		t.Errorf("ticket_sales cursor = %+v", p)
+	}
+	if p := s.Resource("transactions").Pagination; p.PageParam != "page" || *p.Start != 1 {
+		t.Errorf("transactions pages = %+v", p)
+	}
+	if p := s.Resource("settlements").Pagination; p.OffsetParam != "offset" {
+		t.Errorf("settlements offset = %+v", p)
+	}
+	if p := s.Resource("tax_summaries").Pagination; p.NextField != "next_url" {
+		t.Errorf("tax_summaries next_field = %q", p.NextField)
+	}
+}
+
+// TestAllProblemsReported is the contract of `tidemark config check`: every
+// problem, each with file, line and field path, in line order.
+func TestAllProblemsReported(t *testing.T) {
+	t.Parallel()
+	const doc = `sources:
+  - name: box
+    base_url: http://127.0.0.1:9000
+    timeout: 10 seconds
+    resources:
+      - name: sales
+        path: /sales
+        records: {path: data}
+        colour: blue
+      - name: refunds
+        path: /refunds
+        records: {id: id}
+      - name: sales
+        path: /sales/v2
+        records: {id: id}
+`
+	cfg, err := parse("tidemark.yaml", []byte(doc), env(nil))
+	if cfg != nil {
+		t.Errorf("got a config despite problems")
+	}
+	want := []Problem{
+		{"tidemark.yaml", 4, "sources[0].timeout", `invalid duration "10 seconds" (want e.g. 10s, 1m30s, 24h)`},
+		{"tidemark.yaml", 8, "sources[0].resources[0].records.id", "required"},
+		{"tidemark.yaml", 9, "sources[0].resources[0].colour", "unknown field"},
+		{"tidemark.yaml", 13, "sources[0].resources[2].name", `duplicate resource name "sales" (first at line 6)`},
+	}
+	if got := problems(t, err); !reflect.DeepEqual(got, want) {
+		t.Errorf("problems:\n%v\nwant:\n%v", err, (&Error{Problems: want}).Error())
+	}
+	wantText := `tidemark.yaml:4: sources[0].timeout: invalid duration "10 seconds" (want e.g. 10s, 1m30s, 24h)
+tidemark.yaml:8: sources[0].resources[0].records.id: required
+tidemark.yaml:9: sources[0].resources[0].colour: unknown field
+tidemark.yaml:13: sources[0].resources[2].name: duplicate resource name "sales" (first at line 6)`
+	if err.Error() != wantText {
+		t.Errorf("Error() =\n%s\nwant\n%s", err, wantText)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Parallel()
+	const tmpl = `sources:
+  - name: s
+    base_url: BASE
+    max_concurrency: CONC
+    resources:
+      - name: r
+        path: /r
+        records: {id: id}
+`
+	vars := map[string]string{"URL": "http://upstream:9000", "EMPTY": "", "N": "8", "WORD": "many"}
+	tests := []struct {
+		name     string
+		base     string
+		conc     string
+		wantBase string
+		wantConc int
+		wantErr  string // a line of the error
+	}{
+		{name: "set", base: "${URL}", wantBase: "http://upstream:9000", wantConc: 4},
+		{name: "default unused when set", base: "${URL:-http://127.0.0.1:9000}", wantBase: "http://upstream:9000", wantConc: 4},
+		{name: "default when unset", base: "${NOPE:-http://127.0.0.1:9000}", wantBase: "http://127.0.0.1:9000", wantConc: 4},
+		{name: "default when empty", base: "${EMPTY:-http://127.0.0.1:9000}", wantBase: "http://127.0.0.1:9000", wantConc: 4},
+		{name: "embedded", base: "http://${WORD}.example:80/v1", wantBase: "http://many.example:80/v1", wantConc: 4},
+		{name: "quoted", base: `"${URL}"`, wantBase: "http://upstream:9000", wantConc: 4},
+		{name: "before number conversion", base: "${URL}", conc: "${N}", wantBase: "http://upstream:9000", wantConc: 8},
+		{name: "number default", base: "${URL}", conc: "${NOPE:-2}", wantBase: "http://upstream:9000", wantConc: 2},
+		{name: "lone dollar kept", base: "http://h/$x", wantBase: "http://h/$x", wantConc: 4},
+		{name: "escaped", base: "http://h/$${x}", wantBase: "http://h/${x}", wantConc: 4},
+		{name: "unset without default is empty", base: "${NOPE}",
+			wantErr: "t.yaml:3: sources[0].base_url: required"},
+		{name: "bad number after expansion", base: "${URL}", conc: "${WORD}",
+			wantErr: `t.yaml:4: sources[0].max_concurrency: invalid whole number "many"`},
+		{name: "unterminated", base: "${URL",
+			wantErr: `t.yaml:3: sources[0].base_url: unterminated ${ in "${URL"`},
+		{name: "bad name", base: "${1X}",
+			wantErr: "t.yaml:3: sources[0].base_url: invalid variable reference ${1X}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			doc := strings.Replace(tmpl, "BASE", tt.base, 1)
+			if tt.conc == "" {
+				doc = strings.Replace(doc, "    max_concurrency: CONC\n", "", 1)
+			}
+			doc = strings.Replace(doc, "CONC", tt.conc, 1)
+			cfg, err := parse("t.yaml", []byte(doc), env(vars))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := cfg.Sources[0]; s.BaseURL != tt.wantBase || s.MaxConcurrency != tt.wantConc {
+				t.Errorf("base_url, max_concurrency = %q, %d; want %q, %d", s.BaseURL, s.MaxConcurrency, tt.wantBase, tt.wantConc)
+			}
+		})
+	}
+
+	t.Run("keys are not expanded", func(t *testing.T) {
+		t.Parallel()
+		doc := "sources:\n  - name: s\n    ${KEY}: x\n"
+		_, err := parse("t.yaml", []byte(doc), env(map[string]string{"KEY": "base_url"}))
+		if err == nil || !strings.Contains(err.Error(), "t.yaml:3: sources[0].${KEY}: unknown field") {
+			t.Errorf("error = %v", err)
+		}
+	})
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    ByteSize
+		wantErr bool
+	}{
+		{in: "0", want: 0},
+		{in: "1048576", want: 1 << 20},
+		{in: "1_000", want: 1000},
+		{in: "12B", want: 12},
+		{in: "512KB", want: 512_000},
+		{in: "512kB", want: 512_000},
+		{in: "3MB", want: 3_000_000},
+		{in: "2GB", want: 2_000_000_000},
+		{in: "4KiB", want: 4096},
+		{in: "64MiB", want: 64 << 20},
+		{in: "1GiB", want: 1 << 30},
+		{in: "1 GiB", want: 1 << 30},
+		{in: "", wantErr: true},
+		{in: "MiB", wantErr: true},
+		{in: "64mib", wantErr: true},
+		{in: "64 megs", wantErr: true},
+		{in: "-1", wantErr: true},
+		{in: "1.5GiB", wantErr: true},
+		{in: "99999999999TiB", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseByteSize(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("ParseByteSize(%q) = %d, %v; want %d, error %t", tt.in, got, err, tt.want, tt.wantErr)
+			}
+			if err == nil {
+				back, err := ParseByteSize(got.String())
+				if err != nil || back != got {
+					t.Errorf("round trip via %q = %d, %v", got.String(), back, err)
+				}
+			}
+		})
+	}
+
+	t.Run("in a config", func(t *testing.T) {
+		t.Parallel()
+		cfg := mustParse(t, minimalWith(4, "max_body: 512KiB"), nil)
+		if got := cfg.Sources[0].MaxBody; got != 512*KiB {
+			t.Errorf("max_body = %s", got)
+		}
+		_, err := parse("t.yaml", []byte(minimalWith(4, "max_body: 64 megs")), env(nil))
+		if want := `t.yaml:4: sources[0].max_body: invalid byte size "64 megs"`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error = %v, want %q", err, want)
+		}
+	})
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, minimalWith(4, "rate_limit: {requests: 10, per: 1s}")+
+		"      - name: tax\n        path: /tax\n        records: {id: id}\n        pagination: {style: next_url}\n"+
+		"        delta: {param: since, field: ts}\n", nil)
+	s := cfg.Sources[0]
+	if s.MaxConcurrency != 4 || s.Timeout.D() != 30*time.Second || s.MaxBody != 64*MiB {
+		t.Errorf("source defaults: concurrency %d, timeout %s, max_body %s", s.MaxConcurrency, s.Timeout, s.MaxBody)
+	}
+	if s.RateLimit.Burst != 1 {
+		t.Errorf("burst = %d, want 1", s.RateLimit.Burst)
+	}
+	start := 1
+	tests := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"priority", s.Resources[0].Priority, PriorityDefault},
+		{"freshness", s.Resources[0].Freshness.D(), 5 * time.Minute},
+		{"pagination", s.Resources[0].Pagination, Pagination{Style: PaginationNone, Limit: 100, PageParam: "page", Start: &start, OffsetParam: "offset"}},
+		{"next_url field", s.Resources[1].Pagination.NextField, "next_url"},
+		{"probe", s.Resources[0].Probe, Probe{Strategy: ProbeNone, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}},
+		{"no delta", s.Resources[0].Delta, (*Delta)(nil)},
+		{"delta format", *s.Resources[1].Delta, Delta{Param: "since", Field: "ts", Format: FormatRFC3339}},
+		{"full_sync", s.Resources[0].FullSync, FullSync{Every: Duration(24 * time.Hour)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("got %+v, want %+v", tt.got, tt.want)
+			}
+		})
+	}
+
+	t.Run("max_every follows every", func(t *testing.T) {
+		t.Parallel()
+		cfg := mustParse(t, minimalWith(8, "probe: {strategy: etag, method: head, every: 10s}"), nil)
+		if p := cfg.Sources[0].Resources[0].Probe; p.MaxEvery.D() != 10*time.Second || p.Method != "HEAD" {
+			t.Errorf("probe = %+v", p)
+		}
+	})
+}
+
+// minimalWith returns a valid config with extra spliced in at line 8,
+// indented to the level given: 8 for a resource key, 4 for a source key,
+// 0 for a top-level key. Later lines of extra keep their own indentation.
+func minimalWith(indent int, extra string) string {
+	doc := `sources:
+  - name: s
+    base_url: http://127.0.0.1:9000
+    resources:
+      - name: r
+        path: /r
+        records: {id: id}
+`
+	if extra == "" {
+		return doc
+	}
+	pad := strings.Repeat(" ", indent)
+	var b strings.Builder
+	for line := range strings.Lines(extra) {
+		b.WriteString(pad + strings.TrimSuffix(line, "\n") + "\n")
+	}
+	if indent == 4 {
+		// Source keys go before resources, so the resource list stays last
+		// and tests may append resources; the extra still starts at line 4.
+		return strings.Replace(doc, "    resources:\n", b.String()+"    resources:\n", 1)
+	}
+	return doc + b.String()
+}
+
+func TestValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		doc  string
+		want []string // "line: field: message" prefixes, one per problem
+	}{
+		{"valid", minimalWith(0, ""), nil},
+		{"empty file", "", []string{"1: sources: at least one source required"}},
+		{"no sources", "sources: []\n", []string{"1: sources: at least one source required"}},
+		{"source name required", strings.Replace(minimalWith(0, ""), "name: s", "name: \"\"", 1),
+			[]string{"2: sources[0].name: required"}},
+		{"source name pattern", strings.Replace(minimalWith(0, ""), "name: s", "name: Box-Office", 1),
+			[]string{`2: sources[0].name: source name "Box-Office" must match [a-z0-9_]+`}},
+		{"duplicate source", minimalWith(0, "") + strings.TrimPrefix(minimalWith(0, ""), "sources:\n"),
+			[]string{`8: sources[1].name: duplicate source name "s" (first at line 2)`}},
+		{"base_url required", strings.Replace(minimalWith(0, ""), "http://127.0.0.1:9000", "", 1),
+			[]string{"3: sources[0].base_url: required"}},
+		{"base_url relative", strings.Replace(minimalWith(0, ""), "http://127.0.0.1:9000", "/api", 1),
+			[]string{`3: sources[0].base_url: "/api" must be an absolute http:// or https:// URL`}},
+		{"base_url scheme", strings.Replace(minimalWith(0, ""), "http://", "ftp://", 1),
+			[]string{`3: sources[0].base_url: "ftp://127.0.0.1:9000" must be an absolute`}},
+		{"base_url credentials", strings.Replace(minimalWith(0, ""), "http://", "http://u:p@", 1),
+			[]string{"3: sources[0].base_url: credentials in a URL are not allowed"}},
+		{"no resources", "sources:\n  - name: s\n    base_url: http://h\n    resources: []\n",
+			[]string{"4: sources[0].resources: at least one resource required"}},
+		{"resource name pattern", strings.Replace(minimalWith(0, ""), "name: r", "name: Ticket Sales", 1),
+			[]string{`5: sources[0].resources[0].name: resource name "Ticket Sales" must match`}},
+		{"resource path required", strings.Replace(minimalWith(0, ""), "path: /r", "path: \"\"", 1),
+			[]string{"6: sources[0].resources[0].path: required"}},
+		{"resource path slash", strings.Replace(minimalWith(0, ""), "path: /r", "path: v1/r", 1),
+			[]string{`6: sources[0].resources[0].path: "v1/r" must start with /`}},
+		{"records.id required", strings.Replace(minimalWith(0, ""), "{id: id}", "{path: data}", 1),
+			[]string{"7: sources[0].resources[0].records.id: required"}},
+		{"records missing entirely", strings.Replace(minimalWith(0, ""), "        records: {id: id}\n", "", 1),
+			[]string{"5: sources[0].resources[0].records.id: required"}},
+		{"dotted path", minimalWith(8, "ignore_fields: [meta..id]"),
+			[]string{`8: sources[0].resources[0].ignore_fields[0]: invalid dotted path "meta..id"`}},
+		{"priority", minimalWith(8, "priority: urgent"),
+			[]string{`8: sources[0].resources[0].priority: unknown priority "urgent" (want critical | default | low)`}},
+		{"freshness negative", minimalWith(8, "freshness: -5s"),
+			[]string{"8: sources[0].resources[0].freshness: must be greater than 0"}},
+		{"pagination style", minimalWith(8, "pagination: {style: scroll}"),
+			[]string{`8: sources[0].resources[0].pagination.style: unknown style "scroll"`}},
+		{"cursor needs keys", minimalWith(8, "pagination: {style: cursor}"),
+			[]string{"8: sources[0].resources[0].pagination.cursor_param: required for style cursor",
+				"8: sources[0].resources[0].pagination.next_field: required for style cursor"}},
+		{"limit zero", minimalWith(8, "pagination: {style: page, limit: 0}"),
+			[]string{"8: sources[0].resources[0].pagination.limit: must be greater than 0"}},
+		{"limit negative", minimalWith(8, "pagination: {style: offset, limit: -1}"),
+			[]string{"8: sources[0].resources[0].pagination.limit: must be greater than 0"}},
+		{"key unused by style", minimalWith(8, "pagination:\n  style: page\n  cursor_param: after"),
+			[]string{"10: sources[0].resources[0].pagination.cursor_param: not used by style page (used by cursor)"}},
+		{"probe strategy", minimalWith(8, "probe: {strategy: poll}"),
+			[]string{`8: sources[0].resources[0].probe.strategy: unknown strategy "poll"`}},
+		{"probe method", minimalWith(8, "probe: {strategy: etag, method: POST}"),
+			[]string{`8: sources[0].resources[0].probe.method: unknown method "POST" (want HEAD | GET)`}},
+		{"hash needs GET", minimalWith(8, "probe: {strategy: hash, method: HEAD}"),
+			[]string{"8: sources[0].resources[0].probe.method: strategy hash reads the body: use GET"}},
+		{"probe every zero", minimalWith(8, "probe:\n  strategy: etag\n  every: 0s"),
+			[]string{"10: sources[0].resources[0].probe.every: must be greater than 0"}},
+		{"max_every shorter", minimalWith(8, "probe: {strategy: etag, every: 1m, max_every: 30s}"),
+			[]string{"8: sources[0].resources[0].probe.max_every: 30s must not be shorter than every (1m0s)"}},
+		{"probe path", minimalWith(8, "probe: {strategy: etag, path: \"r?limit=1\"}"),
+			[]string{`8: sources[0].resources[0].probe.path: "r?limit=1" must start with /`}},
+		{"delta needs param and field", minimalWith(8, "delta: {format: unix}"),
+			[]string{"8: sources[0].resources[0].delta.param: required",
+				"8: sources[0].resources[0].delta.field: required"}},
+		{"delta format", minimalWith(8, "delta: {param: since, field: ts, format: iso}"),
+			[]string{`8: sources[0].resources[0].delta.format: unknown format "iso" (want rfc3339 | unix | unix_ms)`}},
+		{"delta overlap", minimalWith(8, "delta: {param: since, field: ts, overlap: -1s}"),
+			[]string{"8: sources[0].resources[0].delta.overlap: must not be negative"}},
+		{"full_sync every", minimalWith(8, "full_sync: {every: -1h}"),
+			[]string{"8: sources[0].resources[0].full_sync.every: must be greater than 0"}},
+		{"rate_limit requests", minimalWith(4, "rate_limit: {per: 1s}"),
+			[]string{"4: sources[0].rate_limit.requests: must be greater than 0"}},
+		{"rate_limit per zero", minimalWith(4, "rate_limit:\n  requests: 5\n  per: 0s"),
+			[]string{"6: sources[0].rate_limit.per: must be greater than 0"}},
+		{"max_concurrency zero", minimalWith(4, "max_concurrency: 0"),
+			[]string{"4: sources[0].max_concurrency: must be greater than 0"}},
+		{"timeout negative", minimalWith(4, "timeout: -1s"),
+			[]string{"4: sources[0].timeout: must be greater than 0"}},
+		{"auth type", minimalWith(4, "auth: {type: oauth}"),
+			[]string{`4: sources[0].auth.type: unknown auth type "oauth" (want bearer | header | basic)`}},
+		{"auth type required", minimalWith(4, "auth: {token_env: TOKEN}"),
+			[]string{"4: sources[0].auth.type: required"}},
+		{"bearer needs token", minimalWith(4, "auth: {type: bearer}"),
+			[]string{"4: sources[0].auth: auth type bearer needs token_env or token_file"}},
+		{"bearer token twice", minimalWith(4, "auth: {type: bearer, token_env: T, token_file: /run/t}"),
+			[]string{"4: sources[0].auth.token_file: set token_env or token_file, not both"}},
+		{"header needs header", minimalWith(4, "auth: {type: header, token_env: T}"),
+			[]string{"4: sources[0].auth.header: required for auth type header"}},
+		{"basic needs env", minimalWith(4, "auth:\n  type: basic\n  username_env: USER"),
+			[]string{"4: sources[0].auth.password_env: required for auth type basic"}},
+		{"basic with token", minimalWith(4, "auth: {type: basic, username_env: U, password_env: P, token_env: T}"),
+			[]string{"4: sources[0].auth.token_env: not used by auth type basic"}},
+		{"secret instead of env name", minimalWith(4, "auth: {type: bearer, token_env: sk-live-123}"),
+			[]string{`4: sources[0].auth.token_env: "sk-live-123" is not an environment variable name`}},
+		{"authorization header", minimalWith(4, "headers:\n  Accept: application/json\n  authorization: Bearer x"),
+			[]string{"6: sources[0].headers.authorization: credentials do not belong in headers: use auth"}},
+		{"header name", minimalWith(4, "headers: {\"Bad Header\": x}"),
+			[]string{`4: sources[0].headers.Bad Header: invalid header name "Bad Header"`}},
+		{"webhook", minimalWith(0, "webhooks:\n  - url: /hook\n    secret_env: HOOK_SECRET\n    events: [data.updated, data.deleted, data.updated]"),
+			[]string{`9: webhooks[0].url: "/hook" must be an absolute http:// or https:// URL`,
+				`11: webhooks[0].events[1]: unknown event "data.deleted"`,
+				`11: webhooks[0].events[2]: duplicate event "data.updated"`}},
+		{"webhook url required", minimalWith(0, "webhooks:\n  - events: [run.failed]"),
+			[]string{"9: webhooks[0].url: required"}},
+		{"unknown field suggests", minimalWith(8, "pagnation: {style: page}"),
+			[]string{`8: sources[0].resources[0].pagnation: unknown field (did you mean "pagination"?)`}},
+		{"unknown top-level field", minimalWith(0, "webhook: []"),
+			[]string{`8: webhook: unknown field (did you mean "webhooks"?)`}},
+		{"duplicate key", minimalWith(8, "path: /again"),
+			[]string{"8: sources[0].resources[0].path: duplicate key (first at line 6)"}},
+		{"list expected", minimalWith(8, "ignore_fields: meta.id"),
+			[]string{`8: sources[0].resources[0].ignore_fields: expected a list, found "meta.id"`}},
+		{"mapping expected, reported once", strings.Replace(minimalWith(0, ""), "{id: id}", "id", 1),
+			[]string{`7: sources[0].resources[0].records: expected a mapping, found "id"`}},
+		{"boolean", minimalWith(4, "allow_private: maybe"),
+			[]string{`4: sources[0].allow_private: invalid boolean "maybe"`}},
+		{"number", minimalWith(4, "max_concurrency: four"),
+			[]string{`4: sources[0].max_concurrency: invalid whole number "four"`}},
+		{"syntax", "sources:\n  - name: s\n    base_url: x: y\n",
+			[]string{"3: invalid YAML: mapping values are not allowed in this context"}},
+		{"two documents", minimalWith(0, "---\nsources: []"),
+			[]string{"8: more than one YAML document"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parse("t.yaml", []byte(tt.doc), env(nil))
+			got := problems(t, err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems, want %d:\n%v\n--- config:\n%s", len(got), len(tt.want), err, tt.doc)
+			}
+			for i, w := range tt.want {
+				if s := got[i].String(); !strings.HasPrefix(s, "t.yaml:"+w) {
+					t.Errorf("problem %d = %q, want prefix %q", i, s, "t.yaml:"+w)
+				}
+			}
+		})
+	}
+}
+
+func TestAnchorsAndMerge(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, `sources:
+  - name: s
+    base_url: http://h
+    resources:
+      - &base
+        name: a
+        path: /a
+        records: {id: id}
+        probe: &probe {strategy: etag, every: 5s}
+      - <<: *base
+        name: b
+        path: /b
+      - name: c
+        path: /c
+        records: {id: id}
+        probe: *probe
+`, nil)
+	rs := cfg.Sources[0].Resources
+	want := Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}
+	if rs[1].Name != "b" || rs[1].Path != "/b" || rs[1].Records.ID != "id" || rs[1].Probe != want || rs[2].Probe != want {
+		t.Errorf("resources = %+v", rs)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestValidateBuilt(t *testing.T) {
+	t.Parallel()
+	var empty Config
+	if err := empty.Validate(); err == nil || err.Error() != "sources: at least one source required" {
+		t.Errorf("Validate(empty) = %v", err)
+	}
+	cfg := Config{Sources: []Source{{
+		Name:      "s",
+		BaseURL:   "https://api.example.com",
+		Resources: []Resource{{Name: "r", Path: "/r", Records: Records{ID: "id"}}},
+	}}}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestEach(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, minimalWith(0, "")+"      - name: r2\n        path: /r2\n        records: {id: id}\n"+
+		strings.Replace(strings.TrimPrefix(minimalWith(0, ""), "sources:\n"), "name: s", "name: t", 1), nil)
+	var got []string
+	cfg.Each(func(s *Source, r *Resource) { got = append(got, s.Name+"/"+r.Name) })
+	if want := []string{"s/r", "s/r2", "t/r"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Each visited %q, want %q", got, want)
+	}
+}

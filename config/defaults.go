@@ -1,0 +1,72 @@
+package config
+
+import (
+	"cmp"
+	"strings"
+	"time"
+)
+
+// Defaults, as documented on the fields in config.go.
+const (
+	defaultMaxConcurrency = 4
+	defaultTimeout        = Duration(30 * time.Second)
+	defaultMaxBody        = 64 * MiB
+	defaultBurst          = 1
+	defaultFreshness      = Duration(5 * time.Minute)
+	defaultLimit          = 100
+	defaultPageParam      = "page"
+	defaultStart          = 1
+	defaultOffsetParam    = "offset"
+	defaultNextURLField   = "next_url"
+	defaultProbeMethod    = "GET"
+	defaultProbeEvery     = Duration(time.Minute)
+	defaultFullSyncEvery  = Duration(24 * time.Hour)
+)
+
+// SetDefaults fills every unset field that has a default (see the field
+// comments) and normalises case where it does not matter (probe method).
+// Load and Parse call it; a config built in code should call it before
+// Validate.
+func (c *Config) SetDefaults() {
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		s.MaxConcurrency = cmp.Or(s.MaxConcurrency, defaultMaxConcurrency)
+		s.Timeout = cmp.Or(s.Timeout, defaultTimeout)
+		s.MaxBody = cmp.Or(s.MaxBody, defaultMaxBody)
+		if s.RateLimit != nil {
+			s.RateLimit.Burst = cmp.Or(s.RateLimit.Burst, defaultBurst)
+		}
+		for j := range s.Resources {
+			s.Resources[j].setDefaults()
+		}
+	}
+}
+
+func (r *Resource) setDefaults() {
+	r.Priority = cmp.Or(r.Priority, PriorityDefault)
+	r.Freshness = cmp.Or(r.Freshness, defaultFreshness)
+
+	p := &r.Pagination
+	p.Style = cmp.Or(p.Style, PaginationNone)
+	p.Limit = cmp.Or(p.Limit, defaultLimit)
+	p.PageParam = cmp.Or(p.PageParam, defaultPageParam)
+	if p.Start == nil {
+		start := defaultStart
+		p.Start = &start
+	}
+	p.OffsetParam = cmp.Or(p.OffsetParam, defaultOffsetParam)
+	if p.Style == PaginationNextURL {
+		p.NextField = cmp.Or(p.NextField, defaultNextURLField)
+	}
+
+	pr := &r.Probe
+	pr.Strategy = cmp.Or(pr.Strategy, ProbeNone)
+	pr.Method = strings.ToUpper(cmp.Or(pr.Method, defaultProbeMethod))
+	pr.Every = cmp.Or(pr.Every, defaultProbeEvery)
+	pr.MaxEvery = cmp.Or(pr.MaxEvery, pr.Every)
+
+	if r.Delta != nil {
+		r.Delta.Format = cmp.Or(r.Delta.Format, FormatRFC3339)
+	}
+	r.FullSync.Every = cmp.Or(r.FullSync.Every, defaultFullSyncEvery)
+}

@@ -1,0 +1,337 @@
+package config
+
+import (
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+var (
+	namePattern = regexp.MustCompile(`^[a-z0-9_]+$`)
+	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// headerName is an RFC 9110 token.
+	headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// Event types a webhook may subscribe to.
+const (
+	EventDataUpdated       = "data.updated"
+	EventRunFailed         = "run.failed"
+	EventResourceStale     = "resource.stale"
+	EventResourceRecovered = "resource.recovered"
+	EventRunProgress       = "run.progress"
+)
+
+// Events lists every event type, in documentation order.
+var Events = []string{EventDataUpdated, EventRunFailed, EventResourceStale, EventResourceRecovered, EventRunProgress}
+
+// Auth types.
+const (
+	AuthBearer = "bearer"
+	AuthHeader = "header"
+	AuthBasic  = "basic"
+)
+
+func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
+
+func choices(allowed ...string) string { return strings.Join(allowed, " | ") }
+
+// validate reports every rule the (defaulted) config breaks.
+func (c *checker) validate(cfg *Config) {
+	if len(cfg.Sources) == 0 {
+		c.report("sources", "at least one source required")
+	}
+	firstSource := map[string]string{}
+	for i := range cfg.Sources {
+		s := &cfg.Sources[i]
+		sp := index("sources", i)
+		c.name(join(sp, "name"), s.Name, "source", firstSource)
+		c.source(sp, s)
+	}
+	for i := range cfg.Webhooks {
+		c.webhook(index("webhooks", i), &cfg.Webhooks[i])
+	}
+}
+
+// name checks a source or resource name: required, pattern, unique in seen
+// (which maps a name to the path of its first use).
+func (c *checker) name(path, name, what string, seen map[string]string) {
+	switch {
+	case name == "":
+		c.report(path, "required")
+	case !namePattern.MatchString(name):
+		c.report(path, "%s name %q must match [a-z0-9_]+", what, name)
+	default:
+		if first, dup := seen[name]; dup {
+			c.report(path, "duplicate %s name %q (first at line %d)", what, name, c.lineOf(first))
+			return
+		}
+		seen[name] = path
+	}
+}
+
+// positive reports a number or duration that is not > 0, including an
+// explicit zero that the defaults would otherwise have papered over.
+func (c *checker) positive(path string, v int64) {
+	if v <= 0 || c.zeros[path] {
+		c.report(path, "must be greater than 0")
+	}
+}
+
+func (c *checker) httpURL(path, raw string) {
+	if raw == "" {
+		c.report(path, "required")
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		c.report(path, "invalid URL %q", raw)
+	case u.Scheme != "http" && u.Scheme != "https":
+		c.report(path, "%q must be an absolute http:// or https:// URL", raw)
+	case u.Host == "":
+		c.report(path, "%q has no host", raw)
+	case u.User != nil:
+		c.report(path, "credentials in a URL are not allowed: reference them by env or file")
+	case u.Fragment != "":
+		c.report(path, "%q must not have a #fragment", raw)
+	}
+}
+
+func (c *checker) dotted(path, p string) {
+	if p != "" && slices.Contains(strings.Split(p, "."), "") {
+		c.report(path, "invalid dotted path %q", p)
+	}
+}
+
+func (c *checker) env(path, name string) {
+	if name != "" && !envName.MatchString(name) {
+		c.report(path, "%q is not an environment variable name (the config holds references to secrets, never secrets)", name)
+	}
+}
+
+func (c *checker) source(sp string, s *Source) {
+	c.httpURL(join(sp, "base_url"), s.BaseURL)
+	if u, err := url.Parse(s.BaseURL); err == nil && u.RawQuery != "" {
+		c.report(join(sp, "base_url"), "must not carry a query: put fixed query parameters in the resource path")
+	}
+	for _, k := range sortedKeys(s.Headers) {
+		hp := join(join(sp, "headers"), k)
+		switch {
+		case strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Proxy-Authorization"):
+			c.report(hp, "credentials do not belong in headers: use auth (type bearer, header or basic)")
+		case !headerName.MatchString(k):
+			c.report(hp, "invalid header name %q", k)
+		case strings.ContainsAny(s.Headers[k], "\r\n\x00"):
+			c.report(hp, "header value must not contain line breaks")
+		}
+	}
+	if s.Auth != nil {
+		c.auth(join(sp, "auth"), s.Auth)
+	}
+	if rl := s.RateLimit; rl != nil {
+		rp := join(sp, "rate_limit")
+		c.positive(join(rp, "requests"), int64(rl.Requests))
+		c.positive(join(rp, "per"), int64(rl.Per))
+		c.positive(join(rp, "burst"), int64(rl.Burst))
+	}
+	c.positive(join(sp, "max_concurrency"), int64(s.MaxConcurrency))
+	c.positive(join(sp, "timeout"), int64(s.Timeout))
+	c.positive(join(sp, "max_body"), int64(s.MaxBody))
+
+	if len(s.Resources) == 0 {
+		c.report(join(sp, "resources"), "at least one resource required")
+	}
+	first := map[string]string{}
+	for j := range s.Resources {
+		r := &s.Resources[j]
+		rp := index(join(sp, "resources"), j)
+		c.name(join(rp, "name"), r.Name, "resource", first)
+		c.resource(rp, r)
+	}
+}
+
+func (c *checker) auth(ap string, a *Auth) {
+	notFor := func(field, value string) {
+		if value != "" {
+			c.report(join(ap, field), "not used by auth type %s", a.Type)
+		}
+	}
+	c.env(join(ap, "token_env"), a.TokenEnv)
+	c.env(join(ap, "username_env"), a.UsernameEnv)
+	c.env(join(ap, "password_env"), a.PasswordEnv)
+	switch a.Type {
+	case AuthBearer, AuthHeader:
+		switch {
+		case a.TokenEnv == "" && a.TokenFile == "":
+			c.report(ap, "auth type %s needs token_env or token_file", a.Type)
+		case a.TokenEnv != "" && a.TokenFile != "":
+			c.report(join(ap, "token_file"), "set token_env or token_file, not both")
+		}
+		if a.Type == AuthHeader {
+			switch {
+			case a.Header == "":
+				c.report(join(ap, "header"), "required for auth type header")
+			case !headerName.MatchString(a.Header):
+				c.report(join(ap, "header"), "invalid header name %q", a.Header)
+			}
+		} else {
+			notFor("header", a.Header)
+		}
+		notFor("username_env", a.UsernameEnv)
+		notFor("password_env", a.PasswordEnv)
+	case AuthBasic:
+		if a.UsernameEnv == "" {
+			c.report(join(ap, "username_env"), "required for auth type basic")
+		}
+		if a.PasswordEnv == "" {
+			c.report(join(ap, "password_env"), "required for auth type basic")
+		}
+		notFor("token_env", a.TokenEnv)
+		notFor("token_file", a.TokenFile)
+		notFor("header", a.Header)
+	case "":
+		c.report(join(ap, "type"), "required (%s)", choices(AuthBearer, AuthHeader, AuthBasic))
+	default:
+		c.report(join(ap, "type"), "unknown auth type %q (want %s)", a.Type, choices(AuthBearer, AuthHeader, AuthBasic))
+	}
+}
+
+func (c *checker) resource(rp string, r *Resource) {
+	switch {
+	case r.Path == "":
+		c.report(join(rp, "path"), "required")
+	case !strings.HasPrefix(r.Path, "/"):
+		c.report(join(rp, "path"), "%q must start with /", r.Path)
+	}
+	if !oneOf(r.Priority, PriorityCritical, PriorityDefault, PriorityLow) {
+		c.report(join(rp, "priority"), "unknown priority %q (want %s)", r.Priority, choices(PriorityCritical, PriorityDefault, PriorityLow))
+	}
+	c.positive(join(rp, "freshness"), int64(r.Freshness))
+
+	recp := join(rp, "records")
+	c.dotted(join(recp, "path"), r.Records.Path)
+	if r.Records.ID == "" {
+		c.report(join(recp, "id"), "required")
+	} else {
+		c.dotted(join(recp, "id"), r.Records.ID)
+	}
+	for _, k := range sortedKeys(r.Fields) {
+		fp := join(join(rp, "fields"), k)
+		if r.Fields[k] == "" {
+			c.report(fp, "required: the dotted path to store in %s", k)
+		}
+		c.dotted(fp, r.Fields[k])
+	}
+	for i, f := range r.IgnoreFields {
+		fp := index(join(rp, "ignore_fields"), i)
+		if f == "" {
+			c.report(fp, "empty path")
+		}
+		c.dotted(fp, f)
+	}
+
+	c.pagination(join(rp, "pagination"), &r.Pagination)
+	c.probe(join(rp, "probe"), &r.Probe)
+
+	if d := r.Delta; d != nil {
+		dp := join(rp, "delta")
+		if d.Param == "" {
+			c.report(join(dp, "param"), "required")
+		}
+		if d.Field == "" {
+			c.report(join(dp, "field"), "required")
+		} else {
+			c.dotted(join(dp, "field"), d.Field)
+		}
+		if !oneOf(d.Format, FormatRFC3339, FormatUnix, FormatUnixMS) {
+			c.report(join(dp, "format"), "unknown format %q (want %s)", d.Format, choices(FormatRFC3339, FormatUnix, FormatUnixMS))
+		}
+		if d.Overlap < 0 {
+			c.report(join(dp, "overlap"), "must not be negative")
+		}
+	}
+	c.positive(join(join(rp, "full_sync"), "every"), int64(r.FullSync.Every))
+}
+
+func (c *checker) pagination(pp string, p *Pagination) {
+	styles := []string{PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL}
+	if !oneOf(p.Style, styles...) {
+		c.report(join(pp, "style"), "unknown style %q (want %s)", p.Style, choices(styles...))
+		return
+	}
+	// Keys a style does not read are mistakes (often a wrong style), not noise.
+	usedBy := map[string][]string{
+		"cursor_param": {PaginationCursor},
+		"next_field":   {PaginationCursor, PaginationNextURL},
+		"page_param":   {PaginationPage},
+		"start":        {PaginationPage},
+		"offset_param": {PaginationOffset},
+	}
+	for _, key := range sortedKeys(usedBy) {
+		if c.set(join(pp, key)) && !oneOf(p.Style, usedBy[key]...) {
+			c.report(join(pp, key), "not used by style %s (used by %s)", p.Style, choices(usedBy[key]...))
+		}
+	}
+	if p.Style == PaginationCursor {
+		if p.CursorParam == "" {
+			c.report(join(pp, "cursor_param"), "required for style cursor")
+		}
+		if p.NextField == "" {
+			c.report(join(pp, "next_field"), "required for style cursor")
+		}
+	}
+	c.dotted(join(pp, "next_field"), p.NextField)
+	c.positive(join(pp, "limit"), int64(p.Limit))
+	if p.Start != nil && *p.Start < 0 {
+		c.report(join(pp, "start"), "must not be negative")
+	}
+}
+
+func (c *checker) probe(pp string, p *Probe) {
+	strategies := []string{ProbeETag, ProbeLastModified, ProbeHash, ProbeNone}
+	if !oneOf(p.Strategy, strategies...) {
+		c.report(join(pp, "strategy"), "unknown strategy %q (want %s)", p.Strategy, choices(strategies...))
+	}
+	switch {
+	case !oneOf(p.Method, "HEAD", "GET"):
+		c.report(join(pp, "method"), "unknown method %q (want HEAD | GET)", p.Method)
+	case p.Strategy == ProbeHash && p.Method == "HEAD":
+		c.report(join(pp, "method"), "strategy hash reads the body: use GET")
+	}
+	c.positive(join(pp, "every"), int64(p.Every))
+	if c.zeros[join(pp, "max_every")] {
+		c.report(join(pp, "max_every"), "must be greater than 0")
+	} else if p.MaxEvery < p.Every {
+		c.report(join(pp, "max_every"), "%s must not be shorter than every (%s)", p.MaxEvery, p.Every)
+	}
+	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
+		c.report(join(pp, "path"), "%q must start with /", p.Path)
+	}
+}
+
+func (c *checker) webhook(wp string, w *Webhook) {
+	c.httpURL(join(wp, "url"), w.URL)
+	c.env(join(wp, "secret_env"), w.SecretEnv)
+	seen := map[string]bool{}
+	for i, e := range w.Events {
+		ep := index(join(wp, "events"), i)
+		switch {
+		case !oneOf(e, Events...):
+			c.report(ep, "unknown event %q (want %s)", e, choices(Events...))
+		case seen[e]:
+			c.report(ep, "duplicate event %q", e)
+		}
+		seen[e] = true
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,239 @@
+// Package extract turns an upstream response body into records ready to
+// store: it finds the record array, reads each record's id, applies the
+// resource's field projection, and hashes a canonical form of the content
+// with volatile fields left out, so that only real changes count as changes.
+package extract
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/tidemark/tidemark/config"
+)
+
+// Record is one extracted record.
+type Record struct {
+	ID      string
+	Payload []byte // canonical JSON of what is stored (the projection, if any)
+	Hash    string // sha256 of the canonical JSON without ignore_fields
+}
+
+// Decode parses a JSON body, keeping numbers exact.
+func Decode(body []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("malformed JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("malformed JSON: trailing data after the document")
+	}
+	return v, nil
+}
+
+// Lookup follows a dotted path ("price.cents") through nested objects. An
+// empty path is v itself.
+func Lookup(v any, path string) (any, bool) {
+	if path == "" {
+		return v, true
+	}
+	for part := range strings.SplitSeq(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// Array returns the record array at path in a decoded body.
+func Array(doc any, path string) ([]any, error) {
+	v, ok := Lookup(doc, path)
+	if !ok {
+		return nil, fmt.Errorf("records path %q not found in response", path)
+	}
+	if v == nil {
+		return nil, nil // "data": null is an empty page
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("records path %q is a %s, not an array", path, kind(v))
+	}
+	return arr, nil
+}
+
+// Extractor prepares the records of one resource.
+type Extractor struct {
+	res    *config.Resource
+	ignore [][]string
+}
+
+// New returns the extractor of a resource.
+func New(res *config.Resource) *Extractor {
+	e := &Extractor{res: res}
+	for _, f := range res.IgnoreFields {
+		e.ignore = append(e.ignore, strings.Split(f, "."))
+	}
+	return e
+}
+
+// Records extracts every record of a response body. A record without a
+// usable id fails the whole page, naming the record's index.
+func (e *Extractor) Records(doc any) ([]Record, error) {
+	arr, err := Array(doc, e.res.Records.Path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(arr))
+	for i, v := range arr {
+		r, err := e.Record(v)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+// Record prepares one decoded record.
+func (e *Extractor) Record(v any) (Record, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Record{}, fmt.Errorf("is a %s, not an object", kind(v))
+	}
+	id, err := ID(obj, e.res.Records.ID)
+	if err != nil {
+		return Record{}, err
+	}
+	stored := any(obj)
+	if len(e.res.Fields) > 0 {
+		proj := make(map[string]any, len(e.res.Fields))
+		for name, path := range e.res.Fields {
+			val, _ := Lookup(obj, path) // a missing field is stored as null
+			proj[name] = val
+		}
+		stored = proj
+	}
+	payload, err := Canonical(stored)
+	if err != nil {
+		return Record{}, err
+	}
+	hashed := payload
+	if len(e.ignore) > 0 {
+		if hashed, err = Canonical(without(stored, e.ignore)); err != nil {
+			return Record{}, err
+		}
+	}
+	sum := sha256.Sum256(hashed)
+	return Record{ID: id, Payload: payload, Hash: hex.EncodeToString(sum[:])}, nil
+}
+
+// ID reads a record's id at a dotted path: a string, or a number kept as its
+// exact JSON text. Anything else is an error.
+func ID(obj map[string]any, path string) (string, error) {
+	v, ok := Lookup(obj, path)
+	if !ok || v == nil {
+		return "", fmt.Errorf("id %q is missing", path)
+	}
+	switch id := v.(type) {
+	case string:
+		if id == "" {
+			return "", fmt.Errorf("id %q is empty", path)
+		}
+		return id, nil
+	case json.Number:
+		return id.String(), nil
+	default:
+		return "", fmt.Errorf("id %q is a %s, not a string or number", path, kind(v))
+	}
+}
+
+// Canonical encodes v as canonical JSON: object keys sorted (encoding/json
+// sorts map keys), numbers as received, no HTML escaping.
+func Canonical(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// HashBody hashes a whole response body canonically, volatile fields removed
+// from every record (for hash probes of APIs without validators).
+func (e *Extractor) HashBody(doc any) (string, error) {
+	if arr, err := Array(doc, e.res.Records.Path); err == nil {
+		stripped := make([]any, len(arr))
+		for i, v := range arr {
+			stripped[i] = without(v, e.ignore)
+		}
+		doc = stripped
+	}
+	b, err := Canonical(doc)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// without returns a copy of v with the dotted paths removed; v is not changed.
+func without(v any, paths [][]string) any {
+	if len(paths) == 0 {
+		return v
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	out := make(map[string]any, len(obj))
+	for k, val := range obj {
+		var sub [][]string
+		drop := false
+		for _, p := range paths {
+			if p[0] != k {
+				continue
+			}
+			if len(p) == 1 {
+				drop = true
+				break
+			}
+			sub = append(sub, p[1:])
+		}
+		if drop {
+			continue
+		}
+		if len(sub) > 0 {
+			val = without(val, sub)
+		}
+		out[k] = val
+	}
+	return out
+}
+
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "boolean"
+	}
+	return fmt.Sprintf("%T", v)
+}

@@ -1,0 +1,97 @@
+package extract_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/extract"
+)
+
+func records(t *testing.T, res config.Resource, body string) ([]extract.Record, error) {
+	t.Helper()
+	doc, err := extract.Decode([]byte(body))
+	if err != nil {
+		return nil, err
+	}
+	return extract.New(&res).Records(doc)
+}
+
+func TestRecords(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		res     config.Resource
+		body    string
+		ids     []string
+		payload string // of the first record
+		wantErr string
+	}{
+		{name: "root array, integer ids", res: config.Resource{Records: config.Records{ID: "id"}},
+			body: `[{"id":7,"b":1,"a":2},{"id":12345678901234567890}]`, ids: []string{"7", "12345678901234567890"}, payload: `{"a":2,"b":1,"id":7}`},
+		{name: "nested path and dotted id", res: config.Resource{Records: config.Records{Path: "result.items", ID: "s.id"}},
+			body: `{"result":{"items":[{"s":{"id":"x"}}]}}`, ids: []string{"x"}, payload: `{"s":{"id":"x"}}`},
+		{name: "projection", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}, Fields: map[string]string{"amount": "price.cents", "gone": "nope"}},
+			body: `{"data":[{"id":"a","price":{"cents":5},"x":1}]}`, ids: []string{"a"}, payload: `{"amount":5,"gone":null}`},
+		{name: "null array is an empty page", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{"data":null}`},
+		{name: "html is not escaped", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":"<&>"}]`, ids: []string{"<&>"}, payload: `{"id":"<&>"}`},
+		{name: "missing id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1},{"x":1}]`, wantErr: `record 1: id "id" is missing`},
+		{name: "object id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":{"a":1}}]`, wantErr: `record 0: id "id" is a object`},
+		{name: "record not an object", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[1]`, wantErr: "record 0: is a number, not an object"},
+		{name: "path is not an array", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{"data":{}}`, wantErr: `records path "data" is a object, not an array`},
+		{name: "path missing", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{}`, wantErr: `records path "data" not found`},
+		{name: "malformed", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1}`, wantErr: "malformed JSON"},
+		{name: "trailing garbage", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[] []`, wantErr: "trailing data"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := records(t, tt.res, tt.body)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.ids) {
+				t.Fatalf("got %d records, want %d", len(got), len(tt.ids))
+			}
+			for i, r := range got {
+				if r.ID != tt.ids[i] {
+					t.Errorf("record %d id = %q, want %q", i, r.ID, tt.ids[i])
+				}
+			}
+			if len(got) > 0 && string(got[0].Payload) != tt.payload {
+				t.Errorf("payload = %s, want %s", got[0].Payload, tt.payload)
+			}
+		})
+	}
+}
+
+func TestIgnoreFieldsLeaveHashAlone(t *testing.T) {
+	t.Parallel()
+	res := config.Resource{Records: config.Records{Path: "data", ID: "id"}, IgnoreFields: []string{"meta.request_id", "fetched_at"}}
+	a, err := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":1,"meta":{"request_id":"r1","keep":1}}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":1}}]}`)
+	c, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":2}}]}`)
+	if a[0].Hash != b[0].Hash {
+		t.Error("a change in ignored fields changed the hash")
+	}
+	if b[0].Hash == c[0].Hash {
+		t.Error("a change in a kept nested field did not change the hash")
+	}
+	if !strings.Contains(string(a[0].Payload), "request_id") {
+		t.Error("ignored fields must still be stored in the payload")
+	}
+	// Key order and whitespace are not changes.
+	d, _ := records(t, res, `{"data":[ {"meta":{"keep":1,"request_id":"zz"}, "v":1, "id":1} ]}`)
+	if d[0].Hash != a[0].Hash {
+		t.Error("key order changed the hash")
+	}
+}

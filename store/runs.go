@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Run kinds.
+const (
+	KindProbe = "probe"
+	KindDelta = "delta"
+	KindFull  = "full"
+)
+
+// Run statuses.
+const (
+	StatusRunning     = "running"
+	StatusSucceeded   = "succeeded"
+	StatusNotModified = "not_modified"
+	StatusFailed      = "failed" // will be retried
+	StatusDead        = "dead"   // will not be retried
+)
+
+// Run is one execution of a probe or fetch task (table sync_runs).
+type Run struct {
+	ID               int64      `gorm:"column:id;primaryKey" json:"id"`
+	Source           string     `gorm:"column:source" json:"source"`
+	Resource         string     `gorm:"column:resource" json:"resource"`
+	Kind             string     `gorm:"column:kind" json:"kind"`
+	Trigger          string     `gorm:"column:trigger" json:"trigger"`
+	TaskID           string     `gorm:"column:task_id" json:"task_id"`
+	Attempt          int        `gorm:"column:attempt" json:"attempt"`
+	Status           string     `gorm:"column:status" json:"status"`
+	StartedAt        time.Time  `gorm:"column:started_at" json:"started_at"`
+	FinishedAt       *time.Time `gorm:"column:finished_at" json:"finished_at"`
+	HTTPRequests     int        `gorm:"column:http_requests" json:"http_requests"`
+	Pages            int        `gorm:"column:pages" json:"pages"`
+	RecordsFetched   int64      `gorm:"column:records_fetched" json:"records_fetched"`
+	RecordsCreated   int64      `gorm:"column:records_created" json:"records_created"`
+	RecordsUpdated   int64      `gorm:"column:records_updated" json:"records_updated"`
+	RecordsDeleted   int64      `gorm:"column:records_deleted" json:"records_deleted"`
+	RecordsUnchanged int64      `gorm:"column:records_unchanged" json:"records_unchanged"`
+	Drift            *int64     `gorm:"column:drift" json:"drift"`
+	VersionHash      string     `gorm:"column:version_hash" json:"version_hash"`
+	Error            string     `gorm:"column:error" json:"error"`
+}
+
+// TableName maps Run to sync_runs.
+func (Run) TableName() string { return "sync_runs" }
+
+// Duration is how long the run took (so far, while running).
+func (r Run) Duration() time.Duration {
+	if r.FinishedAt == nil {
+		return time.Since(r.StartedAt)
+	}
+	return r.FinishedAt.Sub(r.StartedAt)
+}
+
+// StartRun records a run as running and fills in its ID.
+func (s *Store) StartRun(ctx context.Context, r *Run) error {
+	r.Status = StatusRunning
+	if r.StartedAt.IsZero() {
+		r.StartedAt = time.Now().UTC()
+	}
+	if err := s.db.WithContext(ctx).Create(r).Error; err != nil {
+		return fmt.Errorf("start run %s/%s: %w", r.Source, r.Resource, err)
+	}
+	return nil
+}
+
+// RunOutcome is how a run ended.
+type RunOutcome struct {
+	Status      string // succeeded | not_modified | failed | dead
+	Error       string
+	VersionHash string
+	Drift       *int64
+	// HTTPRequests made since the last applied page (not yet counted).
+	HTTPRequests int
+}
+
+// FinishRun closes a run and updates the resource's sync state in one
+// transaction: a success clears the checkpoint and the failure streak; a
+// failure keeps the checkpoint so the retry resumes from it.
+func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var run Run
+		if err := tx.First(&run, runID).Error; err != nil {
+			return fmt.Errorf("finish run %d: %w", runID, notFound(err))
+		}
+		now := time.Now().UTC()
+		if err := tx.Model(&Run{}).Where("id = ?", runID).Updates(map[string]any{
+			"status":        out.Status,
+			"error":         out.Error,
+			"version_hash":  out.VersionHash,
+			"drift":         out.Drift,
+			"finished_at":   now,
+			"http_requests": gorm.Expr("http_requests + ?", out.HTTPRequests),
+		}).Error; err != nil {
+			return fmt.Errorf("finish run %d: %w", runID, err)
+		}
+		state := tx.Model(&State{}).Where("source = ? AND resource = ?", run.Source, run.Resource)
+		var err error
+		switch out.Status {
+		case StatusSucceeded:
+			upd := map[string]any{
+				"checkpoint":           nil,
+				"last_success_at":      now,
+				"consecutive_failures": 0,
+				"updated_at":           now,
+			}
+			if run.Kind == KindFull {
+				upd["last_full_sync_at"] = now
+			}
+			if run.RecordsCreated+run.RecordsUpdated+run.RecordsDeleted > 0 {
+				upd["last_change_at"] = now
+			}
+			err = state.Updates(upd).Error
+		case StatusFailed, StatusDead:
+			err = state.Updates(map[string]any{
+				"consecutive_failures": gorm.Expr("consecutive_failures + 1"),
+				"updated_at":           now,
+			}).Error
+		}
+		if err != nil {
+			return fmt.Errorf("finish run %d: update state: %w", runID, err)
+		}
+		return nil
+	})
+}
+
+// Run returns one run by id.
+func (s *Store) Run(ctx context.Context, id int64) (Run, error) {
+	var r Run
+	err := s.db.WithContext(ctx).First(&r, id).Error
+	return r, notFound(err)
+}
+
+// RunFilter selects runs; zero fields do not filter.
+type RunFilter struct {
+	Source   string
+	Resource string
+	Status   string
+	Kind     string
+	BeforeID int64 // paging: runs with a smaller id
+	Limit    int   // default 50, at most 1000
+}
+
+// Runs lists runs, newest first.
+func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
+	q := s.db.WithContext(ctx).Model(&Run{}).Order("id DESC")
+	if f.Source != "" {
+		q = q.Where("source = ?", f.Source)
+	}
+	if f.Resource != "" {
+		q = q.Where("resource = ?", f.Resource)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	if f.Kind != "" {
+		q = q.Where("kind = ?", f.Kind)
+	}
+	if f.BeforeID > 0 {
+		q = q.Where("id < ?", f.BeforeID)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	var runs []Run
+	if err := q.Limit(min(limit, 1000)).Find(&runs).Error; err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	return runs, nil
+}

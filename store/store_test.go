@@ -1,0 +1,212 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/store"
+)
+
+func open(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+var key = store.Key{Source: "shop", Resource: "orders"}
+
+func rec(id, body string) store.Record {
+	return store.Record{ExternalID: id, Payload: json.RawMessage(body), Hash: "h:" + body}
+}
+
+func startRun(t *testing.T, s *store.Store, kind string) int64 {
+	t.Helper()
+	r := store.Run{Source: key.Source, Resource: key.Resource, Kind: kind, Trigger: "manual"}
+	if err := s.StartRun(context.Background(), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+// snapshot is everything a re-applied page must leave alone.
+type snapshot struct {
+	Records []struct {
+		ExternalID  string
+		Version     int64
+		ContentHash string
+		UpdatedAt   string
+	}
+	Changes int64
+	Outbox  int64
+}
+
+func take(t *testing.T, s *store.Store) snapshot {
+	t.Helper()
+	var snap snapshot
+	db := s.DB()
+	if err := db.Raw(`SELECT external_id, version, content_hash, updated_at::text AS updated_at FROM records ORDER BY external_id`).Scan(&snap.Records).Error; err != nil {
+		t.Fatal(err)
+	}
+	db.Raw(`SELECT count(*) FROM record_changes`).Scan(&snap.Changes)
+	db.Raw(`SELECT count(*) FROM outbox`).Scan(&snap.Outbox)
+	return snap
+}
+
+func TestApplyPageTwiceChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	if err := s.EnsureStates(ctx, []store.Key{key}); err != nil {
+		t.Fatal(err)
+	}
+	run := startRun(t, s, store.KindFull)
+	page := store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{"a":1}`), rec("2", `{"a":2}`)}}
+
+	got, err := s.ApplyPage(ctx, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (store.PageResult{Created: 2}) {
+		t.Fatalf("first apply = %+v, want 2 created", got)
+	}
+	before := take(t, s)
+	got, err = s.ApplyPage(ctx, page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (store.PageResult{Unchanged: 2}) {
+		t.Fatalf("second apply = %+v, want 2 unchanged", got)
+	}
+	after := take(t, s)
+	if b, a := mustJSON(before), mustJSON(after); b != a {
+		t.Fatalf("re-applying a page changed state:\nbefore %s\nafter  %s", b, a)
+	}
+	if before.Changes != 2 || before.Outbox != 1 {
+		t.Fatalf("changes=%d outbox=%d, want 2 and 1", before.Changes, before.Outbox)
+	}
+}
+
+func TestApplyPageVersionsAndAudit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureStates(ctx, []store.Key{key})
+	run := startRun(t, s, store.KindFull)
+	apply := func(recs ...store.Record) store.PageResult {
+		t.Helper()
+		r, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: recs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	apply(rec("1", `{"a":1,"b":1}`))
+	if r := apply(rec("1", `{"a":2,"b":1}`), rec("1", `{"a":3,"b":1}`)); r != (store.PageResult{Updated: 1}) {
+		t.Fatalf("update with duplicate id in page = %+v, want one update (last copy wins)", r)
+	}
+	var row struct {
+		Version int64
+		Payload string
+	}
+	s.DB().Raw(`SELECT version, payload::text AS payload FROM records WHERE external_id = '1'`).Scan(&row)
+	if row.Version != 2 || row.Payload != `{"a": 3, "b": 1}` {
+		t.Fatalf("record = %+v, want version 2 with the last copy", row)
+	}
+	var change struct {
+		Op            string
+		OldHash       string
+		NewHash       string
+		ChangedFields string
+	}
+	s.DB().Raw(`SELECT op, old_hash, new_hash, changed_fields::text AS changed_fields FROM record_changes ORDER BY id DESC LIMIT 1`).Scan(&change)
+	if change.Op != "updated" || change.OldHash != `h:{"a":1,"b":1}` || change.NewHash != `h:{"a":3,"b":1}` || change.ChangedFields != "{a}" {
+		t.Fatalf("audit row = %+v", change)
+	}
+}
+
+func TestFullReadTombstonesUnseen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureStates(ctx, []store.Key{key})
+	first := startRun(t, s, store.KindFull)
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`), rec("3", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.FinishFullRead(ctx, key, first, first, true); err != nil || n != 0 {
+		t.Fatalf("first pass deleted %d, %v; want 0", n, err)
+	}
+	second := startRun(t, s, store.KindFull)
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: []store.Record{rec("1", `{}`), rec("3", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.FinishFullRead(ctx, key, second, second, true)
+	if err != nil || n != 1 {
+		t.Fatalf("second pass deleted %d, %v; want 1", n, err)
+	}
+	live, err := s.LiveRecords(ctx)
+	if err != nil || live[key] != 2 {
+		t.Fatalf("live = %v, %v; want 2", live, err)
+	}
+	run, _ := s.Run(ctx, second)
+	if run.RecordsDeleted != 1 {
+		t.Fatalf("run records_deleted = %d, want 1", run.RecordsDeleted)
+	}
+	// The record comes back: it is created again, with a new version.
+	third := startRun(t, s, store.KindFull)
+	r, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: third, PassID: third, Records: []store.Record{rec("2", `{}`)}})
+	if err != nil || r.Created != 1 {
+		t.Fatalf("resurrect = %+v, %v; want 1 created", r, err)
+	}
+	// A full read that saw nothing must not wipe the resource.
+	empty := startRun(t, s, store.KindFull)
+	if _, err := s.FinishFullRead(ctx, key, empty, empty, true); !errors.Is(err, store.ErrDeleteEverything) {
+		t.Fatalf("empty full read: err = %v, want ErrDeleteEverything", err)
+	}
+}
+
+func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureStates(ctx, []store.Key{key})
+	run := startRun(t, s, store.KindFull)
+	cp := json.RawMessage(`{"next_url":"http://x/?page=2"}`)
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: cp, Requests: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusFailed, Error: "boom"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.State(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ConsecutiveFailures != 1 || len(st.Checkpoint) == 0 {
+		t.Fatalf("after failure state = %+v, want 1 failure and the checkpoint kept", st)
+	}
+	run2 := startRun(t, s, store.KindFull)
+	if err := s.FinishRun(ctx, run2, store.RunOutcome{Status: store.StatusSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = s.State(ctx, key)
+	if st.ConsecutiveFailures != 0 || st.Checkpoint != nil || st.LastSuccessAt == nil || st.LastFullSyncAt == nil {
+		t.Fatalf("after success state = %+v", st)
+	}
+	got, _ := s.Run(ctx, run)
+	if got.Status != store.StatusFailed || got.Error != "boom" || got.Pages != 1 || got.HTTPRequests != 1 || got.FinishedAt == nil {
+		t.Fatalf("failed run row = %+v", got)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
