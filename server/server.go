@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -40,10 +41,18 @@ func New(cfg Config, conf *config.Config, st *store.Store, log *slog.Logger) (*S
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
 	}
-	if cfg.AdminToken == "" && !loopback(cfg.Addr) {
-		return nil, fmt.Errorf("refusing to serve the admin API on %s without TIDEMARK_ADMIN_TOKEN (set it, or listen on 127.0.0.1)", cfg.Addr)
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	return &Server{cfg: cfg, conf: conf, store: st, log: log}, nil
+}
+
+// Check refuses an admin API open beyond loopback without a token.
+func (cfg Config) Check() error {
+	if cfg.AdminToken == "" && !loopback(cmp.Or(cfg.Addr, "127.0.0.1:8080")) {
+		return fmt.Errorf("refusing to serve the admin API on %s without TIDEMARK_ADMIN_TOKEN (set it, or listen on 127.0.0.1)", cfg.Addr)
+	}
+	return nil
 }
 
 func loopback(addr string) bool {

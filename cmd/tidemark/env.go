@@ -113,4 +113,3 @@ func noArgs(fs *flag.FlagSet) error {
 	}
 	return nil
 }
-

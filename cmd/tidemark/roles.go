@@ -64,6 +64,12 @@ func (e env) roles(role string, args []string) error {
 	if err != nil {
 		return err
 	}
+	srvConf := server.Config{Addr: *addr, AdminToken: *adminToken}
+	if role == "server" || role == "run" {
+		if err := srvConf.Check(); err != nil {
+			return usageError{err}
+		}
+	}
 	log, err := e.logger(s.logLevel)
 	if err != nil {
 		return err
@@ -80,9 +86,9 @@ func (e env) roles(role string, args []string) error {
 
 	var tasks []func(context.Context) error
 	if role == "server" || role == "run" {
-		srv, err := server.New(server.Config{Addr: *addr, AdminToken: *adminToken}, conf, st, log.With("role", "server"))
+		srv, err := server.New(srvConf, conf, st, log.With("role", "server"))
 		if err != nil {
-			return usageError{err}
+			return err
 		}
 		tasks = append(tasks, srv.Run)
 	}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/store"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds tidemark and demo-upstream once per test binary.
+func binaries(t *testing.T) (tidemark, upstream string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "tidemark-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{".", "../demo-upstream"} {
+			out, err := exec.Command("go", "build", "-o", binDir+"/", pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "tidemark"), filepath.Join(binDir, "demo-upstream")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// proc is a child process whose output goes to the test log.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if testing.Verbose() {
+				t.Logf("%s: %s", name, sc.Text())
+			}
+		}
+		io.Copy(io.Discard, out)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and expects a clean exit within the deadline.
+func (p *proc) stop(t *testing.T, within time.Duration) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup's receive
+		if err != nil {
+			t.Errorf("%s exited with %v after SIGTERM, want 0", p.name, err)
+		}
+	case <-time.After(within):
+		t.Errorf("%s still running %s after SIGTERM", p.name, within)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening after 20s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a port
+	}
+}
+
+// TestTwoSchedulersTwoWorkers runs the fleet as real processes: two
+// scheduler replicas and two workers against demo-upstream. Every resource
+// must get exactly one run per interval slot: no slot enqueued twice, none
+// lost, and all processes stop cleanly on SIGTERM.
+func TestTwoSchedulersTwoWorkers(t *testing.T) {
+	t.Parallel()
+	tidemark, upstream := binaries(t)
+	dir := t.TempDir()
+	demo, err := os.ReadFile("../../examples/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every resource on a 2 s slot, so the test sees several slots quickly.
+	fast := regexp.MustCompile(`(probe: \{[^}]*?\bevery: )\w+`).ReplaceAll(demo, []byte("${1}2s"))
+	confPath := filepath.Join(dir, "tidemark.yaml")
+	if err := os.WriteFile(confPath, fast, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	upAddr := freeAddr(t)
+	dbURL := testenv.Database(t)
+	env := []string{
+		"TIDEMARK_CONFIG=" + confPath,
+		"TIDEMARK_DATABASE_URL=" + dbURL,
+		"TIDEMARK_REDIS_URL=" + testenv.Redis(t),
+		"DEMO_UPSTREAM_URL=http://" + upAddr,
+		"TIDEMARK_SHUTDOWN_TIMEOUT=5s",
+	}
+	up := start(t, "demo-upstream", nil, upstream, "--addr", upAddr, "--records", "250", "--change-rate", "20")
+	waitTCP(t, upAddr)
+	var roles []*proc
+	for i := range 2 {
+		roles = append(roles, start(t, fmt.Sprintf("scheduler-%d", i), env, tidemark, "scheduler"))
+		roles = append(roles, start(t, fmt.Sprintf("worker-%d", i), env, tidemark, "worker"))
+	}
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	type slotRuns struct {
+		Resource string
+		TaskID   string
+		Runs     int
+		Statuses string
+	}
+	query := func() []slotRuns {
+		var rows []slotRuns
+		if err := st.DB().Raw(`
+			SELECT resource, task_id, count(*) AS runs, string_agg(status, ',') AS statuses
+			FROM sync_runs GROUP BY resource, task_id ORDER BY resource, task_id`).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	// Wait for four finished slots of every resource.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		perResource := map[string]int{}
+		for _, r := range query() {
+			if !strings.Contains(r.Statuses, "running") {
+				perResource[r.Resource]++
+			}
+		}
+		enough := len(perResource) == 5
+		for _, n := range perResource {
+			enough = enough && n >= 4
+		}
+		if enough {
+			break
+		}
+		for _, p := range append(roles, up) {
+			if p.exited() {
+				t.Fatalf("%s exited early", p.name)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s, finished slots per resource: %v", perResource)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the database
+	}
+	for _, p := range roles {
+		p.stop(t, 20*time.Second)
+	}
+	up.stop(t, 10*time.Second)
+
+	slots := map[string][]int64{}
+	slotID := regexp.MustCompile(`^fetch:demo:(\w+):(\d+)$`)
+	for _, r := range query() {
+		m := slotID.FindStringSubmatch(r.TaskID)
+		if m == nil {
+			t.Errorf("run of %s has task id %q, want a slot task id", r.Resource, r.TaskID)
+			continue
+		}
+		if r.Runs != 1 {
+			t.Errorf("%s slot %s has %d runs (%s), want exactly 1", r.Resource, m[2], r.Runs, r.Statuses)
+		}
+		if r.Statuses != store.StatusSucceeded && r.Statuses != store.StatusRunning {
+			t.Errorf("%s slot %s: status %s", r.Resource, m[2], r.Statuses)
+		}
+		var n int64
+		fmt.Sscan(m[2], &n)
+		slots[r.Resource] = append(slots[r.Resource], n)
+	}
+	for res, ns := range slots {
+		for i := 1; i < len(ns); i++ {
+			if ns[i] != ns[i-1]+1 {
+				t.Errorf("%s: slots %v are not consecutive: slot %d was lost", res, ns, ns[i-1]+1)
+			}
+		}
+	}
+}

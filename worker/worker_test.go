@@ -1,0 +1,315 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/extract"
+	"github.com/tidemark/tidemark/internal/demoapi"
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/worker"
+)
+
+// fleet is one worker against a demo upstream, on the test's own Postgres
+// database and Redis DB.
+type fleet struct {
+	t        *testing.T
+	conf     *config.Config
+	upstream *demoapi.Server
+	store    *store.Store
+	client   *asynq.Client
+}
+
+func demoConfig(t *testing.T, baseURL string) *config.Config {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	conf, err := config.Load(filepath.Join(filepath.Dir(file), "..", "examples", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Sources[0].BaseURL = baseURL
+	conf.Sources[0].RateLimit = nil
+	return conf
+}
+
+func startFleet(t *testing.T, records int) *fleet {
+	t.Helper()
+	up := demoapi.New(demoapi.Options{Seed: 7, Records: records})
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	return startFleetWith(t, demoConfig(t, srv.URL), up)
+}
+
+func startFleetWith(t *testing.T, conf *config.Config, up *demoapi.Server) *fleet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	client := asynq.NewClient(redisOpt)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		client.Close()
+		st.Close()
+	})
+	return &fleet{t: t, conf: conf, upstream: up, store: st, client: client}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// fullSync enqueues a full fetch of every resource and waits until each has
+// a run newer than after that finished.
+func (f *fleet) fullSync(after int64) {
+	f.t.Helper()
+	f.conf.Each(func(src *config.Source, res *config.Resource) {
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if _, err := f.client.Enqueue(task); err != nil {
+			f.t.Fatal(err)
+		}
+	})
+	waitFor(f.t, 60*time.Second, "a finished run of every resource", func() (bool, string) {
+		runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 100})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		done := map[string]store.Run{}
+		for _, r := range runs {
+			if r.ID > after && r.Status != store.StatusRunning {
+				done[r.Resource] = r
+			}
+		}
+		for _, r := range done {
+			if r.Status != store.StatusSucceeded {
+				f.t.Fatalf("run %d of %s: %s: %s", r.ID, r.Resource, r.Status, r.Error)
+			}
+		}
+		return len(done) == len(demoapi.Resources), fmt.Sprintf("%d of %d done", len(done), len(demoapi.Resources))
+	})
+}
+
+func (f *fleet) lastRunID() int64 {
+	runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 1})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(runs) == 0 {
+		return 0
+	}
+	return runs[0].ID
+}
+
+// assertInStep compares Postgres with what the upstream serves, record by
+// record: the same live ids, and the same content hash for each.
+func (f *fleet) assertInStep() {
+	f.t.Helper()
+	src := &f.conf.Sources[0]
+	for _, name := range demoapi.Resources {
+		res := src.Resource(name)
+		ex := extract.New(res)
+		want := map[string]string{}
+		for id, raw := range f.upstream.Export(name) {
+			doc, err := extract.Decode(raw)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			r, err := ex.Record(doc)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if r.ID != id {
+				f.t.Fatalf("%s: export id %q, extracted id %q", name, id, r.ID)
+			}
+			want[id] = r.Hash
+		}
+		var rows []struct {
+			ExternalID  string
+			ContentHash string
+		}
+		if err := f.store.DB().Raw(`SELECT external_id, content_hash FROM records
+			WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, name).Scan(&rows).Error; err != nil {
+			f.t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, r := range rows {
+			got[r.ExternalID] = r.ContentHash
+		}
+		if len(want) == 0 {
+			f.t.Fatalf("%s: upstream serves no records", name)
+		}
+		for id, h := range want {
+			switch g, ok := got[id]; {
+			case !ok:
+				f.t.Errorf("%s: %s missing in Postgres", name, id)
+			case g != h:
+				f.t.Errorf("%s: %s differs from upstream", name, id)
+			}
+		}
+		for id := range got {
+			if _, ok := want[id]; !ok {
+				f.t.Errorf("%s: %s is live in Postgres but gone upstream", name, id)
+			}
+		}
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		last = detail
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (%s)", timeout, what, last)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval of the condition, not a wait for an event
+	}
+}
+
+// TestFullSyncMirrorsUpstream syncs all five resources (cursor, Link, page,
+// offset and next_url pagination; root, nested and enveloped arrays; string,
+// integer and nested ids), then mutates every resource and syncs again.
+func TestFullSyncMirrorsUpstream(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, 345) // several pages of 100, with a short last page
+
+	f.fullSync(0)
+	f.assertInStep()
+
+	for _, name := range demoapi.Resources {
+		if _, err := f.upstream.Mutate(demoapi.Mutation{Resource: name, Creates: 3, Updates: 5, Deletes: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := f.lastRunID()
+	f.fullSync(before)
+	f.assertInStep()
+
+	runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range runs {
+		// ticket_sales' volatile meta.request_id must not count as a change.
+		if r.RecordsCreated != 3 || r.RecordsUpdated != 5 || r.RecordsDeleted != 2 {
+			t.Errorf("%s run %d: created %d updated %d deleted %d, want 3/5/2",
+				r.Resource, r.ID, r.RecordsCreated, r.RecordsUpdated, r.RecordsDeleted)
+		}
+		if r.Pages < 4 || r.HTTPRequests != r.Pages || r.VersionHash == "" {
+			t.Errorf("%s run %d: pages %d requests %d version %q", r.Resource, r.ID, r.Pages, r.HTTPRequests, r.VersionHash)
+		}
+	}
+	var changes int64
+	f.store.DB().Raw(`SELECT count(*) FROM record_changes WHERE run_id > ?`, before).Scan(&changes)
+	if want := int64(len(demoapi.Resources) * 10); changes != want {
+		t.Errorf("record_changes rows of the second sync = %d, want %d", changes, want)
+	}
+}
+
+// TestBadRecordFailsRunAndCommitsNothing: a page with a record that has no id
+// fails the run, naming the record's index; nothing of the page is committed;
+// the run is dead (no retries), and the next good run proceeds.
+func TestBadRecordFailsRunAndCommitsNothing(t *testing.T) {
+	t.Parallel()
+	var good atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if good.Load() {
+			fmt.Fprint(w, `{"data":[{"id":"a"},{"id":"b"}]}`)
+			return
+		}
+		fmt.Fprint(w, `{"data":[{"id":"a"},{"name":"no id"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	conf, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`
+sources:
+  - name: shop
+    base_url: %s
+    allow_private: true
+    resources:
+      - name: items
+        path: /items
+        records: {path: data, id: id}
+`, srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFleetWith(t, conf, nil)
+	enqueue := func() {
+		task, _ := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(conf.Sources[0].Resource("items"))...)
+		if _, err := f.client.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastRun := func() store.Run {
+		runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 1})
+		if err != nil || len(runs) == 0 {
+			return store.Run{}
+		}
+		return runs[0]
+	}
+	enqueue()
+	waitFor(t, 30*time.Second, "the bad run to finish", func() (bool, string) {
+		r := lastRun()
+		return r.Status != "" && r.Status != store.StatusRunning, r.Status
+	})
+	bad := lastRun()
+	if bad.Status != store.StatusDead || !strings.Contains(bad.Error, `record 1: id "id" is missing`) || bad.Attempt != 1 {
+		t.Fatalf("bad run: status %s attempt %d error %q; want dead on attempt 1 naming record 1", bad.Status, bad.Attempt, bad.Error)
+	}
+	var n int64
+	f.store.DB().Raw(`SELECT count(*) FROM records`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d records committed from a bad page", n)
+	}
+
+	good.Store(true)
+	enqueue()
+	waitFor(t, 30*time.Second, "the good run to succeed", func() (bool, string) {
+		r := lastRun()
+		return r.ID != bad.ID && r.Status == store.StatusSucceeded, r.Status
+	})
+	f.store.DB().Raw(`SELECT count(*) FROM records`).Scan(&n)
+	if n != 2 {
+		t.Fatalf("after the good run: %d records, want 2", n)
+	}
+}
