@@ -410,9 +410,9 @@ cat <<EOF
 
 tidemark is running against the demo upstream. Where to look:
 
-  dashboard       $web/
-  Asynqmon        $web/monitoring/
-  metrics         $web/metrics
+  resources       $web/api/resources
+  runs            $web/api/runs
+  health          $web/healthz  $web/readyz
   upstream stats  $upstream/_stats
   logs            .demo/tidemark.log  .demo/demo-upstream.log
 
