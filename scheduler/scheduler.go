@@ -47,6 +47,9 @@ func New(cfg Config, conf *config.Config, st *store.Store, client *asynq.Client,
 
 // Run ticks until ctx is done.
 func (s *Scheduler) Run(ctx context.Context) error {
+	if err := s.store.EnsureStates(ctx, store.KeysOf(s.conf)); err != nil {
+		return err
+	}
 	s.log.Info("scheduler started", "tick", s.cfg.Tick.String())
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()

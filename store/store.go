@@ -9,6 +9,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/tidemark/tidemark/config"
 )
 
 // ErrNotFound is returned when a row asked for does not exist.
@@ -76,3 +78,12 @@ func notFound(err error) error {
 // DB exposes the GORM handle for tests and for packages' own test helpers.
 // Production code goes through Store's methods.
 func (s *Store) DB() *gorm.DB { return s.db }
+
+// KeysOf lists the resources of a config, in file order.
+func KeysOf(conf *config.Config) []Key {
+	var keys []Key
+	conf.Each(func(s *config.Source, r *config.Resource) {
+		keys = append(keys, Key{Source: s.Name, Resource: r.Name})
+	})
+	return keys
+}

@@ -74,11 +74,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 // tasks get ShutdownTimeout to finish, the rest go back to their queues.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.rdb.Close()
-	var keys []store.Key
-	w.conf.Each(func(s *config.Source, r *config.Resource) {
-		keys = append(keys, store.Key{Source: s.Name, Resource: r.Name})
-	})
-	if err := w.store.EnsureStates(ctx, keys); err != nil {
+	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf)); err != nil {
 		return err
 	}
 	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{

@@ -1,0 +1,57 @@
+package jobs_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/upstream"
+)
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		err       error
+		permanent bool
+	}{
+		{"404", &upstream.StatusError{Code: 404}, true},
+		{"401", &upstream.StatusError{Code: 401}, true},
+		{"408 retries", &upstream.StatusError{Code: 408}, false},
+		{"429 retries", &upstream.StatusError{Code: 429}, false},
+		{"500 retries", &upstream.StatusError{Code: 500}, false},
+		{"503 retries", &upstream.StatusError{Code: 503}, false},
+		{"bad response", fmt.Errorf("page: %w", upstream.ErrBadResponse), true},
+		{"bad input", fmt.Errorf("x: %w", jobs.ErrBadInput), true},
+		{"network", errors.New("connection refused"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := jobs.Classify(tt.err)
+			if skip := errors.Is(got, asynq.SkipRetry); skip != tt.permanent {
+				t.Fatalf("Classify(%v) skips retry = %v, want %v", tt.err, skip, tt.permanent)
+			}
+			if !errors.Is(got, tt.err) {
+				t.Fatalf("Classify lost the original error")
+			}
+		})
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	if d := jobs.RetryDelay(0, errors.New("x"), nil); d != 2*time.Second {
+		t.Errorf("first retry after %s, want 2s", d)
+	}
+	if d := jobs.RetryDelay(20, errors.New("x"), nil); d != 5*time.Minute {
+		t.Errorf("late retry after %s, want the 5m cap", d)
+	}
+	if d := jobs.RetryDelay(0, &upstream.StatusError{Code: 429, RetryAfter: time.Minute}, nil); d != time.Minute {
+		t.Errorf("retry after a 429 with Retry-After 60 = %s, want 1m", d)
+	}
+}
