@@ -34,6 +34,8 @@ type fetchHandler struct {
 }
 
 func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	h.inflight.Add(1)
+	defer h.inflight.Done()
 	p, err := jobs.ParseFetch(t)
 	if err != nil {
 		return err
@@ -125,8 +127,12 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 			status = store.StatusDead
 		}
 		msg := err.Error()
-		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
-			msg = cause.Error()
+		if ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+				msg = cause.Error() // the fetch lock's lease was lost
+			} else if errors.Is(ctx.Err(), context.Canceled) {
+				msg = "interrupted (worker shutting down): the task resumes from its last checkpoint"
+			}
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

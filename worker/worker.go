@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,6 +42,11 @@ type Worker struct {
 	client  *asynq.Client
 	clients map[string]*upstream.Client
 	log     *slog.Logger
+	// inflight counts running handlers: asynq stops waiting for them at its
+	// shutdown timeout (it hands their tasks back), but their own cleanup —
+	// recording the interrupted run, releasing the fetch lock — must still
+	// happen before the process exits.
+	inflight sync.WaitGroup
 }
 
 // New returns a worker for the sources of conf.
@@ -97,6 +103,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
 	<-ctx.Done()
 	srv.Shutdown()
+	done := make(chan struct{})
+	go func() { w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		w.log.Error("handlers still running 10s after shutdown; exiting anyway")
+	}
 	w.log.Info("worker stopped")
 	return nil
 }

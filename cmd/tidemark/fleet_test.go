@@ -258,3 +258,88 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerSIGTERMMidFetch stops a worker with SIGTERM in the middle of a
+// 20-page fetch: it exits 0 within its shutdown timeout, and a second worker
+// finishes the fetch from the checkpoint, so every record lands exactly
+// once and no page is read twice.
+func TestWorkerSIGTERMMidFetch(t *testing.T) {
+	t.Parallel()
+	tidemark, upstream := binaries(t)
+	upAddr := freeAddr(t)
+	dbURL := testenv.Database(t)
+	env := []string{
+		"TIDEMARK_CONFIG=../../examples/demo.yaml",
+		"TIDEMARK_DATABASE_URL=" + dbURL,
+		"TIDEMARK_REDIS_URL=" + testenv.Redis(t),
+		"DEMO_UPSTREAM_URL=http://" + upAddr,
+		"TIDEMARK_SHUTDOWN_TIMEOUT=1s",
+	}
+	// 2,000 records at 100 per page: 20 pages, each taking 150 ms upstream.
+	start(t, "demo-upstream", nil, upstream, "--addr", upAddr, "--records", "2000", "--latency", "150ms")
+	waitTCP(t, upAddr)
+	first := start(t, "worker-1", env, tidemark, "worker")
+	sync := exec.Command(tidemark, "sync", "demo/ticket_sales", "--full")
+	sync.Env = append(os.Environ(), env...)
+	if out, err := sync.CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	runs := func() []store.Run {
+		rs, err := st.Runs(ctx, store.RunFilter{Resource: "ticket_sales"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if rs := runs(); len(rs) > 0 && rs[0].Pages >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fetch did not reach page 3 in 30s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the run row
+	}
+	began := time.Now()
+	first.stop(t, 5*time.Second) // shutdown timeout 1 s, plus process exit
+	t.Logf("worker exited %s after SIGTERM", time.Since(began).Round(time.Millisecond))
+
+	start(t, "worker-2", env, tidemark, "worker")
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		if rs := runs(); len(rs) > 0 && rs[0].Status == store.StatusSucceeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no succeeded run 60s after the second worker started: %+v", runs())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the run row
+	}
+
+	all := runs()
+	if len(all) != 2 {
+		t.Fatalf("%d runs, want 2 (interrupted, resumed): %+v", len(all), all)
+	}
+	resumed, interrupted := all[0], all[1]
+	if interrupted.Status != store.StatusFailed || !strings.Contains(interrupted.Error, "interrupted") {
+		t.Errorf("interrupted run: status %s error %q", interrupted.Status, interrupted.Error)
+	}
+	if interrupted.Pages+resumed.Pages != 20 || resumed.Pages >= 20 {
+		t.Errorf("pages: interrupted %d + resumed %d, want 20 in all with the resumed run starting from the checkpoint",
+			interrupted.Pages, resumed.Pages)
+	}
+	var live, created int64
+	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
+	st.DB().Raw(`SELECT count(*) FROM record_changes WHERE resource = 'ticket_sales' AND op = 'created'`).Scan(&created)
+	if live != 2000 || created != 2000 {
+		t.Errorf("records %d, created audit rows %d; want 2000 and 2000 (each record exactly once)", live, created)
+	}
+}
