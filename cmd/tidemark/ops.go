@@ -41,7 +41,7 @@ func (e env) configCheck(args []string) error {
 func (e env) status(args []string) error {
 	var s settings
 	fs := e.flags("status", &s)
-	wait := fs.Duration("wait", 0, "first wait up to this long until every resource has synced once (exit 1 if not)")
+	wait := fs.Duration("wait", 0, "first wait up to this long until every resource has synced successfully after this command started (exit 1 if not)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -58,10 +58,11 @@ func (e env) status(args []string) error {
 	}
 	defer st.Close()
 
+	began := time.Now()
 	views, err := server.Resources(e.ctx, conf, st)
 	if *wait > 0 {
-		deadline := time.Now().Add(*wait)
-		for err == nil && len(unsynced(views)) > 0 && time.Now().Before(deadline) {
+		deadline := began.Add(*wait)
+		for err == nil && len(unsynced(views, began)) > 0 && time.Now().Before(deadline) {
 			select {
 			case <-e.ctx.Done():
 				return e.ctx.Err()
@@ -74,16 +75,17 @@ func (e env) status(args []string) error {
 		return err
 	}
 	printStatus(e, views)
-	if missing := unsynced(views); *wait > 0 && len(missing) > 0 {
+	if missing := unsynced(views, began); *wait > 0 && len(missing) > 0 {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
 	}
 	return nil
 }
 
-func unsynced(views []server.ResourceView) []string {
+// unsynced lists the resources without a successful sync since since.
+func unsynced(views []server.ResourceView, since time.Time) []string {
 	var out []string
 	for _, v := range views {
-		if v.State == nil || v.State.LastSuccessAt == nil {
+		if v.State == nil || v.State.LastSuccessAt == nil || v.State.LastSuccessAt.Before(since) {
 			out = append(out, v.Source+"/"+v.Resource)
 		}
 	}
