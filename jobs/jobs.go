@@ -143,3 +143,40 @@ func ModeFor(res *config.Resource, full bool) string {
 	}
 	return ModeDelta
 }
+
+// ProbePayload is the payload of a probe task: a cheap check whether a
+// resource changed.
+type ProbePayload struct {
+	Source   string `json:"source"`
+	Resource string `json:"resource"`
+	Trigger  string `json:"trigger"`
+}
+
+// NewProbe returns a probe task for a resource.
+func NewProbe(p ProbePayload, opts ...asynq.Option) (*asynq.Task, error) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeProbe, body, opts...), nil
+}
+
+// ParseProbe decodes a probe payload.
+func ParseProbe(t *asynq.Task) (ProbePayload, error) {
+	var p ProbePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return p, fmt.Errorf("probe payload: %w: %w", err, asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+// ProbeOptions are the asynq options of a probe task of res: probes are
+// cheap and frequent, so a failed one is not retried for long (the next
+// tick probes again).
+func ProbeOptions(res *config.Resource) []asynq.Option {
+	return []asynq.Option{
+		asynq.Queue(Queue(res)),
+		asynq.MaxRetry(2),
+		asynq.Timeout(2 * time.Minute),
+	}
+}
