@@ -32,15 +32,16 @@ import (
 // builds them. Tests that need base or overlay plus a component build a
 // throwaway overlay in a temporary directory.
 const (
-	k8sBase      = "k8s/base"
-	k8sDemo      = "k8s/overlays/demo"
-	kedaComp     = "k8s/components/keda"
-	hpaComp      = "k8s/components/hpa"
-	configPath   = "/etc/tidemark/tidemark.yaml"
-	workerName   = "tidemark-worker"
-	serverName   = "tidemark-server"
-	secretName   = "tidemark"
-	scaledObjAPI = "keda.sh/v1alpha1"
+	k8sBase       = "k8s/base"
+	k8sDemo       = "k8s/overlays/demo"
+	kedaComp      = "k8s/components/keda"
+	hpaComp       = "k8s/components/hpa"
+	configPath    = "/etc/tidemark/tidemark.yaml"
+	workerName    = "tidemark-worker"
+	serverName    = "tidemark-server"
+	secretName    = "tidemark"
+	scaledObjAPI  = "keda.sh/v1alpha1"
+	demoNamespace = "tidemark-demo"
 )
 
 // roleEnv is what each role's binary reads from its environment (see
@@ -182,8 +183,10 @@ func add[T any](m map[string]*T, name string) *T {
 }
 
 // withComponents writes an overlay of dir plus the given components to a
-// temporary directory, as a user's own overlay would.
-func withComponents(t *testing.T, dir string, components ...string) string {
+// temporary directory, as a user's own overlay would. Like theirs, it must
+// put the components' objects in dir's namespace, or the TriggerAuthentication
+// would not find its Secret.
+func withComponents(t *testing.T, dir, namespace string, components ...string) string {
 	t.Helper()
 	abs := func(p string) string {
 		a, err := filepath.Abs(p)
@@ -192,12 +195,24 @@ func withComponents(t *testing.T, dir string, components ...string) string {
 		}
 		return a
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n", abs(dir))
-	for _, c := range components {
-		fmt.Fprintf(&b, "  - %s\n", abs(c))
-	}
+	// kustomize refuses absolute roots: refer to them relative to tmp.
 	tmp := t.TempDir()
+	rel := func(p string) string {
+		r, err := filepath.Rel(tmp, abs(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")
+	if namespace != "" {
+		fmt.Fprintf(&b, "namespace: %s\n", namespace)
+	}
+	fmt.Fprintf(&b, "resources:\n  - %s\ncomponents:\n", rel(dir))
+	for _, c := range components {
+		fmt.Fprintf(&b, "  - %s\n", rel(c))
+	}
 	if err := os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +279,6 @@ func envValue(m *manifests, e *corev1.EnvVar) (string, bool) {
 	return "", false
 }
 
-var roles3 = []string{"scheduler", "worker", "server"}
-
 // TestK8sBuilds builds every kustomization a user may apply and decodes
 // every object strictly; the other tests look into the results.
 func TestK8sBuilds(t *testing.T) {
@@ -278,9 +291,9 @@ func TestK8sBuilds(t *testing.T) {
 	}{
 		{name: "base", dir: func(*testing.T) string { return k8sBase }},
 		{name: "demo", dir: func(*testing.T) string { return k8sDemo }, wantSecrets: true},
-		{name: "base+keda", dir: func(t *testing.T) string { return withComponents(t, k8sBase, kedaComp) }, keda: true},
-		{name: "demo+keda", dir: func(t *testing.T) string { return withComponents(t, k8sDemo, kedaComp) }, keda: true, wantSecrets: true},
-		{name: "demo+hpa", dir: func(t *testing.T) string { return withComponents(t, k8sDemo, hpaComp) }, hpa: true, wantSecrets: true},
+		{name: "base+keda", dir: func(t *testing.T) string { return withComponents(t, k8sBase, "", kedaComp) }, keda: true},
+		{name: "demo+keda", dir: func(t *testing.T) string { return withComponents(t, k8sDemo, demoNamespace, kedaComp) }, keda: true, wantSecrets: true},
+		{name: "demo+hpa", dir: func(t *testing.T) string { return withComponents(t, k8sDemo, demoNamespace, hpaComp) }, hpa: true, wantSecrets: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,7 +334,7 @@ func TestK8sBuilds(t *testing.T) {
 // every variable its binary reads, mounted where TIDEMARK_CONFIG points.
 func checkRoles(t *testing.T, m *manifests, resolve bool) {
 	t.Helper()
-	for _, role := range roles3 {
+	for _, role := range roles {
 		d, c := roleDeployment(t, m, role)
 		if !slices.Equal(c.Args, []string{role}) || len(c.Command) > 0 {
 			t.Errorf("%s: command %q args %q, want the image's entrypoint with args [%s]", d.Name, c.Command, c.Args, role)
@@ -514,8 +527,10 @@ func checkGracePeriod(t *testing.T, m *manifests) {
 	d, c := roleDeployment(t, m, "worker")
 	shutdown := workerShutdown(t, c)
 	g := d.Spec.Template.Spec.TerminationGracePeriodSeconds
-	if g == nil || time.Duration(*g)*time.Second <= shutdown {
-		t.Errorf("worker terminationGracePeriodSeconds %v, want more than its shutdown timeout %s", g, shutdown)
+	if g == nil {
+		t.Errorf("worker terminationGracePeriodSeconds unset (30s), want it set above its shutdown timeout %s", shutdown)
+	} else if time.Duration(*g)*time.Second <= shutdown {
+		t.Errorf("worker terminationGracePeriodSeconds %d, want more than its shutdown timeout %s", *g, shutdown)
 	}
 }
 
@@ -606,7 +621,7 @@ func checkPDBs(t *testing.T, m *manifests) {
 			t.Errorf("PDB %s: neither minAvailable nor maxUnavailable", name)
 		}
 	}
-	for _, role := range roles3 {
+	for _, role := range roles {
 		if !covered["Deployment/tidemark-"+role] {
 			t.Errorf("no PodDisruptionBudget covers tidemark-%s", role)
 		}
@@ -665,6 +680,8 @@ func checkKEDA(t *testing.T, m *manifests, resolve bool) {
 		ref := so.Spec.ScaleTargetRef
 		if ref.Kind != "Deployment" || ref.APIVersion != "apps/v1" || ref.Name != workerName || m.deployments[ref.Name] == nil {
 			t.Errorf("ScaledObject %s targets %s %s %q, want the worker Deployment %q of the build", name, ref.APIVersion, ref.Kind, ref.Name, workerName)
+		} else if ns := m.deployments[ref.Name].Namespace; so.Metadata.Namespace != ns {
+			t.Errorf("ScaledObject %s in namespace %q, the worker in %q: KEDA only scales its own namespace", name, so.Metadata.Namespace, ns)
 		}
 		if mn, mx := so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount; mn == nil || mx == nil || *mn < 1 || *mx < *mn {
 			t.Errorf("ScaledObject %s: replicas min %v max %v; keep at least one worker (scheduled tasks need one to show up in the backlog at all)", name, mn, mx)
@@ -692,8 +709,8 @@ func checkKEDA(t *testing.T, m *manifests, resolve bool) {
 				continue
 			}
 			ta, ok := m.triggerAuths[tr.AuthenticationRef.Name]
-			if !ok {
-				t.Errorf("ScaledObject %s: TriggerAuthentication %q not in the build", name, tr.AuthenticationRef.Name)
+			if !ok || ta.Metadata.Namespace != so.Metadata.Namespace {
+				t.Errorf("ScaledObject %s: TriggerAuthentication %q not in the build, or not in its namespace", name, tr.AuthenticationRef.Name)
 				continue
 			}
 			if resolve {
@@ -754,6 +771,8 @@ func checkHPA(t *testing.T, m *manifests) {
 		ref := h.Spec.ScaleTargetRef
 		if ref.Kind != "Deployment" || ref.Name != workerName || m.deployments[ref.Name] == nil {
 			t.Errorf("HPA %s targets %s %q, want the worker Deployment", name, ref.Kind, ref.Name)
+		} else if ns := m.deployments[ref.Name].Namespace; h.Namespace != ns {
+			t.Errorf("HPA %s in namespace %q, the worker in %q", name, h.Namespace, ns)
 		}
 		for _, mt := range h.Spec.Metrics {
 			if mt.Resource == nil || mt.Resource.Name != corev1.ResourceCPU {
@@ -777,15 +796,20 @@ func TestK8sDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cm, ok := m.configMaps["tidemark-config"]; !ok {
-		t.Error("no ConfigMap tidemark-config")
+	d, _ := roleDeployment(t, m, "worker")
+	i := slices.IndexFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.ConfigMap != nil })
+	if i < 0 {
+		t.Fatal("the worker mounts no ConfigMap")
+	}
+	if cm, ok := m.configMaps[d.Spec.Template.Spec.Volumes[i].ConfigMap.Name]; !ok {
+		t.Errorf("no ConfigMap %s", d.Spec.Template.Spec.Volumes[i].ConfigMap.Name)
 	} else if cm.Data["tidemark.yaml"] != string(want) {
 		t.Error("the demo ConfigMap's tidemark.yaml differs from examples/demo.yaml; copy it to deploy/k8s/overlays/demo/tidemark.yaml")
 	}
 
 	// Every URL a role is given points at a Service of the demo, port
 	// included.
-	for _, role := range roles3 {
+	for _, role := range roles {
 		_, c := roleDeployment(t, m, role)
 		for _, name := range []string{"TIDEMARK_DATABASE_URL", "TIDEMARK_REDIS_URL", "DEMO_UPSTREAM_URL"} {
 			e := envVar(c, name)
@@ -821,11 +845,11 @@ func TestK8sDemo(t *testing.T) {
 	}
 
 	// Every object lands in the demo namespace, which the overlay creates.
-	if _, ok := m.namespaces["tidemark-demo"]; !ok {
+	if _, ok := m.namespaces[demoNamespace]; !ok {
 		t.Error("the demo does not create its namespace")
 	}
 	for name, d := range m.deployments {
-		if d.Namespace != "tidemark-demo" {
+		if d.Namespace != demoNamespace {
 			t.Errorf("Deployment %s in namespace %q", name, d.Namespace)
 		}
 	}
