@@ -20,6 +20,8 @@ type Record struct {
 	ID      string
 	Payload []byte // canonical JSON of what is stored (the projection, if any)
 	Hash    string // sha256 of the canonical JSON without ignore_fields
+	// Cursor is the value of the resource's delta field (nil without delta).
+	Cursor any
 }
 
 // Decode parses a JSON body, keeping numbers exact.
@@ -133,7 +135,11 @@ func (e *Extractor) Record(v any) (Record, error) {
 		}
 	}
 	sum := sha256.Sum256(hashed)
-	return Record{ID: id, Payload: payload, Hash: hex.EncodeToString(sum[:])}, nil
+	r := Record{ID: id, Payload: payload, Hash: hex.EncodeToString(sum[:])}
+	if e.res.Delta != nil {
+		r.Cursor, _ = Lookup(obj, e.res.Delta.Field)
+	}
+	return r, nil
 }
 
 // ID reads a record's id at a dotted path: a string, or a number kept as its
@@ -168,15 +174,17 @@ func Canonical(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// HashBody hashes a whole response body canonically, volatile fields removed
-// from every record (for hash probes of APIs without validators).
+// HashBody hashes a whole response body canonically, with volatile fields
+// removed from every record (for hash probes of APIs without validators).
+// Envelope fields such as a total count stay in: they change with creates
+// and deletes beyond the first page.
 func (e *Extractor) HashBody(doc any) (string, error) {
-	if arr, err := Array(doc, e.res.Records.Path); err == nil {
+	if arr, err := Array(doc, e.res.Records.Path); err == nil && len(e.ignore) > 0 {
 		stripped := make([]any, len(arr))
 		for i, v := range arr {
 			stripped[i] = without(v, e.ignore)
 		}
-		doc = stripped
+		doc = replaceAt(doc, strings.Split(e.res.Records.Path, "."), stripped)
 	}
 	b, err := Canonical(doc)
 	if err != nil {
@@ -184,6 +192,24 @@ func (e *Extractor) HashBody(doc any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// replaceAt returns doc with the value at path replaced, copying the objects
+// on the way so doc itself is not changed.
+func replaceAt(doc any, path []string, val any) any {
+	if len(path) == 0 || path[0] == "" {
+		return val
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return doc
+	}
+	out := make(map[string]any, len(obj))
+	for k, v := range obj {
+		out[k] = v
+	}
+	out[path[0]] = replaceAt(obj[path[0]], path[1:], val)
+	return out
 }
 
 // without returns a copy of v with the dotted paths removed; v is not changed.

@@ -95,3 +95,30 @@ func TestIgnoreFieldsLeaveHashAlone(t *testing.T) {
 		t.Error("key order changed the hash")
 	}
 }
+
+func TestHashBody(t *testing.T) {
+	t.Parallel()
+	res := config.Resource{Records: config.Records{Path: "result.items", ID: "id"}, IgnoreFields: []string{"req"}}
+	hash := func(body string) string {
+		t.Helper()
+		doc, err := extract.Decode([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := extract.New(&res).HashBody(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	base := hash(`{"count":2,"result":{"items":[{"id":1,"req":"a"}]}}`)
+	if hash(`{"result":{"items":[{"req":"b","id":1}]},"count":2}`) != base {
+		t.Error("an ignored field or key order changed the hash")
+	}
+	if hash(`{"count":3,"result":{"items":[{"id":1,"req":"a"}]}}`) == base {
+		t.Error("a changed envelope count did not change the hash")
+	}
+	if hash(`{"count":2,"result":{"items":[{"id":2,"req":"a"}]}}`) == base {
+		t.Error("a changed record did not change the hash")
+	}
+}

@@ -66,55 +66,85 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// Tick enqueues every resource whose current slot has no task yet. Until
-// probes exist, a resource's fetch is a full read every probe.every.
+// Tick enqueues what is due for every resource that is not paused:
+//   - a full read when the last one is older than full_sync.every (or there
+//     has been none);
+//   - a probe per probe interval (adaptive, from sync_state), or, with
+//     strategy none, a delta fetch per probe.every (pure pull).
+//
+// Each task's ID names its slot, so replicas enqueue it once.
 func (s *Scheduler) Tick(ctx context.Context) error {
 	states, err := s.store.States(ctx)
 	if err != nil {
 		return err
 	}
-	paused := make(map[store.Key]bool, len(states))
+	byKey := make(map[store.Key]store.State, len(states))
 	for _, st := range states {
-		paused[store.Key{Source: st.Source, Resource: st.Resource}] = st.Paused
+		byKey[store.Key{Source: st.Source, Resource: st.Resource}] = st
 	}
 	now := s.cfg.Now()
 	var errs []error
 	s.conf.Each(func(src *config.Source, res *config.Resource) {
-		if paused[store.Key{Source: src.Name, Resource: res.Name}] {
+		st := byKey[store.Key{Source: src.Name, Resource: res.Name}]
+		if st.Paused {
 			return
+		}
+		if full := res.FullSync.Every.D(); full > 0 && (st.LastFullSyncAt == nil || now.Sub(*st.LastFullSyncAt) >= full) {
+			slot := now.UnixNano() / int64(full)
+			errs = append(errs, s.enqueueFetch(ctx, src, res, jobs.ModeFull, SlotTaskID(jobs.TypeFetch, src.Name, res.Name, "full", slot), full))
 		}
 		every := res.Probe.Every.D()
 		if every <= 0 {
 			return
 		}
-		slot := now.UnixNano() / int64(every)
-		id := SlotTaskID(jobs.TypeFetch, src.Name, res.Name, slot)
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerSchedule},
-			append(jobs.FetchOptions(res),
-				asynq.TaskID(id),
-				// Keep the finished task (and so its ID) for the rest of
-				// the slot, so a replica ticking later cannot enqueue it
-				// again after it completed.
-				asynq.Retention(2*every),
-			)...)
-		if err != nil {
-			errs = append(errs, err)
+		if res.Probe.Strategy == config.ProbeNone || res.Probe.Strategy == "" {
+			slot := now.UnixNano() / int64(every)
+			mode := jobs.ModeFor(res, false)
+			errs = append(errs, s.enqueueFetch(ctx, src, res, mode, SlotTaskID(jobs.TypeFetch, src.Name, res.Name, mode, slot), every))
 			return
 		}
-		_, err = s.client.EnqueueContext(ctx, task)
-		switch {
-		case err == nil:
-			s.log.Debug("enqueued", "task_id", id)
-		case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
-			// Another replica (or an earlier tick) enqueued this slot.
-		default:
-			errs = append(errs, fmt.Errorf("enqueue %s: %w", id, err))
+		interval := st.ProbeInterval(every)
+		slot := now.UnixNano() / int64(interval)
+		id := SlotTaskID(jobs.TypeProbe, src.Name, res.Name, interval.String(), slot)
+		task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule},
+			append(jobs.ProbeOptions(res), asynq.TaskID(id), asynq.Retention(interval))...)
+		if err == nil {
+			err = s.enqueue(ctx, task, id)
 		}
+		errs = append(errs, err)
 	})
 	return errors.Join(errs...)
 }
 
-// SlotTaskID is the deterministic ID of a resource's task for one slot.
-func SlotTaskID(taskType, source, resource string, slot int64) string {
-	return fmt.Sprintf("%s:%s:%s:%d", taskType, source, resource, slot)
+func (s *Scheduler) enqueueFetch(ctx context.Context, src *config.Source, res *config.Resource, mode, id string, slot time.Duration) error {
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: jobs.TriggerSchedule},
+		append(jobs.FetchOptions(res),
+			asynq.TaskID(id),
+			// Keep the finished task (and so its ID) for the rest of the
+			// slot, so a replica ticking later cannot enqueue it again.
+			asynq.Retention(slot),
+		)...)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(ctx, task, id)
+}
+
+func (s *Scheduler) enqueue(ctx context.Context, task *asynq.Task, id string) error {
+	_, err := s.client.EnqueueContext(ctx, task)
+	switch {
+	case err == nil:
+		s.log.Debug("enqueued", "task_id", id)
+		return nil
+	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		return nil // another replica (or an earlier tick) enqueued this slot
+	default:
+		return fmt.Errorf("enqueue %s: %w", id, err)
+	}
+}
+
+// SlotTaskID is the deterministic ID of a resource's task for one slot;
+// kind tells apart the tasks of one resource (full, delta, a probe interval).
+func SlotTaskID(taskType, source, resource, kind string, slot int64) string {
+	return fmt.Sprintf("%s:%s:%s:%s:%d", taskType, source, resource, kind, slot)
 }

@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,16 +24,19 @@ sources:
         path: /orders
         priority: critical
         records: {id: id}
-        probe: {every: 10s}
+        probe: {strategy: etag, every: 10s, max_every: 1m}
+        full_sync: {every: 1h}
       - name: refunds
         path: /refunds
         records: {id: id}
-        probe: {every: 10s}
+        probe: {strategy: none, every: 10s}
+        full_sync: {every: 1h}
 `
 
 // TestReplicasEnqueueEachSlotOnce: two schedulers ticking at the same
-// instant, and again later in the same slot, enqueue one task per resource;
-// the next slot gets a new one; a paused resource gets none.
+// instant, and again later in the same slot, enqueue each slot's tasks once:
+// a first full read and a probe (or, with strategy none, a fetch) per
+// interval; the next slot gets new ones; a paused resource gets none.
 func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -45,6 +49,9 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	if err := st.EnsureStates(ctx, store.KeysOf(c)); err != nil {
+		t.Fatal(err)
+	}
 	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
 	if err != nil {
 		t.Fatal(err)
@@ -68,38 +75,54 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 			}
 		}
 	}
-	pending := func(queue string) int {
+	// pending lists "queue type resource" of every pending task.
+	pending := func() map[string]int {
 		t.Helper()
-		tasks, err := insp.ListPendingTasks(queue)
-		if err != nil {
-			return 0 // the queue does not exist yet
+		out := map[string]int{}
+		for _, q := range []string{"critical", "default", "low"} {
+			tasks, err := insp.ListPendingTasks(q)
+			if err != nil {
+				continue // the queue does not exist yet
+			}
+			for _, ti := range tasks {
+				res := "orders"
+				if strings.Contains(string(ti.Payload), "refunds") {
+					res = "refunds"
+				}
+				out[q+" "+ti.Type+" "+res]++
+			}
 		}
-		return len(tasks)
+		return out
+	}
+	want := func(step string, w map[string]int) {
+		t.Helper()
+		got := pending()
+		for k, n := range w {
+			if got[k] != n {
+				t.Errorf("%s: %d × %q pending, want %d (all: %v)", step, got[k], k, n, got)
+			}
+		}
+		if len(got) != len(w) {
+			t.Errorf("%s: pending %v, want %v", step, got, w)
+		}
 	}
 
 	tickAll()
 	now = now.Add(5 * time.Second) // same 10 s slot
 	tickAll()
-	if got := pending("critical") + pending("default"); got != 2 {
-		t.Fatalf("after two replicas ticked twice in one slot: %d tasks, want 2", got)
-	}
-	if pending("critical") != 1 {
-		t.Fatalf("orders (priority critical) not in the critical queue")
-	}
+	want("one slot, two replicas, two ticks", map[string]int{
+		"critical fetch orders": 1, "critical probe orders": 1, // the first full read, one probe
+		"default fetch refunds": 2, // the first full read, one pure-pull fetch
+	})
 
-	now = now.Add(10 * time.Second) // next slot
+	now = now.Add(10 * time.Second) // next probe slot, same full-sync slot
 	tickAll()
-	if got := pending("critical") + pending("default"); got != 4 {
-		t.Fatalf("after the next slot: %d tasks, want 4", got)
-	}
+	want("next slot", map[string]int{"critical fetch orders": 1, "critical probe orders": 2, "default fetch refunds": 3})
 
-	st.EnsureStates(ctx, []store.Key{{Source: "shop", Resource: "orders"}, {Source: "shop", Resource: "refunds"}})
 	if n, err := st.SetPaused(ctx, "shop", "refunds", true); err != nil || n != 1 {
 		t.Fatalf("pause: %d rows, %v", n, err)
 	}
 	now = now.Add(10 * time.Second)
 	tickAll()
-	if got := pending("default"); got != 2 {
-		t.Fatalf("a paused resource was scheduled: %d default tasks, want still 2", got)
-	}
+	want("refunds paused", map[string]int{"critical fetch orders": 1, "critical probe orders": 3, "default fetch refunds": 3})
 }

@@ -26,8 +26,11 @@ type Page struct {
 	// PassID, when non-zero, remembers the page's ids as seen by that full
 	// read, for deletion detection at its end.
 	PassID int64
-	// Checkpoint is where a retry of this fetch resumes; stored with the page.
-	Checkpoint json.RawMessage
+	// Checkpoint returns where a retry of this fetch resumes, stored with the
+	// page. It is called inside the page's transaction with the ids the page
+	// created or updated, so that what it records about them (drift) commits
+	// or rolls back with them. Nil stores no checkpoint.
+	Checkpoint func(changed []string) json.RawMessage
 	// Requests is how many HTTP requests this page cost.
 	Requests int
 	// MaxChangedIDs bounds the ids listed in the page's outbox event. Default 100.
@@ -37,6 +40,8 @@ type Page struct {
 // PageResult counts what applying a page changed.
 type PageResult struct {
 	Created, Updated, Unchanged int
+	// Changed lists the ids created or updated.
+	Changed []string
 }
 
 // Event types written to the outbox.
@@ -138,6 +143,7 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 			if len(ids) < cap(ids) {
 				ids = append(ids, c.ExternalID)
 			}
+			res.Changed = append(res.Changed, c.ExternalID)
 		}
 		res.Unchanged = len(records) - len(changes)
 
@@ -161,8 +167,12 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 			p.Requests, len(p.Records), res.Created, res.Updated, res.Unchanged, p.RunID).Error; err != nil {
 			return fmt.Errorf("count run: %w", err)
 		}
+		var cp json.RawMessage
+		if p.Checkpoint != nil {
+			cp = p.Checkpoint(res.Changed)
+		}
 		if err := tx.Exec(`UPDATE sync_state SET checkpoint = CAST(? AS jsonb), updated_at = now()
-			WHERE source = ? AND resource = ?`, nullJSON(p.Checkpoint), p.Source, p.Resource).Error; err != nil {
+			WHERE source = ? AND resource = ?`, nullJSON(cp), p.Source, p.Resource).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
 		if len(changes) > 0 {

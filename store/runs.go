@@ -79,6 +79,8 @@ type RunOutcome struct {
 	Drift       *int64
 	// HTTPRequests made since the last applied page (not yet counted).
 	HTTPRequests int
+	// Watermark, when set on a success, is the resource's new watermark.
+	Watermark string
 }
 
 // FinishRun closes a run and updates the resource's sync state in one
@@ -110,14 +112,38 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 				"last_success_at":      now,
 				"consecutive_failures": 0,
 				"updated_at":           now,
+				// The data is known in step as of the run's start at least.
+				"in_sync_at": gorm.Expr("greatest(in_sync_at, ?)", run.StartedAt),
+			}
+			if run.Kind == KindProbe {
+				// A probe's run row documents the change it saw; the
+				// resource is in step only once the fetch succeeds.
+				err = state.Updates(map[string]any{"consecutive_failures": 0, "updated_at": now}).Error
+				break
 			}
 			if run.Kind == KindFull {
 				upd["last_full_sync_at"] = now
+				upd["last_drift"] = out.Drift
+			}
+			if out.Watermark != "" {
+				upd["watermark"] = out.Watermark
 			}
 			if run.RecordsCreated+run.RecordsUpdated+run.RecordsDeleted > 0 {
 				upd["last_change_at"] = now
 			}
-			err = state.Updates(upd).Error
+			if err = state.Updates(upd).Error; err != nil {
+				break
+			}
+			// Promote the validator a probe saw before this fetch started:
+			// the fetch read data at least that new. A validator seen after
+			// the start waits for the follow-up fetch.
+			err = tx.Exec(`UPDATE sync_state SET
+				etag = CASE WHEN candidate_kind = 'etag' THEN candidate_validator ELSE etag END,
+				last_modified = CASE WHEN candidate_kind = 'last_modified' THEN candidate_validator ELSE last_modified END,
+				probe_hash = CASE WHEN candidate_kind = 'hash' THEN candidate_validator ELSE probe_hash END,
+				candidate_kind = '', candidate_validator = '', candidate_at = NULL
+				WHERE source = ? AND resource = ? AND candidate_at IS NOT NULL AND candidate_at <= ?`,
+				run.Source, run.Resource, run.StartedAt).Error
 		case StatusFailed, StatusDead:
 			err = state.Updates(map[string]any{
 				"consecutive_failures": gorm.Expr("consecutive_failures + 1"),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
 
@@ -27,7 +28,43 @@ type State struct {
 	ConsecutiveFailures int             `gorm:"column:consecutive_failures" json:"consecutive_failures"`
 	ProbesTotal         int64           `gorm:"column:probes_total" json:"probes_total"`
 	ProbesNotModified   int64           `gorm:"column:probes_not_modified" json:"probes_not_modified"`
+	CandidateKind       string          `gorm:"column:candidate_kind" json:"candidate_kind,omitempty"`
+	CandidateValidator  string          `gorm:"column:candidate_validator" json:"candidate_validator,omitempty"`
+	CandidateAt         *time.Time      `gorm:"column:candidate_at" json:"candidate_at,omitempty"`
+	HeadUnsupported     bool            `gorm:"column:head_unsupported" json:"head_unsupported"`
+	InSyncAt            *time.Time      `gorm:"column:in_sync_at" json:"in_sync_at"`
+	LastDrift           *int64          `gorm:"column:last_drift" json:"last_drift"`
 	UpdatedAt           time.Time       `gorm:"column:updated_at" json:"updated_at"`
+}
+
+// Validator kinds, one per probe strategy that keeps one.
+const (
+	ValidatorETag         = "etag"
+	ValidatorLastModified = "last_modified"
+	ValidatorHash         = "hash"
+)
+
+// Confirmed is the validator of the given kind that the last successful
+// fetch confirmed.
+func (st State) Confirmed(kind string) string {
+	switch kind {
+	case ValidatorETag:
+		return st.ETag
+	case ValidatorLastModified:
+		return st.LastModified
+	case ValidatorHash:
+		return st.ProbeHash
+	}
+	return ""
+}
+
+// ProbeInterval is the resource's current (adaptive) probe interval, or def
+// when none is recorded yet.
+func (st State) ProbeInterval(def time.Duration) time.Duration {
+	if st.ProbeIntervalMS > 0 {
+		return time.Duration(st.ProbeIntervalMS) * time.Millisecond
+	}
+	return def
 }
 
 // TableName maps State to sync_state.
@@ -120,4 +157,47 @@ func (s *Store) LiveRecords(ctx context.Context) (map[Key]int64, error) {
 		out[Key{r.Source, r.Resource}] = r.N
 	}
 	return out, nil
+}
+
+// ProbeOutcome is what a probe saw.
+type ProbeOutcome struct {
+	// Changed is true when the validator differs from the confirmed one.
+	Changed bool
+	// Kind and Validator are what the probe saw (recorded as the candidate
+	// when Changed).
+	Kind, Validator string
+	// Interval is the probe interval from now on.
+	Interval time.Duration
+	// HeadUnsupported records that the upstream refused HEAD.
+	HeadUnsupported bool
+}
+
+// RecordProbe updates a resource's state after a probe. An unchanged probe
+// writes nothing else: no run row, no record. It marks the resource in sync
+// now, since its data equals what the last successful fetch saw.
+func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error {
+	now := time.Now().UTC()
+	upd := map[string]any{
+		"probes_total":         gorm.Expr("probes_total + 1"),
+		"consecutive_failures": 0, // the upstream answered
+		"probe_interval_ms":    out.Interval.Milliseconds(),
+		"next_probe_at":        now.Add(out.Interval),
+		"updated_at":           now,
+	}
+	if out.HeadUnsupported {
+		upd["head_unsupported"] = true
+	}
+	if out.Changed {
+		upd["candidate_kind"] = out.Kind
+		upd["candidate_validator"] = out.Validator
+		upd["candidate_at"] = now
+	} else {
+		upd["probes_not_modified"] = gorm.Expr("probes_not_modified + 1")
+		upd["in_sync_at"] = now
+	}
+	err := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).Updates(upd).Error
+	if err != nil {
+		return fmt.Errorf("record probe %s: %w", k, err)
+	}
+	return nil
 }

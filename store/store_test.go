@@ -73,7 +73,7 @@ func TestApplyPageTwiceChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (store.PageResult{Created: 2}) {
+	if counts(got) != [3]int{2, 0, 0} {
 		t.Fatalf("first apply = %+v, want 2 created", got)
 	}
 	before := take(t, s)
@@ -81,7 +81,7 @@ func TestApplyPageTwiceChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (store.PageResult{Unchanged: 2}) {
+	if counts(got) != [3]int{0, 0, 2} {
 		t.Fatalf("second apply = %+v, want 2 unchanged", got)
 	}
 	after := take(t, s)
@@ -108,7 +108,7 @@ func TestApplyPageVersionsAndAudit(t *testing.T) {
 		return r
 	}
 	apply(rec("1", `{"a":1,"b":1}`))
-	if r := apply(rec("1", `{"a":2,"b":1}`), rec("1", `{"a":3,"b":1}`)); r != (store.PageResult{Updated: 1}) {
+	if r := apply(rec("1", `{"a":2,"b":1}`), rec("1", `{"a":3,"b":1}`)); counts(r) != [3]int{0, 1, 0} || len(r.Changed) != 1 {
 		t.Fatalf("update with duplicate id in page = %+v, want one update (last copy wins)", r)
 	}
 	var row struct {
@@ -179,7 +179,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 	s.EnsureStates(ctx, []store.Key{key})
 	run := startRun(t, s, store.KindFull)
 	cp := json.RawMessage(`{"next_url":"http://x/?page=2"}`)
-	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: cp, Requests: 1}); err != nil {
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: func([]string) json.RawMessage { return cp }, Requests: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusFailed, Error: "boom"}); err != nil {
@@ -210,3 +210,6 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// counts is (created, updated, unchanged).
+func counts(r store.PageResult) [3]int { return [3]int{r.Created, r.Updated, r.Unchanged} }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,6 +27,14 @@ type checkpoint struct {
 	// NextURL is the next page to read; "" once the last page is applied.
 	NextURL string `json:"next_url"`
 	Pages   int    `json:"pages"`
+	// MaxCursor is the highest delta field value applied so far; the
+	// watermark moves to it only when the whole run succeeds.
+	MaxCursor string `json:"max_cursor,omitempty"`
+	// DriftBase is the watermark when a full read began: a change the full
+	// read applies to a record whose delta field is not after it is one the
+	// deltas missed. Drift counts those.
+	DriftBase string `json:"drift_base,omitempty"`
+	Drift     int64  `json:"drift,omitempty"`
 }
 
 // fetchHandler runs fetch tasks.
@@ -91,6 +100,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	began := time.Now()
+	mode := jobs.ModeFor(res, p.Mode == jobs.ModeFull)
 
 	st, err := h.store.State(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
@@ -101,19 +111,34 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	if err != nil {
 		return err
 	}
-	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: p.Mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
+	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
 	if err := h.store.StartRun(ctx, &run); err != nil {
 		return err
 	}
 
 	// Resume an interrupted read of the same mode from its checkpoint.
-	cp := checkpoint{Mode: p.Mode, PassID: run.ID}
-	var saved checkpoint
-	resumed := false
-	if len(st.Checkpoint) > 0 && json.Unmarshal(st.Checkpoint, &saved) == nil && saved.Mode == p.Mode && saved.PassID != 0 {
-		cp, resumed = saved, true
+	var cp, saved checkpoint
+	resumed := len(st.Checkpoint) > 0 && json.Unmarshal(st.Checkpoint, &saved) == nil && saved.Mode == mode && saved.PassID != 0
+	if resumed {
+		cp = saved
 	} else {
-		cp.NextURL = upstream.FirstURL(client, res, nil)
+		cp = checkpoint{Mode: mode, PassID: run.ID}
+		params := url.Values{}
+		if mode == jobs.ModeDelta && st.Watermark != "" {
+			wm, err := parseCursor(st.Watermark, res.Delta.Format)
+			if err != nil {
+				return fmt.Errorf("stored watermark %q: %w", st.Watermark, err)
+			}
+			params.Set(res.Delta.Param, formatCursor(wm.Add(-res.Delta.Overlap.D()), res.Delta.Format))
+		}
+		if mode == jobs.ModeFull && res.Delta != nil {
+			cp.DriftBase = st.Watermark
+		}
+		cp.NextURL = upstream.FirstURL(client, res, params)
+	}
+	var driftBase time.Time
+	if cp.DriftBase != "" {
+		driftBase, _ = parseCursor(cp.DriftBase, res.Delta.Format)
 	}
 
 	var (
@@ -149,47 +174,96 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 			requests += upstream.Requests(err)
 			return fail(err)
 		}
-		cp.NextURL = page.Next
-		cp.Pages++
-		cpJSON, _ := json.Marshal(cp)
+		requests += page.Requests
+		cursors := make(map[string]time.Time, len(page.Records))
 		recs := make([]store.Record, len(page.Records))
 		for i, r := range page.Records {
 			recs[i] = store.Record{ExternalID: r.ID, Payload: r.Payload, Hash: r.Hash}
+			if res.Delta == nil {
+				continue
+			}
+			c, err := parseCursor(r.Cursor, res.Delta.Format)
+			if err != nil {
+				return fail(fmt.Errorf("GET %s: %w: record %d: delta field %q: %w", page.URL, upstream.ErrBadResponse, i, res.Delta.Field, err))
+			}
+			cursors[r.ID] = c
+			if cp.MaxCursor == "" || c.After(mustCursor(cp.MaxCursor, res.Delta.Format)) {
+				cp.MaxCursor = formatCursor(c, res.Delta.Format)
+			}
 		}
 		pass := int64(0)
-		if p.Mode == jobs.ModeFull {
+		if mode == jobs.ModeFull {
 			pass = cp.PassID
 		}
-		pr, err := h.store.ApplyPage(ctx, store.Page{
-			Key: key, RunID: run.ID, Records: recs, PassID: pass,
-			Checkpoint: cpJSON, Requests: requests + page.Requests,
+		next := cp
+		next.NextURL = page.Next
+		next.Pages++
+		// Drift is only known after the page applied; count it on a copy of
+		// the checkpoint that the page's transaction stores.
+		pr, err := h.applyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: recs, PassID: pass, Requests: requests}, &next, func(changed []string) int64 {
+			if cp.DriftBase == "" {
+				return 0
+			}
+			var d int64
+			for _, id := range changed {
+				if c, ok := cursors[id]; ok && !c.After(driftBase) {
+					d++
+				}
+			}
+			return d
 		})
 		if err != nil {
-			requests += page.Requests
 			return fail(err)
 		}
+		cp = next
 		requests = 0
 		n.fetched += len(recs)
 		n.created += pr.Created
 		n.updated += pr.Updated
 	}
 
-	if p.Mode == jobs.ModeFull {
+	out := store.RunOutcome{Status: store.StatusSucceeded}
+	if mode == jobs.ModeFull {
 		deleted, err := h.store.FinishFullRead(ctx, key, run.ID, cp.PassID, res.FullSync.DetectDeletes)
 		if err != nil {
 			return fail(err)
 		}
 		n.deleted = deleted
+		if cp.DriftBase != "" {
+			out.Drift = &cp.Drift
+		}
+	}
+	if cp.MaxCursor != "" && (st.Watermark == "" || mustCursor(cp.MaxCursor, res.Delta.Format).After(mustCursor(st.Watermark, res.Delta.Format))) {
+		out.Watermark = cp.MaxCursor
 	}
 	vh, err := h.store.VersionHash(ctx, key)
 	if err != nil {
 		return fail(err)
 	}
-	if err := h.store.FinishRun(ctx, run.ID, store.RunOutcome{Status: store.StatusSucceeded, VersionHash: vh}); err != nil {
+	out.VersionHash = vh
+	if err := h.store.FinishRun(ctx, run.ID, out); err != nil {
 		return fail(err)
 	}
-	h.summary(run, store.StatusSucceeded, began, n, nil, slog.Bool("resumed", resumed))
+	h.summary(run, store.StatusSucceeded, began, n, nil, slog.Bool("resumed", resumed), slog.Int64("drift", cp.Drift))
 	return nil
+}
+
+// applyPage applies a page with the checkpoint that follows it. The
+// checkpoint's drift is counted from the ids the page changed, which are
+// known only inside the page's transaction: the store calls back.
+func (h fetchHandler) applyPage(ctx context.Context, page store.Page, cp *checkpoint, drift func(changed []string) int64) (store.PageResult, error) {
+	page.Checkpoint = func(changed []string) json.RawMessage {
+		cp.Drift += drift(changed)
+		b, _ := json.Marshal(cp)
+		return b
+	}
+	return h.store.ApplyPage(ctx, page)
+}
+
+// mustCursor parses a cursor this worker formatted itself.
+func mustCursor(v, format string) time.Time {
+	t, _ := parseCursor(v, format)
+	return t
 }
 
 // counts are a fetch's record counts, for its summary line.

@@ -97,6 +97,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(jobs.TypeFetch, fetchHandler{w})
+	mux.Handle(jobs.TypeProbe, probeHandler{w})
+	mux.Handle(jobs.TypeWebhook, webhookHandler{w})
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

@@ -157,8 +157,11 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every resource on a 2 s slot, so the test sees several slots quickly.
-	fast := regexp.MustCompile(`(probe: \{[^}]*?\bevery: )\w+`).ReplaceAll(demo, []byte("${1}2s"))
+	// Every resource read in full on a 2 s slot (pure pull), so the test
+	// sees several slots quickly and each slot is one task.
+	fast := regexp.MustCompile(`probe: \{[^}]*\}`).ReplaceAll(demo, []byte("probe: {strategy: none, every: 2s}"))
+	fast = regexp.MustCompile(`full_sync: \{[^}]*\}`).ReplaceAll(fast, []byte("full_sync: {every: 2s, detect_deletes: true}"))
+	fast = regexp.MustCompile(`(?m)^\s*delta: .*$`).ReplaceAll(fast, nil)
 	confPath := filepath.Join(dir, "tidemark.yaml")
 	if err := os.WriteFile(confPath, fast, 0o600); err != nil {
 		t.Fatal(err)
@@ -233,7 +236,7 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 	up.stop(t, 10*time.Second)
 
 	slots := map[string][]int64{}
-	slotID := regexp.MustCompile(`^fetch:demo:(\w+):(\d+)$`)
+	slotID := regexp.MustCompile(`^fetch:demo:(\w+):full:(\d+)$`)
 	for _, r := range query() {
 		m := slotID.FindStringSubmatch(r.TaskID)
 		if m == nil {

@@ -1,0 +1,208 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/extract"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/upstream"
+)
+
+// probeHandler runs probe tasks: one cheap request that tells whether a
+// resource changed since the last successful fetch. An unchanged probe
+// writes no run row; a changed one records a run and enqueues a fetch; a
+// failed one records a run with the error.
+type probeHandler struct {
+	*Worker
+}
+
+func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	h.inflight.Add(1)
+	defer h.inflight.Done()
+	p, err := jobs.ParseProbe(t)
+	if err != nil {
+		return err
+	}
+	src, res, err := h.resource(p.Source, p.Resource)
+	if err != nil {
+		return jobs.Classify(err)
+	}
+	key := store.Key{Source: p.Source, Resource: p.Resource}
+	st, err := h.store.State(ctx, key)
+	if err != nil {
+		return err
+	}
+	if st.Paused {
+		return nil
+	}
+	began := time.Now()
+	out, requests, err := h.probe(ctx, src, res, st)
+	if err != nil {
+		h.recordProbeRun(ctx, p, store.RunOutcome{Status: probeFailStatus(ctx, err), Error: err.Error(), HTTPRequests: requests}, began, err)
+		return jobs.Classify(err)
+	}
+	if err := h.store.RecordProbe(ctx, key, out); err != nil {
+		return err
+	}
+	if !out.Changed {
+		h.log.Debug("probe: not modified", "source", p.Source, "resource", p.Resource,
+			"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
+		return nil
+	}
+	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe},
+		append(jobs.FetchOptions(res),
+			// Probes that see the same change before its fetch starts
+			// enqueue it once.
+			asynq.Unique(max(res.Probe.Every.D(), 10*time.Second)))...)
+	if err != nil {
+		return err
+	}
+	if _, err := h.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrDuplicateTask) {
+		return fmt.Errorf("enqueue fetch after probe: %w", err)
+	}
+	return nil
+}
+
+func probeFailStatus(ctx context.Context, err error) string {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if jobs.Permanent(err) || retried >= maxRetry {
+		return store.StatusDead
+	}
+	return store.StatusFailed
+}
+
+// recordProbeRun writes the run row of a probe that changed or failed.
+func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
+	taskID, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: store.KindProbe, Trigger: p.Trigger,
+		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := h.store.StartRun(ctx, &run)
+	if err == nil {
+		err = h.store.FinishRun(ctx, run.ID, out)
+	}
+	if err != nil {
+		h.log.Error("record probe run", "source", p.Source, "resource", p.Resource, "error", err)
+	}
+	attrs := []any{"task", jobs.TypeProbe, "source", p.Source, "resource", p.Resource, "trigger", p.Trigger,
+		"attempt", run.Attempt, "run_id", run.ID, "status", out.Status, "requests", out.HTTPRequests,
+		"duration_ms", time.Since(began).Milliseconds()}
+	if cause != nil {
+		h.log.Warn("task finished", append(attrs, "error", cause.Error())...)
+		return
+	}
+	h.log.Info("task finished", append(attrs, "changed", true)...)
+}
+
+// probe asks the upstream whether the resource changed. It probes the first
+// page of the full read (or probe.path), not of the delta read: validators
+// belong to a URL, and the delta URL moves with the watermark, so its
+// validator would differ after every fetch.
+func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
+	client := h.clients[src.Name]
+	target := upstream.FirstURL(client, res, nil)
+	if res.Probe.Path != "" {
+		target = client.URL(res.Probe.Path, nil)
+	}
+	out := store.ProbeOutcome{HeadUnsupported: st.HeadUnsupported}
+	requests := 0
+	var err error
+	switch res.Probe.Strategy {
+	case config.ProbeETag, config.ProbeLastModified:
+		out.Kind, out.Validator, requests, out.HeadUnsupported, err = h.validator(ctx, client, res, target, st)
+	case config.ProbeHash:
+		out.Kind = store.ValidatorHash
+		var resp *upstream.Response
+		resp, err = client.Do(ctx, http.MethodGet, target, nil)
+		requests = upstream.Requests(err)
+		if err == nil {
+			requests = resp.Requests
+			out.Validator, err = hashBody(res, resp)
+		}
+	default:
+		return out, 0, fmt.Errorf("%w: probe strategy %q does not probe", jobs.ErrBadInput, res.Probe.Strategy)
+	}
+	if err != nil {
+		return out, requests, fmt.Errorf("probe %s/%s: %w", src.Name, res.Name, err)
+	}
+	out.Changed = out.Validator != st.Confirmed(out.Kind)
+	out.Interval = nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), out.Changed)
+	return out, requests, nil
+}
+
+// validator reads the resource's ETag or Last-Modified: from a HEAD, or from
+// a conditional GET that sends the confirmed validator back byte for byte
+// (weak W/ tags included). An upstream that refuses HEAD (405, 501) gets
+// conditional GETs from then on.
+func (h probeHandler) validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
+	kind, header, cond := store.ValidatorETag, "ETag", "If-None-Match"
+	if res.Probe.Strategy == config.ProbeLastModified {
+		kind, header, cond = store.ValidatorLastModified, "Last-Modified", "If-Modified-Since"
+	}
+	confirmed := st.Confirmed(kind)
+	headUnsupported = st.HeadUnsupported
+	if res.Probe.Method == http.MethodHead && !headUnsupported {
+		resp, err := client.Do(ctx, http.MethodHead, target, nil)
+		requests += upstream.Requests(err)
+		var se *upstream.StatusError
+		switch {
+		case err == nil:
+			requests = resp.Requests
+			if v := resp.Header.Get(header); v != "" {
+				return kind, v, requests, false, nil
+			}
+			return kind, "", requests, false, fmt.Errorf("%w: HEAD answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+		case errors.As(err, &se) && (se.Code == http.StatusMethodNotAllowed || se.Code == http.StatusNotImplemented):
+			headUnsupported = true // fall back to a conditional GET
+		default:
+			return kind, "", requests, false, err
+		}
+	}
+	hdr := http.Header{}
+	if confirmed != "" {
+		hdr.Set(cond, confirmed)
+	}
+	resp, err := client.Do(ctx, http.MethodGet, target, hdr)
+	if err != nil {
+		return kind, "", requests + upstream.Requests(err), headUnsupported, err
+	}
+	requests += resp.Requests
+	if resp.Status == http.StatusNotModified {
+		return kind, confirmed, requests, headUnsupported, nil
+	}
+	v := resp.Header.Get(header)
+	if v == "" {
+		return kind, "", requests, headUnsupported, fmt.Errorf("%w: GET answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+	}
+	return kind, v, requests, headUnsupported, nil
+}
+
+func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {
+	doc, err := extract.Decode(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", upstream.ErrBadResponse, err)
+	}
+	return extract.New(res).HashBody(doc)
+}
+
+// nextInterval is the adaptive probe interval: back to probe.every on a
+// change, half as long again after each unchanged probe, up to max_every.
+func nextInterval(p config.Probe, current time.Duration, changed bool) time.Duration {
+	every, maxEvery := p.Every.D(), max(p.MaxEvery.D(), p.Every.D())
+	if changed || current < every {
+		return every
+	}
+	return min(current+current/2, maxEvery)
+}
