@@ -1,21 +1,27 @@
-// Package server is tidemark's HTTP face: health endpoints for orchestrators
-// and the admin API (resources with their sync state, runs).
+// Package server is tidemark's HTTP face: health endpoints for orchestrators,
+// the admin API (resources, runs, sync now, pause, resume), the live event
+// stream (SSE), inbound upstream webhooks, the dashboard and Asynqmon.
 package server
 
 import (
 	"cmp"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -23,28 +29,70 @@ import (
 type Config struct {
 	// Addr is the listen address. Default 127.0.0.1:8080.
 	Addr string
-	// AdminToken, when set, is required as a bearer token on /api/. Without
-	// it the server refuses to listen on a non-loopback address.
+	// AdminToken, when set, is required on /api/, /monitoring/ and the
+	// dashboard: as a bearer token, or as the cookie /login sets. Without it
+	// the server refuses to listen on a non-loopback address.
 	AdminToken string
+	// Heartbeat is how often an idle event stream gets a comment line, so
+	// proxies keep it open. Default 15s.
+	Heartbeat time.Duration
+	// HookSecret returns the secret that signs inbound webhooks of a source
+	// ("" = none). Default: the environment variable
+	// TIDEMARK_HOOK_SECRET_<SOURCE> (source name upper-cased).
+	HookSecret func(source string) string
+}
+
+// HookSecretEnv is the environment variable holding the inbound webhook
+// secret of source.
+func HookSecretEnv(source string) string {
+	return "TIDEMARK_HOOK_SECRET_" + strings.ToUpper(source)
 }
 
 // Server serves the admin API.
 type Server struct {
-	cfg   Config
-	conf  *config.Config
-	store *store.Store
-	log   *slog.Logger
+	cfg     Config
+	conf    *config.Config
+	store   *store.Store
+	hub     *events.Hub
+	client  *asynq.Client
+	monitor *asynqmon.HTTPHandler
+	log     *slog.Logger
 }
 
-// New checks cfg and returns a server.
-func New(cfg Config, conf *config.Config, st *store.Store, log *slog.Logger) (*Server, error) {
+// New checks cfg and returns a server. redisOpt reaches the task queues
+// (sync now, inbound hooks, Asynqmon); hub feeds /api/events and must be
+// running for it to answer. Close the server (Run does) to free its Redis
+// connections.
+func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisConnOpt, hub *events.Hub, log *slog.Logger) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
+	}
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, 15*time.Second)
+	if cfg.HookSecret == nil {
+		cfg.HookSecret = func(source string) string { return os.Getenv(HookSecretEnv(source)) }
 	}
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, conf: conf, store: st, log: log}, nil
+	if redisOpt == nil || hub == nil {
+		return nil, errors.New("server: a Redis connection and an event hub are required")
+	}
+	return &Server{
+		cfg: cfg, conf: conf, store: st, hub: hub, log: log,
+		client: asynq.NewClient(redisOpt),
+		monitor: asynqmon.New(asynqmon.Options{
+			RootPath:     "/monitoring",
+			RedisConnOpt: redisOpt,
+			// Without an admin token nobody is authenticated, so nobody
+			// may delete, archive or run tasks from the UI.
+			ReadOnly: cfg.AdminToken == "",
+		}),
+	}, nil
+}
+
+// Close frees the server's Redis connections.
+func (s *Server) Close() error {
+	return errors.Join(s.client.Close(), s.monitor.Close())
 }
 
 // Check refuses an admin API open beyond loopback without a token.
@@ -67,21 +115,15 @@ func loopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Handler is the server's routes.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.ready)
-	mux.Handle("GET /api/resources", s.auth(http.HandlerFunc(s.resources)))
-	mux.Handle("GET /api/runs", s.auth(http.HandlerFunc(s.runs)))
-	return mux
-}
-
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
-	srv := &http.Server{Addr: s.cfg.Addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	defer s.Close()
+	srv := &http.Server{
+		Addr: s.cfg.Addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// Requests inherit ctx, so event streams end when the server stops
+		// instead of holding Shutdown to its timeout.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -100,20 +142,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server shutdown: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.AdminToken == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.cfg.AdminToken)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <TIDEMARK_ADMIN_TOKEN>")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -135,6 +163,41 @@ type ResourceView struct {
 	Records   int64        `json:"records"`
 	State     *store.State `json:"state"`
 	LastRun   *store.Run   `json:"last_run"`
+	// FreshnessSeconds is the freshness target in seconds.
+	FreshnessSeconds float64 `json:"freshness_seconds"`
+	// LagSeconds is the time since the last successful run; null before one.
+	LagSeconds *float64 `json:"lag_seconds"`
+	// Health is paused, syncing, failing, stale or fresh (first that applies).
+	Health string `json:"health"`
+}
+
+// Health values of a ResourceView.
+const (
+	HealthPaused  = "paused"
+	HealthSyncing = "syncing"
+	HealthFailing = "failing"
+	HealthStale   = "stale"
+	HealthFresh   = "fresh"
+)
+
+func (v *ResourceView) judge(freshness time.Duration, now time.Time) {
+	v.FreshnessSeconds = freshness.Seconds()
+	if v.State != nil && v.State.LastSuccessAt != nil {
+		lag := now.Sub(*v.State.LastSuccessAt).Seconds()
+		v.LagSeconds = &lag
+	}
+	switch {
+	case v.State != nil && v.State.Paused:
+		v.Health = HealthPaused
+	case v.LastRun != nil && v.LastRun.Status == store.StatusRunning:
+		v.Health = HealthSyncing
+	case v.State != nil && v.State.ConsecutiveFailures > 0:
+		v.Health = HealthFailing
+	case v.LagSeconds == nil || *v.LagSeconds > v.FreshnessSeconds:
+		v.Health = HealthStale
+	default:
+		v.Health = HealthFresh
+	}
 }
 
 func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
@@ -166,6 +229,7 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 		byKey[store.Key{Source: states[i].Source, Resource: states[i].Resource}] = &states[i]
 	}
 	var out []ResourceView
+	now := time.Now()
 	conf.Each(func(src *config.Source, res *config.Resource) {
 		k := store.Key{Source: src.Name, Resource: res.Name}
 		v := ResourceView{Source: src.Name, Resource: res.Name, Priority: res.Priority,
@@ -173,6 +237,7 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 		if run, ok := last[k]; ok {
 			v.LastRun = &run
 		}
+		v.judge(res.Freshness.D(), now)
 		out = append(out, v)
 	})
 	return out, nil

@@ -202,3 +202,20 @@ func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 	}
 	return runs, nil
 }
+
+// AbandonRunning closes the fetch runs of a resource still marked running,
+// other than current: the worker running them died. Only the holder of the
+// resource's fetch lock may call it, so none of them can still be running.
+func (s *Store) AbandonRunning(ctx context.Context, k Key, current int64) error {
+	err := s.db.WithContext(ctx).Model(&Run{}).
+		Where("source = ? AND resource = ? AND status = ? AND kind IN ? AND id <> ?", k.Source, k.Resource, StatusRunning, []string{KindDelta, KindFull}, current).
+		Updates(map[string]any{
+			"status":      StatusFailed,
+			"error":       fmt.Sprintf("abandoned: its worker stopped without finishing; run %d took over from the last checkpoint", current),
+			"finished_at": time.Now().UTC(),
+		}).Error
+	if err != nil {
+		return fmt.Errorf("close abandoned runs of %s: %w", k, err)
+	}
+	return nil
+}

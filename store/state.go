@@ -168,6 +168,9 @@ type ProbeOutcome struct {
 	Kind, Validator string
 	// Interval is the probe interval from now on.
 	Interval time.Duration
+	// Known marks a change seen before, whose fetch is already on its way:
+	// the candidate and its time stay as they are.
+	Known bool
 	// HeadUnsupported records that the upstream refused HEAD.
 	HeadUnsupported bool
 }
@@ -187,11 +190,13 @@ func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error 
 	if out.HeadUnsupported {
 		upd["head_unsupported"] = true
 	}
-	if out.Changed {
+	switch {
+	case out.Known:
+	case out.Changed:
 		upd["candidate_kind"] = out.Kind
 		upd["candidate_validator"] = out.Validator
 		upd["candidate_at"] = now
-	} else {
+	default:
 		upd["probes_not_modified"] = gorm.Expr("probes_not_modified + 1")
 		upd["in_sync_at"] = now
 	}

@@ -115,6 +115,9 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	if err := h.store.StartRun(ctx, &run); err != nil {
 		return err
 	}
+	if err := h.store.AbandonRunning(ctx, key, run.ID); err != nil {
+		return err
+	}
 
 	// Resume an interrupted read of the same mode from its checkpoint.
 	var cp, saved checkpoint

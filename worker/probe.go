@@ -49,24 +49,26 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.recordProbeRun(ctx, p, store.RunOutcome{Status: probeFailStatus(ctx, err), Error: err.Error(), HTTPRequests: requests}, began, err)
 		return jobs.Classify(err)
 	}
+	// A change already seen, whose fetch was enqueued a moment ago, is not
+	// enqueued again; if that fetch was lost, the change is re-enqueued once
+	// the moment has passed.
+	if out.Changed && st.CandidateValidator == out.Validator && st.CandidateAt != nil && time.Since(*st.CandidateAt) < h.cfg.RefetchAfter {
+		out.Known = true
+	}
 	if err := h.store.RecordProbe(ctx, key, out); err != nil {
 		return err
 	}
-	if !out.Changed {
-		h.log.Debug("probe: not modified", "source", p.Source, "resource", p.Resource,
+	if !out.Changed || out.Known {
+		h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
 			"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
 		return nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe},
-		append(jobs.FetchOptions(res),
-			// Probes that see the same change before its fetch starts
-			// enqueue it once.
-			asynq.Unique(max(res.Probe.Every.D(), 10*time.Second)))...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}, jobs.FetchOptions(res)...)
 	if err != nil {
 		return err
 	}
-	if _, err := h.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrDuplicateTask) {
+	if _, err := h.client.EnqueueContext(ctx, task); err != nil {
 		return fmt.Errorf("enqueue fetch after probe: %w", err)
 	}
 	return nil

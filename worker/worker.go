@@ -27,6 +27,12 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight tasks get to finish on shutdown
 	// before they are handed back to the queue. Default 25s.
 	ShutdownTimeout time.Duration
+	// PollInterval is how often an idle worker looks for new tasks; it bounds
+	// the latency a queued probe or fetch waits. Default 100ms.
+	PollInterval time.Duration
+	// RefetchAfter is how long a change a probe has seen, and enqueued a
+	// fetch for, is not enqueued again by later probes. Default 1m.
+	RefetchAfter time.Duration
 	// LockLease is the lease of the per-resource fetch lock; a worker that dies
 	// holding it frees it after this long. Default 30s.
 	LockLease time.Duration
@@ -54,6 +60,8 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 25*time.Second)
 	cfg.LockLease = cmp.Or(cfg.LockLease, 30*time.Second)
+	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, time.Minute)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, 100*time.Millisecond)
 	rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", redisOpt)
@@ -84,11 +92,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:     w.cfg.Concurrency,
-		Queues:          jobs.Queues,
-		RetryDelayFunc:  jobs.RetryDelay,
-		ShutdownTimeout: w.cfg.ShutdownTimeout,
-		Logger:          NewAsynqLogger(w.log),
+		Concurrency:       w.cfg.Concurrency,
+		TaskCheckInterval: w.cfg.PollInterval,
+		Queues:            jobs.Queues,
+		RetryDelayFunc:    jobs.RetryDelay,
+		ShutdownTimeout:   w.cfg.ShutdownTimeout,
+		Logger:            NewAsynqLogger(w.log),
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			retried, _ := asynq.GetRetryCount(ctx)
 			maxRetry, _ := asynq.GetMaxRetry(ctx)

@@ -33,6 +33,8 @@ type fleet struct {
 	upstream *demoapi.Server
 	store    *store.Store
 	client   *asynq.Client
+	insp     *asynq.Inspector
+	redis    asynq.RedisConnOpt
 }
 
 func demoConfig(t *testing.T, baseURL string) *config.Config {
@@ -62,6 +64,9 @@ func startFleetWith(t *testing.T, conf *config.Config, up *demoapi.Server) *flee
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
+		t.Fatal(err)
+	}
 	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +86,9 @@ func startFleetWith(t *testing.T, conf *config.Config, up *demoapi.Server) *flee
 		client.Close()
 		st.Close()
 	})
-	return &fleet{t: t, conf: conf, upstream: up, store: st, client: client}
+	insp := asynq.NewInspector(redisOpt)
+	t.Cleanup(func() { insp.Close() })
+	return &fleet{t: t, conf: conf, upstream: up, store: st, client: client, insp: insp, redis: redisOpt}
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -49,9 +49,11 @@ Operations:
   status [--wait D]           resources: state, last run, freshness
   runs [--source S --resource R --status S --limit N]
   sync SOURCE/RESOURCE [--full]   enqueue a fetch now
+  retry [--all | TASK_ID...]  re-enqueue dead tasks with a fresh retry budget
   pause SOURCE[/RESOURCE]     stop scheduling (survives restarts)
   resume SOURCE[/RESOURCE]    start scheduling again
   config check [FILE]         validate a config file
+  discover URL [--header K:V --auth-env VAR --max-requests N --out FILE]   propose a config for an API
 
 Every flag also reads an environment variable (see 'tidemark <command> -h').
 `
@@ -93,8 +95,12 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return e.runs(rest)
 	case "sync":
 		return e.sync(rest)
+	case "retry":
+		return e.retry(rest)
 	case "pause", "resume":
 		return e.pause(cmd, rest)
+	case "discover":
+		return e.discover(rest)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			return usagef("usage: tidemark config check [FILE]")

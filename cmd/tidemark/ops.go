@@ -74,7 +74,7 @@ func (e env) status(args []string) error {
 	if err != nil {
 		return err
 	}
-	printStatus(e, views)
+	printStatus(e, conf, views)
 	if missing := unsynced(views, began); *wait > 0 && len(missing) > 0 {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
 	}
@@ -92,23 +92,38 @@ func unsynced(views []server.ResourceView, since time.Time) []string {
 	return out
 }
 
-func printStatus(e env, views []server.ResourceView) {
+func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tLAST RUN\tLAST SUCCESS\tLAG / TARGET\tFAILURES")
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES")
 	now := time.Now()
 	for _, v := range views {
-		state, lastRun, lastOK, lag, failures := "never synced", "-", "-", "-", 0
+		res := conf.Source(v.Source).Resource(v.Resource)
+		state, probe, change, lag, watermark, full, lastRun, failures := "never synced", res.Probe.Strategy, "-", "-", "-", "-", "-", 0
 		if v.LastRun != nil {
 			lastRun = fmt.Sprintf("%s %s %s ago", v.LastRun.Kind, v.LastRun.Status, ago(now, v.LastRun.StartedAt))
 		}
 		if st := v.State; st != nil {
 			failures = st.ConsecutiveFailures
-			if st.LastSuccessAt != nil {
-				lastOK = ago(now, *st.LastSuccessAt) + " ago"
-				l := now.Sub(*st.LastSuccessAt)
-				lag = fmt.Sprintf("%s / %s", round(l), v.Freshness)
-				state = "synced"
-				if target, err := time.ParseDuration(v.Freshness); err == nil && l > target {
+			if res.Probe.Strategy != config.ProbeNone {
+				probe += " every " + st.ProbeInterval(res.Probe.Every.D()).String()
+			}
+			if st.LastChangeAt != nil {
+				change = ago(now, *st.LastChangeAt) + " ago"
+			}
+			if st.Watermark != "" {
+				watermark = st.Watermark
+			}
+			if st.LastFullSyncAt != nil {
+				full = ago(now, *st.LastFullSyncAt) + " ago"
+				if st.LastDrift != nil {
+					full += fmt.Sprintf(" (%d)", *st.LastDrift)
+				}
+			}
+			if in := inSync(st); in != nil {
+				l := now.Sub(*in)
+				lag = fmt.Sprintf("%s / %s", round(l), res.Freshness.D())
+				state = "fresh"
+				if l > res.Freshness.D() {
 					state = "stale"
 				}
 			}
@@ -119,9 +134,19 @@ func printStatus(e env, views []server.ResourceView) {
 				state = "paused"
 			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%d\n", v.Source, v.Resource, state, v.Records, lastRun, lastOK, lag, failures)
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n",
+			v.Source, v.Resource, state, v.Records, probe, change, lag, watermark, full, lastRun, failures)
 	}
 	tw.Flush()
+}
+
+// inSync is the last moment the resource was known to be in step with its
+// upstream: an unchanged probe or a successful fetch.
+func inSync(st *store.State) *time.Time {
+	if st.InSyncAt != nil {
+		return st.InSyncAt
+	}
+	return st.LastSuccessAt
 }
 
 func ago(now, t time.Time) string { return round(now.Sub(t)).String() }

@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark/events"
+	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/migrations"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/server"
@@ -86,11 +89,19 @@ func (e env) roles(role string, args []string) error {
 
 	var tasks []func(context.Context) error
 	if role == "server" || role == "run" {
-		srv, err := server.New(srvConf, conf, st, log.With("role", "server"))
+		rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
+		if !ok {
+			return fmt.Errorf("unsupported Redis connection option %T", redisOpt)
+		}
+		defer rdb.Close()
+		client := asynq.NewClientFromRedisClient(rdb)
+		hub := events.NewHub(events.HubConfig{}, st, rdb, log.With("role", "server"))
+		relay := events.NewRelay(events.RelayConfig{DatabaseURL: s.databaseURL, Sink: jobs.WebhookSink(client, conf.Webhooks)}, st, rdb, log.With("role", "relay"))
+		srv, err := server.New(srvConf, conf, st, redisOpt, hub, log.With("role", "server"))
 		if err != nil {
 			return err
 		}
-		tasks = append(tasks, srv.Run)
+		tasks = append(tasks, srv.Run, hub.Run, relay.Run)
 	}
 	if role == "worker" || role == "run" {
 		w, err := worker.New(worker.Config{Concurrency: *concurrency, ShutdownTimeout: *shutdown}, conf, st, redisOpt, log.With("role", "worker"))

@@ -1,0 +1,232 @@
+package discover_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/discover"
+	"github.com/tidemark/tidemark/internal/demoapi"
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/worker"
+)
+
+// counter counts the requests that reach an upstream, by method.
+type counter struct {
+	mu      sync.Mutex
+	methods map[string]int
+	next    http.Handler
+}
+
+func count(next http.Handler) *counter { return &counter{methods: map[string]int{}, next: next} }
+
+func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	c.methods[r.Method]++
+	c.mu.Unlock()
+	c.next.ServeHTTP(w, r)
+}
+
+func (c *counter) snapshot() (total int, methods map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	methods = map[string]int{}
+	for m, n := range c.methods {
+		methods[m] = n
+		total += n
+	}
+	return total, methods
+}
+
+func (c *counter) reset() {
+	c.mu.Lock()
+	c.methods = map[string]int{}
+	c.mu.Unlock()
+}
+
+// assertReadOnly fails unless the upstream saw at most max requests, all GET or HEAD.
+func assertReadOnly(t *testing.T, c *counter, max int, res *discover.Result) {
+	t.Helper()
+	total, methods := c.snapshot()
+	if total > max {
+		t.Errorf("upstream saw %d requests, budget %d", total, max)
+	}
+	for m := range methods {
+		if m != http.MethodGet && m != http.MethodHead {
+			t.Errorf("upstream saw a %s request", m)
+		}
+	}
+	if res != nil && res.Requests != total {
+		t.Errorf("discover reports %d requests, upstream saw %d", res.Requests, total)
+	}
+}
+
+// TestDemoResources discovers each demo resource, checks what it detected,
+// then syncs all five with the proposals (no edits) through a real worker and
+// compares every id with the upstream's.
+func TestDemoResources(t *testing.T) {
+	t.Parallel()
+	up := demoapi.New(demoapi.Options{Seed: 11, Records: 345})
+	c := count(up)
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		resource   string
+		path       string
+		style      string
+		strategy   string
+		delta      string
+		id         string
+		ignore     []string
+		limitParam string
+	}{
+		{"ticket_sales", "/v1/ticket_sales", config.PaginationCursor, config.ProbeETag, "updated_since", "id", []string{"meta.request_id"}, "limit"},
+		{"inventory_movements", "/v1/inventory_movements", config.PaginationLink, config.ProbeETag, "", "id", nil, "limit"},
+		{"transactions", "/api/transactions", config.PaginationPage, config.ProbeLastModified, "updated_since", "txn_id", nil, "per_page"},
+		{"settlements", "/settlements", config.PaginationOffset, config.ProbeHash, "", "settlement.id", nil, "limit"},
+		{"tax_summaries", "/v2/tax/summaries", config.PaginationNextURL, config.ProbeHash, "", "id", nil, ""},
+	}
+	merged := &config.Config{}
+	for _, tt := range tests {
+		// Sequential: the request counts are per discovery.
+		c.reset()
+		res, err := discover.Discover(context.Background(), srv.URL+tt.path, discover.Options{Source: "demo", Resource: tt.resource})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.resource, err)
+		}
+		assertReadOnly(t, c, 12, res)
+		yaml := res.YAML()
+		conf, err := config.Parse(tt.resource+".yaml", yaml)
+		if err != nil {
+			t.Fatalf("%s: proposal does not parse: %v\n%s", tt.resource, err, yaml)
+		}
+		r := conf.Sources[0].Resources[0]
+		if r.Pagination.Style != tt.style {
+			t.Errorf("%s: pagination %s, want %s", tt.resource, r.Pagination.Style, tt.style)
+		}
+		if r.Probe.Strategy != tt.strategy {
+			t.Errorf("%s: probe %s, want %s", tt.resource, r.Probe.Strategy, tt.strategy)
+		}
+		gotDelta := ""
+		if r.Delta != nil {
+			gotDelta = r.Delta.Param
+		}
+		if gotDelta != tt.delta {
+			t.Errorf("%s: delta param %q, want %q", tt.resource, gotDelta, tt.delta)
+		}
+		if r.Records.ID != tt.id {
+			t.Errorf("%s: id %q, want %q", tt.resource, r.Records.ID, tt.id)
+		}
+		if fmt.Sprint(r.IgnoreFields) != fmt.Sprint(tt.ignore) {
+			t.Errorf("%s: ignore_fields %v, want %v", tt.resource, r.IgnoreFields, tt.ignore)
+		}
+		if r.Pagination.LimitParam != tt.limitParam {
+			t.Errorf("%s: limit_param %q, want %q", tt.resource, r.Pagination.LimitParam, tt.limitParam)
+		}
+		if t.Failed() || testing.Verbose() {
+			t.Logf("%s (%d requests):\n%s", tt.resource, res.Requests, yaml)
+		}
+		if len(merged.Sources) == 0 {
+			merged.Sources = conf.Sources
+		} else {
+			merged.Sources[0].Resources = append(merged.Sources[0].Resources, r)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	syncAll(t, merged, up)
+}
+
+// syncAll runs a worker with conf, full-syncs every resource and compares
+// the live ids in Postgres with the upstream's.
+func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Concurrency: 5, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	client := asynq.NewClient(redisOpt)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		client.Close()
+		st.Close()
+	})
+	src := &conf.Sources[0]
+	for i := range src.Resources {
+		res := &src.Resources[i]
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		runs, err := st.Runs(ctx, store.RunFilter{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		finished := 0
+		for _, r := range runs {
+			switch r.Status {
+			case store.StatusSucceeded:
+				finished++
+			case store.StatusRunning:
+			default:
+				t.Fatalf("run of %s: %s: %s", r.Resource, r.Status, r.Error)
+			}
+		}
+		if finished == len(src.Resources) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d full syncs (%d finished)", len(src.Resources), finished)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval of the condition
+	}
+	for _, res := range src.Resources {
+		var got []string
+		if err := st.DB().Raw(`SELECT external_id FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
+			src.Name, res.Name).Scan(&got).Error; err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for id := range up.Export(res.Name) {
+			want = append(want, id)
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if len(want) == 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: synced %d records, upstream has %d", res.Name, len(got), len(want))
+		}
+	}
+}

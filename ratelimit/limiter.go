@@ -1,0 +1,254 @@
+package ratelimit
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidemark/tidemark/config"
+)
+
+// Options tune a Limiter; zero values take the defaults noted.
+type Options struct {
+	// Prefix starts every Redis key the limiter writes. Default "tidemark:ratelimit:".
+	Prefix string
+	// Lease is how long a concurrency slot stays held without renewal; a
+	// holder renews every Lease/3. A dead worker's slot frees after at most
+	// Lease. Default 15s.
+	Lease time.Duration
+	// PollInterval is how often a waiter retries a full concurrency
+	// semaphore. Default 50ms.
+	PollInterval time.Duration
+	// SemaphoreRetryIn is the DelayError.RetryIn when the concurrency cap
+	// stays full beyond MaxWait (how long the holders keep their slots is
+	// unknown). Default 1s.
+	SemaphoreRetryIn time.Duration
+	// LowRemaining is the RateLimit-Remaining value at or below which
+	// Observe spreads the remaining requests over the reset window.
+	// Default 10.
+	LowRemaining int
+	// DefaultCooldown pauses a source after a 429 without a usable
+	// Retry-After. Default 1s.
+	DefaultCooldown time.Duration
+	// MaxCooldown caps a cooldown an upstream asks for, so one bad header
+	// cannot stop a source for days. Default 1h.
+	MaxCooldown time.Duration
+	// OnWait, when set, is called once per Wait with how long it waited
+	// in process (whatever the outcome): feed tidemark_ratelimit_wait_seconds.
+	OnWait func(source string, waited time.Duration)
+	// Now is the clock used to turn HTTP dates and epoch resets into
+	// durations. Default time.Now.
+	Now func() time.Time
+	// Logger reports lost leases and failed renewals. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Limiter enforces fleet-wide per-source limits kept in Redis. It is safe
+// for concurrent use; every worker process creates one over the shared Redis.
+type Limiter struct {
+	rdb  redis.UniversalClient
+	gcra *redis_rate.Limiter
+	opt  Options
+}
+
+// New returns a Limiter over rdb. With asynq's connection options:
+// rdb := redisOpt.MakeRedisClient().(redis.UniversalClient).
+func New(rdb redis.UniversalClient, opt Options) *Limiter {
+	opt.Prefix = cmp.Or(opt.Prefix, "tidemark:ratelimit:")
+	opt.Lease = cmp.Or(opt.Lease, 15*time.Second)
+	opt.PollInterval = cmp.Or(opt.PollInterval, 50*time.Millisecond)
+	opt.SemaphoreRetryIn = cmp.Or(opt.SemaphoreRetryIn, time.Second)
+	opt.LowRemaining = cmp.Or(opt.LowRemaining, 10)
+	opt.DefaultCooldown = cmp.Or(opt.DefaultCooldown, time.Second)
+	opt.MaxCooldown = cmp.Or(opt.MaxCooldown, time.Hour)
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opt: opt}
+}
+
+// Limits are what one Wait enforces for a source.
+type Limits struct {
+	// Rate is the fleet-wide request rate. Nil: unlimited.
+	Rate *config.RateLimit
+	// MaxConcurrency caps in-flight requests fleet-wide. 0: no cap.
+	MaxConcurrency int
+	// MaxWait is the longest Wait blocks in process; a longer wait returns a
+	// *DelayError instead. 0: never block, always hand back.
+	MaxWait time.Duration
+}
+
+// LimitsFor returns the limits of a configured source.
+func LimitsFor(src *config.Source, maxWait time.Duration) Limits {
+	return Limits{Rate: src.RateLimit, MaxConcurrency: src.MaxConcurrency, MaxWait: maxWait}
+}
+
+// DelayError says a request may not start for RetryIn: longer than the
+// caller was willing to wait in process. The task should be handed back to
+// the queue with this delay; it is not a failure.
+type DelayError struct {
+	Source  string
+	Reason  string // "cooldown", "slow-down", "rate", "concurrency"
+	RetryIn time.Duration
+}
+
+func (e *DelayError) Error() string {
+	return fmt.Sprintf("source %s: %s limit: retry in %s", e.Source, e.Reason, e.RetryIn.Round(time.Millisecond))
+}
+
+// AsDelay reports the delay of a *DelayError in err's chain.
+func AsDelay(err error) (time.Duration, bool) {
+	var de *DelayError
+	if errors.As(err, &de) {
+		return de.RetryIn, true
+	}
+	return 0, false
+}
+
+// Permit is the right to send one request. Release it as soon as the
+// response is read: it frees the concurrency slot and stops lease renewal.
+type Permit struct {
+	// Waited is how long Wait blocked in process before granting it.
+	Waited time.Duration
+
+	release func(abandon bool)
+	once    sync.Once
+}
+
+// Release frees the permit's concurrency slot. It is safe to call more than
+// once and on a nil Permit.
+func (p *Permit) Release() {
+	if p == nil || p.release == nil {
+		return
+	}
+	p.once.Do(func() { p.release(false) })
+}
+
+// Wait blocks until source may take one more request under lim, and returns
+// the permit for it. It returns a *DelayError when the total wait would
+// exceed lim.MaxWait, ctx's error when ctx ends first, and an error when
+// Redis fails (it never lets a request through unchecked).
+//
+// The steps run in the order that keeps the limits exact: a cooldown check,
+// then a concurrency slot (held, and renewed, while waiting further), then
+// the slow-down slot, then the GCRA token, taken last so that a granted
+// token is spent at once.
+func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit, error) {
+	start := time.Now()
+	var waited time.Duration
+	defer func() {
+		if l.opt.OnWait != nil {
+			l.opt.OnWait(source, waited)
+		}
+	}()
+	var held *lease
+	fail := func(err error) (*Permit, error) {
+		if held != nil {
+			held.stop(false)
+		}
+		waited = time.Since(start)
+		return nil, err
+	}
+	// pause sleeps d, or says why it may not.
+	pause := func(reason string, d time.Duration) error {
+		if time.Since(start)+d > lim.MaxWait {
+			return &DelayError{Source: source, Reason: reason, RetryIn: d}
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for source %s: %w", source, ctx.Err())
+		case <-t.C:
+			return nil
+		}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fail(fmt.Errorf("wait for source %s: %w", source, err))
+		}
+		if held == nil {
+			// Do not take a slot only to sit out a cooldown in it.
+			cd, err := l.rdb.PTTL(ctx, l.key(source, "cooldown")).Result()
+			if err != nil {
+				return fail(fmt.Errorf("rate limit %s: read cooldown: %w", source, err))
+			}
+			if cd > 0 {
+				if err := pause("cooldown", cd); err != nil {
+					return fail(err)
+				}
+				continue
+			}
+			if lim.MaxConcurrency > 0 {
+				ls, err := l.acquire(ctx, source, lim.MaxConcurrency)
+				if err != nil {
+					return fail(fmt.Errorf("rate limit %s: acquire concurrency slot: %w", source, err))
+				}
+				if ls == nil {
+					if time.Since(start)+l.opt.PollInterval > lim.MaxWait {
+						return fail(&DelayError{Source: source, Reason: "concurrency", RetryIn: max(l.opt.SemaphoreRetryIn, lim.MaxWait)})
+					}
+					if err := pause("concurrency", l.opt.PollInterval); err != nil {
+						return fail(err)
+					}
+					continue
+				}
+				held = ls
+			}
+		}
+		reason, d, err := l.gate(ctx, source)
+		if err != nil {
+			return fail(fmt.Errorf("rate limit %s: %w", source, err))
+		}
+		if d > 0 {
+			if err := pause(reason, d); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		if lim.Rate != nil && lim.Rate.Requests > 0 && lim.Rate.Per > 0 {
+			res, err := l.gcra.Allow(ctx, l.key(source, "gcra"), redis_rate.Limit{
+				Rate:   lim.Rate.Requests,
+				Period: lim.Rate.Per.D(),
+				Burst:  max(lim.Rate.Burst, 1),
+			})
+			if err != nil {
+				return fail(fmt.Errorf("rate limit %s: %w", source, err))
+			}
+			if res.Allowed == 0 {
+				if err := pause("rate", max(res.RetryAfter, time.Millisecond)); err != nil {
+					return fail(err)
+				}
+				continue
+			}
+		}
+		waited = time.Since(start)
+		p := &Permit{Waited: waited}
+		if held != nil {
+			p.release = held.stop
+		}
+		return p, nil
+	}
+}
+
+func (l *Limiter) key(source, what string) string {
+	return l.opt.Prefix + source + ":" + what
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

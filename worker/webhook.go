@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/jobs"
+)
+
+// webhookClient posts deliveries. It does not follow redirects: a receiver
+// that moved answers 3xx, which fails (and retries) the delivery visibly
+// rather than posting a signed body somewhere the config never named.
+var webhookClient = &http.Client{
+	Timeout: 15 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+// webhookHandler delivers one event to one configured webhook. Any answer
+// but 2xx fails the attempt; asynq retries with backoff and archives the
+// task (dead) after jobs.WebhookMaxRetry retries.
+type webhookHandler struct{ w *Worker }
+
+func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := jobs.ParseWebhook(t)
+	if err != nil {
+		return err
+	}
+	hooks := h.w.conf.Webhooks
+	if p.Webhook < 0 || p.Webhook >= len(hooks) || jobs.WebhookURLID(hooks[p.Webhook].URL) != p.URLID {
+		return fmt.Errorf("webhook delivery %s: webhook %d is no longer in the config: %w", p.DeliveryID, p.Webhook, asynq.SkipRetry)
+	}
+	hook := hooks[p.Webhook]
+	var secret string
+	if hook.SecretEnv != "" {
+		if secret = os.Getenv(hook.SecretEnv); secret == "" {
+			// Retried: the operator may set it and restart the workers.
+			return fmt.Errorf("webhook delivery %s: webhooks[%d].secret_env: environment variable %s is empty", p.DeliveryID, p.Webhook, hook.SecretEnv)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, webhookClient.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(p.Event))
+	if err != nil {
+		return fmt.Errorf("webhook delivery %s: webhooks[%d].url: %w: %w", p.DeliveryID, p.Webhook, err, asynq.SkipRetry)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "tidemark-webhook")
+	req.Header.Set("X-Tidemark-Delivery", p.DeliveryID)
+	if secret != "" {
+		req.Header.Set("X-Tidemark-Signature", jobs.Sign([]byte(secret), p.Event))
+	}
+	start := time.Now()
+	resp, err := webhookClient.Do(req)
+	if err != nil {
+		// The error names the URL; it came from the config, not a secret.
+		return fmt.Errorf("webhook delivery %s to webhooks[%d]: %w", p.DeliveryID, p.Webhook, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("webhook delivery %s to webhooks[%d]: receiver answered %s", p.DeliveryID, p.Webhook, resp.Status)
+	}
+	h.w.log.Info("webhook delivered", "delivery_id", p.DeliveryID, "webhook", p.Webhook, "status", resp.StatusCode, "duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
