@@ -33,6 +33,10 @@ type Source struct {
 	// AllowPrivate lets base_url and redirects reach loopback and private addresses.
 	// Default false.
 	AllowPrivate bool `yaml:"allow_private"`
+	// AllowHosts are host names, IP addresses or CIDR prefixes the source may
+	// reach even where the address guard refuses them (link-local, metadata
+	// addresses, or private ones without allow_private). Default none.
+	AllowHosts []string `yaml:"allow_hosts"`
 	// Resources are the collections synced from this source. At least one.
 	Resources []Resource `yaml:"resources"`
 }
@@ -162,6 +166,9 @@ const (
 	FormatRFC3339 = "rfc3339"
 	FormatUnix    = "unix"
 	FormatUnixMS  = "unix_ms"
+	// FormatNumber is a number that only grows, such as an append-only
+	// collection's id: the delta asks for what comes after it.
+	FormatNumber = "number"
 )
 
 // Delta describes the incremental read by a watermark.
@@ -170,9 +177,9 @@ type Delta struct {
 	Param string `yaml:"param"`
 	// Field is the dotted record field the watermark is taken from. Required.
 	Field string `yaml:"field"`
-	// Format is rfc3339 | unix | unix_ms. Default rfc3339.
+	// Format is rfc3339 | unix | unix_ms | number. Default rfc3339.
 	Format string `yaml:"format"`
-	// Overlap re-reads this much before the watermark. Default 0.
+	// Overlap re-reads this much before the watermark (time formats only). Default 0.
 	Overlap Duration `yaml:"overlap"`
 }
 

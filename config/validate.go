@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -136,6 +137,11 @@ func (c *checker) source(sp string, s *Source) {
 		c.positive(join(rp, "per"), int64(rl.Per))
 		c.positive(join(rp, "burst"), int64(rl.Burst))
 	}
+	for i, h := range s.AllowHosts {
+		if !validHost(h) {
+			c.report(index(join(sp, "allow_hosts"), i), "%q is not a host name, IP address or CIDR prefix", h)
+		}
+	}
 	c.positive(join(sp, "max_concurrency"), int64(s.MaxConcurrency))
 	c.positive(join(sp, "timeout"), int64(s.Timeout))
 	c.positive(join(sp, "max_body"), int64(s.MaxBody))
@@ -245,11 +251,14 @@ func (c *checker) resource(rp string, r *Resource) {
 		} else {
 			c.dotted(join(dp, "field"), d.Field)
 		}
-		if !oneOf(d.Format, FormatRFC3339, FormatUnix, FormatUnixMS) {
-			c.report(join(dp, "format"), "unknown format %q (want %s)", d.Format, choices(FormatRFC3339, FormatUnix, FormatUnixMS))
+		if !oneOf(d.Format, FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber) {
+			c.report(join(dp, "format"), "unknown format %q (want %s)", d.Format, choices(FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber))
 		}
 		if d.Overlap < 0 {
 			c.report(join(dp, "overlap"), "must not be negative")
+		}
+		if d.Format == FormatNumber && d.Overlap != 0 {
+			c.report(join(dp, "overlap"), "must be 0 with format number (an overlap is a duration)")
 		}
 	}
 	c.positive(join(join(rp, "full_sync"), "every"), int64(r.FullSync.Every))
@@ -334,4 +343,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+var hostName = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+func validHost(h string) bool {
+	if _, err := netip.ParsePrefix(h); err == nil {
+		return true
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return hostName.MatchString(h)
 }

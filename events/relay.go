@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -92,6 +93,8 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 }
 
 func (r *Relay) publish(ctx context.Context, rows []store.OutboxEvent) error {
+	// Committed, not yet published: a crash here must lose no event.
+	failpoint.Hit(failpoint.AfterCommitBeforePublish)
 	for _, row := range rows {
 		ev, err := FromOutbox(row)
 		if err != nil {

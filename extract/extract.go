@@ -95,11 +95,18 @@ func (e *Extractor) Records(doc any) ([]Record, error) {
 		return nil, err
 	}
 	out := make([]Record, len(arr))
+	first := make(map[string]int, len(arr))
 	for i, v := range arr {
 		r, err := e.Record(v)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
+		// The same id twice with different content: no way to tell which
+		// is current. An identical copy is harmless.
+		if j, dup := first[r.ID]; dup && out[j].Hash != r.Hash {
+			return nil, fmt.Errorf("record %d: id %q repeats record %d with different content", i, r.ID, j)
+		}
+		first[r.ID] = i
 		out[i] = r
 	}
 	return out, nil

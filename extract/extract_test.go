@@ -35,6 +35,8 @@ func TestRecords(t *testing.T) {
 			body: `{"data":[{"id":"a","price":{"cents":5},"x":1}]}`, ids: []string{"a"}, payload: `{"amount":5,"gone":null}`},
 		{name: "null array is an empty page", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{"data":null}`},
 		{name: "html is not escaped", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":"<&>"}]`, ids: []string{"<&>"}, payload: `{"id":"<&>"}`},
+		{name: "identical duplicate is harmless", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1,"a":1},{"id":1,"a":1}]`, ids: []string{"1", "1"}, payload: `{"a":1,"id":1}`},
+		{name: "conflicting duplicate", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1,"a":1},{"id":2},{"id":1,"a":2}]`, wantErr: `record 2: id "1" repeats record 0 with different content`},
 		{name: "missing id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1},{"x":1}]`, wantErr: `record 1: id "id" is missing`},
 		{name: "object id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":{"a":1}}]`, wantErr: `record 0: id "id" is a object`},
 		{name: "record not an object", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[1]`, wantErr: "record 0: is a number, not an object"},

@@ -96,7 +96,8 @@ func FetchOptions(res *config.Resource) []asynq.Option {
 // retried: bad input from the upstream, a 4xx other than 408/429, a bad
 // payload, or an explicit asynq.SkipRetry.
 func Permanent(err error) bool {
-	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) || errors.Is(err, upstream.ErrBadResponse) {
+	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) ||
+		errors.Is(err, upstream.ErrBadResponse) || errors.Is(err, upstream.ErrBlocked) {
 		return true
 	}
 	var se *upstream.StatusError

@@ -28,6 +28,7 @@ func TestClassify(t *testing.T) {
 		{"bad response", fmt.Errorf("page: %w", upstream.ErrBadResponse), true},
 		{"bad input", fmt.Errorf("x: %w", jobs.ErrBadInput), true},
 		{"network", errors.New("connection refused"), false},
+		{"address refused by the guard", fmt.Errorf("GET x: %w", upstream.ErrBlocked), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

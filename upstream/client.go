@@ -5,6 +5,10 @@
 package upstream
 
 import (
+	"bufio"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -32,11 +36,35 @@ type Client struct {
 
 // Options tune a Client; zero values take the defaults noted.
 type Options struct {
-	// Transport is the HTTP transport. Default: a clone of http.DefaultTransport.
+	// Transport is the HTTP transport. Default: a transport that connects
+	// directly (no proxy from the environment, which would bypass the
+	// address checks) through the SSRF guard: with the source's
+	// allow_private false, loopback, private, link-local, CGNAT,
+	// unique-local and cloud metadata addresses (and their IPv4-mapped,
+	// NAT64 and 6to4 forms) are refused at connect time; with it true,
+	// link-local and metadata addresses still are. A custom Transport is
+	// not guarded.
 	Transport http.RoundTripper
+	// AllowHosts exempts host names, IP addresses and CIDR prefixes from the
+	// guard (a metadata endpoint an operator really means to read). Default
+	// none.
+	AllowHosts []string
 	// Getenv reads the environment for credentials. Default os.Getenv.
 	Getenv func(string) string
 }
+
+// guardedTransport connects directly (no proxy) and only where g allows,
+// resolving names with resolver (nil: the default).
+func guardedTransport(g *guard, resolver *net.Resolver) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DialContext = g.dialContext(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Resolver: resolver})
+	t.MaxIdleConnsPerHost = 16
+	return t
+}
+
+// maxRedirects is how many redirects one request follows.
+const maxRedirects = 5
 
 // New returns a client for src.
 func New(src *config.Source, opts Options) (*Client, error) {
@@ -44,30 +72,50 @@ func New(src *config.Source, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source %s: base_url: %w", src.Name, err)
 	}
+	if base.Scheme != "http" && base.Scheme != "https" {
+		return nil, fmt.Errorf("source %s: base_url: %w", src.Name,
+			&BlockedError{Target: redact(src.BaseURL), Reason: fmt.Sprintf("scheme %q is not http or https", base.Scheme)})
+	}
 	transport := opts.Transport
 	if transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 16
-		transport = t
+		g, err := newGuard(src.AllowPrivate, opts.AllowHosts)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", src.Name, err)
+		}
+		transport = guardedTransport(g, nil)
 	}
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	return &Client{
-		src:  src,
-		base: base,
-		http: &http.Client{
-			Transport: transport,
-			CheckRedirect: func(req *http.Request, via []*http.Request) error {
-				if len(via) >= 5 {
-					return errors.New("stopped after 5 redirects")
-				}
-				return nil
-			},
-		},
-		getenv: getenv,
-	}, nil
+	c := &Client{src: src, base: base, getenv: getenv}
+	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
+	return c, nil
+}
+
+// checkRedirect follows at most maxRedirects redirects, only to http and
+// https, and strips credentials when the redirect leaves the origin
+// (scheme, host and port) of the first request: Authorization, Cookie and
+// the source's own auth header. Referer is never sent: the URL it would
+// carry may hold a key in its query string.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return fmt.Errorf("stopped after %d redirects (last to %s)", maxRedirects, redact(req.URL.String()))
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return &BlockedError{Target: redact(req.URL.String()), Reason: fmt.Sprintf("redirect to scheme %q: only http and https are followed", req.URL.Scheme)}
+	}
+	req.Header.Del("Referer")
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) {
+		req.Header.Del("Authorization")
+		req.Header.Del("Proxy-Authorization")
+		req.Header.Del("Cookie")
+		if a := c.src.Auth; a != nil && a.Header != "" {
+			req.Header.Del(a.Header)
+		}
+	}
+	return nil
 }
 
 // URL resolves a resource path (which may carry its own query) against the
@@ -169,11 +217,15 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("%s: %w", method, &BlockedError{Target: redact(rawURL), Reason: fmt.Sprintf("scheme %q is not http or https", req.URL.Scheme)})
 	}
 	for k, v := range c.src.Headers {
 		req.Header.Set(k, v)
@@ -182,24 +234,51 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", "tidemark")
+	// Asked for and decoded here, not by the transport, so that max_body
+	// counts decoded bytes for every encoding we accept.
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
 	if err := c.authenticate(req); err != nil {
 		return nil, err
 	}
+	timedOut := func(err error) error {
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("no complete response within the source's timeout (%s): %w", timeout, err)
+		}
+		return err
+	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), unwrapURLError(err))
+		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(unwrapURLError(err)))
 	}
 	defer res.Body.Close()
+	if method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
+		// No body, whatever Content-Length says (a HEAD's is the GET's).
+		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
+			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode,
+				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now())}
+		}
+		return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: res.Header}, nil
+	}
 	limit := int64(c.src.MaxBody)
 	if limit <= 0 {
 		limit = 64 << 20
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, limit+1))
+	decoded, err := decode(res)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: read body: %w", method, redact(rawURL), err)
+		return nil, fmt.Errorf("%s %s: %w: %w", method, redact(rawURL), ErrBadResponse, err)
 	}
-	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("%s %s: response body exceeds max_body (%d bytes)", method, redact(rawURL), limit)
+	defer decoded.Close()
+	body, err := readLimited(decoded, limit, res.ContentLength, res.Header.Get("Content-Encoding") == "")
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, fmt.Errorf("%s %s: %w: response body exceeds max_body (%d bytes%s)", method, redact(rawURL), ErrBadResponse, limit, encodingNote(res))
+		}
+		return nil, fmt.Errorf("%s %s: read body: %w", method, redact(rawURL), timedOut(err))
+	}
+	hdr := res.Header.Clone()
+	if hdr.Get("Content-Encoding") != "" {
+		hdr.Del("Content-Encoding")
+		hdr.Del("Content-Length")
 	}
 	if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 		return nil, &StatusError{
@@ -208,7 +287,103 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 			Body:       snippet(body),
 		}
 	}
-	return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: res.Header, Body: body}, nil
+	return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: hdr, Body: body}, nil
+}
+
+func encodingNote(res *http.Response) string {
+	if ce := res.Header.Get("Content-Encoding"); ce != "" {
+		return ", after " + strings.ToLower(ce) + " decompression"
+	}
+	return ""
+}
+
+// decode returns the body with its Content-Encoding undone.
+func decode(res *http.Response) (io.ReadCloser, error) {
+	switch ce := strings.ToLower(strings.TrimSpace(res.Header.Get("Content-Encoding"))); ce {
+	case "", "identity":
+		return io.NopCloser(res.Body), nil
+	case "gzip", "x-gzip":
+		if res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
+			return io.NopCloser(res.Body), nil
+		}
+		zr, err := gzip.NewReader(res.Body)
+		if err != nil {
+			return nil, fmt.Errorf("gzip body: %w", err)
+		}
+		return zr, nil
+	case "deflate":
+		if res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
+			return io.NopCloser(res.Body), nil
+		}
+		// RFC 9110 deflate is zlib-wrapped; some servers send raw deflate.
+		br := bufio.NewReader(res.Body)
+		if hdr, err := br.Peek(2); err == nil && (uint16(hdr[0])<<8|uint16(hdr[1]))%31 == 0 && hdr[0]&0x0f == 8 {
+			zr, err := zlib.NewReader(br)
+			if err != nil {
+				return nil, fmt.Errorf("deflate body: %w", err)
+			}
+			return zr, nil
+		}
+		return flate.NewReader(br), nil
+	default:
+		return nil, fmt.Errorf("unsupported Content-Encoding %q", ce)
+	}
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readLimited reads r whole, failing with errTooLarge past limit bytes.
+// Memory stays near the body's size: a known length (identity encoding) is
+// one allocation; otherwise the body is read in chunks of up to 1 MiB and
+// joined once, so an endless or decompression-bomb body costs about limit
+// bytes before it fails, not the doubling of a growing buffer.
+func readLimited(r io.Reader, limit, length int64, identity bool) ([]byte, error) {
+	if identity && length > limit {
+		return nil, errTooLarge
+	}
+	if identity && length >= 0 {
+		buf := make([]byte, length)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		return buf, nil
+	}
+	var (
+		chunks [][]byte
+		total  int64
+		size   = int64(32 << 10)
+	)
+	for done := false; !done; size = min(size*2, 1<<20) {
+		chunk := make([]byte, min(size, limit+1-total))
+		n := 0
+		for n < len(chunk) {
+			m, err := r.Read(chunk[n:])
+			n += m
+			if errors.Is(err, io.EOF) {
+				done = true
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		chunks = append(chunks, chunk[:n])
+		total += int64(n)
+		if total > limit {
+			return nil, errTooLarge
+		}
+	}
+	if len(chunks) == 1 {
+		return chunks[0], nil
+	}
+	out := make([]byte, 0, total)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out, nil
 }
 
 // authenticate adds the source's credentials, read now from the environment
@@ -266,7 +441,7 @@ func transient(ctx context.Context, err error) bool {
 		return false
 	}
 	var se *StatusError
-	if errors.As(err, &se) {
+	if errors.As(err, &se) || errors.Is(err, ErrBlocked) || errors.Is(err, ErrBadResponse) {
 		return false
 	}
 	var ne net.Error

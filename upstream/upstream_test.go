@@ -76,7 +76,7 @@ func TestClient(t *testing.T) {
 	}))
 	defer srv.Close()
 	src := &config.Source{
-		Name: "s", BaseURL: srv.URL + "/api", MaxBody: 1000, Timeout: config.Duration(5 * time.Second),
+		Name: "s", BaseURL: srv.URL + "/api", MaxBody: 1000, AllowPrivate: true, Timeout: config.Duration(5 * time.Second),
 		Headers: map[string]string{"Accept": "application/json"},
 		Auth:    &config.Auth{Type: config.AuthBearer, TokenEnv: "TOKEN"},
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
@@ -132,14 +133,14 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 			if err != nil {
 				return fmt.Errorf("stored watermark %q: %w", st.Watermark, err)
 			}
-			params.Set(res.Delta.Param, formatCursor(wm.Add(-res.Delta.Overlap.D()), res.Delta.Format))
+			params.Set(res.Delta.Param, wm.minus(res.Delta.Overlap.D()).format(res.Delta.Format))
 		}
 		if mode == jobs.ModeFull && res.Delta != nil {
 			cp.DriftBase = st.Watermark
 		}
 		cp.NextURL = upstream.FirstURL(client, res, params)
 	}
-	var driftBase time.Time
+	var driftBase cursor
 	if cp.DriftBase != "" {
 		driftBase, _ = parseCursor(cp.DriftBase, res.Delta.Format)
 	}
@@ -172,13 +173,16 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	}
 
 	for !pager.Done() {
+		if cp.Pages > 0 {
+			failpoint.Hit(failpoint.MidPagination)
+		}
 		page, err := pager.Next(ctx)
 		if err != nil {
 			requests += upstream.Requests(err)
 			return fail(err)
 		}
 		requests += page.Requests
-		cursors := make(map[string]time.Time, len(page.Records))
+		cursors := make(map[string]cursor, len(page.Records))
 		recs := make([]store.Record, len(page.Records))
 		for i, r := range page.Records {
 			recs[i] = store.Record{ExternalID: r.ID, Payload: r.Payload, Hash: r.Hash}
@@ -191,7 +195,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 			}
 			cursors[r.ID] = c
 			if cp.MaxCursor == "" || c.After(mustCursor(cp.MaxCursor, res.Delta.Format)) {
-				cp.MaxCursor = formatCursor(c, res.Delta.Format)
+				cp.MaxCursor = c.format(res.Delta.Format)
 			}
 		}
 		pass := int64(0)
@@ -203,6 +207,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		next.Pages++
 		// Drift is only known after the page applied; count it on a copy of
 		// the checkpoint that the page's transaction stores.
+		failpoint.Hit(failpoint.BeforePageCommit)
 		pr, err := h.applyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: recs, PassID: pass, Requests: requests}, &next, func(changed []string) int64 {
 			if cp.DriftBase == "" {
 				return 0
@@ -218,6 +223,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		if err != nil {
 			return fail(err)
 		}
+		failpoint.Hit(failpoint.AfterPageCommit)
 		cp = next
 		requests = 0
 		n.fetched += len(recs)
@@ -261,12 +267,6 @@ func (h fetchHandler) applyPage(ctx context.Context, page store.Page, cp *checkp
 		return b
 	}
 	return h.store.ApplyPage(ctx, page)
-}
-
-// mustCursor parses a cursor this worker formatted itself.
-func mustCursor(v, format string) time.Time {
-	t, _ := parseCursor(v, format)
-	return t
 }
 
 // counts are a fetch's record counts, for its summary line.

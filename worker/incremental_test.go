@@ -106,8 +106,10 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 	f := startFleet(t, 250)
 	f.fullSync(0)
 	validators := map[string]bool{"ticket_sales": true, "inventory_movements": true, "transactions": true}
+	// Not subtests: the fleet's helpers fail the test that owns the fleet.
 	for _, name := range demoapi.Resources {
-		t.Run(name, func(t *testing.T) {
+		func() {
+			t := &named{t, name}
 			f.probe(name) // sees the validator for the first time: a change, and a fetch
 			if st := f.state(name); st.Confirmed(kindOf(f.resource(name))) == "" {
 				t.Fatalf("no confirmed validator after probe and fetch: %+v", st)
@@ -141,8 +143,24 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 			if st2.ProbeIntervalMS <= st.ProbeIntervalMS && st.ProbeIntervalMS < f.resource(name).Probe.MaxEvery.D().Milliseconds() {
 				t.Errorf("probe interval did not grow: %d ms → %d ms", st.ProbeIntervalMS, st2.ProbeIntervalMS)
 			}
-		})
+		}()
 	}
+}
+
+// named prefixes a test's messages with a resource name.
+type named struct {
+	*testing.T
+	name string
+}
+
+func (n *named) Fatalf(format string, args ...any) {
+	n.T.Helper()
+	n.T.Fatalf(n.name+": "+format, args...)
+}
+
+func (n *named) Errorf(format string, args ...any) {
+	n.T.Helper()
+	n.T.Errorf(n.name+": "+format, args...)
 }
 
 func kindOf(res *config.Resource) string {
@@ -197,7 +215,8 @@ func TestChangesArriveWithinProbeInterval(t *testing.T) {
 		"tax_summaries":       {Updates: 1, IDs: firstPage("tax_summaries")[:1]},
 	}
 	for name, m := range mutations {
-		t.Run(name, func(t *testing.T) {
+		func() {
+			t := &named{t, name}
 			m.Resource = name
 			changed, err := f.upstream.Mutate(m)
 			if err != nil {
@@ -205,11 +224,11 @@ func TestChangesArriveWithinProbeInterval(t *testing.T) {
 			}
 			began := time.Now()
 			ids := append(changed.Created, changed.Updated...)
-			waitFor(t, 3*time.Second, "the change in Postgres", func() (bool, string) {
+			waitFor(t.T, 3*time.Second, "the change in Postgres of "+name, func() (bool, string) {
 				return f.inStep(name, ids), ""
 			})
 			t.Logf("%s: %v in Postgres after %s", name, ids, time.Since(began).Round(10*time.Millisecond))
-		})
+		}()
 	}
 }
 

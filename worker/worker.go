@@ -74,7 +74,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	}
 	for i := range conf.Sources {
 		src := &conf.Sources[i]
-		c, err := upstream.New(src, upstream.Options{})
+		c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts})
 		if err != nil {
 			rdb.Close()
 			return nil, err

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +47,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Float64("rate", 0, "API requests per second allowed (0 = unlimited)")
 	failRate := fs.Float64("fail-rate", 0, "fraction of API requests answered 500")
 	latency := fs.Duration("latency", 0, "added to every API response")
+	var fault demoapi.FaultSpec
+	fs.StringVar(&fault.Mode, "fault", "", "break API responses: "+strings.Join(demoapi.FaultModes, ", ")+" (also POST /_faults)")
+	fs.StringVar(&fault.Resource, "fault-resource", "", "only this resource gets --fault (default every resource)")
+	fs.IntVar(&fault.After, "fault-after", 0, "serve this many matching requests normally before the fault")
+	fs.IntVar(&fault.Count, "fault-count", 0, "break this many requests, then serve normally (0 = all)")
+	fs.StringVar(&fault.To, "fault-to", "", "redirect target scheme://host:port for the redirect faults")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -62,6 +69,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case *failRate < 0 || *failRate > 1:
 		return fmt.Errorf("--fail-rate must be within 0..1, got %g", *failRate)
 	}
+	if err := fault.Validate(); err != nil {
+		return fmt.Errorf("--fault: %w", err)
+	}
 	n := *records
 	if n == 0 {
 		n = -1 // Options.Records: 0 means the default, negative means none
@@ -70,7 +80,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stdout, nil))
 	api := demoapi.New(demoapi.Options{
 		Seed: *seed, Records: n, ChangeRate: *changeRate,
-		Rate: *rate, FailRate: *failRate, Latency: *latency,
+		Rate: *rate, FailRate: *failRate, Latency: *latency, Fault: fault,
 	})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -86,7 +96,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	logger.Info("demo-upstream started", "addr", ln.Addr().String(), "records", *records,
-		"seed", *seed, "change_rate", *changeRate, "rate", *rate, "fail_rate", *failRate, "latency", *latency)
+		"seed", *seed, "change_rate", *changeRate, "rate", *rate, "fail_rate", *failRate, "latency", *latency, "fault", fault.Mode)
 	fmt.Fprintf(stdout, "demo-upstream listening on http://%s\n", ln.Addr())
 
 	select {

@@ -46,7 +46,9 @@ func TestRun(t *testing.T) {
 			t.Fatal("not ready")
 		}
 	}
+	drained := make(chan struct{})
 	go func() { // keep draining logs
+		defer close(drained)
 		for line := range lines {
 			t.Log(line)
 		}
@@ -75,6 +77,7 @@ func TestRun(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no shutdown")
 	}
+	<-drained // no t.Log after the test returns
 }
 
 func TestRunBadFlags(t *testing.T) {
@@ -86,6 +89,8 @@ func TestRunBadFlags(t *testing.T) {
 		{name: "negative records", args: []string{"--records", "-1"}},
 		{name: "fail rate above one", args: []string{"--fail-rate", "2"}},
 		{name: "unknown flag", args: []string{"--nope"}},
+		{name: "unknown fault", args: []string{"--fault", "bogus"}},
+		{name: "fault on unknown resource", args: []string{"--fault", "reset", "--fault-resource", "nope"}},
 		{name: "bad address", args: []string{"--addr", "256.0.0.1:-3"}},
 	}
 	for _, tt := range tests {

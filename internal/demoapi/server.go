@@ -30,6 +30,10 @@ type Options struct {
 	FailRate float64
 	// Latency is added before every API response. Default 0.
 	Latency time.Duration
+	// Fault breaks API responses (docs/demo-upstream.md, "Fault modes");
+	// POST /_faults and SetFault change it while the server runs. Default
+	// none.
+	Fault FaultSpec
 	// Now is the clock for updated_at, Last-Modified and the rate limit.
 	// Default time.Now.
 	Now func() time.Time
@@ -50,6 +54,7 @@ type Server struct {
 	requestSeq atomic.Uint64 // meta.request_id and the fail-rate draw
 	limiter    limiter
 	stats      statsRecorder
+	faults     faults
 	bufs       sync.Pool
 }
 
@@ -64,7 +69,11 @@ const defaultRecords = 1000
 
 // New builds a Server with its initial records. Building 1,000,000 records
 // per resource takes a fraction of a second and about 12 bytes per record.
+// An invalid Options.Fault panics: check it with FaultSpec.Validate first.
 func New(opts Options) *Server {
+	if err := opts.Fault.Validate(); err != nil {
+		panic("demoapi: " + err.Error())
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -81,6 +90,7 @@ func New(opts Options) *Server {
 		rng:   prng{s: uint64(opts.Seed) ^ 0x5eed},
 	}
 	s.limiter.init(opts.Rate, start)
+	s.faults.spec = opts.Fault
 	s.bufs.New = func() any { b := make([]byte, 0, 64<<10); return &b }
 	var wg sync.WaitGroup
 	for i := range numResources {
@@ -107,6 +117,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.stats.reset()
 		w.WriteHeader(http.StatusNoContent)
+		return
+	case "/_faults":
+		s.serveFaults(w, r)
 		return
 	case "/_mutate":
 		if r.Method != http.MethodPost {
@@ -164,7 +177,26 @@ func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
 		return
 	}
+	f, err := s.pickFault(r, res)
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if f.Mode != FaultNone && (r.Method == http.MethodGet || !bodyFault(f.Mode)) {
+		s.serveFault(w, r, res, seq, f)
+		return
+	}
 	s.serveList(w, r, res, seq)
+}
+
+// bodyFault reports a fault that breaks the body (HEAD requests are served
+// normally under it).
+func bodyFault(mode string) bool {
+	switch mode {
+	case FaultError500, FaultReset, FaultRedirectHost, FaultRedirectLoop, FaultRedirectLoopback:
+		return false
+	}
+	return true
 }
 
 // countingWriter records the status and the body bytes actually written.
@@ -189,6 +221,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 func (c *countingWriter) code() int { return cmp.Or(c.status, http.StatusOK) }
 

@@ -1,0 +1,272 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/extract"
+	"github.com/tidemark/tidemark/internal/demoapi"
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/worker"
+)
+
+// hostileCase is one way an upstream misbehaves, and what the failed run's
+// error must say about it.
+type hostileCase struct {
+	name         string
+	fault        string
+	allowPrivate bool   // false: the source's base_url is on loopback and must be refused
+	wantErr      string // the run's error contains this
+	// knownGap: the current worker accepts this response; the subtest skips
+	// with this reason while it does (see the report of issue 9).
+	knownGap string
+}
+
+var hostileCases = []hostileCase{
+	{name: "malformed json", fault: demoapi.FaultMalformed, allowPrivate: true, wantErr: "malformed JSON"},
+	{name: "wrong types", fault: demoapi.FaultWrongTypes, allowPrivate: true, wantErr: `records path "data" is a object, not an array`},
+	{name: "missing id", fault: demoapi.FaultMissingID, allowPrivate: true, wantErr: `record 1: id "id" is missing`},
+	{name: "non-scalar id", fault: demoapi.FaultNonScalarID, allowPrivate: true, wantErr: `record 1: id "id" is a object, not a string or number`},
+	{name: "duplicate ids in a page", fault: demoapi.FaultDuplicateIDs, allowPrivate: true, wantErr: "record 1",
+		knownGap: "a page with two records of the same id is applied (last copy wins); extract.Records should fail it naming both indexes"},
+	{name: "truncated body", fault: demoapi.FaultTruncate, allowPrivate: true, wantErr: "unexpected EOF"},
+	{name: "connection reset", fault: demoapi.FaultReset, allowPrivate: true, wantErr: "connection reset by peer"},
+	{name: "http 500", fault: demoapi.FaultError500, allowPrivate: true, wantErr: "HTTP 500"},
+	{name: "endless body", fault: demoapi.FaultEndless, allowPrivate: true, wantErr: "exceeds max_body (1048576 bytes)"},
+	{name: "gzip bomb", fault: demoapi.FaultGzipBomb, allowPrivate: true, wantErr: "exceeds max_body (1048576 bytes, after gzip decompression)"},
+	{name: "trickle", fault: demoapi.FaultTrickle, allowPrivate: true, wantErr: "no complete response within the source's timeout (2s)"},
+	{name: "redirect loop", fault: demoapi.FaultRedirectLoop, allowPrivate: true, wantErr: "stopped after 5 redirects"},
+	{name: "loopback without allow_private", fault: demoapi.FaultRedirectLoopback, allowPrivate: false, wantErr: "loopback address (set allow_private: true to allow)"},
+}
+
+// hostileSource names the source of a case.
+func hostileSource(i int) string { return fmt.Sprintf("up%02d", i) }
+
+// TestHostileUpstreams runs one worker over one source per hostile mode,
+// each its own demo upstream of 3 pages of 10 records. The fault hits page 2
+// (page 1 for the loopback source, which is never reached). Each run must
+// fail naming the cause, commit page 1 and nothing of page 2, and the next
+// good run must complete the resource, while the other sources, broken at
+// the same time in other ways, do not disturb each other.
+func TestHostileUpstreams(t *testing.T) {
+	t.Parallel()
+	ups := make([]*demoapi.Server, len(hostileCases))
+	var yaml strings.Builder
+	yaml.WriteString("sources:\n")
+	for i, hc := range hostileCases {
+		ups[i] = demoapi.New(demoapi.Options{Seed: int64(i + 1), Records: 30})
+		srv := httptest.NewServer(ups[i])
+		t.Cleanup(srv.Close)
+		base := srv.URL
+		if !hc.allowPrivate {
+			u, _ := url.Parse(srv.URL)
+			base = "http://localhost:" + u.Port() // a name: the guard checks the resolved address
+		}
+		fmt.Fprintf(&yaml, `  - name: %s
+    base_url: %s
+    allow_private: %t
+    timeout: 2s
+    max_body: 1MiB
+    resources:
+      - name: ticket_sales
+        path: /v1/ticket_sales
+        records: {path: data, id: id}
+        ignore_fields: [meta.request_id]
+        pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor, limit_param: limit, limit: 10}
+`, hostileSource(i), base, hc.allowPrivate)
+	}
+	conf, err := config.Parse("hostile.yaml", []byte(yaml.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startHostileWorker(t, conf)
+
+	for i, hc := range hostileCases {
+		t.Run(hc.name, func(t *testing.T) {
+			t.Parallel()
+			src, up := hostileSource(i), ups[i]
+			after := 1 // page 2
+			if !hc.allowPrivate {
+				after = 0
+			}
+			if err := up.SetFault(demoapi.FaultSpec{Mode: hc.fault, After: after}); err != nil {
+				t.Fatal(err)
+			}
+			h.enqueueFull(t, src)
+			bad := h.waitRun(t, src, 0, func(r store.Run) bool { return r.Status != store.StatusRunning })
+			committed := h.recordIDs(t, src)
+			if hc.knownGap != "" && bad.Status == store.StatusSucceeded {
+				t.Skipf("KNOWN GAP: %s (run %d succeeded with %d records)", hc.knownGap, bad.ID, len(committed))
+			}
+			if bad.Status != store.StatusFailed && bad.Status != store.StatusDead {
+				t.Fatalf("run %d: status %s, want failed or dead", bad.ID, bad.Status)
+			}
+			if !strings.Contains(bad.Error, hc.wantErr) {
+				t.Errorf("run %d error %q does not name the cause %q", bad.ID, bad.Error, hc.wantErr)
+			}
+			// Page 1 (ids 1..10) is applied with its checkpoint; nothing of
+			// the broken page is.
+			wantCommitted := 10
+			if !hc.allowPrivate {
+				wantCommitted = 0
+			}
+			if len(committed) != wantCommitted {
+				t.Errorf("after the failed run: %d records, want %d (page 1 only)", len(committed), wantCommitted)
+			}
+			for _, id := range committed {
+				if id > "ts_000010" {
+					t.Errorf("record %s of the broken page was committed", id)
+				}
+			}
+
+			if err := up.SetFault(demoapi.FaultSpec{}); err != nil {
+				t.Fatal(err)
+			}
+			if !hc.allowPrivate {
+				// Nothing the worker can do reaches loopback: the run stays failed.
+				h.enqueueFull(t, src)
+				again := h.waitRun(t, src, bad.ID, func(r store.Run) bool { return r.Status != store.StatusRunning })
+				if again.Status == store.StatusSucceeded || !strings.Contains(again.Error, hc.wantErr) {
+					t.Errorf("a loopback source synced without allow_private: %s %q", again.Status, again.Error)
+				}
+				if st := up.Stats(); st.Requests != 0 {
+					t.Errorf("the loopback upstream served %d requests, want 0", st.Requests)
+				}
+				return
+			}
+			h.enqueueFull(t, src)
+			good := h.waitRun(t, src, bad.ID, func(r store.Run) bool { return r.Status == store.StatusSucceeded })
+			h.assertMirrors(t, src, up)
+			t.Logf("bad run %d %s: %s; good run %d", bad.ID, bad.Status, bad.Error, good.ID)
+		})
+	}
+}
+
+// hostileWorker is one worker on the test's own database and Redis DB (the
+// pattern of worker_test.go's fleet).
+type hostileWorker struct {
+	conf   *config.Config
+	store  *store.Store
+	client *asynq.Client
+}
+
+func startHostileWorker(t *testing.T, conf *config.Config) *hostileWorker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Concurrency: len(conf.Sources) + 2, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	client := asynq.NewClient(redisOpt)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		client.Close()
+		st.Close()
+	})
+	return &hostileWorker{conf: conf, store: st, client: client}
+}
+
+func (h *hostileWorker) enqueueFull(t *testing.T, source string) {
+	t.Helper()
+	res := h.conf.Source(source).Resource("ticket_sales")
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: source, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitRun waits for the newest run of source after run id `after` that
+// satisfies ok.
+func (h *hostileWorker) waitRun(t *testing.T, source string, after int64, ok func(store.Run) bool) store.Run {
+	t.Helper()
+	var found store.Run
+	waitFor(t, 60*time.Second, "a run of "+source, func() (bool, string) {
+		runs, err := h.store.Runs(context.Background(), store.RunFilter{Source: source, Limit: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := "no run"
+		for _, r := range runs {
+			if r.ID > after && ok(r) {
+				found = r
+				return true, ""
+			}
+			last = fmt.Sprintf("run %d %s %s", r.ID, r.Status, r.Error)
+		}
+		return false, last
+	})
+	return found
+}
+
+func (h *hostileWorker) recordIDs(t *testing.T, source string) []string {
+	t.Helper()
+	var ids []string
+	if err := h.store.DB().Raw(`SELECT external_id FROM records WHERE source = ? AND deleted_at IS NULL ORDER BY external_id`, source).Scan(&ids).Error; err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// assertMirrors checks the source's records against what its upstream
+// serves: the same ids, the same content hashes, each key once.
+func (h *hostileWorker) assertMirrors(t *testing.T, source string, up *demoapi.Server) {
+	t.Helper()
+	ex := extract.New(h.conf.Source(source).Resource("ticket_sales"))
+	want := map[string]string{}
+	for id, raw := range up.Export("ticket_sales") {
+		doc, err := extract.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ex.Record(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = r.Hash
+	}
+	var rows []struct {
+		ExternalID  string
+		ContentHash string
+		Version     int
+	}
+	if err := h.store.DB().Raw(`SELECT external_id, content_hash, version FROM records WHERE source = ? AND deleted_at IS NULL`, source).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(want) {
+		t.Errorf("%d records in Postgres, upstream serves %d", len(rows), len(want))
+	}
+	for _, r := range rows {
+		if want[r.ExternalID] != r.ContentHash {
+			t.Errorf("record %s differs from upstream", r.ExternalID)
+		}
+		if r.Version != 1 {
+			t.Errorf("record %s has version %d, want 1 (the failed run must not count a change)", r.ExternalID, r.Version)
+		}
+	}
+}
