@@ -102,6 +102,9 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	case "discover":
 		return e.discover(rest)
 	case "config":
+		if len(rest) > 0 && rest[0] == "schema" {
+			return e.configSchema(rest[1:])
+		}
 		if len(rest) == 0 || rest[0] != "check" {
 			return usagef("usage: tidemark config check [FILE]")
 		}

@@ -1,0 +1,370 @@
+package config
+
+//go:generate go test . -run ^TestGenerated$ -update
+
+import (
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+)
+
+// Key is one key of the config file as docs/config.md lists it. Keys are
+// derived from the Go types Load decodes into, so a field added to config.go
+// is a key here at once; TestReference fails until it is documented.
+type Key struct {
+	// Path is where the key sits, lists marked with []: "sources[].resources[].pagination.style".
+	Path string
+	// Field is the Go type and field the key decodes into: "Pagination.Style".
+	Field string
+	// Type is the kind of value: string, integer, boolean, duration, byte size,
+	// mapping, list of strings, list of mappings, mapping of strings.
+	Type string
+	// Required is "" (optional), "yes", or the condition under which it is required.
+	Required string
+	// Default is the value an absent key takes, as the field's comment states it.
+	Default string
+	// Allowed lists the accepted values of an enumerated key.
+	Allowed []string
+	// Rule says what else a value must satisfy ("[a-z0-9_]+", "> 0").
+	Rule string
+	// Example is the key with a typical value, as YAML.
+	Example string
+	// Doc is the field's doc comment from config.go.
+	Doc string
+}
+
+// keyMeta is what the Go types cannot say about a key: whether it is
+// required, what else validation demands of it, and an example.
+type keyMeta struct {
+	required string
+	rule     string
+	example  string
+	// dflt fills in a default the field comment does not state.
+	dflt string
+}
+
+const positive = "> 0"
+
+// meta is keyed by Go type and field, like fieldDocs. Every field of the
+// config types must have an entry with an example (TestReference).
+var meta = map[string]keyMeta{
+	"Config.Sources":  {required: "yes", rule: "at least one", example: "sources: [{name: shop, base_url: https://api.example.com, resources: [...]}]"},
+	"Config.Webhooks": {example: "webhooks: [{url: https://hooks.example.com/tidemark, secret_env: HOOK_SECRET}]"},
+
+	"Source.Name":           {required: "yes", rule: "[a-z0-9_]+, unique", example: "name: boxoffice"},
+	"Source.BaseURL":        {required: "yes", rule: "absolute http(s) URL, no query, no credentials, no #fragment", example: "base_url: https://api.example.com/v1"},
+	"Source.Headers":        {rule: "no Authorization or Proxy-Authorization; RFC 9110 header names", example: "headers: {Accept: application/json}"},
+	"Source.Auth":           {dflt: "none (no credentials sent)", example: "auth: {type: bearer, token_env: BOXOFFICE_TOKEN}"},
+	"Source.RateLimit":      {dflt: "unlimited", example: "rate_limit: {requests: 20, per: 1s, burst: 5}"},
+	"Source.MaxConcurrency": {rule: positive, example: "max_concurrency: 4"},
+	"Source.Timeout":        {rule: positive, example: "timeout: 10s"},
+	"Source.MaxBody":        {rule: positive, example: "max_body: 64MiB"},
+	"Source.AllowPrivate":   {example: "allow_private: true"},
+	"Source.AllowHosts":     {rule: "host names, IP addresses or CIDR prefixes", example: "allow_hosts: [10.0.0.0/8, metadata.internal]"},
+	"Source.Resources":      {required: "yes", rule: "at least one", example: "resources: [{name: ticket_sales, path: /v1/ticket_sales, records: {path: data, id: id}}]"},
+
+	"Auth.Type":        {required: "yes", example: "type: bearer"},
+	"Auth.TokenEnv":    {required: "bearer and header: this or token_file", rule: "environment variable name", example: "token_env: BOXOFFICE_TOKEN"},
+	"Auth.TokenFile":   {required: "bearer and header: this or token_env", example: "token_file: /run/secrets/boxoffice_token"},
+	"Auth.Header":      {required: "for type header", rule: "RFC 9110 header name", example: "header: X-Api-Key"},
+	"Auth.UsernameEnv": {required: "for type basic", rule: "environment variable name", example: "username_env: LEDGER_USER"},
+	"Auth.PasswordEnv": {required: "for type basic", rule: "environment variable name", example: "password_env: LEDGER_PASSWORD"},
+
+	"RateLimit.Requests": {required: "yes", rule: positive, example: "requests: 20"},
+	"RateLimit.Per":      {required: "yes", rule: positive, example: "per: 1s"},
+	"RateLimit.Burst":    {rule: positive, example: "burst: 5"},
+
+	"Resource.Name":         {required: "yes", rule: "[a-z0-9_]+, unique within the source", example: "name: ticket_sales"},
+	"Resource.Path":         {required: "yes", rule: "starts with /", example: "path: /v1/ticket_sales?sort=id"},
+	"Resource.Priority":     {example: "priority: critical"},
+	"Resource.Freshness":    {rule: positive, example: "freshness: 30s"},
+	"Resource.Records":      {required: "yes (records.id)", example: "records: {path: data, id: id}"},
+	"Resource.Fields":       {dflt: "none: the raw record is stored", rule: "values are dotted paths", example: "fields: {amount: price.cents, state: status}"},
+	"Resource.IgnoreFields": {rule: "dotted paths", example: "ignore_fields: [meta.request_id]"},
+	"Resource.Pagination":   {dflt: "style none", example: "pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor}"},
+	"Resource.Probe":        {dflt: "strategy none", example: "probe: {strategy: etag, method: HEAD, every: 5s, max_every: 1m}"},
+	"Resource.Delta":        {dflt: "none: every change triggers a full read", example: "delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 5s}"},
+	"Resource.FullSync":     {example: "full_sync: {every: 24h, detect_deletes: true}"},
+
+	"Records.Path": {dflt: `"" (the body is the array)`, rule: "dotted path", example: "path: data.items"},
+	"Records.ID":   {required: "yes", rule: "dotted path", example: "id: settlement.id"},
+
+	"Pagination.Style":       {example: "style: cursor"},
+	"Pagination.CursorParam": {required: "for style cursor", example: "cursor_param: starting_after"},
+	"Pagination.NextField":   {required: "for style cursor", rule: "dotted path; cursor and next_url styles only", example: "next_field: next_cursor"},
+	"Pagination.LimitParam":  {dflt: "none: no page size is sent", example: "limit_param: per_page"},
+	"Pagination.Limit":       {rule: positive, example: "limit: 500"},
+	"Pagination.PageParam":   {rule: "page style only", example: "page_param: _page"},
+	"Pagination.Start":       {rule: ">= 0; page style only", example: "start: 0"},
+	"Pagination.OffsetParam": {rule: "offset style only", example: "offset_param: skip"},
+
+	"Probe.Strategy": {example: "strategy: etag"},
+	"Probe.Method":   {rule: "GET for strategy hash", example: "method: HEAD"},
+	"Probe.Every":    {rule: positive, example: "every: 5s"},
+	"Probe.MaxEvery": {rule: ">= every", example: "max_every: 1m"},
+	"Probe.Path":     {rule: "starts with /", example: "path: /v1/ticket_sales?limit=1"},
+
+	"Delta.Param":   {required: "yes", example: "param: updated_since"},
+	"Delta.Field":   {required: "yes", rule: "dotted path", example: "field: updated_at"},
+	"Delta.Format":  {example: "format: unix"},
+	"Delta.Overlap": {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
+
+	"FullSync.Every":         {rule: positive, example: "every: 6h"},
+	"FullSync.DetectDeletes": {example: "detect_deletes: true"},
+
+	"Webhook.URL":       {required: "yes", rule: "absolute http(s) URL", example: "url: https://hooks.example.com/tidemark"},
+	"Webhook.SecretEnv": {dflt: "none: deliveries are unsigned", rule: "environment variable name", example: "secret_env: HOOK_SECRET"},
+	"Webhook.Events":    {dflt: "all events", rule: "no duplicates", example: "events: [data.updated, run.failed]"},
+}
+
+// enums lists the accepted values of the enumerated keys, as validate.go
+// checks them (TestSchemaEnums proves the two agree).
+var enums = map[string][]string{
+	"Auth.Type":         {AuthBearer, AuthHeader, AuthBasic},
+	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
+	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
+	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Method":      {"HEAD", "GET"},
+	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
+	"Webhook.Events":    Events,
+}
+
+// defaultRE finds the default a field comment states: "Default 30s.",
+// "Burst defaults to 1.", "(next_url style; default "next_url")".
+var defaultRE = regexp.MustCompile(`(?:Default|defaults to|; default|\. default) ("[^"]*"|[^.;)]+)`)
+
+// Keys lists every key of the config file in file order, depth first.
+func Keys() []Key { return keys(fieldDocs) }
+
+func keys(docs map[string]string) []Key {
+	var out []Key
+	walkKeys(reflect.TypeFor[Config](), "", docs, &out)
+	return out
+}
+
+func walkKeys(t reflect.Type, prefix string, docs map[string]string, out *[]Key) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := yamlName(f)
+		if !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		id := t.Name() + "." + f.Name
+		m := meta[id]
+		doc := docs[id]
+		k := Key{
+			Path:     prefix + name,
+			Field:    id,
+			Type:     typeName(f.Type),
+			Required: m.required,
+			Default:  statedDefault(t, doc),
+			Allowed:  enums[id],
+			Rule:     m.rule,
+			Example:  m.example,
+			Doc:      doc,
+		}
+		if k.Default == "" {
+			k.Default = m.dflt
+		}
+		*out = append(*out, k)
+		switch et := elem(f.Type); {
+		case et.Kind() == reflect.Struct && et != f.Type && f.Type.Kind() == reflect.Slice:
+			walkKeys(et, k.Path+"[].", docs, out)
+		case et.Kind() == reflect.Struct:
+			walkKeys(et, k.Path+".", docs, out)
+		}
+	}
+}
+
+// statedDefault returns the default doc states, with a reference to a sibling
+// field ("Default Every.") turned into its YAML key.
+func statedDefault(t reflect.Type, doc string) string {
+	m := defaultRE.FindStringSubmatch(doc)
+	if m == nil {
+		return ""
+	}
+	d := strings.TrimSpace(m[1])
+	if f, ok := t.FieldByName(d); ok {
+		return "the value of `" + yamlName(f) + "`"
+	}
+	return d
+}
+
+// elem strips pointers and slices to the type a key's value decodes into.
+func elem(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	return t
+}
+
+func typeName(t reflect.Type) string {
+	switch {
+	case t == durationType:
+		return "duration"
+	case t == byteSizeType:
+		return "byte size"
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return typeName(t.Elem())
+	case reflect.Struct:
+		return "mapping"
+	case reflect.Slice:
+		return "list of " + plural(typeName(t.Elem()))
+	case reflect.Map:
+		return "mapping of " + plural(typeName(t.Elem()))
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int64:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	}
+	panic(fmt.Sprintf("config: no reference type name for %s", t))
+}
+
+func plural(s string) string { return s + "s" }
+
+// Reference renders docs/config.md: every key of the config file with its
+// type, default, allowed values and an example.
+func Reference() string { return reference(fieldDocs) }
+
+func reference(docs map[string]string) string {
+	var b strings.Builder
+	b.WriteString(`<!-- Code generated by "go generate ./config" from config/config.go; DO NOT EDIT. -->
+
+# Configuration reference
+
+tidemark reads one YAML file: ` + "`--config` / `TIDEMARK_CONFIG`" + `, default ` + "`tidemark.yaml`" + `.
+Check one with ` + "`tidemark config check FILE`" + `: it reports every problem at once, each
+with file, line and field. This page is generated from the Go types that load
+the file (` + "`config/config.go`" + `), so it lists every key there is; ` + "`go test ./config`" + `
+fails when a key is undocumented or this page is stale.
+
+- **Strict**: an unknown key is an error (with a "did you mean" hint).
+- **Environment**: ` + "`${VAR}`" + ` and ` + "`${VAR:-default}`" + ` in any value (never in a key) are
+  replaced from the environment before the value is converted; ` + "`$${`" + ` is a literal ` + "`${`" + `.
+- **duration**: a Go duration: ` + "`500ms`, `10s`, `1m30s`, `24h`" + `.
+- **byte size**: a whole number of bytes with an optional unit: ` + "`1048576`, `512KB`, `64MiB`" + `
+  (KB, MB, GB, TB decimal; KiB, MiB, GiB, TiB binary; case-sensitive).
+- **boolean**: ` + "`true` / `false`" + ` (also ` + "`yes`/`no`, `on`/`off`" + `).
+- **dotted path**: a field inside a JSON record or body, ` + "`price.cents`" + `.
+- **Secrets** never appear in the file: ` + "`auth`" + ` and ` + "`webhooks`" + ` name environment
+  variables or files that are read when a request is made.
+- **Editor support**: ` + "`tidemark config schema`" + ` prints a JSON Schema of this file, committed as
+  [tidemark.schema.json](tidemark.schema.json). With the YAML language server, start a config with
+  ` + "`# yaml-language-server: $schema=docs/tidemark.schema.json`" + ` (path relative to the file).
+  The schema is a little stricter than the loader: a ` + "`${VAR}`" + ` is accepted in string,
+  number, boolean, duration and byte-size values but not in place of an enumerated one,
+  and booleans must be ` + "`true`/`false`" + `.
+
+A complete working file: [examples/demo.yaml](../examples/demo.yaml); configs for
+the shapes of real public APIs: [examples/](../examples/).
+`)
+	ks := keys(docs)
+	// One section per mapping, in file order.
+	var sections []string
+	bySection := map[string][]Key{}
+	for _, k := range ks {
+		sec := parentKey(k.Path)
+		if _, ok := bySection[sec]; !ok {
+			sections = append(sections, sec)
+		}
+		bySection[sec] = append(bySection[sec], k)
+	}
+	types := map[string]string{"": "Config"}
+	for _, k := range ks {
+		if et := fieldType(k.Field); et != nil && elem(et).Kind() == reflect.Struct {
+			p := k.Path
+			if et.Kind() == reflect.Slice {
+				p += "[]"
+			}
+			types[p] = elem(et).Name()
+		}
+	}
+	for _, sec := range sections {
+		typ := types[sec]
+		title := "top level"
+		if sec != "" {
+			title = "`" + sec + "`"
+		}
+		fmt.Fprintf(&b, "\n## %s\n\n", title)
+		if d := docs[typ]; d != "" {
+			b.WriteString(d + "\n\n")
+		}
+		b.WriteString("| key | type | required | default | allowed | example |\n|---|---|---|---|---|---|\n")
+		for _, k := range bySection[sec] {
+			allowed := k.Rule
+			if len(k.Allowed) > 0 {
+				allowed = "`" + strings.Join(k.Allowed, "`, `") + "`"
+				if k.Rule != "" {
+					allowed += "; " + k.Rule
+				}
+			}
+			fmt.Fprintf(&b, "| [`%s`](#%s) | %s | %s | %s | %s | `%s` |\n",
+				lastKey(k.Path), anchor(k.Path), k.Type, cell(k.Required), cell(k.Default), cell(allowed), cell(k.Example))
+		}
+		b.WriteString("\n")
+		for _, k := range bySection[sec] {
+			fmt.Fprintf(&b, "<a id=\"%s\"></a>**`%s`** — %s\n\n", anchor(k.Path), k.Path, k.Doc)
+		}
+	}
+	return b.String()
+}
+
+func fieldType(id string) reflect.Type {
+	typ, field, _ := strings.Cut(id, ".")
+	for _, t := range configTypes() {
+		if t.Name() == typ {
+			if f, ok := t.FieldByName(field); ok {
+				return f.Type
+			}
+		}
+	}
+	return nil
+}
+
+// configTypes lists the struct types of the config, the root first.
+func configTypes() []reflect.Type {
+	var out []reflect.Type
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		out = append(out, t)
+		for i := range t.NumField() {
+			if et := elem(t.Field(i).Type); et.Kind() == reflect.Struct && et != durationType {
+				walk(et)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config]())
+	return out
+}
+
+func parentKey(path string) string {
+	i := strings.LastIndexByte(path, '.')
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
+}
+
+func lastKey(path string) string { return path[strings.LastIndexByte(path, '.')+1:] }
+
+func anchor(path string) string {
+	r := strings.NewReplacer("[]", "", ".", "-", "_", "_")
+	return "key-" + r.Replace(path)
+}
+
+func cell(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return strings.ReplaceAll(s, "|", `\|`)
+}
