@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build test demo lint migrate tidy
+.PHONY: help build test demo bench lint migrate tidy
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -16,6 +16,10 @@ build: ## build bin/tidemark and bin/demo-upstream
 
 test: ## run the test suite against real Postgres and Redis (what CI runs)
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench: ## benchmark against same-run baselines (BENCH_FLAGS=--quick for a smoke run); writes bench/results.md
+	$(GO) build -trimpath -o bin/ ./cmd/tidemark-bench
+	bin/tidemark-bench $(BENCH_FLAGS)
 
 demo: ## run the whole system against the demo upstream and print where to look
 	bash scripts/demo.sh

@@ -679,7 +679,7 @@ func checkServices(t *testing.T, m *manifests) {
 }
 
 // checkKEDA: the ScaledObject scales the worker Deployment on the pending
-// lists of exactly the queues jobs.Queues defines, and its Redis address is
+// lists of exactly the queues jobs.AllQueues lists (fetch and probe), and its Redis address is
 // the one tidemark uses.
 func checkKEDA(t *testing.T, m *manifests, resolve bool) {
 	t.Helper()
@@ -708,8 +708,8 @@ func checkKEDA(t *testing.T, m *manifests, resolve bool) {
 				t.Errorf("ScaledObject %s: listName %q is not an asynq pending list", name, tr.Metadata["listName"])
 				continue
 			}
-			if _, ok := jobs.Queues[q[1]]; !ok {
-				t.Errorf("ScaledObject %s: queue %q does not exist (jobs.Queues)", name, q[1])
+			if !slices.Contains(jobs.AllQueues(), q[1]) {
+				t.Errorf("ScaledObject %s: queue %q does not exist (jobs.AllQueues)", name, q[1])
 			}
 			queues[q[1]] = true
 			if n, err := strconv.Atoi(tr.Metadata["listLength"]); err != nil || n < 1 {
@@ -728,7 +728,7 @@ func checkKEDA(t *testing.T, m *manifests, resolve bool) {
 				checkKEDARedis(t, m, ta, tr.Metadata["databaseIndex"])
 			}
 		}
-		for q := range jobs.Queues {
+		for _, q := range jobs.AllQueues() {
 			if !queues[q] {
 				t.Errorf("ScaledObject %s: no trigger for queue %q", name, q)
 			}

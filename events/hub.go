@@ -106,7 +106,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		return fmt.Errorf("event hub: %w", err)
 	}
 	h.pos = pos
-	ps := h.rdb.Subscribe(ctx, h.cfg.Channel)
+	ps := h.rdb.Subscribe(ctx, h.cfg.Channel, ProgressChannel)
 	defer ps.Close()
 	close(h.ready)
 	defer func() {
@@ -123,10 +123,18 @@ func (h *Hub) Run(ctx context.Context) error {
 		if err := h.catchUp(ctx); err != nil && ctx.Err() == nil {
 			h.log.Error("event hub", "error", err)
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-msgs:
+		case msg := <-msgs:
+			if msg != nil && msg.Channel == ProgressChannel {
+				// Ephemeral: delivered as is, no outbox read.
+				if ev, err := parseProgress(msg.Payload); err == nil {
+					h.deliver(ev)
+				}
+				goto wait
+			}
 		case <-tick.C:
 		}
 	}

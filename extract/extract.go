@@ -131,13 +131,13 @@ func (e *Extractor) Record(v any) (Record, error) {
 		}
 		stored = proj
 	}
-	payload, err := Canonical(stored)
+	payload, err := appendCanonical(nil, stored, nil)
 	if err != nil {
 		return Record{}, err
 	}
 	hashed := payload
 	if len(e.ignore) > 0 {
-		if hashed, err = Canonical(without(stored, e.ignore)); err != nil {
+		if hashed, err = appendCanonical(make([]byte, 0, len(payload)), stored, e.ignore); err != nil {
 			return Record{}, err
 		}
 	}
@@ -172,13 +172,7 @@ func ID(obj map[string]any, path string) (string, error) {
 // Canonical encodes v as canonical JSON: object keys sorted (encoding/json
 // sorts map keys), numbers as received, no HTML escaping.
 func Canonical(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return appendCanonical(nil, v, nil)
 }
 
 // HashBody hashes a whole response body canonically, with volatile fields

@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/upstream"
 )
 
@@ -38,19 +42,84 @@ const (
 	TriggerRetry    = "retry"
 )
 
-// Queues, by priority, with the weights workers give them.
+// Queues are the fetch (and webhook) queues, by priority, with the default
+// weights the fetch pool gives them.
 var Queues = map[string]int{
 	config.PriorityCritical: 6,
 	config.PriorityDefault:  3,
 	config.PriorityLow:      1,
 }
 
-// Queue is the queue of a resource's tasks.
+// ProbePrefix starts the name of each probe queue: probes have queues of
+// their own (probe_critical, probe_default, probe_low) because asynq's
+// queues belong to a server, and probes run in a pool (an asynq server) of
+// their own so that long fetches never starve them.
+const ProbePrefix = "probe_"
+
+// ProbeQueues are the probe queues with the default weights the probe pool
+// gives them: the weights of Queues, by priority.
+var ProbeQueues = map[string]int{
+	ProbePrefix + config.PriorityCritical: 6,
+	ProbePrefix + config.PriorityDefault:  3,
+	ProbePrefix + config.PriorityLow:      1,
+}
+
+// AllQueues lists every queue tasks live in, sorted: for ops commands and
+// autoscalers that must see them all.
+func AllQueues() []string {
+	qs := make([]string, 0, len(Queues)+len(ProbeQueues))
+	for q := range Queues {
+		qs = append(qs, q)
+	}
+	for q := range ProbeQueues {
+		qs = append(qs, q)
+	}
+	slices.Sort(qs)
+	return qs
+}
+
+// Queue is the fetch queue of a resource's tasks: its priority.
 func Queue(res *config.Resource) string {
 	if _, ok := Queues[res.Priority]; ok {
 		return res.Priority
 	}
 	return config.PriorityDefault
+}
+
+// ProbeQueue is the probe queue of a resource: probe_ and its priority.
+func ProbeQueue(res *config.Resource) string {
+	return ProbePrefix + Queue(res)
+}
+
+// ParseWeights parses queue weights by priority, "critical=6,default=3,low=1",
+// into the weights of the fetch queues and of the probe queues. Every
+// priority must be named once, with a weight of at least 1.
+func ParseWeights(s string) (fetch, probe map[string]int, err error) {
+	fetch, probe = map[string]int{}, map[string]int{}
+	for part := range strings.SplitSeq(s, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		name = strings.TrimSpace(name)
+		if !ok {
+			return nil, nil, fmt.Errorf("%q: want PRIORITY=WEIGHT", part)
+		}
+		if _, known := Queues[name]; !known {
+			return nil, nil, fmt.Errorf("%q: unknown priority %q (want critical, default or low)", part, name)
+		}
+		if _, dup := fetch[name]; dup {
+			return nil, nil, fmt.Errorf("priority %q given twice", name)
+		}
+		w, err := strconv.Atoi(strings.TrimSpace(val))
+		if err != nil || w < 1 {
+			return nil, nil, fmt.Errorf("%q: weight must be a whole number of at least 1", part)
+		}
+		fetch[name], probe[ProbePrefix+name] = w, w
+	}
+	for name := range Queues {
+		if _, ok := fetch[name]; !ok {
+			return nil, nil, fmt.Errorf("no weight for priority %q", name)
+		}
+	}
+	return fetch, probe, nil
 }
 
 // FetchPayload is the payload of a fetch task. It names what to sync; it
@@ -124,9 +193,68 @@ func Classify(err error) error {
 	return err
 }
 
-// RetryDelay is asynq's delay before retry n: exponential from 2 s, capped
-// at 5 min, and at least what an upstream's Retry-After asked for.
+// HandBack reports whether err means "not now" rather than "failed": the
+// fleet-wide limiter would make the request wait longer than a handler may
+// block (a *ratelimit.DelayError), or the upstream answered 429 (or 503 with
+// Retry-After), which has put the source in cooldown. The task goes back to
+// its queue for the returned delay; it is not a failure, does not use up a
+// retry and is never archived for it.
+func HandBack(err error) (time.Duration, bool) {
+	if err == nil {
+		return 0, false
+	}
+	if d, ok := ratelimit.AsDelay(err); ok {
+		return max(d, minHandBack), true
+	}
+	var se *upstream.StatusError
+	if errors.As(err, &se) {
+		switch {
+		case se.Code == http.StatusTooManyRequests:
+			return max(se.RetryAfter, minHandBack), true
+		case se.Code == http.StatusServiceUnavailable && se.RetryAfter > 0:
+			return max(se.RetryAfter, minHandBack), true
+		}
+	}
+	return 0, false
+}
+
+// minHandBack is the shortest hand-back delay, so that a task does not spin
+// through the queue on a limit about to lift.
+const minHandBack = 100 * time.Millisecond
+
+// IsFailure is asynq's IsFailure: a hand-back (see HandBack) is not a
+// failure, so it neither increments the task's retry count nor asynq's
+// failed counters.
+func IsFailure(err error) bool {
+	_, back := HandBack(err)
+	return !back
+}
+
+// Resubmit is a copy of t to enqueue in queue after d, for a hand-back at
+// the retry limit: asynq archives a task whose retries are used up whatever
+// IsFailure says, so the handler revokes the task (asynq.RevokeTask) and
+// enqueues this copy instead. The copy keeps the retries left (0: its next
+// real failure makes it dead), and gets a new task id, since the original
+// is still active while it is enqueued.
+func Resubmit(t *asynq.Task, queue string, retriesLeft int, d time.Duration) *asynq.Task {
+	timeout := time.Hour
+	switch t.Type() {
+	case TypeProbe:
+		timeout = 2 * time.Minute
+	case TypeWebhook:
+		timeout = time.Minute
+	}
+	return asynq.NewTask(t.Type(), t.Payload(),
+		asynq.Queue(queue), asynq.MaxRetry(max(retriesLeft, 0)), asynq.Timeout(timeout), asynq.ProcessIn(d))
+}
+
+// RetryDelay is asynq's delay before retry n: a hand-back's own delay (see
+// HandBack); otherwise exponential from 2 s, capped at 5 min, and at least
+// what an upstream's Retry-After asked for.
 func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if d, ok := HandBack(err); ok {
+		return d
+	}
 	d := 2 * time.Second << min(n, 8)
 	d = min(d, 5*time.Minute)
 	var se *upstream.StatusError
@@ -176,7 +304,7 @@ func ParseProbe(t *asynq.Task) (ProbePayload, error) {
 // tick probes again).
 func ProbeOptions(res *config.Resource) []asynq.Option {
 	return []asynq.Option{
-		asynq.Queue(Queue(res)),
+		asynq.Queue(ProbeQueue(res)),
 		asynq.MaxRetry(2),
 		asynq.Timeout(2 * time.Minute),
 	}

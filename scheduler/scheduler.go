@@ -25,6 +25,9 @@ type Config struct {
 	Tick time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// FailureThreshold is the failure streak (consecutive failed runs of a
+	// resource) that fires a run.failed event. Default 3.
+	FailureThreshold int
 }
 
 // Scheduler enqueues each resource's fetch once per interval slot.
@@ -39,6 +42,7 @@ type Scheduler struct {
 // New returns a scheduler; client is owned by the caller.
 func New(cfg Config, conf *config.Config, st *store.Store, client *asynq.Client, log *slog.Logger) *Scheduler {
 	cfg.Tick = cmp.Or(cfg.Tick, time.Second)
+	cfg.FailureThreshold = cmp.Or(cfg.FailureThreshold, 3)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -56,6 +60,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("scheduler tick", "error", err)
+		}
+		if err := s.CheckAlerts(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("scheduler alerts", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -147,4 +154,26 @@ func (s *Scheduler) enqueue(ctx context.Context, task *asynq.Task, id string) er
 // kind tells apart the tasks of one resource (full, delta, a probe interval).
 func SlotTaskID(taskType, source, resource, kind string, slot int64) string {
 	return fmt.Sprintf("%s:%s:%s:%s:%d", taskType, source, resource, kind, slot)
+}
+
+// CheckAlerts fires the fleet's alert events: resource.stale when a
+// resource's lag passes its freshness target, resource.recovered when it is
+// back within it, and run.failed when a failure streak reaches
+// FailureThreshold. Each transition is decided and written in one SQL
+// statement (store.CheckFreshness, store.CheckFailures), so with any number
+// of scheduler replicas each fires exactly once; the outbox carries it to
+// SSE and webhooks.
+func (s *Scheduler) CheckAlerts(ctx context.Context) error {
+	var targets []store.Target
+	s.conf.Each(func(src *config.Source, res *config.Resource) {
+		if f := res.Freshness.D(); f > 0 {
+			targets = append(targets, store.Target{Source: src.Name, Resource: res.Name, Freshness: f})
+		}
+	})
+	fresh, err := s.store.CheckFreshness(ctx, targets)
+	failed, ferr := s.store.CheckFailures(ctx, s.cfg.FailureThreshold)
+	for _, t := range append(fresh, failed...) {
+		s.log.Warn("alert", "event", t.Event, "source", t.Source, "resource", t.Resource, "event_id", t.OutboxID)
+	}
+	return errors.Join(err, ferr)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/store"
 )
@@ -79,7 +80,7 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	pending := func() map[string]int {
 		t.Helper()
 		out := map[string]int{}
-		for _, q := range []string{"critical", "default", "low"} {
+		for _, q := range jobs.AllQueues() {
 			tasks, err := insp.ListPendingTasks(q)
 			if err != nil {
 				continue // the queue does not exist yet
@@ -111,18 +112,18 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	now = now.Add(5 * time.Second) // same 10 s slot
 	tickAll()
 	want("one slot, two replicas, two ticks", map[string]int{
-		"critical fetch orders": 1, "critical probe orders": 1, // the first full read, one probe
+		"critical fetch orders": 1, "probe_critical probe orders": 1, // the first full read, one probe
 		"default fetch refunds": 2, // the first full read, one pure-pull fetch
 	})
 
 	now = now.Add(10 * time.Second) // next probe slot, same full-sync slot
 	tickAll()
-	want("next slot", map[string]int{"critical fetch orders": 1, "critical probe orders": 2, "default fetch refunds": 3})
+	want("next slot", map[string]int{"critical fetch orders": 1, "probe_critical probe orders": 2, "default fetch refunds": 3})
 
 	if n, err := st.SetPaused(ctx, "shop", "refunds", true); err != nil || n != 1 {
 		t.Fatalf("pause: %d rows, %v", n, err)
 	}
 	now = now.Add(10 * time.Second)
 	tickAll()
-	want("refunds paused", map[string]int{"critical fetch orders": 1, "critical probe orders": 3, "default fetch refunds": 3})
+	want("refunds paused", map[string]int{"critical fetch orders": 1, "probe_critical probe orders": 3, "default fetch refunds": 3})
 }

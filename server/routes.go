@@ -21,6 +21,9 @@ type route struct {
 var routes = []route{
 	{"GET /healthz", true, func(*Server) http.HandlerFunc { return healthz }},
 	{"GET /readyz", true, func(s *Server) http.HandlerFunc { return s.ready }},
+	// Open like /healthz, for Prometheus scrapers without the token: it
+	// carries counts per source and resource, no secrets, ids or URLs.
+	{"GET /metrics", true, func(s *Server) http.HandlerFunc { return s.metrics.ServeHTTP }},
 	{"GET /api/openapi.json", true, func(*Server) http.HandlerFunc { return openapi }},
 	{"GET /api/resources", false, func(s *Server) http.HandlerFunc { return s.resources }},
 	{"GET /api/runs", false, func(s *Server) http.HandlerFunc { return s.runs }},

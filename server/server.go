@@ -22,6 +22,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
+	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -56,7 +57,11 @@ type Server struct {
 	hub     *events.Hub
 	client  *asynq.Client
 	monitor *asynqmon.HTTPHandler
-	log     *slog.Logger
+	// inspector and metrics serve /metrics: the fleet-wide collectors
+	// (freshness from Postgres, queues from Redis) live in the server role.
+	inspector *asynq.Inspector
+	metrics   http.Handler
+	log       *slog.Logger
 }
 
 // New checks cfg and returns a server. redisOpt reaches the task queues
@@ -77,9 +82,12 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	if redisOpt == nil || hub == nil {
 		return nil, errors.New("server: a Redis connection and an event hub are required")
 	}
+	inspector := asynq.NewInspector(redisOpt)
 	return &Server{
 		cfg: cfg, conf: conf, store: st, hub: hub, log: log,
-		client: asynq.NewClient(redisOpt),
+		inspector: inspector,
+		metrics:   metrics.Handler(metrics.NewFreshness(conf, st), metrics.NewQueues(inspector)),
+		client:    asynq.NewClient(redisOpt),
 		monitor: asynqmon.New(asynqmon.Options{
 			RootPath:     "/monitoring",
 			RedisConnOpt: redisOpt,
@@ -92,7 +100,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 
 // Close frees the server's Redis connections.
 func (s *Server) Close() error {
-	return errors.Join(s.client.Close(), s.monitor.Close())
+	return errors.Join(s.client.Close(), s.monitor.Close(), s.inspector.Close())
 }
 
 // Check refuses an admin API open beyond loopback without a token.

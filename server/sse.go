@@ -119,6 +119,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				}
 				continue
 			}
+			if ev.ID == 0 { // ephemeral (run.progress): no id, so Last-Event-ID stays
+				if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, ev.Data); err != nil {
+					return
+				}
+				flusher.Flush()
+				continue
+			}
 			if ev.ID <= last {
 				continue // already sent by the replay
 			}

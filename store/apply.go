@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -148,24 +149,42 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		res.Unchanged = len(records) - len(changes)
 
 		if p.PassID != 0 && len(records) > 0 {
+			// The ids alone, not the page's records again: parsing the
+			// whole page (payloads included) a second time just to read
+			// its ids cost about a tenth of an unchanged resync.
+			ids := make([]string, len(records))
+			for i, r := range records {
+				ids[i] = r.ExternalID
+			}
+			idsJSON, err := json.Marshal(ids)
+			if err != nil {
+				return fmt.Errorf("remember seen ids: %w", err)
+			}
 			if err := tx.Exec(`
 				INSERT INTO sync_seen (pass_id, external_id)
-				SELECT @pass, t.id FROM jsonb_to_recordset(CAST(@records AS jsonb)) AS t(id text)
+				SELECT @pass, t.id FROM jsonb_array_elements_text(CAST(@ids AS jsonb)) AS t(id)
 				ON CONFLICT DO NOTHING`,
-				map[string]any{"pass": p.PassID, "records": string(body)}).Error; err != nil {
+				map[string]any{"pass": p.PassID, "ids": string(idsJSON)}).Error; err != nil {
 				return fmt.Errorf("remember seen ids: %w", err)
 			}
 		}
-		if err := tx.Exec(`
+		// Fenced by the run's status: a run another took over from
+		// (AbandonRunning, e.g. after Redis lost the fetch lock) must not
+		// apply pages to the pass the new run continues.
+		upd := tx.Exec(`
 			UPDATE sync_runs SET pages = pages + 1,
 				http_requests = http_requests + ?,
 				records_fetched = records_fetched + ?,
 				records_created = records_created + ?,
 				records_updated = records_updated + ?,
 				records_unchanged = records_unchanged + ?
-			WHERE id = ?`,
-			p.Requests, len(p.Records), res.Created, res.Updated, res.Unchanged, p.RunID).Error; err != nil {
+			WHERE id = ? AND status = 'running'`,
+			p.Requests, len(p.Records), res.Created, res.Updated, res.Unchanged, p.RunID)
+		if err := upd.Error; err != nil {
 			return fmt.Errorf("count run: %w", err)
+		}
+		if upd.RowsAffected == 0 {
+			return fmt.Errorf("run %d: %w", p.RunID, ErrSuperseded)
 		}
 		var cp json.RawMessage
 		if p.Checkpoint != nil {
@@ -191,7 +210,23 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 
 // ErrDeleteEverything guards against an upstream that answers a full read with
 // nothing at all (an outage that looks like an empty collection).
+// ErrSuperseded is a page or the end of a full read refused because the run
+// is no longer running: another run took the resource over.
+var ErrSuperseded = errors.New("the run was taken over by another (it is no longer running): its work is refused")
+
 var ErrDeleteEverything = fmt.Errorf("full read saw no records: refusing to delete every record")
+
+// PassSeen reports whether a full read's seen-set holds any id. sync_seen
+// is unlogged, so a Postgres crash empties it: a full read resumed after
+// that must start over, or FinishFullRead would tombstone every record the
+// read saw before the crash.
+func (s *Store) PassSeen(ctx context.Context, passID int64) (bool, error) {
+	var seen bool
+	if err := s.db.WithContext(ctx).Raw(`SELECT EXISTS (SELECT 1 FROM sync_seen WHERE pass_id = ?)`, passID).Scan(&seen).Error; err != nil {
+		return false, fmt.Errorf("seen-set of pass %d: %w", passID, err)
+	}
+	return seen, nil
+}
 
 // FinishFullRead ends a full read: with detectDeletes it tombstones the
 // records of the resource that the read (pass) did not see, in one
@@ -199,6 +234,14 @@ var ErrDeleteEverything = fmt.Errorf("full read saw no records: refusing to dele
 // Either way it drops the pass's seen-set.
 func (s *Store) FinishFullRead(ctx context.Context, k Key, runID, passID int64, detectDeletes bool) (deleted int, err error) {
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Fenced like ApplyPage: the run that took over finishes the pass.
+		var status string
+		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, runID).Scan(&status).Error; err != nil {
+			return err
+		}
+		if status != StatusRunning {
+			return fmt.Errorf("run %d: %w", runID, ErrSuperseded)
+		}
 		if detectDeletes {
 			var seen, live int64
 			if err := tx.Raw(`SELECT count(*) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&seen).Error; err != nil {

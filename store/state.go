@@ -34,6 +34,9 @@ type State struct {
 	HeadUnsupported     bool            `gorm:"column:head_unsupported" json:"head_unsupported"`
 	InSyncAt            *time.Time      `gorm:"column:in_sync_at" json:"in_sync_at"`
 	LastDrift           *int64          `gorm:"column:last_drift" json:"last_drift"`
+	Stale               bool            `gorm:"column:stale" json:"stale"`
+	StaleSince          *time.Time      `gorm:"column:stale_since" json:"stale_since,omitempty"`
+	FailureAlerted      bool            `gorm:"column:failure_alerted" json:"failure_alerted"`
 	UpdatedAt           time.Time       `gorm:"column:updated_at" json:"updated_at"`
 }
 

@@ -6,6 +6,8 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +27,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/metrics"
+	"github.com/tidemark/tidemark/ratelimit"
 )
 
 // Client calls one source.
@@ -32,6 +37,10 @@ type Client struct {
 	base   *url.URL
 	http   *http.Client
 	getenv func(string) string
+	// lim and limits gate every request by the fleet-wide limits of the
+	// source; lim nil: no limits.
+	lim    *ratelimit.Limiter
+	limits ratelimit.Limits
 }
 
 // Options tune a Client; zero values take the defaults noted.
@@ -51,6 +60,15 @@ type Options struct {
 	AllowHosts []string
 	// Getenv reads the environment for credentials. Default os.Getenv.
 	Getenv func(string) string
+	// Limiter, when set, enforces the source's fleet-wide rate_limit,
+	// max_concurrency and upstream back-pressure: every request waits for
+	// it (up to MaxWait) and every response is reported to it. A longer
+	// wait fails the request with a *ratelimit.DelayError, which Do never
+	// retries: the task hands itself back. Default none (no limits).
+	Limiter *ratelimit.Limiter
+	// MaxWait is how long one request may wait for the limiter in process.
+	// Default 2s.
+	MaxWait time.Duration
 }
 
 // guardedTransport connects directly (no proxy) and only where g allows,
@@ -88,7 +106,8 @@ func New(src *config.Source, opts Options) (*Client, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	c := &Client{src: src, base: base, getenv: getenv}
+	c := &Client{src: src, base: base, getenv: getenv, lim: opts.Limiter,
+		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, 2*time.Second))}
 	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
@@ -246,11 +265,27 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		}
 		return err
 	}
+	if c.lim != nil {
+		permit, err := c.lim.Wait(ctx, c.src.Name, c.limits)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+		}
+		// Released once the body is read (deferred calls run last first).
+		defer permit.Release()
+	}
+	sent := time.Now()
 	res, err := c.http.Do(req)
+	metrics.ObserveUpstream(c.src.Name, res, err, time.Since(sent))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(unwrapURLError(err)))
 	}
 	defer res.Body.Close()
+	if c.lim != nil {
+		// Before the body: a 429's cooldown reaches the fleet at once.
+		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, res.StatusCode, res.Header); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+		}
+	}
 	if method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
 		// No body, whatever Content-Length says (a HEAD's is the GET's).
 		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
@@ -284,7 +319,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		return nil, &StatusError{
 			Method: method, URL: redact(rawURL), Code: res.StatusCode,
 			RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()),
-			Body:       snippet(body),
+			Body:       snippet(c.scrubCredentials(body, req)),
 		}
 	}
 	return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: hdr, Body: body}, nil
@@ -491,4 +526,34 @@ func snippet(body []byte) string {
 		s = s[:200] + "…"
 	}
 	return strings.ToValidUTF8(s, "?")
+}
+
+// scrubCredentials replaces the credentials the request carried with
+// [REDACTED] in an upstream's body: an error body may quote the request back
+// (echo services, verbose gateways), and its start becomes part of the run's
+// error, the task's error in Redis and the logs.
+func (c *Client) scrubCredentials(body []byte, req *http.Request) []byte {
+	names := []string{"Authorization", "Proxy-Authorization"}
+	if c.src.Auth != nil && c.src.Auth.Header != "" {
+		names = append(names, c.src.Auth.Header)
+	}
+	var secrets []string
+	for _, name := range names {
+		v := req.Header.Get(name)
+		secrets = append(secrets, v)
+		if _, cred, ok := strings.Cut(v, " "); ok {
+			secrets = append(secrets, cred) // the token without its scheme
+		}
+	}
+	if user, pass, ok := req.BasicAuth(); ok {
+		secrets = append(secrets, user+":"+pass, pass)
+	}
+	// Longest first, so that a token is not half replaced by a shorter one.
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			body = bytes.ReplaceAll(body, []byte(s), []byte("[REDACTED]"))
+		}
+	}
+	return body
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
@@ -123,6 +125,19 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	// Resume an interrupted read of the same mode from its checkpoint.
 	var cp, saved checkpoint
 	resumed := len(st.Checkpoint) > 0 && json.Unmarshal(st.Checkpoint, &saved) == nil && saved.Mode == mode && saved.PassID != 0
+	if resumed && mode == jobs.ModeFull && saved.Pages > 0 {
+		// The seen-set is unlogged: after a Postgres crash it is empty, and
+		// resuming would tombstone every record of the pages read before.
+		seen, err := h.store.PassSeen(ctx, saved.PassID)
+		if err != nil {
+			return err
+		}
+		if !seen {
+			h.log.Warn("full read's seen-set was lost (Postgres crash?): starting the read over",
+				"source", p.Source, "resource", p.Resource, "pass_id", saved.PassID, "pages", saved.Pages)
+			resumed = false
+		}
+	}
 	if resumed {
 		cp = saved
 	} else {
@@ -146,6 +161,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	}
 
 	var (
+		progress = events.NewThrottle(h.rdb, time.Second)
 		requests int // made since the last applied page: not yet on the run row
 		n        counts
 		pager    = upstream.NewPager(client, res, cp.NextURL)
@@ -156,6 +172,13 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 			status = store.StatusDead
 		}
 		msg := err.Error()
+		if d, ok := jobs.HandBack(err); ok {
+			// Not a failure: the task goes back to its queue (the retry
+			// budget untouched) and resumes from its checkpoint. The row
+			// stays, as every attempt's does, saying so plainly.
+			status = store.StatusFailed
+			msg = fmt.Sprintf("rate limited: handed back for %s: %s", d.Round(time.Millisecond), err)
+		}
 		if ctx.Err() != nil {
 			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
 				msg = cause.Error() // the fetch lock's lease was lost
@@ -229,6 +252,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		n.fetched += len(recs)
 		n.created += pr.Created
 		n.updated += pr.Updated
+		h.progress(ctx, progress, run, cp.Pages, n)
 	}
 
 	out := store.RunOutcome{Status: store.StatusSucceeded}
@@ -240,6 +264,7 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		n.deleted = deleted
 		if cp.DriftBase != "" {
 			out.Drift = &cp.Drift
+			defer metrics.ObserveDrift(run.Source, run.Resource, cp.Drift)
 		}
 	}
 	if cp.MaxCursor != "" && (st.Watermark == "" || mustCursor(cp.MaxCursor, res.Delta.Format).After(mustCursor(st.Watermark, res.Delta.Format))) {
@@ -269,6 +294,17 @@ func (h fetchHandler) applyPage(ctx context.Context, page store.Page, cp *checkp
 	return h.store.ApplyPage(ctx, page)
 }
 
+// progress announces a running fetch's progress (run.progress, at most once
+// a second). The counts are this attempt's; pages count from the checkpoint,
+// like the run row's.
+func (h fetchHandler) progress(ctx context.Context, t *events.Throttle, run store.Run, pages int, n counts) {
+	err := t.Publish(ctx, events.Progress{RunID: run.ID, Source: run.Source, Resource: run.Resource, Kind: run.Kind,
+		Pages: pages, RecordsFetched: int64(n.fetched), Created: int64(n.created), Updated: int64(n.updated)})
+	if err != nil && ctx.Err() == nil {
+		h.log.Debug("run progress", "run_id", run.ID, "error", err)
+	}
+}
+
 // counts are a fetch's record counts, for its summary line.
 type counts struct{ fetched, created, updated, deleted int }
 
@@ -281,6 +317,8 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 		"duration_ms", time.Since(began).Milliseconds(),
 	}
 	attrs = append(attrs, extra...)
+	metrics.ObserveRun(run.Source, run.Resource, run.Kind, status)
+	metrics.ObserveRecords(run.Source, run.Resource, n.created, n.updated, n.deleted)
 	if err != nil {
 		h.log.Warn("task finished", append(attrs, "error", err.Error())...)
 		return

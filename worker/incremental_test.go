@@ -37,15 +37,23 @@ func (f *fleet) state(name string) store.State {
 func (f *fleet) waitIdle() {
 	f.t.Helper()
 	waitFor(f.t, 30*time.Second, "the queues to drain", func() (bool, string) {
-		busy := 0
-		for q := range jobs.Queues {
+		busy, detail := 0, ""
+		queues, err := f.insp.Queues()
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		for _, q := range queues {
 			info, err := f.insp.GetQueueInfo(q)
 			if err != nil {
-				continue // queue not created yet
+				continue // queue gone meanwhile
 			}
-			busy += info.Pending + info.Active + info.Scheduled + info.Retry
+			n := info.Pending + info.Active + info.Scheduled + info.Retry
+			busy += n
+			if n > 0 {
+				detail += fmt.Sprintf(" %s: %d pending %d active %d scheduled %d retry;", q, info.Pending, info.Active, info.Scheduled, info.Retry)
+			}
 		}
-		return busy == 0, fmt.Sprintf("%d tasks busy", busy)
+		return busy == 0, fmt.Sprintf("%d tasks busy:%s", busy, detail)
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
@@ -46,6 +47,13 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	began := time.Now()
 	out, requests, err := h.probe(ctx, src, res, st)
 	if err != nil {
+		if d, ok := jobs.HandBack(err); ok {
+			// Not a failure and no news: no run row, the probe comes back
+			// when the source's limits allow.
+			h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
+			return err
+		}
+		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
 		h.recordProbeRun(ctx, p, store.RunOutcome{Status: probeFailStatus(ctx, err), Error: err.Error(), HTTPRequests: requests}, began, err)
 		return jobs.Classify(err)
 	}
@@ -58,6 +66,7 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := h.store.RecordProbe(ctx, key, out); err != nil {
 		return err
 	}
+	metrics.ObserveProbe(p.Source, p.Resource, map[bool]string{true: metrics.ProbeChanged, false: metrics.ProbeNotModified}[out.Changed])
 	if !out.Changed || out.Known {
 		h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
 			"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
@@ -94,6 +103,9 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 	err := h.store.StartRun(ctx, &run)
 	if err == nil {
 		err = h.store.FinishRun(ctx, run.ID, out)
+	}
+	if err == nil {
+		metrics.ObserveRun(p.Source, p.Resource, store.KindProbe, out.Status)
 	}
 	if err != nil {
 		h.log.Error("record probe run", "source", p.Source, "resource", p.Resource, "error", err)

@@ -6,6 +6,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -16,14 +17,29 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/metrics"
+	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
 
 // Config tunes a Worker.
 type Config struct {
-	// Concurrency is how many tasks run at once. Default 8.
+	// Concurrency is how many fetch (and webhook) tasks run at once: the
+	// fetch pool. Default 8.
 	Concurrency int
+	// ProbeConcurrency is how many probes run at once: the probe pool, an
+	// asynq server of its own over the probe queues, so that long fetches
+	// never starve probes. Default 4.
+	ProbeConcurrency int
+	// Queues are the fetch queues' weights. Default jobs.Queues.
+	Queues map[string]int
+	// ProbeQueues are the probe queues' weights. Default jobs.ProbeQueues.
+	ProbeQueues map[string]int
+	// MaxWait is how long one upstream request may wait in process for the
+	// source's fleet-wide limits; a longer wait hands the task back to its
+	// queue with that delay. Default 2s.
+	MaxWait time.Duration
 	// ShutdownTimeout is how long in-flight tasks get to finish on shutdown
 	// before they are handed back to the queue. Default 25s.
 	ShutdownTimeout time.Duration
@@ -47,6 +63,7 @@ type Worker struct {
 	redis   asynq.RedisConnOpt
 	client  *asynq.Client
 	clients map[string]*upstream.Client
+	limiter *ratelimit.Limiter
 	log     *slog.Logger
 	// inflight counts running handlers: asynq stops waiting for them at its
 	// shutdown timeout (it hands their tasks back), but their own cleanup —
@@ -58,6 +75,17 @@ type Worker struct {
 // New returns a worker for the sources of conf.
 func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisConnOpt, log *slog.Logger) (*Worker, error) {
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
+	cfg.ProbeConcurrency = cmp.Or(cfg.ProbeConcurrency, 4)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, 2*time.Second)
+	if cfg.Queues == nil {
+		cfg.Queues = jobs.Queues
+	}
+	if cfg.ProbeQueues == nil {
+		cfg.ProbeQueues = jobs.ProbeQueues
+	}
+	if cfg.Concurrency < 0 || cfg.ProbeConcurrency < 0 {
+		return nil, fmt.Errorf("worker: concurrency %d, probe concurrency %d: want at least 1", cfg.Concurrency, cfg.ProbeConcurrency)
+	}
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 25*time.Second)
 	cfg.LockLease = cmp.Or(cfg.LockLease, 30*time.Second)
 	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, time.Minute)
@@ -70,11 +98,12 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		cfg: cfg, conf: conf, store: st, rdb: rdb, redis: redisOpt,
 		client:  asynq.NewClientFromRedisClient(rdb),
 		clients: make(map[string]*upstream.Client),
+		limiter: ratelimit.New(rdb, ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait}),
 		log:     log,
 	}
 	for i := range conf.Sources {
 		src := &conf.Sources[i]
-		c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts})
+		c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: cfg.MaxWait})
 		if err != nil {
 			rdb.Close()
 			return nil, err
@@ -91,29 +120,49 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf)); err != nil {
 		return err
 	}
-	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:       w.cfg.Concurrency,
-		TaskCheckInterval: w.cfg.PollInterval,
-		Queues:            jobs.Queues,
-		RetryDelayFunc:    jobs.RetryDelay,
-		ShutdownTimeout:   w.cfg.ShutdownTimeout,
-		Logger:            NewAsynqLogger(w.log),
-		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			retried, _ := asynq.GetRetryCount(ctx)
-			maxRetry, _ := asynq.GetMaxRetry(ctx)
-			w.log.Warn("task failed", "type", t.Type(), "retried", retried, "max_retry", maxRetry, "error", err)
-		}),
-	})
-	mux := asynq.NewServeMux()
-	mux.Handle(jobs.TypeFetch, fetchHandler{w})
-	mux.Handle(jobs.TypeProbe, probeHandler{w})
-	mux.Handle(jobs.TypeWebhook, webhookHandler{w})
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	// Two pools, two asynq servers: fetches (and webhook deliveries) on
+	// the priority queues, probes on queues of their own.
+	newServer := func(pool string, concurrency int, queues map[string]int) *asynq.Server {
+		return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+			Concurrency:       concurrency,
+			TaskCheckInterval: w.cfg.PollInterval,
+			Queues:            queues,
+			RetryDelayFunc:    jobs.RetryDelay,
+			IsFailure:         jobs.IsFailure,
+			ShutdownTimeout:   w.cfg.ShutdownTimeout,
+			Logger:            NewAsynqLogger(w.log.With("pool", pool)),
+			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+				retried, _ := asynq.GetRetryCount(ctx)
+				maxRetry, _ := asynq.GetMaxRetry(ctx)
+				if d, ok := jobs.HandBack(err); ok || errors.Is(err, asynq.RevokeTask) {
+					w.log.Info("task handed back", "type", t.Type(), "pool", pool, "delay", d.String(), "reason", err)
+					return
+				}
+				w.log.Warn("task failed", "type", t.Type(), "pool", pool, "retried", retried, "max_retry", maxRetry, "error", err)
+			}),
+		})
 	}
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency)
+	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues)
+	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues)
+	fetchMux := asynq.NewServeMux()
+	fetchMux.Handle(jobs.TypeFetch, w.handBack(fetchHandler{w}))
+	fetchMux.Handle(jobs.TypeWebhook, webhookHandler{w})
+	probeMux := asynq.NewServeMux()
+	probeMux.Handle(jobs.TypeProbe, w.handBack(probeHandler{w}))
+	if err := fetches.Start(fetchMux); err != nil {
+		return fmt.Errorf("start worker fetch pool: %w", err)
+	}
+	if err := probes.Start(probeMux); err != nil {
+		fetches.Shutdown()
+		return fmt.Errorf("start worker probe pool: %w", err)
+	}
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "probe_concurrency", w.cfg.ProbeConcurrency)
 	<-ctx.Done()
-	srv.Shutdown()
+	var stopping sync.WaitGroup
+	for _, srv := range []*asynq.Server{fetches, probes} {
+		stopping.Go(srv.Shutdown)
+	}
+	stopping.Wait()
 	done := make(chan struct{})
 	go func() { w.inflight.Wait(); close(done) }()
 	select {
@@ -123,4 +172,32 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// handBack wraps a handler so that a task the source's limits turned away
+// (see jobs.HandBack) goes back to its queue with the delay, never as a
+// failure. Below the retry limit asynq does that itself (jobs.IsFailure,
+// jobs.RetryDelay); at the limit asynq would archive the task whatever
+// IsFailure says, so the task is revoked and a copy enqueued instead.
+func (w *Worker) handBack(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		err := h.ProcessTask(ctx, t)
+		d, ok := jobs.HandBack(err)
+		if !ok {
+			return err
+		}
+		retried, _ := asynq.GetRetryCount(ctx)
+		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		if retried < maxRetry {
+			return err
+		}
+		queue, _ := asynq.GetQueueName(ctx)
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, queue, maxRetry-retried, d)); eerr != nil {
+			// Not revoked: asynq archives it, and tidemark retry brings it back.
+			return fmt.Errorf("%w (hand-back at the retry limit failed: %w)", err, eerr)
+		}
+		return fmt.Errorf("%w: %w", err, asynq.RevokeTask)
+	})
 }

@@ -46,6 +46,7 @@ func demoConfig(t *testing.T, baseURL string) *config.Config {
 	}
 	conf.Sources[0].BaseURL = baseURL
 	conf.Sources[0].RateLimit = nil
+	conf.Sources[0].MaxConcurrency = 0 // the limits have their own tests
 	return conf
 }
 

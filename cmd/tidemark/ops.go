@@ -101,6 +101,9 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 		state, probe, change, lag, watermark, full, lastRun, failures := "never synced", res.Probe.Strategy, "-", "-", "-", "-", "-", 0
 		if v.LastRun != nil {
 			lastRun = fmt.Sprintf("%s %s %s ago", v.LastRun.Kind, v.LastRun.Status, ago(now, v.LastRun.StartedAt))
+			if v.LastRun.Status == store.StatusRunning { // progress so far, updated per page
+				lastRun = fmt.Sprintf("%s running for %s: %d pages, %d records", v.LastRun.Kind, ago(now, v.LastRun.StartedAt), v.LastRun.Pages, v.LastRun.RecordsFetched)
+			}
 		}
 		if st := v.State; st != nil {
 			failures = st.ConsecutiveFailures
@@ -126,6 +129,9 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 				if l > res.Freshness.D() {
 					state = "stale"
 				}
+			}
+			if st.Stale {
+				state = "stale" // as the scheduler decided (and alerted)
 			}
 			if st.ConsecutiveFailures > 0 {
 				state = "failing"

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -86,14 +85,7 @@ func (e env) retry(args []string) error {
 }
 
 // queueNames are the queues tasks live in, in a stable order.
-func queueNames() []string {
-	qs := make([]string, 0, len(jobs.Queues))
-	for q := range jobs.Queues {
-		qs = append(qs, q)
-	}
-	slices.Sort(qs)
-	return qs
-}
+func queueNames() []string { return jobs.AllQueues() }
 
 // archived lists every archived task of every queue.
 func archived(insp *asynq.Inspector) ([]*asynq.TaskInfo, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/migrations"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/server"
@@ -55,13 +56,32 @@ func (e env) roles(role string, args []string) error {
 	fs := e.flags(role, &s)
 	addr := fs.String("addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
 	adminToken := fs.String("admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
-	concurrency := fs.Int("concurrency", e.intOr("TIDEMARK_CONCURRENCY", 8), "tasks a worker runs at once (TIDEMARK_CONCURRENCY)")
+	fetchConc, probeConc, weights, envErr := e.poolEnv()
+	fs.IntVar(&fetchConc, "fetch-concurrency", fetchConc, "fetch tasks a worker runs at once: the fetch pool (TIDEMARK_FETCH_CONCURRENCY)")
+	fs.IntVar(&fetchConc, "concurrency", fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
+	fs.IntVar(&probeConc, "probe-concurrency", probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
+	fs.StringVar(&weights, "queue-weights", weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
+	metricsAddr := fs.String("metrics-addr", e.getenv("TIDEMARK_METRICS_ADDR"), "worker and scheduler: serve /metrics and /healthz here; empty = off (TIDEMARK_METRICS_ADDR)")
+	failureThreshold := fs.Int("failure-threshold", e.intOr("TIDEMARK_FAILURE_THRESHOLD", 3), "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
 	shutdown := fs.Duration("shutdown-timeout", e.durationOr("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second), "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
+	}
+	if envErr != nil {
+		return envErr
+	}
+	if fetchConc < 1 {
+		return usagef("--fetch-concurrency %d: want at least 1", fetchConc)
+	}
+	if probeConc < 1 {
+		return usagef("--probe-concurrency %d: want at least 1", probeConc)
+	}
+	fetchQueues, probeQueues, err := jobs.ParseWeights(weights)
+	if err != nil {
+		return usagef("--queue-weights: %v", err)
 	}
 	conf, err := s.loadConfig()
 	if err != nil {
@@ -104,7 +124,11 @@ func (e env) roles(role string, args []string) error {
 		tasks = append(tasks, srv.Run, hub.Run, relay.Run)
 	}
 	if role == "worker" || role == "run" {
-		w, err := worker.New(worker.Config{Concurrency: *concurrency, ShutdownTimeout: *shutdown}, conf, st, redisOpt, log.With("role", "worker"))
+		w, err := worker.New(worker.Config{
+			Concurrency: fetchConc, ProbeConcurrency: probeConc,
+			Queues: fetchQueues, ProbeQueues: probeQueues,
+			ShutdownTimeout: *shutdown,
+		}, conf, st, redisOpt, log.With("role", "worker"))
 		if err != nil {
 			return err
 		}
@@ -113,7 +137,10 @@ func (e env) roles(role string, args []string) error {
 	if role == "scheduler" || role == "run" {
 		client := asynq.NewClient(redisOpt)
 		defer client.Close()
-		tasks = append(tasks, scheduler.New(scheduler.Config{}, conf, st, client, log.With("role", "scheduler")).Run)
+		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: *failureThreshold}, conf, st, client, log.With("role", "scheduler")).Run)
+	}
+	if role == "worker" || role == "scheduler" {
+		tasks = append(tasks, func(ctx context.Context) error { return metrics.Serve(ctx, *metricsAddr) })
 	}
 	return together(e.ctx, tasks)
 }
@@ -134,6 +161,35 @@ func together(ctx context.Context, fns []func(context.Context) error) error {
 		}
 	}
 	return first
+}
+
+// poolEnv reads the worker pools' settings from the environment: a value
+// that is set but invalid is a usage error naming the variable.
+func (e env) poolEnv() (fetch, probe int, weights string, err error) {
+	fetch, probe, weights = 8, 4, "critical=6,default=3,low=1"
+	for _, v := range []struct {
+		name string
+		to   *int
+	}{
+		{"TIDEMARK_CONCURRENCY", &fetch},
+		{"TIDEMARK_FETCH_CONCURRENCY", &fetch},
+		{"TIDEMARK_PROBE_CONCURRENCY", &probe},
+	} {
+		if raw := e.getenv(v.name); raw != "" {
+			n, perr := strconv.Atoi(raw)
+			if perr != nil || n < 1 {
+				return 0, 0, "", usagef("%s=%q: want a whole number of at least 1", v.name, raw)
+			}
+			*v.to = n
+		}
+	}
+	if raw := e.getenv("TIDEMARK_QUEUE_WEIGHTS"); raw != "" {
+		if _, _, werr := jobs.ParseWeights(raw); werr != nil {
+			return 0, 0, "", usagef("TIDEMARK_QUEUE_WEIGHTS: %v", werr)
+		}
+		weights = raw
+	}
+	return fetch, probe, weights, nil
 }
 
 func (e env) intOr(name string, def int) int {

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/jobs"
+)
+
+// probeWorkload (4): probes per second against an unchanged upstream (each
+// a HEAD answered 304) through one worker process, vs the same number of
+// no-op tasks through bare asynq on the same Redis with the same
+// concurrency.
+func (e *env) probeWorkload(ctx context.Context) error {
+	n := e.cfg.ProbeTasks
+	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "probe")
+	if err != nil {
+		return err
+	}
+	if !e.cfg.Keep {
+		defer db.drop(context.WithoutCancel(ctx))
+	}
+	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-probe", "--records", "100")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	cfgPath, conf, err := e.writeConfig("probe.yaml", probeConfig(up.base))
+	if err != nil {
+		return err
+	}
+	src := &conf.Sources[0]
+	res := &src.Resources[0]
+	redisOpt := asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n}
+	queue := jobs.ProbeQueue(res)
+
+	// Baseline: bare asynq, a no-op handler.
+	srv := asynq.NewServer(redisOpt, asynq.Config{
+		Concurrency: e.cfg.Concurrency, Queues: map[string]int{queue: 1},
+		TaskCheckInterval: 100 * time.Millisecond, Logger: quietLogger{},
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(jobs.TypeProbe, func(context.Context, *asynq.Task) error { return nil })
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start bare asynq server: %w", err)
+	}
+	bare, err := drainProbes(ctx, redisOpt, src, n, nil)
+	srv.Shutdown()
+	if err != nil {
+		return fmt.Errorf("bare asynq: %w", err)
+	}
+	if err := e.redis.flush(ctx); err != nil {
+		return err
+	}
+
+	w, err := e.startRole("worker", cfgPath, db, "worker-probe", "--probe-concurrency", fmt.Sprint(e.cfg.Concurrency))
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	// Prime: the first probe sees a change (no validator stored yet) and
+	// enqueues a fetch; wait for that fetch so every measured probe is a 304.
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	for i := range src.Resources {
+		r := &src.Resources[i]
+		task, _ := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: r.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(r)...)
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			return err
+		}
+	}
+	if err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, "the priming probes' fetches", func() (bool, error) {
+		if err := w.exited(); err != nil {
+			return false, err
+		}
+		var k int
+		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
+		return k == len(src.Resources), err
+	}); err != nil {
+		return err
+	}
+	var nm0, nm1 int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(probes_not_modified), 0) FROM sync_state`).Scan(&nm0); err != nil {
+		return err
+	}
+	s0, err := stats(ctx, up.base)
+	if err != nil {
+		return err
+	}
+	cpu0 := w.cpu()
+	tm, err := drainProbes(ctx, redisOpt, src, n, w)
+	if err != nil {
+		return fmt.Errorf("tidemark worker: %w", err)
+	}
+	workerCPU := w.cpu() - cpu0
+	s1, err := stats(ctx, up.base)
+	if err != nil {
+		return err
+	}
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(probes_not_modified), 0) FROM sync_state`).Scan(&nm1); err != nil {
+		return err
+	}
+	notModified := nm1 - nm0
+	requests := s1.Requests - s0.Requests
+	tmRate, bareRate := float64(n)/tm.Seconds(), float64(n)/bare.Seconds()
+	e.report.Rows = append(e.report.Rows, Row{
+		ID: "4", Workload: fmt.Sprintf("probe throughput, %s probes over %d resources, 1 worker, probe concurrency %d", thousands(int64(n)), len(src.Resources), e.cfg.Concurrency),
+		Tidemark: fmt.Sprintf("%s probes/s (%s unchanged)", thousands(int64(tmRate)), thousands(notModified)),
+		Baseline: fmt.Sprintf("bare asynq no-op %s tasks/s", thousands(int64(bareRate))),
+		Ratio:    ratio(tmRate, bareRate) + " of bare asynq",
+		Target:   "≥ 0.5x", Met: met(tmRate >= 0.5*bareRate),
+	})
+	e.note("workload 4: %d upstream requests for %d probes; worker CPU %s for the probes (%.0f µs/probe); bare asynq drained %d tasks in %s, tidemark in %s.",
+		requests, n, secs(workerCPU), float64(workerCPU.Microseconds())/float64(n), n, secs(bare), secs(tm))
+	return nil
+}
+
+// drainProbes pauses the probe queue, enqueues n probes over the resources
+// of src, resumes the queue and times until none is pending or active.
+func drainProbes(ctx context.Context, opt asynq.RedisClientOpt, src *config.Source, n int, w *proc) (time.Duration, error) {
+	queue := jobs.ProbeQueue(&src.Resources[0])
+	insp := asynq.NewInspector(opt)
+	defer insp.Close()
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	if err := insp.PauseQueue(queue); err != nil {
+		return 0, fmt.Errorf("pause %s: %w", queue, err)
+	}
+	for i := range n {
+		res := &src.Resources[i%len(src.Resources)]
+		task, err := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: res.Name, Trigger: jobs.TriggerSchedule}, jobs.ProbeOptions(res)...)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			return 0, fmt.Errorf("enqueue probe: %w", err)
+		}
+	}
+	info0, err := insp.GetQueueInfo(queue)
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	if err := insp.UnpauseQueue(queue); err != nil {
+		return 0, err
+	}
+	err = waitFor(ctx, 30*time.Minute, 10*time.Millisecond, "the probe queue to drain", func() (bool, error) {
+		if w != nil {
+			if err := w.exited(); err != nil {
+				return false, err
+			}
+		}
+		info, err := insp.GetQueueInfo(queue)
+		if err != nil {
+			return false, err
+		}
+		return info.Pending+info.Active+info.Scheduled+info.Retry == 0, nil
+	})
+	took := time.Since(began)
+	if err != nil {
+		return 0, err
+	}
+	info, err := insp.GetQueueInfo(queue)
+	if err != nil {
+		return 0, err
+	}
+	if failed := info.FailedTotal - info0.FailedTotal; failed > 0 || info.Archived > info0.Archived {
+		return 0, fmt.Errorf("%d of %d probes failed (%d archived)", failed, n, info.Archived)
+	}
+	return took, nil
+}
+
+// quietLogger keeps the bare asynq server's logs out of the bench output.
+type quietLogger struct{}
+
+func (quietLogger) Debug(...any) {}
+func (quietLogger) Info(...any)  {}
+func (quietLogger) Warn(...any)  {}
+func (quietLogger) Error(...any) {}
+func (quietLogger) Fatal(...any) {}
+
+// probeResources is how many resources workload 4's probes spread over, so
+// that they do not all queue on one sync_state row.
+const probeResources = 50
+
+// probeConfig is workload 4's config: probeResources copies of ticket_sales
+// (100 records each), all critical, all probed by HEAD.
+func probeConfig(base string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sources:\n  - name: bench\n    base_url: %s\n    allow_private: true\n    max_concurrency: 64\n    resources:\n", base)
+	for i := range probeResources {
+		fmt.Fprintf(&b, `      - name: ts_%03d
+        path: /v1/ticket_sales
+        priority: critical
+        records: {path: data, id: id}
+        ignore_fields: [meta.request_id]
+        pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor, limit_param: limit, limit: 1000}
+        probe: {strategy: etag, method: HEAD, every: 1h}
+        full_sync: {every: 24h, detect_deletes: true}
+`, i)
+	}
+	return b.String()
+}

@@ -1,0 +1,137 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/worker"
+)
+
+// profileProbes runs workload 4's probes through a worker in this process
+// with a CPU profile (ProfileDir/probe.pprof): the worker process of
+// workload 4 has no profiling endpoint, and production code gains none.
+func (e *env) profileProbes(ctx context.Context) error {
+	n := e.cfg.ProbeTasks
+	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "profile_probe")
+	if err != nil {
+		return err
+	}
+	if !e.cfg.Keep {
+		defer db.drop(context.WithoutCancel(ctx))
+	}
+	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-profile-probe", "--records", "100")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	_, conf, err := e.writeConfig("profile-probe.yaml", probeConfig(up.base))
+	if err != nil {
+		return err
+	}
+	src := &conf.Sources[0]
+	st, err := store.Open(ctx, db.url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	redisOpt := asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	w, err := worker.New(worker.Config{ProbeConcurrency: e.cfg.Concurrency}, conf, st, redisOpt, log)
+	if err != nil {
+		return err
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	defer func() { stop(); <-done }()
+
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	for i := range src.Resources {
+		r := &src.Resources[i]
+		task, _ := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: r.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(r)...)
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			return err
+		}
+	}
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, "the priming probes' fetches", func() (bool, error) {
+		var k int
+		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
+		return k == len(src.Resources), err
+	}); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(e.cfg.ProfileDir, "probe.pprof"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	took, err := drainProbes(ctx, redisOpt, src, n, nil)
+	pprof.StopCPUProfile()
+	if err != nil {
+		return err
+	}
+	// The probe's steps one at a time, sequentially, to see their latency.
+	key := store.Key{Source: "bench", Resource: src.Resources[0].Name}
+	const reps = 300
+	lat := func(fn func() error) (string, error) {
+		t := time.Now()
+		for range reps {
+			if err := fn(); err != nil {
+				return "", err
+			}
+		}
+		return fmt.Sprintf("%.2f ms", float64(time.Since(t).Microseconds())/reps/1000), nil
+	}
+	var head, state, record, ping, redisPing string
+	hreq := up.base + src.Resources[0].Path + "?limit=1000"
+	if head, err = lat(func() error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, hreq, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if state, err = lat(func() error { _, err := st.State(ctx, key); return err }); err != nil {
+		return err
+	}
+	if record, err = lat(func() error {
+		return st.RecordProbe(ctx, key, store.ProbeOutcome{Interval: time.Hour})
+	}); err != nil {
+		return err
+	}
+	if ping, err = lat(func() error { return conn.Ping(ctx) }); err != nil {
+		return err
+	}
+	rc := e.redis.client()
+	defer rc.Close()
+	if redisPing, err = lat(func() error { return rc.Ping(ctx).Err() }); err != nil {
+		return err
+	}
+	e.note("profile: %s probes through an in-process worker took %s (%.0f probes/s, enqueueing excluded; CPU profile %s); a probe's steps alone, sequential means over %d: HEAD to demo-upstream %s, store.State %s, store.RecordProbe %s, Postgres ping %s, Redis PING %s.",
+		thousands(int64(n)), secs(took), float64(n)/took.Seconds(), f.Name(), reps, head, state, record, ping, redisPing)
+	return nil
+}

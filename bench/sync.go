@@ -1,0 +1,324 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/jobs"
+)
+
+// syncConfig is workloads 1-3's config: ticket_sales only, 1000 records a
+// page, as docs/demo-upstream.md and examples/demo.yaml describe it.
+const syncConfig = `sources:
+  - name: bench
+    base_url: %s
+    allow_private: true
+    headers: {Accept: application/json}
+    max_concurrency: 4
+    timeout: 60s
+    resources:
+      - name: ticket_sales
+        path: /v1/ticket_sales
+        priority: critical
+        freshness: 1h
+        records: {path: data, id: id}
+        ignore_fields: [meta.request_id]
+        pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor, limit_param: limit, limit: 1000}
+        probe: {strategy: etag, method: HEAD, every: 1h}
+        delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 2s}
+        full_sync: {every: 24h, detect_deletes: true}
+`
+
+// syncRun is one measured full sync.
+type syncRun struct {
+	wall       time.Duration // enqueue to the run's row saying succeeded
+	runTook    time.Duration // the run row's own started_at..finished_at
+	fetched    int64
+	created    int64
+	updated    int64
+	requests   int64
+	recIns     int64 // records: n_tup_ins delta
+	recUpd     int64 // records: n_tup_upd delta
+	auditIns   int64 // record_changes: n_tup_ins delta
+	allWritten int64 // every user table: ins+upd+del delta
+	workerCPU  time.Duration
+	pgCPU      time.Duration
+	peakRSS    int64
+}
+
+func (e *env) writeConfig(name, body string) (string, *config.Config, error) {
+	path := filepath.Join(e.tmp, name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		return "", nil, err
+	}
+	conf, err := config.Load(path)
+	if err != nil {
+		return "", nil, fmt.Errorf("bench config %s: %w", name, err)
+	}
+	return path, conf, nil
+}
+
+// startRole runs `tidemark ROLE` on db and the bench's Redis database.
+func (e *env) startRole(role, cfgPath string, db *database, name string, extra ...string) (*proc, error) {
+	args := append([]string{role, "--config", cfgPath, "--database-url", db.url, "--redis-url", e.redis.url(), "--log-level", "info"}, extra...)
+	return start(e.tidemark(), args, nil, e.tmp, name)
+}
+
+func (e *env) syncWorkloads(ctx context.Context) error {
+	n := e.cfg.Records
+	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "sync")
+	if err != nil {
+		return err
+	}
+	if !e.cfg.Keep {
+		defer db.drop(context.WithoutCancel(ctx))
+	}
+	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-sync", "--records", fmt.Sprint(n), "--seed", "1")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	cfgPath, conf, err := e.writeConfig("sync.yaml", fmt.Sprintf(syncConfig, up.base))
+	if err != nil {
+		return err
+	}
+	res := conf.Sources[0].Resource("ticket_sales")
+
+	first, err := e.fullSync(ctx, cfgPath, db, res, "worker-first")
+	if err != nil {
+		return fmt.Errorf("first sync: %w", err)
+	}
+	if first.fetched != int64(n) || first.created != int64(n) {
+		return fmt.Errorf("first sync fetched %d and created %d records, want %d", first.fetched, first.created, n)
+	}
+	copyTook, err := copyBaseline(ctx, db, e.tmp)
+	if err != nil {
+		return fmt.Errorf("COPY baseline: %w", err)
+	}
+	e.report.Rows = append(e.report.Rows, Row{
+		ID: "1", Workload: fmt.Sprintf("first full sync, %s records, 1000/page", thousands(int64(n))),
+		Tidemark: fmt.Sprintf("%s, %s rec/s", secs(first.wall), thousands(int64(float64(n)/first.wall.Seconds()))),
+		Baseline: fmt.Sprintf("COPY %s, %s rec/s", secs(copyTook), thousands(int64(float64(n)/copyTook.Seconds()))),
+		Ratio:    ratio(first.wall.Seconds(), copyTook.Seconds()) + " of COPY time",
+		Target:   "≤ 1.5x (goal 1.3x)", Met: met(first.wall.Seconds() <= 1.5*copyTook.Seconds()),
+	})
+	e.note("workload 1: the run row says %s (enqueue to completion %s), %d requests; worker CPU %s, Postgres CPU %s (all postgres processes), worker peak RSS %s; rows written: records +%d ins, record_changes +%d ins, all tables %d (sync_seen, sync_runs, outbox included).",
+		secs(first.runTook), secs(first.wall), first.requests, secs(first.workerCPU), secs(first.pgCPU), mib(first.peakRSS), first.recIns, first.auditIns, first.allWritten)
+
+	if !e.cfg.want(2) && !e.cfg.want(3) {
+		return nil
+	}
+	same, err := e.fullSync(ctx, cfgPath, db, res, "worker-unchanged")
+	if err != nil {
+		return fmt.Errorf("unchanged resync: %w", err)
+	}
+	written := same.recIns + same.recUpd
+	e.report.Rows = append(e.report.Rows, Row{
+		ID: "2", Workload: "unchanged full resync",
+		Tidemark: fmt.Sprintf("%s, %d records rows written", secs(same.wall), written),
+		Baseline: fmt.Sprintf("first sync %s", secs(first.wall)),
+		Ratio:    fmt.Sprintf("%.2fx faster", first.wall.Seconds()/same.wall.Seconds()),
+		Target:   "0 rows, ≥ 3x faster", Met: met(written == 0 && first.wall.Seconds() >= 3*same.wall.Seconds()),
+	})
+	e.note("workload 2: worker CPU %s, Postgres CPU %s, worker peak RSS %s; tuples written in all tables %d (sync_seen's seen-set of the pass and its delete included).",
+		secs(same.workerCPU), secs(same.pgCPU), mib(same.peakRSS), same.allWritten)
+
+	if !e.cfg.want(3) {
+		return nil
+	}
+	changes := max(1, n/100)
+	if err := mutate(ctx, up.base, map[string]any{"resource": "ticket_sales", "updates": changes}); err != nil {
+		return err
+	}
+	changed, err := e.fullSync(ctx, cfgPath, db, res, "worker-changed")
+	if err != nil {
+		return fmt.Errorf("1%% changed resync: %w", err)
+	}
+	written = changed.recIns + changed.recUpd
+	e.report.Rows = append(e.report.Rows, Row{
+		ID: "3", Workload: fmt.Sprintf("1%% changed full resync (%s updated upstream)", thousands(int64(changes))),
+		Tidemark: fmt.Sprintf("%s, %s records rows + %s audit rows", secs(changed.wall), thousands(written), thousands(changed.auditIns)),
+		Baseline: fmt.Sprintf("unchanged resync %s", secs(same.wall)),
+		Ratio:    ratio(changed.wall.Seconds(), same.wall.Seconds()) + " of unchanged",
+		Target:   fmt.Sprintf("rows = %s (+ audit)", thousands(int64(changes))), Met: met(written == int64(changes) && changed.updated == int64(changes)),
+	})
+	e.note("workload 3: run counted %d updated; worker CPU %s, Postgres CPU %s.", changed.updated, secs(changed.workerCPU), secs(changed.pgCPU))
+	return nil
+}
+
+// fullSync starts a worker, enqueues one full fetch of res, waits for its
+// run to finish, stops the worker (its backends exit, which flushes their
+// table statistics) and returns what it measured.
+func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *config.Resource, name string) (syncRun, error) {
+	var r syncRun
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return r, err
+	}
+	defer conn.Close(ctx)
+	var lastRun int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&lastRun); err != nil {
+		return r, err
+	}
+	before, err := tableStats(ctx, db)
+	if err != nil {
+		return r, err
+	}
+	w, err := e.startRole("worker", cfgPath, db, name)
+	if err != nil {
+		return r, err
+	}
+	defer w.stop()
+	// The worker is up once it has ensured its sync_state rows.
+	if err := waitFor(ctx, time.Minute, 20*time.Millisecond, "worker start", func() (bool, error) {
+		if err := w.exited(); err != nil {
+			return false, err
+		}
+		var k int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM sync_state`).Scan(&k)
+		return k > 0, err
+	}); err != nil {
+		return r, err
+	}
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n})
+	defer client.Close()
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	if err != nil {
+		return r, err
+	}
+	cpu0, pg0 := w.cpu(), postgresCPU()
+	began := time.Now()
+	if _, err := client.EnqueueContext(ctx, task); err != nil {
+		return r, fmt.Errorf("enqueue fetch: %w", err)
+	}
+	var status, runErr string
+	err = waitFor(ctx, 2*time.Hour, 50*time.Millisecond, "the full sync's run", func() (bool, error) {
+		if err := w.exited(); err != nil {
+			return false, err
+		}
+		err := conn.QueryRow(ctx, `
+			SELECT status, coalesce(error, ''), coalesce(finished_at - started_at, '0'), records_fetched, records_created, records_updated, http_requests
+			FROM sync_runs WHERE id > $1 AND kind = 'full' AND status <> 'running' ORDER BY id LIMIT 1`, lastRun).
+			Scan(&status, &runErr, &r.runTook, &r.fetched, &r.created, &r.updated, &r.requests)
+		if err == pgx.ErrNoRows {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	r.wall = time.Since(began)
+	r.workerCPU, r.pgCPU, r.peakRSS = w.cpu()-cpu0, postgresCPU()-pg0, w.peakRSS()
+	if err != nil {
+		return r, err
+	}
+	if status != "succeeded" {
+		return r, fmt.Errorf("run ended %s: %s (worker log %s)", status, runErr, w.log)
+	}
+	if err := w.stop(); err != nil {
+		return r, err
+	}
+	e.logf("%s: %s in %s (run row %s)", name, thousands(r.fetched), secs(r.wall), secs(r.runTook))
+	after, err := waitStats(ctx, db, before)
+	if err != nil {
+		return r, err
+	}
+	r.recIns = after["records"].ins - before["records"].ins
+	r.recUpd = after["records"].upd - before["records"].upd
+	r.auditIns = after["record_changes"].ins - before["record_changes"].ins
+	for t, a := range after {
+		b := before[t]
+		r.allWritten += a.ins + a.upd + a.del - b.ins - b.upd - b.del
+	}
+	return r, nil
+}
+
+type tupStats struct{ ins, upd, del int64 }
+
+func tableStats(ctx context.Context, db *database) (map[string]tupStats, error) {
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables`)
+	if err != nil {
+		return nil, fmt.Errorf("read pg_stat_user_tables: %w", err)
+	}
+	out := map[string]tupStats{}
+	for rows.Next() {
+		var name string
+		var s tupStats
+		if err := rows.Scan(&name, &s.ins, &s.upd, &s.del); err != nil {
+			return nil, err
+		}
+		out[name] = s
+	}
+	return out, rows.Err()
+}
+
+// waitStats reads the table statistics once they have settled: the worker's
+// backends flush theirs when they exit, which they do shortly after the
+// worker closes its pool, so wait until two reads a second apart agree.
+func waitStats(ctx context.Context, db *database, before map[string]tupStats) (map[string]tupStats, error) {
+	var last map[string]tupStats
+	var out map[string]tupStats
+	err := waitFor(ctx, 30*time.Second, time.Second, "table statistics to settle", func() (bool, error) {
+		cur, err := tableStats(ctx, db)
+		if err != nil {
+			return false, err
+		}
+		same := last != nil && len(cur) == len(last)
+		for k, v := range cur {
+			if last[k] != v {
+				same = false
+			}
+		}
+		last, out = cur, cur
+		return same, nil
+	})
+	return out, err
+}
+
+// copyBaseline copies the synced records out to a file, then times COPY of
+// that file into an empty table shaped like records (LIKE ... INCLUDING
+// ALL: same columns, defaults, primary key).
+func copyBaseline(ctx context.Context, db *database, dir string) (time.Duration, error) {
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	path := filepath.Join(dir, "records.copy")
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	if _, err := conn.PgConn().CopyTo(ctx, f, `COPY records TO STDOUT`); err != nil {
+		return 0, fmt.Errorf("copy records out: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE records INCLUDING ALL)`); err != nil {
+		return 0, err
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	tag, err := conn.PgConn().CopyFrom(ctx, f, `COPY bench_copy FROM STDIN`)
+	took := time.Since(began)
+	if err != nil {
+		return 0, fmt.Errorf("copy into bench_copy: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `DROP TABLE bench_copy`); err != nil {
+		return 0, err
+	}
+	_ = tag
+	return took, nil
+}
