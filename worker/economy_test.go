@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,11 +16,13 @@ import (
 )
 
 // TestAPIEconomy runs a compressed hour against the demo upstream: the
-// scheduler's clock moves in 15 s steps while about 1% of the records change
+// scheduler's clock moves in 30 s steps while about 1% of the records change
 // per simulated minute (ticket sales and transactions busy, inventory
 // appended, settlements in one nightly batch, one tax summary amended). It
 // compares the requests tidemark made with a naive poller that re-reads every
-// resource at the same interval, and prints the ratio.
+// resource at the same interval, and prints the ratio. The safety-net full
+// sync runs hourly, as it would in production (the demo config's 10 minutes
+// are for showing it quickly).
 func TestAPIEconomy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates an hour of scheduling")
@@ -27,15 +30,22 @@ func TestAPIEconomy(t *testing.T) {
 	t.Parallel()
 	const (
 		records = 10000
-		step    = 15 * time.Second
-		steps   = 240 // one simulated hour
+		step    = 30 * time.Second
+		steps   = 120 // one simulated hour
 	)
-	now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	up := demoapi.New(demoapi.Options{Seed: 9, Records: records})
+	// One simulated clock for the scheduler and the upstream, so that
+	// updated_at, the delta overlap and the probe intervals share a timeline.
+	var nowNS atomic.Int64
+	nowNS.Store(time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, nowNS.Load()).UTC() }
+	advance := func() { nowNS.Add(int64(step)) }
+	up := demoapi.New(demoapi.Options{Seed: 9, Records: records, Now: clock})
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
 	conf := demoConfig(t, srv.URL)
+	for i := range conf.Sources[0].Resources {
+		conf.Sources[0].Resources[i].FullSync.Every = config.Duration(time.Hour)
+	}
 	f := startFleetWith(t, conf, up)
 	sched := scheduler.New(scheduler.Config{Now: clock}, conf, f.store, f.client, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
@@ -50,11 +60,11 @@ func TestAPIEconomy(t *testing.T) {
 	// Warm up: the first full reads, and the probes that learn validators.
 	for range 3 {
 		tick()
-		now = now.Add(step)
+		advance()
 	}
 	before := up.Stats()
 
-	// 1% of 50,000 records per minute is 125 changes per 15 s step.
+	// 1% of 50,000 records per minute is 250 changes per 30 s step.
 	mutate := func(m demoapi.Mutation) {
 		t.Helper()
 		if _, err := up.Mutate(m); err != nil {
@@ -62,16 +72,16 @@ func TestAPIEconomy(t *testing.T) {
 		}
 	}
 	for i := range steps {
-		mutate(demoapi.Mutation{Resource: "ticket_sales", Creates: 10, Updates: 50})
-		mutate(demoapi.Mutation{Resource: "transactions", Creates: 10, Updates: 40})
-		mutate(demoapi.Mutation{Resource: "inventory_movements", Creates: 15})
+		mutate(demoapi.Mutation{Resource: "ticket_sales", Creates: 20, Updates: 100})
+		mutate(demoapi.Mutation{Resource: "transactions", Creates: 20, Updates: 80})
+		mutate(demoapi.Mutation{Resource: "inventory_movements", Creates: 30})
 		if i == steps/2 {
 			mutate(demoapi.Mutation{Resource: "settlements", Creates: 200}) // the nightly batch
 		}
 		if i == steps*3/4 {
 			mutate(demoapi.Mutation{Resource: "tax_summaries", Updates: 1, IDs: []string{"tax_000001"}})
 		}
-		now = now.Add(step)
+		advance()
 		tick()
 	}
 	after := up.Stats()
