@@ -497,14 +497,50 @@ func checkServerProbes(t *testing.T, m *manifests) {
 			t.Errorf("server %s probe: port %s resolves to %d (found %v), the server listens on %d", p.kind, g.Port.String(), port, ok, listen)
 		}
 	}
+	// The scheduler and worker serve /healthz on TIDEMARK_METRICS_ADDR
+	// (metrics.Serve): liveness only, they take no traffic.
+	healthz := healthPaths(t)
 	for _, role := range []string{"scheduler", "worker"} {
 		_, c := roleDeployment(t, m, role)
-		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
-			if p != nil {
-				t.Errorf("%s has a probe, but serves no HTTP and its image has no shell", role)
-			}
+		addr := envVar(c, "TIDEMARK_METRICS_ADDR")
+		if addr == nil {
+			t.Errorf("%s: no TIDEMARK_METRICS_ADDR, so nothing serves its liveness probe", role)
+			continue
+		}
+		_, portStr, err := net.SplitHostPort(addr.Value)
+		if err != nil {
+			t.Fatalf("%s TIDEMARK_METRICS_ADDR %q: %v", role, addr.Value, err)
+		}
+		listen, _ := strconv.Atoi(portStr)
+		p := c.LivenessProbe
+		if p == nil || p.HTTPGet == nil {
+			t.Errorf("%s: no HTTP liveness probe", role)
+			continue
+		}
+		if !slices.Contains(healthz, p.HTTPGet.Path) {
+			t.Errorf("%s liveness probe: path %q, the health port serves %v", role, p.HTTPGet.Path, healthz)
+		}
+		if port, ok := containerPort(c, p.HTTPGet.Port); !ok || int(port) != listen {
+			t.Errorf("%s liveness probe: port %s resolves to %d, the health port is %d", role, p.HTTPGet.Port.String(), port, listen)
+		}
+		if c.ReadinessProbe != nil {
+			t.Errorf("%s has a readiness probe, but takes no traffic", role)
 		}
 	}
+}
+
+// healthPaths are the GET routes metrics.Serve registers.
+func healthPaths(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile("../metrics/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, m := range regexp.MustCompile(`"GET (/[^" {]*)"`).FindAllSubmatch(src, -1) {
+		paths = append(paths, string(m[1]))
+	}
+	return paths
 }
 
 // workerShutdown is the shutdown timeout the worker gets: its

@@ -157,10 +157,10 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every resource read in full on a 2 s slot (pure pull), so the test
+	// Every resource read in full on a 3 s slot (pure pull), so the test
 	// sees several slots quickly and each slot is one task.
-	fast := regexp.MustCompile(`probe: \{[^}]*\}`).ReplaceAll(demo, []byte("probe: {strategy: none, every: 2s}"))
-	fast = regexp.MustCompile(`full_sync: \{[^}]*\}`).ReplaceAll(fast, []byte("full_sync: {every: 2s, detect_deletes: true}"))
+	fast := regexp.MustCompile(`probe: \{[^}]*\}`).ReplaceAll(demo, []byte("probe: {strategy: none, every: 3s}"))
+	fast = regexp.MustCompile(`full_sync: \{[^}]*\}`).ReplaceAll(fast, []byte("full_sync: {every: 3s, detect_deletes: true}"))
 	fast = regexp.MustCompile(`(?m)^\s*delta: .*$`).ReplaceAll(fast, nil)
 	confPath := filepath.Join(dir, "tidemark.yaml")
 	if err := os.WriteFile(confPath, fast, 0o600); err != nil {
@@ -204,8 +204,8 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 		}
 		return rows
 	}
-	// Wait for four finished slots of every resource.
-	deadline := time.Now().Add(60 * time.Second)
+	// Wait for 60 s of schedule: 20 finished 3 s slots of every resource.
+	deadline := time.Now().Add(150 * time.Second)
 	for {
 		perResource := map[string]int{}
 		for _, r := range query() {
@@ -215,7 +215,7 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 		}
 		enough := len(perResource) == 5
 		for _, n := range perResource {
-			enough = enough && n >= 4
+			enough = enough && n >= 20
 		}
 		if enough {
 			break
@@ -226,7 +226,7 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60s, finished slots per resource: %v", perResource)
+			t.Fatalf("after 150s, finished slots per resource: %v", perResource)
 		}
 		time.Sleep(200 * time.Millisecond) // polling the database
 	}
