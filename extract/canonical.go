@@ -58,18 +58,7 @@ func appendCanonical(b []byte, v any, skip [][]string) ([]byte, error) {
 		b = append(b, '{')
 		first := true
 		for _, k := range keys {
-			var sub [][]string
-			drop := false
-			for _, p := range skip {
-				if p[0] != k {
-					continue
-				}
-				if len(p) == 1 {
-					drop = true
-					break
-				}
-				sub = append(sub, p[1:])
-			}
+			sub, drop := below(skip, k)
 			if drop {
 				continue
 			}

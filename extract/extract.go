@@ -224,18 +224,7 @@ func without(v any, paths [][]string) any {
 	}
 	out := make(map[string]any, len(obj))
 	for k, val := range obj {
-		var sub [][]string
-		drop := false
-		for _, p := range paths {
-			if p[0] != k {
-				continue
-			}
-			if len(p) == 1 {
-				drop = true
-				break
-			}
-			sub = append(sub, p[1:])
-		}
+		sub, drop := below(paths, k)
 		if drop {
 			continue
 		}
@@ -263,4 +252,19 @@ func kind(v any) string {
 		return "boolean"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// below splits dotted paths (as parts) at an object key: drop when a path
+// ends at key, else the remainders of the paths that go on beneath it.
+func below(paths [][]string, key string) (sub [][]string, drop bool) {
+	for _, p := range paths {
+		if p[0] != key {
+			continue
+		}
+		if len(p) == 1 {
+			return nil, true
+		}
+		sub = append(sub, p[1:])
+	}
+	return sub, false
 }

@@ -315,7 +315,7 @@ func TestAdminAPI(t *testing.T) {
 		{"hook unsigned", "POST", "/api/hooks/shop/orders", "", nil, `{"x":1}`, 401, "X-Tidemark-Signature"},
 		{"hook bad signature", "POST", "/api/hooks/shop/orders", "", map[string]string{"X-Tidemark-Signature": sign("other")}, `{"x":1}`, 401, "X-Tidemark-Signature"},
 		{"hook signed", "POST", "/api/hooks/shop/orders", "", map[string]string{"X-Tidemark-Signature": sign(`{"x":1}`)}, `{"x":1}`, 202, `"task_id"`},
-		{"hook github header", "POST", "/api/hooks/shop/items", "", map[string]string{"X-Hub-Signature-256": sign(`{}`)}, `{}`, 202, `"queue":"critical"`},
+		{"hook github header", "POST", "/api/hooks/shop/items", "", map[string]string{"X-Hub-Signature-256": sign(`{}`)}, `{}`, 202, `"queue":"probe_critical"`},
 		{"hook with admin token", "POST", "/api/hooks/shop/orders", "tok", nil, `{}`, 202, `"task_id"`},
 		{"hook unknown resource", "POST", "/api/hooks/shop/nope", "", map[string]string{"X-Tidemark-Signature": sign(``)}, ``, 404, "unknown resource"},
 		{"openapi is open", "GET", "/api/openapi.json", "", nil, "", 200, `"openapi"`},
@@ -336,7 +336,7 @@ func TestAdminAPI(t *testing.T) {
 	insp := asynq.NewInspector(e.redisOpt)
 	defer insp.Close()
 	var probes, fetches []jobs.FetchPayload
-	for _, q := range []string{"default", "critical"} {
+	for _, q := range jobs.AllQueues() {
 		tasks, _ := insp.ListPendingTasks(q)
 		for _, ti := range tasks {
 			var p jobs.FetchPayload

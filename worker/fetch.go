@@ -46,8 +46,6 @@ type fetchHandler struct {
 }
 
 func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	h.inflight.Add(1)
-	defer h.inflight.Done()
 	p, err := jobs.ParseFetch(t)
 	if err != nil {
 		return err

@@ -26,8 +26,6 @@ type probeHandler struct {
 }
 
 func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	h.inflight.Add(1)
-	defer h.inflight.Done()
 	p, err := jobs.ParseProbe(t)
 	if err != nil {
 		return err

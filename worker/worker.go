@@ -145,9 +145,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues)
 	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues)
 	fetchMux := asynq.NewServeMux()
+	fetchMux.Use(w.track)
 	fetchMux.Handle(jobs.TypeFetch, w.handBack(fetchHandler{w}))
 	fetchMux.Handle(jobs.TypeWebhook, webhookHandler{w})
 	probeMux := asynq.NewServeMux()
+	probeMux.Use(w.track)
 	probeMux.Handle(jobs.TypeProbe, w.handBack(probeHandler{w}))
 	if err := fetches.Start(fetchMux); err != nil {
 		return fmt.Errorf("start worker fetch pool: %w", err)
@@ -199,5 +201,15 @@ func (w *Worker) handBack(h asynq.Handler) asynq.Handler {
 			return fmt.Errorf("%w (hand-back at the retry limit failed: %w)", err, eerr)
 		}
 		return fmt.Errorf("%w: %w", err, asynq.RevokeTask)
+	})
+}
+
+// track counts a running handler in inflight, so that shutdown can wait for
+// its cleanup even after asynq has handed its task back.
+func (w *Worker) track(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		w.inflight.Add(1)
+		defer w.inflight.Done()
+		return next.ProcessTask(ctx, t)
 	})
 }
