@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/discover"
+	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
@@ -147,12 +150,20 @@ func TestDemoResources(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	syncAll(t, merged, up)
+	fl := syncAll(t, merged, up)
+	detectChanges(t, fl, merged, up)
+}
+
+// demoFleet is the worker syncing the proposals, seen through its store and
+// queue client.
+type demoFleet struct {
+	st     *store.Store
+	client *asynq.Client
 }
 
 // syncAll runs a worker with conf, full-syncs every resource and compares
 // the live ids in Postgres with the upstream's.
-func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) {
+func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, testenv.Database(t))
@@ -228,5 +239,127 @@ func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) {
 		if len(want) == 0 || fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: synced %d records, upstream has %d", res.Name, len(got), len(want))
 		}
+	}
+	return &demoFleet{st: st, client: client}
+}
+
+// detectChanges probes each synced resource with its proposed config, no
+// edits: once to learn the validator, then unchanged (not modified), then
+// after an upstream change that the proposed probe can see (an update for
+// validator-probed resources, which change the whole collection's ETag or
+// Last-Modified; for hash-probed ones, a create that changes settlements'
+// envelope count, an update of tax_summaries' first record), which it must
+// report, and whose fetch must bring Postgres in step with the upstream.
+func detectChanges(t *testing.T, fl *demoFleet, conf *config.Config, up *demoapi.Server) {
+	t.Helper()
+	src := &conf.Sources[0]
+	for i := range src.Resources {
+		res := &src.Resources[i]
+		key := store.Key{Source: src.Name, Resource: res.Name}
+		fl.probe(t, key, res) // learns the validator: a change, and a fetch that confirms it
+		st := fl.state(t, key)
+		kind := map[string]string{config.ProbeETag: store.ValidatorETag, config.ProbeLastModified: store.ValidatorLastModified, config.ProbeHash: store.ValidatorHash}[res.Probe.Strategy]
+		if st.Confirmed(kind) == "" {
+			t.Errorf("%s: no confirmed %s validator after a probe and its fetch: %+v", res.Name, kind, st)
+			continue
+		}
+		fl.probe(t, key, res)
+		st2 := fl.state(t, key)
+		if st2.ProbesNotModified != st.ProbesNotModified+1 {
+			t.Errorf("%s: an unchanged probe reported a change (probes_not_modified %d → %d)", res.Name, st.ProbesNotModified, st2.ProbesNotModified)
+			continue
+		}
+		m := demoapi.Mutation{Resource: res.Name, Updates: 1}
+		switch res.Name {
+		case "settlements":
+			m = demoapi.Mutation{Resource: res.Name, Creates: 1}
+		case "tax_summaries":
+			ids := slices.Sorted(maps.Keys(up.Export(res.Name)))
+			m.IDs = ids[:1]
+		}
+		if _, err := up.Mutate(m); err != nil {
+			t.Fatal(err)
+		}
+		fl.probe(t, key, res)
+		if st3 := fl.state(t, key); st3.ProbesNotModified != st2.ProbesNotModified {
+			t.Errorf("%s: the probe after %+v reported no change", res.Name, m)
+			continue
+		}
+		assertInStep(t, fl.st, src, res, up)
+	}
+}
+
+func (fl *demoFleet) state(t *testing.T, key store.Key) store.State {
+	t.Helper()
+	st, err := fl.st.State(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// probe runs one probe and, when it saw a change, waits for the fetch it
+// enqueued to confirm the new validator.
+func (fl *demoFleet) probe(t *testing.T, key store.Key, res *config.Resource) {
+	t.Helper()
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: key.Source, Resource: key.Resource, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(res)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fl.state(t, key).ProbesTotal
+	if _, err := fl.client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := fl.state(t, key)
+		if st.ProbesTotal > before && st.CandidateAt == nil {
+			return
+		}
+		runs, err := fl.st.Runs(context.Background(), store.RunFilter{Source: key.Source, Resource: key.Resource, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) > 0 && (runs[0].Status == store.StatusFailed || runs[0].Status == store.StatusDead) {
+			t.Fatalf("%s: %s run %d: %s: %s", key.Resource, runs[0].Kind, runs[0].ID, runs[0].Status, runs[0].Error)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: timed out waiting for a probe and the fetch it enqueued (probes %d → %d, candidate %q)",
+				key.Resource, before, st.ProbesTotal, st.CandidateValidator)
+		}
+		time.Sleep(25 * time.Millisecond) // polling interval of the condition
+	}
+}
+
+// assertInStep compares Postgres with the upstream's export: the same live
+// ids, and the same content hash for each.
+func assertInStep(t *testing.T, st *store.Store, src *config.Source, res *config.Resource, up *demoapi.Server) {
+	t.Helper()
+	ex := extract.New(res)
+	want := map[string]string{}
+	for id, raw := range up.Export(res.Name) {
+		doc, err := extract.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ex.Record(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = r.Hash
+	}
+	var rows []struct{ ExternalID, ContentHash string }
+	if err := st.DB().Raw(`SELECT external_id, content_hash FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
+		src.Name, res.Name).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for _, r := range rows {
+		if want[r.ExternalID] != r.ContentHash {
+			differ++
+		}
+	}
+	if len(rows) != len(want) || differ > 0 {
+		t.Errorf("%s: Postgres has %d live records (%d differ from upstream), upstream %d", res.Name, len(rows), differ, len(want))
 	}
 }
