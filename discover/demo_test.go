@@ -3,7 +3,6 @@ package discover_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,7 @@ import (
 	"github.com/tidemark/tidemark/discover"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
-	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
@@ -165,30 +164,8 @@ type demoFleet struct {
 // the live ids in Postgres with the upstream's.
 func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Concurrency: 5, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	client := asynq.NewClient(redisOpt)
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		client.Close()
-		st.Close()
-	})
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 5})
+	ctx, st, client := context.Background(), w.Store, w.Client
 	src := &conf.Sources[0]
 	for i := range src.Resources {
 		res := &src.Resources[i]

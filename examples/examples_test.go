@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
-	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
@@ -294,38 +293,8 @@ type fleet struct {
 
 func startFleet(t *testing.T, conf *config.Config) *fleet {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	client := asynq.NewClient(redisOpt)
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		client.Close()
-		st.Close()
-	})
-	return &fleet{store: st, client: client}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
+	return &fleet{store: w.Store, client: w.Client}
 }
 
 func (f *fleet) state(t *testing.T, key store.Key) store.State {

@@ -14,7 +14,7 @@ import (
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
-	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
@@ -162,31 +162,8 @@ type hostileWorker struct {
 
 func startHostileWorker(t *testing.T, conf *config.Config) *hostileWorker {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Concurrency: len(conf.Sources) + 2, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	client := asynq.NewClient(redisOpt)
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		client.Close()
-		st.Close()
-	})
-	return &hostileWorker{conf: conf, store: st, client: client}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: len(conf.Sources) + 2})
+	return &hostileWorker{conf: conf, store: w.Store, client: w.Client}
 }
 
 func (h *hostileWorker) enqueueFull(t *testing.T, source string) {

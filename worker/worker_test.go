@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,7 +18,7 @@ import (
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
-	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
@@ -60,44 +59,11 @@ func startFleet(t *testing.T, records int) *fleet {
 
 func startFleetWith(t *testing.T, conf *config.Config, up *demoapi.Server) *fleet {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: 5 * time.Second}, conf, st, redisOpt, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	client := asynq.NewClient(redisOpt)
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		client.Close()
-		st.Close()
-	})
-	insp := asynq.NewInspector(redisOpt)
-	t.Cleanup(func() { insp.Close() })
-	return &fleet{t: t, conf: conf, upstream: up, store: st, client: client, insp: insp, redis: redisOpt}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
+	return &fleet{t: t, conf: conf, upstream: up, store: w.Store, client: w.Client, insp: w.Inspector, redis: w.Redis}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(*testing.T) *slog.Logger { return workertest.Logger() }
 
 // fullSync enqueues a full fetch of every resource and waits until each has
 // a run newer than after that finished.
