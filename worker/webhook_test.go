@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -136,5 +138,131 @@ func TestWebhookDelivery(t *testing.T) {
 	ti, err := insp.GetTaskInfo("default", jobs.DeliveryID(42, 1))
 	if err != nil || bytes.Contains(ti.Payload, []byte("s3cret")) {
 		t.Fatalf("dead task %v (%v): payload must exist and never carry the secret", ti, err)
+	}
+}
+
+// TestWebhookReceiverDownTenSeconds sends events while the receiver is
+// down (connection refused) for 10 s; with the production retry schedule
+// (jobs.RetryDelay: 2 s, 4 s, 8 s, ...) every event arrives once it is back,
+// each exactly once, validly signed, and no delivery dies.
+func TestWebhookReceiverDownTenSeconds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a 10 s outage and the retries after it")
+	}
+	// t.Setenv: not parallel.
+	t.Setenv("TIDEMARK_TEST_OUTAGE_SECRET", "0utage")
+	const (
+		outage  = 10 * time.Second
+		nEvents = 20
+	)
+	// The receiver's address is reserved now and listened on only after
+	// the outage: until then every attempt is refused.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	rc := &receiver{deliveries: map[string]int{}, secret: "0utage"}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conf := &config.Config{Webhooks: []config.Webhook{
+		{URL: "http://" + addr + "/hook", SecretEnv: "TIDEMARK_TEST_OUTAGE_SECRET", Events: []string{"data.updated"}},
+	}}
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, conf, st, redisOpt, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	sink := jobs.WebhookSink(client, conf.Webhooks)
+	down := time.Now()
+	want := map[string]string{} // delivery id → body
+	for i := range int64(nEvents) {
+		id := 1000 + i
+		data := fmt.Sprintf(`{"id":%d,"event":"data.updated","source":"shop","resource":"orders"}`, id)
+		ev := events.Event{ID: id, Type: "data.updated", Source: "shop", Resource: "orders", Data: json.RawMessage(data)}
+		if err := sink(ctx, ev); err != nil {
+			t.Fatalf("sink event %d: %v", id, err)
+		}
+		want[jobs.DeliveryID(id, 0)] = data
+	}
+
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	// The outage is real: deliveries fail and wait for their retry.
+	deadline := time.Now().Add(outage)
+	for {
+		retry, err := insp.ListRetryTasks("default")
+		if err == nil && len(retry) == nEvents {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("during the outage: %d deliveries waiting for a retry (%v), want all %d", len(retry), err, nEvents)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a condition with a deadline
+	}
+	time.Sleep(time.Until(down.Add(outage))) // the outage itself: the receiver stays away for 10 s
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("receiver back on %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: rc}
+	go srv.Serve(l)
+	defer srv.Close()
+	back := time.Now()
+
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		_, _, bodies := rc.snapshot()
+		if len(bodies) >= nEvents {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s after the receiver returned: %d of %d events delivered", time.Since(back).Round(time.Second), len(bodies), nEvents)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a condition with a deadline
+	}
+	t.Logf("every event delivered %s after the receiver returned (%s after the first send)",
+		time.Since(back).Round(100*time.Millisecond), time.Since(down).Round(100*time.Millisecond))
+	// Nothing more trickles in: give straggling duplicates a moment to show.
+	time.Sleep(time.Second) // a bounded look for extra deliveries, not synchronisation
+	attempts, badSig, bodies := rc.snapshot()
+	if badSig != 0 {
+		t.Errorf("%d of %d deliveries badly signed", badSig, attempts)
+	}
+	got := map[string]bool{}
+	for _, b := range bodies {
+		got[b] = true
+	}
+	if len(bodies) != nEvents || len(got) != nEvents {
+		t.Errorf("receiver got %d bodies (%d distinct), want each of the %d events once", len(bodies), len(got), nEvents)
+	}
+	rc.mu.Lock()
+	for id, body := range want {
+		if !got[body] {
+			t.Errorf("event of delivery %s lost", id)
+		}
+		if n := rc.deliveries[id]; n != 1 {
+			t.Errorf("delivery %s arrived %d times, want once", id, n)
+		}
+	}
+	rc.mu.Unlock()
+	if archived, err := insp.ListArchivedTasks("default"); err != nil || len(archived) != 0 {
+		t.Errorf("dead deliveries after the receiver came back: %d (%v), want none", len(archived), err)
 	}
 }
