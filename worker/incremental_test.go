@@ -36,7 +36,14 @@ func (f *fleet) state(name string) store.State {
 // waitIdle waits until no task is pending, active, scheduled or retrying.
 func (f *fleet) waitIdle() {
 	f.t.Helper()
-	waitFor(f.t, 30*time.Second, "the queues to drain", func() (bool, string) {
+	f.waitIdleFor(30 * time.Second)
+}
+
+// waitIdleFor is waitIdle with its own deadline (full reads of large
+// resources under -race on a loaded machine take a while).
+func (f *fleet) waitIdleFor(timeout time.Duration) {
+	f.t.Helper()
+	waitFor(f.t, timeout, "the queues to drain", func() (bool, string) {
 		busy, detail := 0, ""
 		queues, err := f.insp.Queues()
 		if err != nil {
