@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -62,16 +63,18 @@ func (e env) roles(role string, args []string) error {
 	fs.IntVar(&probeConc, "probe-concurrency", probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
 	fs.StringVar(&weights, "queue-weights", weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
 	metricsAddr := fs.String("metrics-addr", e.getenv("TIDEMARK_METRICS_ADDR"), "worker and scheduler: serve /metrics and /healthz here; empty = off (TIDEMARK_METRICS_ADDR)")
-	failureThreshold := fs.Int("failure-threshold", e.intOr("TIDEMARK_FAILURE_THRESHOLD", 3), "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
-	shutdown := fs.Duration("shutdown-timeout", e.durationOr("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second), "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
+	thresholdDef, thresholdErr := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
+	failureThreshold := fs.Int("failure-threshold", thresholdDef, "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
+	shutdownDef, shutdownErr := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
+	shutdown := fs.Duration("shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if envErr != nil {
-		return envErr
+	if err := errors.Join(envErr, thresholdErr, shutdownErr); err != nil {
+		return err
 	}
 	if fetchConc < 1 {
 		return usagef("--fetch-concurrency %d: want at least 1", fetchConc)
@@ -192,16 +195,29 @@ func (e env) poolEnv() (fetch, probe int, weights string, err error) {
 	return fetch, probe, weights, nil
 }
 
-func (e env) intOr(name string, def int) int {
-	if n, err := strconv.Atoi(e.getenv(name)); err == nil {
-		return n
+// envInt reads an integer variable: def when unset, a usage error naming
+// the variable when it is set to something else.
+func (e env) envInt(name string, def int) (int, error) {
+	v := e.getenv(name)
+	if v == "" {
+		return def, nil
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return def, usagef("%s=%q: want a whole number", name, v)
+	}
+	return n, nil
 }
 
-func (e env) durationOr(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(e.getenv(name)); err == nil {
-		return d
+// envDuration reads a duration variable like envInt.
+func (e env) envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := e.getenv(name)
+	if v == "" {
+		return def, nil
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return def, usagef("%s=%q: want a duration such as 25s", name, v)
+	}
+	return d, nil
 }
