@@ -19,23 +19,12 @@ import (
 // concurrency.
 func (e *env) probeWorkload(ctx context.Context) error {
 	n := e.cfg.ProbeTasks
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "probe")
+	rig, err := e.startProbeRig(ctx, "probe")
 	if err != nil {
 		return err
 	}
-	if !e.cfg.Keep {
-		defer db.drop(context.WithoutCancel(ctx))
-	}
-	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-probe", "--records", "100")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	cfgPath, conf, err := e.writeConfig("probe.yaml", probeConfig(up.base))
-	if err != nil {
-		return err
-	}
-	src := &conf.Sources[0]
+	defer rig.close(ctx)
+	db, up, cfgPath, src := rig.db, rig.up, rig.cfgPath, rig.src
 	res := &src.Resources[0]
 	redisOpt := asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n}
 	queue := jobs.ProbeQueue(res)
@@ -71,23 +60,7 @@ func (e *env) probeWorkload(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
-	for i := range src.Resources {
-		r := &src.Resources[i]
-		task, _ := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: r.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(r)...)
-		if _, err := client.EnqueueContext(ctx, task); err != nil {
-			return err
-		}
-	}
-	if err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, "the priming probes' fetches", func() (bool, error) {
-		if err := w.exited(); err != nil {
-			return false, err
-		}
-		var k int
-		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
-		return k == len(src.Resources), err
-	}); err != nil {
+	if err := primeProbes(ctx, redisOpt, src, conn, w.exited); err != nil {
 		return err
 	}
 	var nm0, nm1 int64
@@ -211,4 +184,68 @@ func probeConfig(base string) string {
 `, i)
 	}
 	return b.String()
+}
+
+// probeRig is what both probe workloads run against: their own database, a
+// demo upstream and the probe config.
+type probeRig struct {
+	db      *database
+	up      *upstreamProc
+	cfgPath string
+	conf    *config.Config
+	src     *config.Source
+	keep    bool
+}
+
+func (e *env) startProbeRig(ctx context.Context, name string) (*probeRig, error) {
+	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, strings.ReplaceAll(name, "-", "_"))
+	if err != nil {
+		return nil, err
+	}
+	rig := &probeRig{db: db, keep: e.cfg.Keep}
+	rig.up, err = startUpstream(ctx, e.upstream(), e.tmp, "upstream-"+name, "--records", "100")
+	if err != nil {
+		rig.close(ctx)
+		return nil, err
+	}
+	rig.cfgPath, rig.conf, err = e.writeConfig(name+".yaml", probeConfig(rig.up.base))
+	if err != nil {
+		rig.close(ctx)
+		return nil, err
+	}
+	rig.src = &rig.conf.Sources[0]
+	return rig, nil
+}
+
+func (r *probeRig) close(ctx context.Context) {
+	if r.up != nil {
+		r.up.stop()
+	}
+	if !r.keep {
+		r.db.drop(context.WithoutCancel(ctx))
+	}
+}
+
+// primeProbes runs one probe of every resource and waits for the fetch each
+// enqueues (no validator is stored yet, so each sees a change): after it,
+// every probe of the unchanged upstream is a 304. alive reports a dead
+// worker.
+func primeProbes(ctx context.Context, redisOpt asynq.RedisConnOpt, src *config.Source, conn *pgx.Conn, alive func() error) error {
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	for i := range src.Resources {
+		r := &src.Resources[i]
+		task, _ := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: r.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(r)...)
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			return err
+		}
+	}
+	return waitFor(ctx, 2*time.Minute, 50*time.Millisecond, "the priming probes' fetches", func() (bool, error) {
+		if err := alive(); err != nil {
+			return false, err
+		}
+		var k int
+		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
+		return k == len(src.Resources), err
+	})
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
 )
@@ -24,23 +23,12 @@ import (
 // workload 4 has no profiling endpoint, and production code gains none.
 func (e *env) profileProbes(ctx context.Context) error {
 	n := e.cfg.ProbeTasks
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "profile_probe")
+	rig, err := e.startProbeRig(ctx, "profile-probe")
 	if err != nil {
 		return err
 	}
-	if !e.cfg.Keep {
-		defer db.drop(context.WithoutCancel(ctx))
-	}
-	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-profile-probe", "--records", "100")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	_, conf, err := e.writeConfig("profile-probe.yaml", probeConfig(up.base))
-	if err != nil {
-		return err
-	}
-	src := &conf.Sources[0]
+	defer rig.close(ctx)
+	db, up, conf, src := rig.db, rig.up, rig.conf, rig.src
 	st, err := store.Open(ctx, db.url)
 	if err != nil {
 		return err
@@ -57,25 +45,12 @@ func (e *env) profileProbes(ctx context.Context) error {
 	go func() { done <- w.Run(wctx) }()
 	defer func() { stop(); <-done }()
 
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
-	for i := range src.Resources {
-		r := &src.Resources[i]
-		task, _ := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: r.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(r)...)
-		if _, err := client.EnqueueContext(ctx, task); err != nil {
-			return err
-		}
-	}
 	conn, err := pgx.Connect(ctx, db.url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	if err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, "the priming probes' fetches", func() (bool, error) {
-		var k int
-		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
-		return k == len(src.Resources), err
-	}); err != nil {
+	if err := primeProbes(ctx, redisOpt, src, conn, func() error { return nil }); err != nil {
 		return err
 	}
 	f, err := os.Create(filepath.Join(e.cfg.ProfileDir, "probe.pprof"))

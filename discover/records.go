@@ -27,13 +27,13 @@ func findArray(doc any, resource string) (path string, evidence string, err erro
 			return "", "", notUnderstood("the response is an empty JSON array", "at least one record to find the id field: point discover at a collection with records")
 		}
 		if objects(arr) < len(arr) {
-			return "", "", notUnderstood("the response is a JSON array of "+kindOf(arr[0])+"s, not of objects", "records that are JSON objects with an id field")
+			return "", "", notUnderstood("the response is a JSON array of "+extract.Kind(arr[0])+"s, not of objects", "records that are JSON objects with an id field")
 		}
 		return "", fmt.Sprintf("the body is a JSON array of %d objects", len(arr)), nil
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
-		return "", "", notUnderstood("the response is a JSON "+kindOf(doc), "a JSON array of records, or an object holding one")
+		return "", "", notUnderstood("the response is a JSON "+extract.Kind(doc), "a JSON array of records, or an object holding one")
 	}
 	var cands []arrayCandidate
 	var empty []string
@@ -344,7 +344,7 @@ func recordsAt(doc any, path, id string) ([]map[string]any, []string, error) {
 	for i, v := range arr {
 		m, ok := v.(map[string]any)
 		if !ok {
-			return nil, nil, fmt.Errorf("record %d is a %s, not an object", i, kindOf(v))
+			return nil, nil, fmt.Errorf("record %d is a %s, not an object", i, extract.Kind(v))
 		}
 		recs = append(recs, m)
 		if id != "" {
@@ -387,22 +387,4 @@ func keyList(m map[string]any) string {
 		keys = append(keys[:8], "…")
 	}
 	return strings.Join(keys, ", ")
-}
-
-func kindOf(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	case string:
-		return "string"
-	case json.Number:
-		return "number"
-	case bool:
-		return "boolean"
-	}
-	return fmt.Sprintf("%T", v)
 }

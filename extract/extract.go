@@ -67,7 +67,7 @@ func Array(doc any, path string) ([]any, error) {
 	}
 	arr, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("records path %q is a %s, not an array", path, kind(v))
+		return nil, fmt.Errorf("records path %q is a %s, not an array", path, Kind(v))
 	}
 	return arr, nil
 }
@@ -116,7 +116,7 @@ func (e *Extractor) Records(doc any) ([]Record, error) {
 func (e *Extractor) Record(v any) (Record, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return Record{}, fmt.Errorf("is a %s, not an object", kind(v))
+		return Record{}, fmt.Errorf("is a %s, not an object", Kind(v))
 	}
 	id, err := ID(obj, e.res.Records.ID)
 	if err != nil {
@@ -165,7 +165,7 @@ func ID(obj map[string]any, path string) (string, error) {
 	case json.Number:
 		return id.String(), nil
 	default:
-		return "", fmt.Errorf("id %q is a %s, not a string or number", path, kind(v))
+		return "", fmt.Errorf("id %q is a %s, not a string or number", path, Kind(v))
 	}
 }
 
@@ -236,7 +236,8 @@ func without(v any, paths [][]string) any {
 	return out
 }
 
-func kind(v any) string {
+// Kind names the JSON type of a decoded value, for error messages.
+func Kind(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"

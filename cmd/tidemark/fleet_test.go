@@ -288,19 +288,8 @@ func TestWorkerSIGTERMMidFetch(t *testing.T) {
 		t.Fatalf("sync: %v\n%s", err, out)
 	}
 
-	ctx := context.Background()
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	runs := func() []store.Run {
-		rs, err := st.Runs(ctx, store.RunFilter{Resource: "ticket_sales"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rs
-	}
+	st := openStore(t, dbURL)
+	runs := func() []store.Run { return runsOf(t, st, "ticket_sales") }
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if rs := runs(); len(rs) > 0 && rs[0].Pages >= 3 {
@@ -376,18 +365,8 @@ func TestWorkerKilledMidDelta(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	runs := func() []store.Run {
-		rs, err := st.Runs(ctx, store.RunFilter{Resource: "ticket_sales"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rs
-	}
+	st := openStore(t, dbURL)
+	runs := func() []store.Run { return runsOf(t, st, "ticket_sales") }
 	deadline := time.Now().Add(30 * time.Second)
 	for len(runs()) == 0 || runs()[0].Pages < 5 {
 		if time.Now().After(deadline) {
@@ -437,4 +416,25 @@ func TestWorkerKilledMidDelta(t *testing.T) {
 	if s, _ := st.State(ctx, store.Key{Source: "demo", Resource: "ticket_sales"}); s.Watermark == "" || s.Checkpoint != nil {
 		t.Errorf("after the resumed delta: watermark %q, checkpoint %s; want a watermark and no checkpoint", s.Watermark, s.Checkpoint)
 	}
+}
+
+// openStore opens the test's database; it is closed when the test ends.
+func openStore(t *testing.T, url string) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// runsOf lists a resource's runs, newest first.
+func runsOf(t *testing.T, st *store.Store, resource string) []store.Run {
+	t.Helper()
+	rs, err := st.Runs(context.Background(), store.RunFilter{Resource: resource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
