@@ -94,7 +94,7 @@ func (b *logBuf) String() string {
 	return b.buf.String()
 }
 
-// startLogged is start (fleet_test.go) keeping the process's output too.
+// startLogged is start (fleet_test.go) that also keeps the process's output.
 func startLogged(t *testing.T, name string, env []string, bin string, args ...string) (*proc, *logBuf) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)

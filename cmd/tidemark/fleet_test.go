@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -63,33 +61,11 @@ type proc struct {
 	done chan error
 }
 
+// start runs a child process whose output goes to the test log under -v;
+// it is killed when the test ends.
 func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if testing.Verbose() {
-				t.Logf("%s: %s", name, sc.Text())
-			}
-		}
-		io.Copy(io.Discard, out)
-		p.done <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-	})
+	p, _ := startLogged(t, name, env, bin, args...)
 	return p
 }
 
