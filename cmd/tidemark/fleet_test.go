@@ -211,12 +211,17 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 	}
 	up.stop(t, 10*time.Second)
 
+	// A slot whose task found the previous fetch still running (a slow
+	// first read on a loaded machine) is not lost: it left the pending mark,
+	// and the running fetch enqueued one follow-up (a random task id) when
+	// it ended. Each such gap must be covered by one follow-up.
 	slots := map[string][]int64{}
+	followUps := map[string]int{}
 	slotID := regexp.MustCompile(`^fetch:demo:(\w+):full:(\d+)$`)
 	for _, r := range query() {
 		m := slotID.FindStringSubmatch(r.TaskID)
 		if m == nil {
-			t.Errorf("run of %s has task id %q, want a slot task id", r.Resource, r.TaskID)
+			followUps[r.Resource] += r.Runs
 			continue
 		}
 		if r.Runs != 1 {
@@ -230,10 +235,15 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 		slots[r.Resource] = append(slots[r.Resource], n)
 	}
 	for res, ns := range slots {
+		gaps := 0
 		for i := 1; i < len(ns); i++ {
-			if ns[i] != ns[i-1]+1 {
-				t.Errorf("%s: slots %v are not consecutive: slot %d was lost", res, ns, ns[i-1]+1)
-			}
+			gaps += int(ns[i] - ns[i-1] - 1)
+		}
+		if gaps > followUps[res] {
+			t.Errorf("%s: slots %v miss %d slots but only %d follow-up runs cover them: a slot was lost", res, ns, gaps, followUps[res])
+		}
+		if followUps[res] > gaps+1 {
+			t.Errorf("%s: %d follow-up runs for %d merged slots: a slot ran twice", res, followUps[res], gaps)
 		}
 	}
 }
