@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/md5"
+	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,11 +70,14 @@ type DataUpdated struct {
 // bumps version only then, and writes one record_changes row per real change.
 // Unchanged records are not written at all. A single set-based statement
 // (rather than GORM's per-row upserts) keeps a 1000-record page to one round
-// trip. The "old" CTE sees the table as it was before the statement, which is
-// what tells a create from an update.
+// trip. The records arrive as three parallel text arrays ($1 ids, $2
+// payloads, $3 hashes) in Postgres' binary array format: no JSON envelope to
+// encode in Go and parse again in Postgres, and each payload is parsed into
+// jsonb exactly once. The "old" CTE sees the table as it was before the
+// statement, which is what tells a create from an update.
 const upsertPageSQL = `
 WITH input AS (
-	SELECT * FROM jsonb_to_recordset(CAST(@records AS jsonb)) AS t(id text, payload jsonb, hash text)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, payload, hash)
 ),
 old AS (
 	-- LATERAL ... LIMIT 1 makes this one primary-key lookup per input row
@@ -81,13 +87,18 @@ old AS (
 	SELECT r.external_id, r.content_hash, r.payload, r.deleted_at
 	FROM input i CROSS JOIN LATERAL (
 		SELECT * FROM records r
-		WHERE r.source = @source AND r.resource = @resource AND r.external_id = i.id
+		WHERE r.source = $4 AND r.resource = $5 AND r.external_id = i.id
 		LIMIT 1 -- the key is unique; LIMIT also keeps the planner from flattening this
 	) r
 ),
 up AS (
+	-- Only what is new or changed reaches the INSERT: ON CONFLICT DO UPDATE
+	-- locks the existing row even when its WHERE then skips the update, and
+	-- that lock is a heap write (and WAL) per unchanged record.
 	INSERT INTO records AS r (source, resource, external_id, payload, content_hash, last_run_id)
-	SELECT @source, @resource, i.id, i.payload, i.hash, @run_id FROM input i
+	SELECT $4, $5, i.id, CAST(i.payload AS jsonb), i.hash, $6
+	FROM input i LEFT JOIN old o ON o.external_id = i.id
+	WHERE o.external_id IS NULL OR o.content_hash <> i.hash OR o.deleted_at IS NOT NULL
 	ON CONFLICT (source, resource, external_id) DO UPDATE
 	SET payload = EXCLUDED.payload,
 	    content_hash = EXCLUDED.content_hash,
@@ -99,7 +110,7 @@ up AS (
 	RETURNING r.external_id, r.content_hash, r.payload
 )
 INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash, new_hash, changed_fields)
-SELECT @source, @resource, up.external_id, @run_id,
+SELECT $4, $5, up.external_id, $6,
 	CASE WHEN old.external_id IS NULL OR old.deleted_at IS NOT NULL THEN 'created' ELSE 'updated' END,
 	CASE WHEN old.deleted_at IS NULL THEN old.content_hash END,
 	up.content_hash,
@@ -109,7 +120,7 @@ SELECT @source, @resource, up.external_id, @run_id,
 		WHERE n.value IS DISTINCT FROM o.value
 	) END
 FROM up LEFT JOIN old ON old.external_id = up.external_id
-RETURNING op, external_id`
+RETURNING op, external_id, old_hash, new_hash`
 
 // ApplyPage applies one page of records with its run counters, checkpoint and
 // outbox event in a single transaction. Applying the same page again changes
@@ -117,54 +128,47 @@ RETURNING op, external_id`
 func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 	var res PageResult
 	records := dedupe(p.Records)
-	body, err := json.Marshal(records)
-	if err != nil {
-		return res, fmt.Errorf("apply page %s: encode records: %w", p.Key, err)
+	ids := make([]string, len(records))
+	payloads := make([]string, len(records))
+	hashes := make([]string, len(records))
+	for i, r := range records {
+		ids[i], payloads[i], hashes[i] = r.ExternalID, string(r.Payload), r.Hash
 	}
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var changes []struct {
-			Op         string
-			ExternalID string
-		}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var changes []change
 		if len(records) > 0 {
-			if err := tx.Raw(upsertPageSQL, map[string]any{
-				"records": string(body), "source": p.Source, "resource": p.Resource, "run_id": p.RunID,
-			}).Scan(&changes).Error; err != nil {
+			var err error
+			if changes, err = upsert(ctx, tx, p, ids, payloads, hashes); err != nil {
 				return fmt.Errorf("upsert records: %w", err)
 			}
 		}
-		ids := make([]string, 0, min(len(changes), cmpOr(p.MaxChangedIDs, 100)))
+		listed := make([]string, 0, min(len(changes), cmpOr(p.MaxChangedIDs, 100)))
 		for _, c := range changes {
-			switch c.Op {
+			switch c.op {
 			case "created":
 				res.Created++
 			case "updated":
 				res.Updated++
 			}
-			if len(ids) < cap(ids) {
-				ids = append(ids, c.ExternalID)
+			if len(listed) < cap(listed) {
+				listed = append(listed, c.id)
 			}
-			res.Changed = append(res.Changed, c.ExternalID)
+			res.Changed = append(res.Changed, c.id)
 		}
 		res.Unchanged = len(records) - len(changes)
+		var live liveDelta
+		for _, c := range changes {
+			if c.op == "created" {
+				live.add(c.id, c.newHash)
+			} else {
+				live.replace(c.id, c.oldHash, c.newHash)
+			}
+		}
 
 		if p.PassID != 0 && len(records) > 0 {
-			// The ids alone, not the page's records again: parsing the
-			// whole page (payloads included) a second time just to read
-			// its ids cost about a tenth of an unchanged resync.
-			ids := make([]string, len(records))
-			for i, r := range records {
-				ids[i] = r.ExternalID
-			}
-			idsJSON, err := json.Marshal(ids)
-			if err != nil {
-				return fmt.Errorf("remember seen ids: %w", err)
-			}
-			if err := tx.Exec(`
-				INSERT INTO sync_seen (pass_id, external_id)
-				SELECT @pass, t.id FROM jsonb_array_elements_text(CAST(@ids AS jsonb)) AS t(id)
-				ON CONFLICT DO NOTHING`,
-				map[string]any{"pass": p.PassID, "ids": string(idsJSON)}).Error; err != nil {
+			// One row per page, the ids as an array: a row per id made the
+			// seen-set about half of an unchanged resync's database work.
+			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids) VALUES ($1, $2)`, p.PassID, ids); err != nil {
 				return fmt.Errorf("remember seen ids: %w", err)
 			}
 		}
@@ -190,14 +194,15 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		if p.Checkpoint != nil {
 			cp = p.Checkpoint(res.Changed)
 		}
-		if err := tx.Exec(`UPDATE sync_state SET checkpoint = CAST(? AS jsonb), updated_at = now()
-			WHERE source = ? AND resource = ?`, nullJSON(cp), p.Source, p.Resource).Error; err != nil {
+		if err := tx.Exec(`UPDATE sync_state SET checkpoint = CAST(? AS jsonb), updated_at = now(),
+			live_count = live_count + ?, live_xor = live_xor # ?
+			WHERE source = ? AND resource = ?`, nullJSON(cp), live.count, live.xor, p.Source, p.Resource).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
 		if len(changes) > 0 {
 			return writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
 				Source: p.Source, Resource: p.Resource, RunID: p.RunID,
-				Created: res.Created, Updated: res.Updated, IDs: ids, At: time.Now().UTC(),
+				Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
 			})
 		}
 		return nil
@@ -206,6 +211,32 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		return PageResult{}, fmt.Errorf("apply page %s run %d: %w", p.Key, p.RunID, err)
 	}
 	return res, nil
+}
+
+// change is one record a page created or updated. oldHash is "" for a
+// creation.
+type change struct{ op, id, oldHash, newHash string }
+
+// upsert runs upsertPageSQL on the transaction's connection directly: GORM
+// would expand the []string arguments into lists of scalars, where pgx sends
+// each as one text[] in binary.
+func upsert(ctx context.Context, tx *gorm.DB, p Page, ids, payloads, hashes []string) ([]change, error) {
+	rows, err := tx.Statement.ConnPool.QueryContext(ctx, upsertPageSQL, ids, payloads, hashes, p.Source, p.Resource, p.RunID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []change
+	for rows.Next() {
+		var c change
+		var old sql.NullString
+		if err := rows.Scan(&c.op, &c.id, &old, &c.newHash); err != nil {
+			return nil, err
+		}
+		c.oldHash = old.String
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // ErrDeleteEverything guards against an upstream that answers a full read with
@@ -244,7 +275,7 @@ func (s *Store) FinishFullRead(ctx context.Context, k Key, runID, passID int64, 
 		}
 		if detectDeletes {
 			var seen, live int64
-			if err := tx.Raw(`SELECT count(*) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&seen).Error; err != nil {
+			if err := tx.Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&seen).Error; err != nil {
 				return err
 			}
 			if seen == 0 {
@@ -256,30 +287,53 @@ func (s *Store) FinishFullRead(ctx context.Context, k Key, runID, passID int64, 
 					return fmt.Errorf("%w (%d live)", ErrDeleteEverything, live)
 				}
 			}
-			var gone []string
+			// The anti-join must hash the pass's ids. Postgres has no
+			// statistics for the unnested arrays and estimates a handful of
+			// rows, so left alone it picks a nested loop: a million records
+			// times a million ids. work_mem lets a million ids (~100 MB of
+			// hash table) stay in one batch instead of spilling to disk.
+			if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
+				return err
+			}
+			var tombstoned []struct{ ExternalID, OldHash string }
 			if err := tx.Raw(`
-				WITH gone AS (
+				WITH seen AS MATERIALIZED (
+					SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = @pass
+				),
+				gone AS (
 					UPDATE records r
 					SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = @run
 					WHERE r.source = @source AND r.resource = @resource AND r.deleted_at IS NULL
-					AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.pass_id = @pass AND s.external_id = r.external_id)
+					AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)
 					RETURNING r.external_id, r.content_hash
 				)
 				INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
 				SELECT @source, @resource, external_id, @run, 'deleted', content_hash FROM gone
-				RETURNING external_id`,
+				RETURNING external_id, old_hash`,
 				map[string]any{"run": runID, "source": k.Source, "resource": k.Resource, "pass": passID},
-			).Scan(&gone).Error; err != nil {
+			).Scan(&tombstoned).Error; err != nil {
 				return fmt.Errorf("tombstone unseen records: %w", err)
 			}
-			deleted = len(gone)
+			deleted = len(tombstoned)
 			if deleted > 0 {
+				gone := make([]string, 0, min(deleted, 100))
+				var live liveDelta
+				for _, t := range tombstoned {
+					live.remove(t.ExternalID, t.OldHash)
+					if len(gone) < cap(gone) {
+						gone = append(gone, t.ExternalID)
+					}
+				}
 				if err := tx.Exec(`UPDATE sync_runs SET records_deleted = records_deleted + ? WHERE id = ?`, deleted, runID).Error; err != nil {
+					return err
+				}
+				if err := tx.Exec(`UPDATE sync_state SET live_count = live_count + ?, live_xor = live_xor # ? WHERE source = ? AND resource = ?`,
+					live.count, live.xor, k.Source, k.Resource).Error; err != nil {
 					return err
 				}
 				if err := writeOutbox(tx, EventDataUpdated, k, runID, DataUpdated{
 					Source: k.Source, Resource: k.Resource, RunID: runID,
-					Deleted: deleted, IDs: gone[:min(len(gone), 100)], At: time.Now().UTC(),
+					Deleted: deleted, IDs: gone, At: time.Now().UTC(),
 				}); err != nil {
 					return err
 				}
@@ -293,21 +347,59 @@ func (s *Store) FinishFullRead(ctx context.Context, k Key, runID, passID int64, 
 	return deleted, nil
 }
 
-// VersionHash fingerprints a resource's present records: an order-independent
-// XOR of per-record hashes, so it streams through the rows without sorting.
+// VersionHash fingerprints a resource's present records: their count and an
+// order-independent XOR of per-record hashes. Every write to records keeps
+// both up to date in sync_state (liveDelta), so this is a primary-key read;
+// a resource that predates that bookkeeping gets them from one scan of its
+// records, under the state row's lock so no page's delta slips between.
 func (s *Store) VersionHash(ctx context.Context, k Key) (string, error) {
 	var row struct {
-		N int64
-		X int64
+		N, X *int64
 	}
-	err := s.db.WithContext(ctx).Raw(`
-		SELECT count(*) AS n,
-		       coalesce(bit_xor(('x' || substr(md5(external_id || ':' || content_hash), 1, 16))::bit(64)::bigint), 0) AS x
-		FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, k.Source, k.Resource).Scan(&row).Error
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(`SELECT live_count AS n, live_xor AS x FROM sync_state WHERE source = ? AND resource = ? FOR UPDATE`,
+			k.Source, k.Resource).Scan(&row).Error; err != nil {
+			return err
+		}
+		if row.N != nil && row.X != nil {
+			return nil
+		}
+		if err := tx.Raw(`
+			SELECT count(*) AS n,
+			       coalesce(bit_xor(('x' || substr(md5(external_id || ':' || content_hash), 1, 16))::bit(64)::bigint), 0) AS x
+			FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, k.Source, k.Resource).Scan(&row).Error; err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE sync_state SET live_count = ?, live_xor = ? WHERE source = ? AND resource = ?`,
+			*row.N, *row.X, k.Source, k.Resource).Error
+	})
 	if err != nil {
 		return "", fmt.Errorf("version hash %s: %w", k, err)
 	}
-	return fmt.Sprintf("%d-%016x", row.N, uint64(row.X)), nil
+	if row.N == nil || row.X == nil {
+		return "", fmt.Errorf("version hash %s: %w", k, ErrNotFound)
+	}
+	return fmt.Sprintf("%d-%016x", *row.N, uint64(*row.X)), nil
+}
+
+// liveDelta is what a write does to a resource's version hash: the change in
+// live records and the XOR of the record hashes that entered or left.
+type liveDelta struct {
+	count int64
+	xor   int64
+}
+
+func (d *liveDelta) add(id, hash string)    { d.count++; d.xor ^= recordHash(id, hash) }
+func (d *liveDelta) remove(id, hash string) { d.count--; d.xor ^= recordHash(id, hash) }
+func (d *liveDelta) replace(id, old, new string) {
+	d.xor ^= recordHash(id, old) ^ recordHash(id, new)
+}
+
+// recordHash is a record's part of the version hash: the first 8 bytes of
+// md5(id ":" content hash), as VersionHash's scan computes it in SQL.
+func recordHash(id, hash string) int64 {
+	sum := md5.Sum([]byte(id + ":" + hash))
+	return int64(binary.BigEndian.Uint64(sum[:8]))
 }
 
 func writeOutbox(tx *gorm.DB, event string, k Key, runID int64, payload any) error {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,11 +194,17 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		return err
 	}
 
-	for !pager.Done() {
+	pages, stopReading := readAhead(ctx, pager)
+	defer stopReading()
+	for {
 		if cp.Pages > 0 {
 			failpoint.Hit(failpoint.MidPagination)
 		}
-		page, err := pager.Next(ctx)
+		r, more := <-pages
+		if !more {
+			break
+		}
+		page, err := r.page, r.err
 		if err != nil {
 			requests += upstream.Requests(err)
 			return fail(err)
@@ -253,6 +260,11 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		h.progress(ctx, progress, run, cp.Pages, n)
 	}
 
+	// The reader stops early only when ctx ends; the read is then not
+	// complete, and ending it as one would tombstone the unread records.
+	if !pager.Done() {
+		return fail(fmt.Errorf("reading stopped before the last page: %w", cmp.Or(context.Cause(ctx), errors.New("unknown reason"))))
+	}
 	out := store.RunOutcome{Status: store.StatusSucceeded}
 	if mode == jobs.ModeFull {
 		deleted, err := h.store.FinishFullRead(ctx, key, run.ID, cp.PassID, res.FullSync.DetectDeletes)
@@ -278,6 +290,43 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	}
 	h.summary(run, store.StatusSucceeded, began, n, nil, slog.Bool("resumed", resumed), slog.Int64("drift", cp.Drift))
 	return nil
+}
+
+// readResult is one page read ahead, or the error that ended the reading.
+type readResult struct {
+	page *upstream.Page
+	err  error
+}
+
+// readAhead reads the pager's pages in a goroutine, one page ahead of the
+// caller: the next page's request, decoding and hashing overlap the current
+// page's transaction, which keeps both the worker's CPU and Postgres busy
+// (a first sync spends about as long in each). The channel closes after the
+// last page or the first error. stop cancels the reading and waits for the
+// goroutine, so no request outlives the fetch.
+func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readResult, stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan readResult)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		for !pager.Done() {
+			page, err := pager.Next(ctx)
+			select {
+			case ch <- readResult{page, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch, func() {
+		cancel()
+		<-done
+	}
 }
 
 // applyPage applies a page with the checkpoint that follows it. The
