@@ -157,8 +157,16 @@ type Probe struct {
 	Every Duration `yaml:"every"`
 	// MaxEvery is the longest interval adaptive back-off reaches. Default Every.
 	MaxEvery Duration `yaml:"max_every"`
-	// Path is the request to probe; default the first page of the delta or full read.
+	// Path is the request to probe; default the first page of the full read.
 	Path string `yaml:"path"`
+	// Limit is the page size of the probe's request, sent in
+	// pagination.limit_param instead of pagination.limit, so that a GET probe
+	// reads a small first page rather than a full one. Only for validators
+	// that cover the whole collection or changes that show on the first
+	// page (an envelope count, newest first); a hash or per-page validator
+	// of a smaller page misses changes beyond it. Default the full read's
+	// page size.
+	Limit int `yaml:"limit"`
 }
 
 // Watermark formats.

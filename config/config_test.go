@@ -93,15 +93,15 @@ func TestDemoConfig(t *testing.T) {
 		full      time.Duration
 	}{
 		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{"data", "id"}, PaginationCursor, "limit",
-			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(time.Minute)}, delta, 10 * time.Minute},
+			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
 		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{"", "id"}, PaginationLink, "limit",
-			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}, &Delta{Param: "after", Field: "id", Format: FormatNumber}, 10 * time.Minute},
+			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber}, 10 * time.Minute},
 		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{"transactions", "txn_id"}, PaginationPage, "per_page",
-			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}, delta, 10 * time.Minute},
+			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
 		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{"results", "settlement.id"}, PaginationOffset, "limit",
-			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(30 * time.Second)}, nil, time.Hour},
+			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(5 * time.Minute), Limit: 1}, nil, time.Hour},
 		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{"result.items", "id"}, PaginationNextURL, "per_page",
-			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}, nil, time.Hour},
+			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(30 * time.Minute), Limit: 1}, nil, time.Hour},
 	}
 	if len(s.Resources) != len(tests) {
 		t.Errorf("got %d resources, want %d", len(s.Resources), len(tests))
@@ -460,6 +460,12 @@ func TestValidation(t *testing.T) {
 			[]string{"8: sources[0].resources[0].probe.max_every: 30s must not be shorter than every (1m0s)"}},
 		{"probe path", minimalWith(8, "probe: {strategy: etag, path: \"r?limit=1\"}"),
 			[]string{`8: sources[0].resources[0].probe.path: "r?limit=1" must start with /`}},
+		{"probe limit zero", minimalWith(8, "pagination: {style: offset, limit_param: limit}\nprobe: {strategy: hash, limit: 0}"),
+			[]string{"9: sources[0].resources[0].probe.limit: must be greater than 0"}},
+		{"probe limit needs limit_param", minimalWith(8, "pagination: {style: offset}\nprobe: {strategy: hash, limit: 1}"),
+			[]string{"9: sources[0].resources[0].probe.limit: needs pagination.limit_param to send the page size in"}},
+		{"probe limit with path", minimalWith(8, "pagination: {style: offset, limit_param: limit}\nprobe: {strategy: etag, path: /r, limit: 1}"),
+			[]string{"9: sources[0].resources[0].probe.limit: not with probe.path: put the page size in the path's query"}},
 		{"delta needs param and field", minimalWith(8, "delta: {format: unix}"),
 			[]string{"8: sources[0].resources[0].delta.param: required",
 				"8: sources[0].resources[0].delta.field: required"}},

@@ -104,6 +104,7 @@ var meta = map[string]keyMeta{
 	"Probe.Every":    {rule: positive, example: "every: 5s"},
 	"Probe.MaxEvery": {rule: ">= every", example: "max_every: 1m"},
 	"Probe.Path":     {rule: "starts with /", example: "path: /v1/ticket_sales?limit=1"},
+	"Probe.Limit":    {rule: positive + "; needs pagination.limit_param; not with path", example: "limit: 1"},
 
 	"Delta.Param":   {required: "yes", example: "param: updated_since"},
 	"Delta.Field":   {required: "yes", rule: "dotted path", example: "field: updated_at"},

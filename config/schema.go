@@ -107,7 +107,7 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 	}
 	switch p.Type {
 	case "integer":
-		if k.Rule == positive {
+		if strings.HasPrefix(k.Rule, positive) {
 			p.Minimum = "1"
 		} else if strings.HasPrefix(k.Rule, ">= 0") {
 			p.Minimum = "0"

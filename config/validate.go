@@ -239,7 +239,7 @@ func (c *checker) resource(rp string, r *Resource) {
 	}
 
 	c.pagination(join(rp, "pagination"), &r.Pagination)
-	c.probe(join(rp, "probe"), &r.Probe)
+	c.probe(join(rp, "probe"), &r.Probe, &r.Pagination)
 
 	if d := r.Delta; d != nil {
 		dp := join(rp, "delta")
@@ -298,7 +298,7 @@ func (c *checker) pagination(pp string, p *Pagination) {
 	}
 }
 
-func (c *checker) probe(pp string, p *Probe) {
+func (c *checker) probe(pp string, p *Probe, pg *Pagination) {
 	strategies := []string{ProbeETag, ProbeLastModified, ProbeHash, ProbeNone}
 	if !oneOf(p.Strategy, strategies...) {
 		c.report(join(pp, "strategy"), "unknown strategy %q (want %s)", p.Strategy, choices(strategies...))
@@ -317,6 +317,18 @@ func (c *checker) probe(pp string, p *Probe) {
 	}
 	if p.Path != "" && !strings.HasPrefix(p.Path, "/") {
 		c.report(join(pp, "path"), "%q must start with /", p.Path)
+	}
+	if p.Limit == 0 && !c.zeros[join(pp, "limit")] {
+		return // unset: the probe asks for the full read's page size
+	}
+	lp := join(pp, "limit")
+	switch {
+	case p.Limit <= 0 || c.zeros[lp]:
+		c.report(lp, "must be greater than 0")
+	case p.Path != "":
+		c.report(lp, "not with probe.path: put the page size in the path's query")
+	case pg.LimitParam == "":
+		c.report(lp, "needs pagination.limit_param to send the page size in")
 	}
 }
 

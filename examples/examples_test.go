@@ -55,7 +55,7 @@ type exampleCase struct {
 	// wherever the example claims its probe sees any change.
 	mutate func(recs []map[string]any) string
 	// quiet is the fake's counter an unchanged probe adds exactly one to:
-	// "304" (a conditional GET answered Not Modified), "HEAD", or "200".
+	// "304" (a conditional GET or HEAD answered Not Modified), or "200".
 	quiet string
 }
 
@@ -98,7 +98,7 @@ var cases = []exampleCase{
 			attrs["title"], attrs["updated-at"] = "Release notes 5 (corrected)", "2024-06-02T10:00:00Z"
 			return "105"
 		},
-		quiet: "HEAD",
+		quiet: "304", // a conditional HEAD
 	},
 	{
 		name: "json_server", file: "json_server.yaml", fixture: "json_server/db.json", key: "posts",

@@ -53,22 +53,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
 
-func (l *Limiter) gate(ctx context.Context, source string) (reason string, d time.Duration, err error) {
+// gate runs gateScript for source: admitted, admitCooldown or admitSlowDown
+// (the script's codes are admitScript's), and the delay it names.
+func (l *Limiter) gate(ctx context.Context, source string) (code int64, d time.Duration, err error) {
 	v, err := gateScript.Run(ctx, l.rdb, []string{l.key(source, "cooldown"), l.key(source, "pace")}).Int64Slice()
 	if err != nil {
-		return "", 0, fmt.Errorf("check cooldown and slow-down: %w", err)
+		return 0, 0, fmt.Errorf("check cooldown and slow-down: %w", err)
 	}
-	if len(v) != 2 {
-		return "", 0, fmt.Errorf("check cooldown and slow-down: unexpected reply %v", v)
+	if len(v) != 2 || v[0] < admitted || v[0] > admitSlowDown {
+		return 0, 0, fmt.Errorf("check cooldown and slow-down: unexpected reply %v", v)
 	}
-	d = time.Duration(v[1]) * time.Millisecond
-	switch v[0] {
-	case 1:
-		return "cooldown", d, nil
-	case 2:
-		return "slow-down", d, nil
-	}
-	return "", 0, nil
+	return v[0], time.Duration(v[1]) * time.Millisecond, nil
 }
 
 // Cooldown pauses source for every worker until until (capped at

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -58,6 +60,9 @@ type Limiter struct {
 	rdb  redis.UniversalClient
 	gcra *redis_rate.Limiter
 	opt  Options
+	// tokenPrefix (random) and tokens (a counter) name slot holders.
+	tokenPrefix string
+	tokens      atomic.Uint64
 }
 
 // New returns a Limiter over rdb. With asynq's connection options:
@@ -76,7 +81,9 @@ func New(rdb redis.UniversalClient, opt Options) *Limiter {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opt: opt}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opt: opt, tokenPrefix: hex.EncodeToString(b[:]) + "-"}
 }
 
 // Limits are what one Wait enforces for a source.
@@ -179,41 +186,37 @@ func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit,
 		if err := ctx.Err(); err != nil {
 			return fail(fmt.Errorf("wait for source %s: %w", source, err))
 		}
+		// The first look (and every look while no slot is held) checks the
+		// cooldown, takes a slot and checks the pacing in one round trip;
+		// a look with a slot held checks the cooldown and pacing only.
+		var code int64
+		var d time.Duration
+		var err error
 		if held == nil {
-			// Do not take a slot only to sit out a cooldown in it.
-			cd, err := l.rdb.PTTL(ctx, l.key(source, "cooldown")).Result()
-			if err != nil {
-				return fail(fmt.Errorf("rate limit %s: read cooldown: %w", source, err))
-			}
-			if cd > 0 {
-				if err := pause("cooldown", cd); err != nil {
-					return fail(err)
-				}
-				continue
-			}
-			if lim.MaxConcurrency > 0 {
-				ls, err := l.acquire(ctx, source, lim.MaxConcurrency)
-				if err != nil {
-					return fail(fmt.Errorf("rate limit %s: acquire concurrency slot: %w", source, err))
-				}
-				if ls == nil {
-					if time.Since(start)+l.opt.PollInterval > lim.MaxWait {
-						return fail(&DelayError{Source: source, Reason: "concurrency", RetryIn: max(l.opt.SemaphoreRetryIn, lim.MaxWait)})
-					}
-					if err := pause("concurrency", l.opt.PollInterval); err != nil {
-						return fail(err)
-					}
-					continue
-				}
-				held = ls
-			}
+			code, d, held, err = l.admit(ctx, source, lim.MaxConcurrency)
+		} else {
+			code, d, err = l.gate(ctx, source)
 		}
-		reason, d, err := l.gate(ctx, source)
 		if err != nil {
 			return fail(fmt.Errorf("rate limit %s: %w", source, err))
 		}
-		if d > 0 {
+		switch code {
+		case admitCooldown, admitSlowDown:
+			// A cooldown is seen before any slot is taken: no slot is held
+			// only to sit it out. A slow-down is sat out holding the slot.
+			reason := "cooldown"
+			if code == admitSlowDown {
+				reason = "slow-down"
+			}
 			if err := pause(reason, d); err != nil {
+				return fail(err)
+			}
+			continue
+		case admitFull:
+			if time.Since(start)+l.opt.PollInterval > lim.MaxWait {
+				return fail(&DelayError{Source: source, Reason: "concurrency", RetryIn: max(l.opt.SemaphoreRetryIn, lim.MaxWait)})
+			}
+			if err := pause("concurrency", l.opt.PollInterval); err != nil {
 				return fail(err)
 			}
 			continue
@@ -247,8 +250,8 @@ func (l *Limiter) key(source, what string) string {
 	return l.opt.Prefix + source + ":" + what
 }
 
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// newToken names one concurrency slot holder, unique fleet-wide: the
+// limiter's random prefix and a counter (no random read per request).
+func (l *Limiter) newToken() string {
+	return l.tokenPrefix + strconv.FormatUint(l.tokens.Add(1), 36)
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +23,9 @@ import (
 // per simulated minute (ticket sales and transactions busy, inventory
 // appended, settlements in one nightly batch, one tax summary amended). It
 // compares the requests tidemark made with a naive poller that re-reads every
-// resource at the same interval, and prints the ratio. The safety-net full
+// resource at the same interval, and prints the ratio. The probes are
+// demo.yaml's: one-record pages (probe.limit), backing off to max_every when
+// unchanged; the naive poller reads at probe.every. The safety-net full
 // sync runs hourly, as it would in production (the demo config's 10 minutes
 // are for showing it quickly).
 func TestAPIEconomy(t *testing.T) {
@@ -73,17 +78,24 @@ func TestAPIEconomy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The busy resources' changes come spread over the step, in 5 bursts
+	// 6 s apart, not all in one millisecond: a delta's 2 s overlap then
+	// re-reads the last burst, as it re-reads the last 2 s of a real stream
+	// of changes, not the whole previous step.
+	const bursts = 5
 	for i := range steps {
-		mutate(demoapi.Mutation{Resource: "ticket_sales", Creates: 20, Updates: 100})
-		mutate(demoapi.Mutation{Resource: "transactions", Creates: 20, Updates: 80})
-		mutate(demoapi.Mutation{Resource: "inventory_movements", Creates: 30})
+		for range bursts {
+			mutate(demoapi.Mutation{Resource: "ticket_sales", Creates: 20 / bursts, Updates: 100 / bursts})
+			mutate(demoapi.Mutation{Resource: "transactions", Creates: 20 / bursts, Updates: 80 / bursts})
+			mutate(demoapi.Mutation{Resource: "inventory_movements", Creates: 30 / bursts})
+			nowNS.Add(int64(step / bursts))
+		}
 		if i == steps/2 {
 			mutate(demoapi.Mutation{Resource: "settlements", Creates: 200}) // the nightly batch
 		}
 		if i == steps*3/4 {
 			mutate(demoapi.Mutation{Resource: "tax_summaries", Updates: 1, IDs: []string{"tax_000001"}})
 		}
-		advance()
 		tick()
 	}
 	after := up.Stats()
@@ -96,11 +108,13 @@ func TestAPIEconomy(t *testing.T) {
 	for _, name := range demoapi.Resources {
 		res := conf.Sources[0].Resource(name)
 		spent := after.Resources[name].Requests - before.Resources[name].Requests
+		spentBytes := after.Resources[name].BodyBytes - before.Resources[name].BodyBytes
 		reqs, bytes := fullReadCost(t, up, conf.Sources[0], res)
 		reads := int64(steps * step / max(res.Probe.Every.D(), step))
 		naiveRequests += reads * reqs
 		naiveBytes += reads * bytes
-		t.Logf("%-20s tidemark %5d requests, naive %6d (%d full reads of %d requests)", name, spent, reads*reqs, reads, reqs)
+		t.Logf("%-20s tidemark %5d requests / %9d bytes, naive %6d / %10d (%d full reads of %d requests)",
+			name, spent, spentBytes, reads*reqs, reads*bytes, reads, reqs)
 	}
 	var runs []struct {
 		Resource, Kind, Trigger string
@@ -140,4 +154,84 @@ func fullReadCost(t *testing.T, up *demoapi.Server, src config.Source, res *conf
 	}
 	after := up.Stats().Resources[res.Name]
 	return after.Requests - before.Requests, after.BodyBytes - before.BodyBytes
+}
+
+// TestProbeReadsOneRecord: demo.yaml's probes ask for a one-record page
+// (probe.limit: 1), so a GET probe that finds a change, and every hash
+// probe, reads a few hundred bytes instead of a full page. The smaller page
+// must still show the changes each resource's probe is there for: any
+// change behind a collection-wide ETag or Last-Modified, a settlements
+// batch through the envelope's count, an amended first tax summary.
+func TestProbeReadsOneRecord(t *testing.T) {
+	t.Parallel()
+	up := demoapi.New(demoapi.Options{Seed: 11, Records: 250})
+	var mu sync.Mutex
+	probeBytes := map[string][]int{} // path → body bytes of each one-record request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := &countingWriter{ResponseWriter: w}
+		up.ServeHTTP(cw, r)
+		if q := r.URL.Query(); q.Get("limit") == "1" || q.Get("per_page") == "1" {
+			mu.Lock()
+			probeBytes[r.URL.Path] = append(probeBytes[r.URL.Path], cw.n)
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	f := startFleetWith(t, demoConfig(t, srv.URL), up)
+	f.fullSync(0)
+	mutations := map[string]demoapi.Mutation{
+		"ticket_sales":        {Creates: 1, Updates: 1},
+		"inventory_movements": {Creates: 1},
+		"transactions":        {Creates: 1, Updates: 1},
+		"settlements":         {Creates: 1},
+		"tax_summaries":       {Updates: 1, IDs: []string{"tax_000001"}},
+	}
+	for _, name := range demoapi.Resources {
+		func() {
+			t := &named{t, name}
+			res := f.resource(name)
+			if res.Probe.Limit != 1 {
+				t.Fatalf("demo.yaml: probe.limit %d, want 1", res.Probe.Limit)
+			}
+			f.probe(name) // learns the validator: a change, and a fetch
+			m := mutations[name]
+			m.Resource = name
+			changed, err := up.Mutate(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			clear(probeBytes)
+			mu.Unlock()
+			f.probe(name)
+
+			mu.Lock()
+			got := slices.Clone(probeBytes[res.Path])
+			mu.Unlock()
+			if len(got) != 1 {
+				t.Fatalf("the probe made %d one-record requests, want 1", len(got))
+			}
+			if got[0] > 1024 {
+				t.Errorf("the probe read %d body bytes, want a one-record page (< 1 KiB)", got[0])
+			}
+			if res.Probe.Method == http.MethodGet && got[0] == 0 {
+				t.Errorf("the GET probe of a changed resource read no body: no 200?")
+			}
+			if ids := append(changed.Created, changed.Updated...); !f.inStep(name, ids) {
+				t.Errorf("the probe missed the change of %v", ids)
+			}
+		}()
+	}
+}
+
+// countingWriter counts the body bytes of a response.
+type countingWriter struct {
+	http.ResponseWriter
+	n int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += n
+	return n, err
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,7 +38,7 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return jobs.Classify(err)
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	st, err := h.store.State(ctx, key)
+	st, err := h.tally.State(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -52,6 +55,10 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
+		// The failure counts after the unchanged probes before it.
+		if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
+			h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
+		}
 		h.recordProbeRun(ctx, p, store.RunOutcome{Status: probeFailStatus(ctx, err), Error: err.Error(), HTTPRequests: requests}, began, err)
 		return jobs.Classify(err)
 	}
@@ -61,13 +68,21 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if out.Changed && st.CandidateValidator == out.Validator && st.CandidateAt != nil && time.Since(*st.CandidateAt) < h.cfg.RefetchAfter {
 		out.Known = true
 	}
-	if err := h.store.RecordProbe(ctx, key, out); err != nil {
+	// An unchanged probe's bookkeeping is written behind, coalesced with
+	// the others'; a changed one's at once (store.ProbeBatcher).
+	if err := h.tally.Record(ctx, key, out); err != nil {
 		return err
 	}
-	metrics.ObserveProbe(p.Source, p.Resource, map[bool]string{true: metrics.ProbeChanged, false: metrics.ProbeNotModified}[out.Changed])
+	if !out.Changed {
+		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeNotModified)
+	} else {
+		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeChanged)
+	}
 	if !out.Changed || out.Known {
-		h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
-			"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
+		if h.log.Enabled(ctx, slog.LevelDebug) { // the hot path: no attributes built for nothing
+			h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
+				"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
+		}
 		return nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
@@ -124,7 +139,7 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 // validator would differ after every fetch.
 func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
 	client := h.clients[src.Name]
-	target := upstream.FirstURL(client, res, nil)
+	target := upstream.FirstURL(client, res, probeQuery(res))
 	if res.Probe.Path != "" {
 		target = client.URL(res.Probe.Path, nil)
 	}
@@ -154,9 +169,21 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 	return out, requests, nil
 }
 
+// probeQuery replaces the full read's page size by probe.limit, when set: a
+// GET probe that answers 200 (or a hash probe, always) then downloads a few
+// records instead of a whole page. Validators stay comparable because every
+// probe of the resource asks the same URL.
+func probeQuery(res *config.Resource) url.Values {
+	if res.Probe.Limit <= 0 || res.Pagination.LimitParam == "" {
+		return nil
+	}
+	return url.Values{res.Pagination.LimitParam: {strconv.Itoa(res.Probe.Limit)}}
+}
+
 // validator reads the resource's ETag or Last-Modified: from a HEAD, or from
-// a conditional GET that sends the confirmed validator back byte for byte
-// (weak W/ tags included). An upstream that refuses HEAD (405, 501) gets
+// a conditional GET. Both send the confirmed validator back byte for byte
+// (weak W/ tags included), so an unchanged upstream answers 304 without
+// building the page. An upstream that refuses HEAD (405, 501) gets
 // conditional GETs from then on.
 func (h probeHandler) validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
 	kind, header, cond := store.ValidatorETag, "ETag", "If-None-Match"
@@ -165,11 +192,17 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 	}
 	confirmed := st.Confirmed(kind)
 	headUnsupported = st.HeadUnsupported
+	hdr := http.Header{}
+	if confirmed != "" {
+		hdr.Set(cond, confirmed)
+	}
 	if res.Probe.Method == http.MethodHead && !headUnsupported {
-		resp, err := client.Do(ctx, http.MethodHead, target, nil)
+		resp, err := client.Do(ctx, http.MethodHead, target, hdr)
 		requests += upstream.Requests(err)
 		var se *upstream.StatusError
 		switch {
+		case err == nil && resp.Status == http.StatusNotModified:
+			return kind, confirmed, resp.Requests, false, nil
 		case err == nil:
 			requests = resp.Requests
 			if v := resp.Header.Get(header); v != "" {
@@ -181,10 +214,6 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 		default:
 			return kind, "", requests, false, err
 		}
-	}
-	hdr := http.Header{}
-	if confirmed != "" {
-		hdr.Set(cond, confirmed)
 	}
 	resp, err := client.Do(ctx, http.MethodGet, target, hdr)
 	if err != nil {

@@ -65,6 +65,9 @@ type Worker struct {
 	clients map[string]*upstream.Client
 	limiter *ratelimit.Limiter
 	log     *slog.Logger
+	// tally writes unchanged probes' bookkeeping behind, coalesced
+	// (store.ProbeBatcher); it runs for as long as Run.
+	tally *store.ProbeBatcher
 	// inflight counts running handlers: asynq stops waiting for them at its
 	// shutdown timeout (it hands their tasks back), but their own cleanup —
 	// recording the interrupted run, releasing the fetch lock — must still
@@ -101,6 +104,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		limiter: ratelimit.New(rdb, ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait}),
 		log:     log,
 	}
+	w.tally = st.NewProbeBatcher(0, func(err error) { log.Error("record unchanged probes (kept for the next flush)", "error", err) })
 	for i := range conf.Sources {
 		src := &conf.Sources[i]
 		c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: cfg.MaxWait})
@@ -120,6 +124,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf)); err != nil {
 		return err
 	}
+	// The probe tally flushes until every handler is done (deferred calls
+	// run after the wait for them below), then once more.
+	tallyCtx, stopTally := context.WithCancel(context.WithoutCancel(ctx))
+	tallyDone := make(chan struct{})
+	go func() { w.tally.Run(tallyCtx); close(tallyDone) }()
+	defer func() { stopTally(); <-tallyDone }()
 	// Two pools, two asynq servers: fetches (and webhook deliveries) on
 	// the priority queues, probes on queues of their own.
 	newServer := func(pool string, concurrency int, queues map[string]int) *asynq.Server {

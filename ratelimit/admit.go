@@ -1,0 +1,75 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// admitScript is a request's first look at a source's limits in one round
+// trip: the cooldown (KEYS[1]), then a concurrency slot (KEYS[3], when
+// ARGV[2] > 0: the semaphore, see semaphore.go), then the slow-down pacing
+// (KEYS[2], as gateScript). It returns {code, ms, slot}: code 0 admitted,
+// 1 cooldown for ms, 2 slow-down for ms, 3 every slot held; slot is 1 when it
+// took a concurrency slot (held while the caller sits out a slow-down). The
+// steps and their order are those of a cooldown check, acquire and gate run
+// one after the other; a probe pays one round trip instead of three.
+var admitScript = redis.NewScript(`
+local cd = redis.call('PTTL', KEYS[1])
+if cd > 0 then
+  return {1, cd, 0}
+end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local slot = 0
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local lease = tonumber(ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= limit then
+    return {3, 0, 0}
+  end
+  redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], lease)
+  slot = 1
+end
+local iv = tonumber(redis.call('HGET', KEYS[2], 'interval'))
+if iv then
+  local nxt = tonumber(redis.call('HGET', KEYS[2], 'next') or '0')
+  if nxt > now then
+    return {2, nxt - now, slot}
+  end
+  redis.call('HSET', KEYS[2], 'next', now + iv)
+end
+return {0, 0, slot}
+`)
+
+// Codes of admitScript.
+const (
+	admitted = iota
+	admitCooldown
+	admitSlowDown
+	admitFull
+)
+
+// admit runs admitScript for source with a concurrency cap of limit (0: no
+// cap). It returns the code, the delay it names, and the slot it took (nil
+// when none).
+func (l *Limiter) admit(ctx context.Context, source string, limit int) (code int64, d time.Duration, held *lease, err error) {
+	key := l.key(source, "inflight")
+	token := l.newToken()
+	v, err := admitScript.Run(ctx, l.rdb, []string{l.key(source, "cooldown"), l.key(source, "pace"), key},
+		token, limit, l.opt.Lease.Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("check cooldown, concurrency and slow-down: %w", err)
+	}
+	if len(v) != 3 {
+		return 0, 0, nil, fmt.Errorf("check cooldown, concurrency and slow-down: unexpected reply %v", v)
+	}
+	if v[2] == 1 {
+		held = l.hold(source, key, token)
+	}
+	return v[0], time.Duration(v[1]) * time.Millisecond, held, nil
+}
