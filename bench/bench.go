@@ -28,10 +28,16 @@ type Config struct {
 	// DayRecords is the initial size of each resource in workload 5.
 	// Default 10,000 (2,000 with Quick).
 	DayRecords int
+	// FreshChanges is how many upstream changes workload 6 times to SSE.
+	// Default 200 (60 with Quick).
+	FreshChanges int
+	// ScheduleResources is the larger schedule of workload 8; the smaller
+	// is a tenth of it. Default 10,000 (2,000 with Quick).
+	ScheduleResources int
 	// Quick scales every workload down to a smoke run of under two minutes.
 	Quick bool
-	// Workloads selects workloads by number ("1,4"); empty runs all. 2 and 3
-	// need 1 and run with it.
+	// Workloads selects workloads by number ("1,4"); empty runs all. 2, 3
+	// and 7 need 1 and run with it.
 	Workloads string
 	// Concurrency is the worker's probe pool concurrency in workload 4 and
 	// the bare asynq server's. Default 4 (the worker's probe pool default).
@@ -60,11 +66,15 @@ func (c *Config) setDefaults() {
 		c.ProbeTasks = cmp.Or(c.ProbeTasks, 3_000)
 		c.Day = cmp.Or(c.Day, 40*time.Second)
 		c.DayRecords = cmp.Or(c.DayRecords, 2_000)
+		c.FreshChanges = cmp.Or(c.FreshChanges, 60)
+		c.ScheduleResources = cmp.Or(c.ScheduleResources, 2_000)
 	}
 	c.Records = cmp.Or(c.Records, 1_000_000)
 	c.ProbeTasks = cmp.Or(c.ProbeTasks, 10_000)
 	c.Day = cmp.Or(c.Day, 3*time.Minute)
 	c.DayRecords = cmp.Or(c.DayRecords, 10_000)
+	c.FreshChanges = cmp.Or(c.FreshChanges, 200)
+	c.ScheduleResources = cmp.Or(c.ScheduleResources, 10_000)
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
 	c.AdminDatabaseURL = cmp.Or(c.AdminDatabaseURL, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	c.RedisAddr = cmp.Or(c.RedisAddr, "127.0.0.1:6379")
@@ -241,14 +251,20 @@ func Run(ctx context.Context, cfg Config, flags string, log io.Writer) (*Report,
 		e.logf("workload %s: done in %s", name, time.Since(began).Round(time.Second))
 		e.note("workload %s took %s of wall time (setup included).", name, time.Since(began).Round(time.Second))
 	}
-	if cfg.want(1) || cfg.want(2) || cfg.want(3) {
-		step("1-3 (sync)", e.syncWorkloads)
+	if cfg.want(1) || cfg.want(2) || cfg.want(3) || cfg.want(7) {
+		step("1-3, 7 (sync, memory)", e.syncWorkloads)
 	}
 	if cfg.want(4) {
 		step("4 (probes)", e.probeWorkload)
 	}
 	if cfg.want(5) {
 		step("5 (API economy)", e.economyWorkload)
+	}
+	if cfg.want(6) {
+		step("6 (freshness)", e.freshnessWorkload)
+	}
+	if cfg.want(8) {
+		step("8 (scale of the schedule)", e.scheduleWorkload)
 	}
 	if cfg.ProfileDir != "" {
 		step("profile", e.profile)

@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark/tidemark/config"
 )
 
 func TestThousands(t *testing.T) {
@@ -83,7 +87,10 @@ func TestWant(t *testing.T) {
 	}
 }
 
-// The day's schedule has one nightly settlement batch and one tax amendment.
+// The day's schedule: the busy resources change every interval of the
+// opening hours (07:00 to 23:00: seconds 11 to 37 of 40), transactions also
+// every 4th interval of the night (0, 4, 8), one nightly settlement batch
+// and one tax amendment.
 func TestDayChanges(t *testing.T) {
 	t.Parallel()
 	const seconds = 40
@@ -93,7 +100,7 @@ func TestDayChanges(t *testing.T) {
 			count[m["resource"].(string)]++
 		}
 	}
-	want := map[string]int{"transactions": seconds, "ticket_sales": seconds, "inventory_movements": seconds, "settlements": 1, "tax_summaries": 1}
+	want := map[string]int{"transactions": 27 + 3, "ticket_sales": 27, "inventory_movements": 27, "settlements": 1, "tax_summaries": 1}
 	for r, n := range want {
 		if count[r] != n {
 			t.Errorf("%s changes in %d seconds, want %d", r, count[r], n)
@@ -115,5 +122,104 @@ func TestProcCPU(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("procCPU of this busy process stayed 0 (%d)", x)
 		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	ms := func(ns ...int) []time.Duration {
+		out := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			out[i] = time.Duration(n) * time.Millisecond
+		}
+		return out
+	}
+	upTo := func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i + 1
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"none", nil, 99, 0},
+		{"one", ms(7), 99, 7 * time.Millisecond},
+		{"median of odd", ms(1, 2, 3), 50, 2 * time.Millisecond},
+		{"median of even", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p99 of 100", ms(upTo(100)...), 99, 99 * time.Millisecond},
+		{"p99 of 200 is the third largest", ms(upTo(200)...), 99, 198 * time.Millisecond},
+		{"p100", ms(1, 2, 3), 100, 3 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sorted := slices.Clone(tc.sorted)
+			slices.Sort(sorted)
+			if got := percentile(sorted, tc.p); got != tc.want {
+				t.Errorf("percentile(p%v) = %s, want %s", tc.p, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMidSlot(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ at, want int64 }{{100, 105}, {101, 115}, {109, 115}, {110, 115}} {
+		if got := midSlot(time.Unix(tc.at, 0), 10*time.Second); !got.Equal(time.Unix(tc.want, 0)) {
+			t.Errorf("midSlot(%d) = %d, want %d", tc.at, got.Unix(), tc.want)
+		}
+	}
+}
+
+// The generated configs are valid and as large as asked.
+func TestGeneratedConfigs(t *testing.T) {
+	t.Parallel()
+	c, err := config.Parse("schedule.yaml", []byte(scheduleConfig(250)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	c.Each(func(*config.Source, *config.Resource) { n++ })
+	if n != 250 || len(c.Sources) != 3 {
+		t.Errorf("schedule config: %d resources in %d sources, want 250 in 3", n, len(c.Sources))
+	}
+	c, err = config.Parse("fresh.yaml", []byte(fmt.Sprintf(freshnessConfig, "http://127.0.0.1:9", freshEvery)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range freshMutations {
+		r := c.Sources[0].Resource(m.resource)
+		if r == nil {
+			t.Fatalf("fresh config has no %s", m.resource)
+		}
+		if r.Probe.Every.D() != freshEvery || r.Probe.MaxEvery.D() != freshEvery {
+			t.Errorf("%s probes every %s up to %s, want %s flat", m.resource, r.Probe.Every.D(), r.Probe.MaxEvery.D(), freshEvery)
+		}
+	}
+}
+
+// The bare poller's latency of a change runs to the end of the first poll
+// that began after it; a change that poll did not see is missed.
+func TestBarePollLatencies(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	b := &barePoll{polls: map[string][]poll{"r": {
+		{start: at(0), end: at(10)},
+		{start: at(1000), end: at(1010), changed: true},
+		{start: at(2000), end: at(2010)},
+	}}}
+	changes := []*freshChange{
+		{resource: "r", sent: at(300)},  // seen by the poll at 1000
+		{resource: "r", sent: at(1000)}, // the poll at 1000 began with it: the next one, which saw nothing
+		{resource: "r", sent: at(2500)}, // no poll after it
+	}
+	lat, missed := b.latencies(changes)
+	if len(lat) != 1 || lat[0] != 710*time.Millisecond || missed != 2 {
+		t.Errorf("latencies %v, %d missed; want [710ms], 2 missed", lat, missed)
 	}
 }

@@ -61,7 +61,7 @@ func (e *env) profileProbes(ctx context.Context) error {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
-	took, err := drainProbes(ctx, redisOpt, src, n, nil)
+	took, err := drainProbes(ctx, redisOpt, src, n, nil, nil)
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err
@@ -80,8 +80,14 @@ func (e *env) profileProbes(ctx context.Context) error {
 	}
 	var head, state, record, ping, redisPing string
 	hreq := up.base + src.Resources[0].Path + "?limit=1000"
+	known, err := st.ProbeState(ctx, key)
+	if err != nil {
+		return err
+	}
 	if head, err = lat(func() error {
+		// Conditional, as the probe's: an unchanged upstream answers 304.
 		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, hreq, nil)
+		req.Header.Set("If-None-Match", known.ETag)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -90,7 +96,7 @@ func (e *env) profileProbes(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if state, err = lat(func() error { _, err := st.State(ctx, key); return err }); err != nil {
+	if state, err = lat(func() error { _, err := st.ProbeState(ctx, key); return err }); err != nil {
 		return err
 	}
 	if record, err = lat(func() error {
@@ -106,7 +112,7 @@ func (e *env) profileProbes(ctx context.Context) error {
 	if redisPing, err = lat(func() error { return rc.Ping(ctx).Err() }); err != nil {
 		return err
 	}
-	e.note("profile: %s probes through an in-process worker took %s (%.0f probes/s, enqueueing excluded; CPU profile %s); a probe's steps alone, sequential means over %d: HEAD to demo-upstream %s, store.State %s, store.RecordProbe %s, Postgres ping %s, Redis PING %s.",
+	e.note("profile: %s probes through an in-process worker took %s (%.0f probes/s, enqueueing excluded; CPU profile %s); a probe's steps alone, sequential means over %d: conditional HEAD to demo-upstream %s, store.ProbeState %s, store.RecordProbe %s (a direct write, as a changed probe's; an unchanged probe's is coalesced by store.ProbeBatcher), Postgres ping %s, Redis PING %s.",
 		thousands(int64(n)), secs(took), float64(n)/took.Seconds(), f.Name(), reps, head, state, record, ping, redisPing)
 	return nil
 }

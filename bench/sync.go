@@ -112,9 +112,20 @@ func (e *env) syncWorkloads(ctx context.Context) error {
 	e.note("workload 1: the run row says %s (enqueue to completion %s), %d requests; worker CPU %s, Postgres CPU %s (all postgres processes), worker peak RSS %s; rows written: records +%d ins, record_changes +%d ins, all tables %d (sync_seen, sync_runs, outbox included).",
 		secs(first.runTook), secs(first.wall), first.requests, secs(first.workerCPU), secs(first.pgCPU), mib(first.peakRSS), first.recIns, first.auditIns, first.allWritten)
 
-	if !e.cfg.want(2) && !e.cfg.want(3) {
-		return nil
+	if e.cfg.want(2) || e.cfg.want(3) {
+		if err := e.resyncs(ctx, cfgPath, db, res, up, first); err != nil {
+			return err
+		}
 	}
+	if e.cfg.want(7) {
+		return e.memoryWorkload(ctx, first)
+	}
+	return nil
+}
+
+// resyncs runs workloads 2 and 3 on the database the first sync filled.
+func (e *env) resyncs(ctx context.Context, cfgPath string, db *database, res *config.Resource, up *upstreamProc, first syncRun) error {
+	n := e.cfg.Records
 	same, err := e.fullSync(ctx, cfgPath, db, res, "worker-unchanged")
 	if err != nil {
 		return fmt.Errorf("unchanged resync: %w", err)
@@ -150,6 +161,44 @@ func (e *env) syncWorkloads(ctx context.Context) error {
 		Target:   fmt.Sprintf("rows = %s (+ audit)", thousands(int64(changes))), Met: met(written == int64(changes) && changed.updated == int64(changes)),
 	})
 	e.note("workload 3: run counted %d updated; worker CPU %s, Postgres CPU %s.", changed.updated, secs(changed.workerCPU), secs(changed.pgCPU))
+	return nil
+}
+
+// memoryWorkload (7): the worker's peak RSS during the first sync against its
+// peak during a sync a tenth the size, in a database and upstream of its
+// own. A worker holds a few pages at a time, whatever the resource's size:
+// the two should be about the same.
+func (e *env) memoryWorkload(ctx context.Context, large syncRun) error {
+	n := max(1, e.cfg.Records/10)
+	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "memory")
+	if err != nil {
+		return err
+	}
+	if !e.cfg.Keep {
+		defer db.drop(context.WithoutCancel(ctx))
+	}
+	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-memory", "--records", fmt.Sprint(n), "--seed", "1")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	cfgPath, conf, err := e.writeConfig("memory.yaml", fmt.Sprintf(syncConfig, up.base))
+	if err != nil {
+		return err
+	}
+	small, err := e.fullSync(ctx, cfgPath, db, conf.Sources[0].Resource("ticket_sales"), "worker-memory")
+	if err != nil {
+		return fmt.Errorf("%s-record sync: %w", thousands(int64(n)), err)
+	}
+	const limit = 150 << 20
+	growth := float64(large.peakRSS) / float64(small.peakRSS)
+	e.report.Rows = append(e.report.Rows, Row{
+		ID: "7", Workload: "worker peak RSS during a full sync",
+		Tidemark: fmt.Sprintf("%s records: %s", thousands(int64(e.cfg.Records)), mib(large.peakRSS)),
+		Baseline: fmt.Sprintf("%s records: %s", thousands(int64(n)), mib(small.peakRSS)),
+		Ratio:    fmt.Sprintf("%.2fx", growth),
+		Target:   "< 150 MB and ≤ 1.2x", Met: met(large.peakRSS < limit && small.peakRSS < limit && growth <= 1.2),
+	})
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tidemark/tidemark/config"
@@ -76,6 +77,10 @@ func Array(doc any, path string) ([]any, error) {
 type Extractor struct {
 	res    *config.Resource
 	ignore [][]string
+	// The resource's paths split once, for DocRecords.
+	recordsPath, idPath, deltaPath []string
+	fieldNames                     []string // sorted, as a map's keys are encoded
+	fieldPaths                     map[string][]string
 }
 
 // New returns the extractor of a resource.
@@ -84,6 +89,16 @@ func New(res *config.Resource) *Extractor {
 	for _, f := range res.IgnoreFields {
 		e.ignore = append(e.ignore, strings.Split(f, "."))
 	}
+	e.recordsPath, e.idPath = splitPath(res.Records.Path), splitPath(res.Records.ID)
+	if res.Delta != nil {
+		e.deltaPath = splitPath(res.Delta.Field)
+	}
+	e.fieldPaths = make(map[string][]string, len(res.Fields))
+	for name, path := range res.Fields {
+		e.fieldNames = append(e.fieldNames, name)
+		e.fieldPaths[name] = splitPath(path)
+	}
+	slices.Sort(e.fieldNames)
 	return e
 }
 

@@ -28,6 +28,10 @@ type Config struct {
 	// FailureThreshold is the failure streak (consecutive failed runs of a
 	// resource) that fires a run.failed event. Default 3.
 	FailureThreshold int
+	// Recheck is how long a replica trusts its memory that it has enqueued
+	// a slot's task before asking Redis again (which re-enqueues the task
+	// if someone deleted it). Default 1m.
+	Recheck time.Duration
 }
 
 // Scheduler enqueues each resource's fetch once per interval slot.
@@ -37,16 +41,38 @@ type Scheduler struct {
 	store  *store.Store
 	client *asynq.Client
 	log    *slog.Logger
+	// sent remembers, per resource and task kind, the slot whose task this
+	// replica last saw in Redis (enqueued by it or by another replica).
+	// Without it every tick sends every resource's task again only to be
+	// told it is a duplicate: one Redis round trip per resource per
+	// second, most of the scheduler's CPU at 10,000 resources.
+	sent map[sentKey]sentSlot
+	// resources is how many resources the config has.
+	resources int
+}
+
+type sentKey struct {
+	key  store.Key
+	kind string // "probe", or "fetch:" and the fetch's slot kind
+}
+
+type sentSlot struct {
+	every time.Duration
+	slot  int64
+	at    time.Time // when this replica saw it in Redis
 }
 
 // New returns a scheduler; client is owned by the caller.
 func New(cfg Config, conf *config.Config, st *store.Store, client *asynq.Client, log *slog.Logger) *Scheduler {
 	cfg.Tick = cmp.Or(cfg.Tick, time.Second)
 	cfg.FailureThreshold = cmp.Or(cfg.FailureThreshold, 3)
+	cfg.Recheck = cmp.Or(cfg.Recheck, time.Minute)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Scheduler{cfg: cfg, conf: conf, store: st, client: client, log: log}
+	n := 0
+	conf.Each(func(*config.Source, *config.Resource) { n++ })
+	return &Scheduler{cfg: cfg, conf: conf, store: st, client: client, log: log, sent: make(map[sentKey]sentSlot, n), resources: n}
 }
 
 // Run ticks until ctx is done.
@@ -55,22 +81,45 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("scheduler started", "tick", s.cfg.Tick.String())
-	t := time.NewTicker(s.cfg.Tick)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("scheduler tick", "error", err)
-		}
-		if err := s.CheckAlerts(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("scheduler alerts", "error", err)
-		}
 		select {
 		case <-ctx.Done():
 			s.log.Info("scheduler stopped")
 			return nil
 		case <-t.C:
 		}
+		began := time.Now()
+		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("scheduler tick", "error", err)
+		}
+		if err := s.CheckAlerts(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("scheduler alerts", "error", err)
+		}
+		if took := time.Since(began); took > s.cfg.Tick {
+			s.log.Warn("scheduler tick took longer than the tick interval", "took", took.String(), "tick", s.cfg.Tick.String())
+		}
+		t.Reset(time.Until(NextTick(time.Now(), s.cfg.Tick)))
 	}
+}
+
+// NextTick is the first tick after now: ticks fall a tenth of a tick past
+// the multiples of tick since the Unix epoch, where slots begin. A tick at
+// a random phase of its own would, when that phase is close to a slot's
+// end, now and then slip (on a busy machine) past the boundary and skip
+// that slot's probe, leaving a gap of two intervals. Just past the
+// boundary, a tick can be late by most of a tick and still enqueue its own
+// slot; the tenth keeps a timer that fires a little early by the wall
+// clock (which NTP may slew against the monotonic clock timers run on)
+// from ticking in the slot before.
+func NextTick(now time.Time, tick time.Duration) time.Time {
+	n, t := now.UnixNano(), int64(tick)
+	next := (n/t)*t + t/10
+	if next <= n {
+		next += t
+	}
+	return time.Unix(0, next)
 }
 
 // Tick enqueues what is due for every resource that is not paused:
@@ -79,71 +128,128 @@ func (s *Scheduler) Run(ctx context.Context) error {
 //   - a probe per probe interval (adaptive, from sync_state), or, with
 //     strategy none, a delta fetch per probe.every (pure pull).
 //
-// Each task's ID names its slot, so replicas enqueue it once.
+// Each task's ID names its slot, so replicas enqueue it once. Ticks of one
+// Scheduler must not run concurrently (Run ticks one at a time).
 func (s *Scheduler) Tick(ctx context.Context) error {
-	states, err := s.store.States(ctx)
+	byKey, err := s.states(ctx)
 	if err != nil {
 		return err
-	}
-	byKey := make(map[store.Key]store.State, len(states))
-	for _, st := range states {
-		byKey[store.Key{Source: st.Source, Resource: st.Resource}] = st
 	}
 	now := s.cfg.Now()
 	var errs []error
 	s.conf.Each(func(src *config.Source, res *config.Resource) {
-		st := byKey[store.Key{Source: src.Name, Resource: res.Name}]
-		if st.Paused {
+		key := store.Key{Source: src.Name, Resource: res.Name}
+		st := byKey[key]
+		if st.paused {
 			return
 		}
-		if full := res.FullSync.Every.D(); full > 0 && (st.LastFullSyncAt == nil || now.Sub(*st.LastFullSyncAt) >= full) {
-			slot := now.UnixNano() / int64(full)
-			errs = append(errs, s.enqueueFetch(ctx, src, res, jobs.ModeFull, SlotTaskID(jobs.TypeFetch, src.Name, res.Name, "full", slot), full))
+		if full := res.FullSync.Every.D(); full > 0 && (st.lastFullSyncAt == nil || now.Sub(*st.lastFullSyncAt) >= full) {
+			if err := s.enqueueFetch(ctx, now, src, res, jobs.ModeFull, "full", full); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		every := res.Probe.Every.D()
 		if every <= 0 {
 			return
 		}
 		if res.Probe.Strategy == config.ProbeNone || res.Probe.Strategy == "" {
-			slot := now.UnixNano() / int64(every)
 			mode := jobs.ModeFor(res, false)
-			errs = append(errs, s.enqueueFetch(ctx, src, res, mode, SlotTaskID(jobs.TypeFetch, src.Name, res.Name, mode, slot), every))
+			if err := s.enqueueFetch(ctx, now, src, res, mode, mode, every); err != nil {
+				errs = append(errs, err)
+			}
 			return
 		}
-		interval := st.ProbeInterval(every)
+		interval := store.State{ProbeIntervalMS: st.probeIntervalMS}.ProbeInterval(every)
 		slot := now.UnixNano() / int64(interval)
+		sk := sentKey{key: key, kind: jobs.TypeProbe}
+		if s.seen(sk, interval, slot, now) {
+			return
+		}
 		id := SlotTaskID(jobs.TypeProbe, src.Name, res.Name, interval.String(), slot)
 		task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule},
 			append(jobs.ProbeOptions(res), asynq.TaskID(id), asynq.Retention(interval))...)
 		if err == nil {
-			err = s.enqueue(ctx, task, id)
+			err = s.enqueue(ctx, task, id, sk, sentSlot{every: interval, slot: slot, at: now})
 		}
-		errs = append(errs, err)
+		if err != nil {
+			errs = append(errs, err)
+		}
 	})
 	return errors.Join(errs...)
 }
 
-func (s *Scheduler) enqueueFetch(ctx context.Context, src *config.Source, res *config.Resource, mode, id string, slot time.Duration) error {
+// schedState is what a tick needs of a resource's sync_state row.
+type schedState struct {
+	paused          bool
+	lastFullSyncAt  *time.Time
+	probeIntervalMS int64
+}
+
+// states reads the columns a tick needs of every sync_state row. Every
+// tick reads every row, so it reads these few columns by hand rather than
+// whole rows through GORM's reflection, which was most of the scheduler's
+// CPU at 10,000 resources.
+func (s *Scheduler) states(ctx context.Context) (map[store.Key]schedState, error) {
+	rows, err := s.store.DB().WithContext(ctx).
+		Raw(`SELECT source, resource, paused, last_full_sync_at, probe_interval_ms FROM sync_state`).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("list sync state: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[store.Key]schedState, s.resources)
+	for rows.Next() {
+		var k store.Key
+		var st schedState
+		if err := rows.Scan(&k.Source, &k.Resource, &st.paused, &st.lastFullSyncAt, &st.probeIntervalMS); err != nil {
+			return nil, fmt.Errorf("list sync state: %w", err)
+		}
+		out[k] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sync state: %w", err)
+	}
+	return out, nil
+}
+
+// enqueueFetch enqueues the slot's fetch of res; kind tells apart a
+// resource's fetch slots (full, or the mode of a pure-pull fetch).
+func (s *Scheduler) enqueueFetch(ctx context.Context, now time.Time, src *config.Source, res *config.Resource, mode, kind string, every time.Duration) error {
+	slot := now.UnixNano() / int64(every)
+	sk := sentKey{key: store.Key{Source: src.Name, Resource: res.Name}, kind: jobs.TypeFetch + ":" + kind}
+	if s.seen(sk, every, slot, now) {
+		return nil
+	}
+	id := SlotTaskID(jobs.TypeFetch, src.Name, res.Name, kind, slot)
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: jobs.TriggerSchedule},
 		append(jobs.FetchOptions(res),
 			asynq.TaskID(id),
 			// Keep the finished task (and so its ID) for the rest of the
 			// slot, so a replica ticking later cannot enqueue it again.
-			asynq.Retention(slot),
+			asynq.Retention(every),
 		)...)
 	if err != nil {
 		return err
 	}
-	return s.enqueue(ctx, task, id)
+	return s.enqueue(ctx, task, id, sk, sentSlot{every: every, slot: slot, at: now})
 }
 
-func (s *Scheduler) enqueue(ctx context.Context, task *asynq.Task, id string) error {
+// seen reports whether this replica saw the task of slot (of length every)
+// in Redis less than Recheck ago: then it is there for the rest of its
+// slot, kept by its retention, and need not be sent again.
+func (s *Scheduler) seen(k sentKey, every time.Duration, slot int64, now time.Time) bool {
+	t, ok := s.sent[k]
+	return ok && t.every == every && t.slot == slot && now.Sub(t.at) < s.cfg.Recheck
+}
+
+func (s *Scheduler) enqueue(ctx context.Context, task *asynq.Task, id string, k sentKey, v sentSlot) error {
 	_, err := s.client.EnqueueContext(ctx, task)
 	switch {
 	case err == nil:
+		s.sent[k] = v
 		s.log.Debug("enqueued", "task_id", id)
 		return nil
 	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		s.sent[k] = v
 		return nil // another replica (or an earlier tick) enqueued this slot
 	default:
 		return fmt.Errorf("enqueue %s: %w", id, err)

@@ -127,3 +127,91 @@ func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	tickAll()
 	want("refunds paused", map[string]int{"critical fetch orders": 1, "probe_critical probe orders": 3, "default fetch refunds": 3})
 }
+
+// TestTicksFallOnSlotBoundaries: the next tick is a tenth of the tick
+// interval past the next multiple of it since the Unix epoch, where slots
+// begin.
+func TestTicksFallOnSlotBoundaries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		tick time.Duration
+		want time.Time
+	}{
+		{"mid-second", time.Unix(100, 500_000_000), time.Second, time.Unix(101, 100_000_000)},
+		{"just before the boundary", time.Unix(100, 999_999_999), time.Second, time.Unix(101, 100_000_000)},
+		{"on the boundary", time.Unix(100, 0), time.Second, time.Unix(100, 100_000_000)},
+		{"on the tick", time.Unix(100, 100_000_000), time.Second, time.Unix(101, 100_000_000)},
+		{"ten seconds", time.Unix(105, 0), 10 * time.Second, time.Unix(111, 0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := scheduler.NextTick(tc.now, tc.tick); !got.Equal(tc.want) {
+				t.Errorf("NextTick(%s, %s) = %s, want %s", tc.now.UTC(), tc.tick, got.UTC(), tc.want.UTC())
+			}
+		})
+	}
+}
+
+// TestTicksDoNotResendEnqueuedSlots: a replica that has seen a slot's task
+// in Redis does not send it again every tick, until Recheck has passed: a
+// task deleted meanwhile comes back then, not at once.
+func TestTicksDoNotResendEnqueuedSlots(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := config.Parse("test.yaml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.EnsureStates(ctx, store.KeysOf(c)); err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+
+	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
+	s := scheduler.New(scheduler.Config{Now: func() time.Time { return now }, Recheck: 3 * time.Second}, c, st, client, slog.New(slog.DiscardHandler))
+	probes := func() int {
+		t.Helper()
+		tasks, err := insp.ListPendingTasks("probe_critical")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(tasks)
+	}
+	if err := s.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := probes(); n != 1 {
+		t.Fatalf("%d probes pending after the first tick, want 1", n)
+	}
+	if _, err := insp.DeleteAllPendingTasks("probe_critical"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second) // same 10 s slot, within Recheck
+	if err := s.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := probes(); n != 0 {
+		t.Errorf("%d probes pending after a tick within Recheck, want 0: the slot's probe was sent again", n)
+	}
+	now = now.Add(3 * time.Second) // same slot, Recheck passed
+	if err := s.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := probes(); n != 1 {
+		t.Errorf("%d probes pending after Recheck, want the deleted probe back", n)
+	}
+}

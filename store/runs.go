@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"gorm.io/gorm"
@@ -134,16 +135,7 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 			if err = state.Updates(upd).Error; err != nil {
 				break
 			}
-			// Promote the validator a probe saw before this fetch started:
-			// the fetch read data at least that new. A validator seen after
-			// the start waits for the follow-up fetch.
-			err = tx.Exec(`UPDATE sync_state SET
-				etag = CASE WHEN candidate_kind = 'etag' THEN candidate_validator ELSE etag END,
-				last_modified = CASE WHEN candidate_kind = 'last_modified' THEN candidate_validator ELSE last_modified END,
-				probe_hash = CASE WHEN candidate_kind = 'hash' THEN candidate_validator ELSE probe_hash END,
-				candidate_kind = '', candidate_validator = '', candidate_at = NULL
-				WHERE source = ? AND resource = ? AND candidate_at IS NOT NULL AND candidate_at <= ?`,
-				run.Source, run.Resource, run.StartedAt).Error
+			err = promoteCandidate(tx, run)
 		case StatusFailed, StatusDead:
 			err = state.Updates(map[string]any{
 				"consecutive_failures": gorm.Expr("consecutive_failures + 1"),
@@ -218,4 +210,47 @@ func (s *Store) AbandonRunning(ctx context.Context, k Key, current int64) error 
 		return fmt.Errorf("close abandoned runs of %s: %w", k, err)
 	}
 	return nil
+}
+
+// promoteCandidate confirms the validator a probe saw before this fetch
+// started: the fetch read data at least that new. A validator seen after the
+// start waits for the follow-up fetch.
+//
+// A Last-Modified has one-second resolution, so a fetch that started in the
+// same second as the last modification may have missed a change made later
+// in that second, which If-Modified-Since would then never report. Such a
+// candidate is dropped, not confirmed: the next probe sees the date as new
+// again and its fetch, starting a second later, confirms it.
+func promoteCandidate(tx *gorm.DB, run Run) error {
+	var cand struct {
+		Kind, Validator string
+		At              *time.Time
+	}
+	if err := tx.Raw(`SELECT candidate_kind AS kind, candidate_validator AS validator, candidate_at AS at
+		FROM sync_state WHERE source = ? AND resource = ? FOR UPDATE`, run.Source, run.Resource).Scan(&cand).Error; err != nil {
+		return err
+	}
+	if cand.At == nil || cand.At.After(run.StartedAt) {
+		return nil
+	}
+	column := map[string]string{ValidatorETag: "etag", ValidatorLastModified: "last_modified", ValidatorHash: "probe_hash"}[cand.Kind]
+	if column == "" || (cand.Kind == ValidatorLastModified && racyLastModified(cand.Validator, run.StartedAt)) {
+		return tx.Exec(`UPDATE sync_state SET candidate_kind = '', candidate_validator = '', candidate_at = NULL
+			WHERE source = ? AND resource = ?`, run.Source, run.Resource).Error
+	}
+	return tx.Exec(`UPDATE sync_state SET `+column+` = candidate_validator,
+		candidate_kind = '', candidate_validator = '', candidate_at = NULL
+		WHERE source = ? AND resource = ?`, run.Source, run.Resource).Error
+}
+
+// racyLastModified reports whether a fetch that started at started may have
+// read the resource within the second of its Last-Modified lastModified. A
+// date more than a few seconds after the start is the upstream's clock being
+// ahead, not a race: treating it as one would refetch until the clocks agree.
+func racyLastModified(lastModified string, started time.Time) bool {
+	t, err := http.ParseTime(lastModified)
+	if err != nil {
+		return false
+	}
+	return started.Before(t.Add(time.Second)) && started.After(t.Add(-5*time.Second))
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/store"
@@ -213,3 +215,42 @@ func mustJSON(v any) string {
 
 // counts is (created, updated, unchanged).
 func counts(r store.PageResult) [3]int { return [3]int{r.Created, r.Updated, r.Unchanged} }
+
+// TestLastModifiedOfTheFetchSecondIsNotConfirmed: a Last-Modified in the
+// second the fetch started may hide a change made later in that second, so
+// the fetch drops it instead of confirming it; an older one is confirmed.
+func TestLastModifiedOfTheFetchSecondIsNotConfirmed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	if err := s.EnsureStates(ctx, []store.Key{key}); err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(lastModified time.Time, started time.Time) store.State {
+		t.Helper()
+		validator := lastModified.UTC().Format(http.TimeFormat)
+		if err := s.RecordProbe(ctx, key, store.ProbeOutcome{Changed: true, Kind: store.ValidatorLastModified, Validator: validator, Interval: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		r := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindDelta, Trigger: "probe", StartedAt: started}
+		if err := s.StartRun(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FinishRun(ctx, r.ID, store.RunOutcome{Status: store.StatusSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.State(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	started := time.Now().Add(time.Second) // after the probe recorded its candidate
+	if st := fetch(started.Truncate(time.Second), started); st.LastModified != "" || st.CandidateValidator != "" {
+		t.Fatalf("Last-Modified of the fetch's own second: confirmed %q, candidate %q; want neither", st.LastModified, st.CandidateValidator)
+	}
+	older := started.Add(-3 * time.Second).Truncate(time.Second)
+	if st := fetch(older, started); st.LastModified != older.UTC().Format(http.TimeFormat) || st.CandidateValidator != "" {
+		t.Fatalf("Last-Modified 3 s before the fetch: confirmed %q, candidate %q; want it confirmed", st.LastModified, st.CandidateValidator)
+	}
+}

@@ -81,11 +81,14 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err != nil {
 		return nil, err
 	}
-	doc, err := extract.Decode(resp.Body)
+	// Scan + DocRecords give exactly what Decode + Records give, for about
+	// a sixth of the CPU (extract.BenchmarkPage): a full sync's hot path.
+	doc, err := extract.Scan(resp.Body)
 	if err != nil {
 		return nil, badResponse(current, err)
 	}
-	records, err := p.ex.Records(doc)
+	defer doc.Release()
+	records, err := p.ex.DocRecords(doc)
 	if err != nil {
 		return nil, badResponse(current, err)
 	}
@@ -100,13 +103,13 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	return &Page{URL: current, Header: resp.Header, Records: records, Requests: resp.Requests, Next: next}, nil
 }
 
-func (p *Pager) nextURL(current string, resp *Response, doc any, n int) (string, error) {
+func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, n int) (string, error) {
 	pg := p.res.Pagination
 	switch pg.Style {
 	case config.PaginationNone, "":
 		return "", nil
 	case config.PaginationCursor:
-		tok, ok := extract.Lookup(doc, pg.NextField)
+		tok, ok := doc.Lookup(pg.NextField)
 		if !ok || tok == nil || n == 0 {
 			return "", nil
 		}
@@ -130,7 +133,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc any, n int) (string,
 		}
 		return resolve(resp.URL, link)
 	case config.PaginationNextURL:
-		v, ok := extract.Lookup(doc, pg.NextField)
+		v, ok := doc.Lookup(pg.NextField)
 		if !ok || v == nil {
 			return "", nil
 		}

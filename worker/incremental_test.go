@@ -52,7 +52,9 @@ func (f *fleet) waitIdleFor(timeout time.Duration) {
 		for _, q := range queues {
 			info, err := f.insp.GetQueueInfo(q)
 			if err != nil {
-				continue // queue gone meanwhile
+				// Not idle: an inspection that failed (a Redis timeout on a
+				// loaded machine) must not pass for an empty queue.
+				return false, fmt.Sprintf("queue %s: %v", q, err)
 			}
 			n := info.Pending + info.Active + info.Scheduled + info.Retry
 			busy += n

@@ -67,6 +67,9 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// the moment has passed.
 	if out.Changed && st.CandidateValidator == out.Validator && st.CandidateAt != nil && time.Since(*st.CandidateAt) < h.cfg.RefetchAfter {
 		out.Known = true
+		// Nothing new: back off as an unchanged probe does, rather than
+		// probing at the base interval for as long as the fetch runs.
+		out.Interval = nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)
 	}
 	// An unchanged probe's bookkeeping is written behind, coalesced with
 	// the others'; a changed one's at once (store.ProbeBatcher).
