@@ -17,8 +17,8 @@ import (
 
 // profile replays the hot path of a full sync in this process, stage by
 // stage, so that each stage's cost is measured on its own (the worker
-// interleaves them): the HTTP reads of every page, decoding and extracting
-// them (extract: JSON decode, canonical JSON, sha256), and applying them
+// interleaves them): the HTTP reads of every page, scanning and extracting
+// them as the worker's pager does (extract.Scan, canonical JSON, sha256), and applying them
 // with store.ApplyPage — first into an empty table, then again unchanged,
 // with and without the full read's seen-set — and finally VersionHash. A
 // CPU profile of the whole replay goes to ProfileDir/cpu.pprof; it shows
@@ -71,11 +71,12 @@ func (e *env) profile(ctx context.Context) error {
 		}
 		bodies = append(bodies, body)
 		total += int64(len(body))
-		doc, err := extract.Decode(body)
+		doc, err := extract.Scan(body)
 		if err != nil {
 			return err
 		}
-		c, _ := extract.Lookup(doc, "next_cursor")
+		c, _ := doc.Lookup("next_cursor")
+		doc.Release()
 		s, ok := c.(string)
 		if !ok || s == "" {
 			break
@@ -83,24 +84,29 @@ func (e *env) profile(ctx context.Context) error {
 		next = s
 	}
 	httpTook := time.Since(t)
-	// The cursor lookup decoded each body once: time the decode on its own.
+	// The cursor lookup scanned each body once: time the scan on its own.
 	t = time.Now()
 	for _, b := range bodies {
-		if _, err := extract.Decode(b); err != nil {
+		doc, err := extract.Scan(b)
+		if err != nil {
 			return err
 		}
+		doc.Release()
 	}
 	decodeTook := time.Since(t)
 
+	// What the worker's pager does with a page: scan, then records with
+	// their canonical payloads and hashes.
 	ex := extract.New(res)
 	pages := make([][]store.Record, 0, len(bodies))
 	t = time.Now()
 	for _, b := range bodies {
-		doc, err := extract.Decode(b)
+		doc, err := extract.Scan(b)
 		if err != nil {
 			return err
 		}
-		recs, err := ex.Records(doc)
+		recs, err := ex.DocRecords(doc)
+		doc.Release()
 		if err != nil {
 			return err
 		}
@@ -118,20 +124,27 @@ func (e *env) profile(ctx context.Context) error {
 	}
 	defer st.Close()
 	key := store.Key{Source: "bench", Resource: res.Name}
+	if err := st.EnsureStates(ctx, []store.Key{key}); err != nil {
+		return err
+	}
+	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindFull, Trigger: "manual"}
+	if err := st.StartRun(ctx, &run); err != nil {
+		return err
+	}
 	apply := func(pass int64) (time.Duration, error) {
 		t := time.Now()
 		for _, p := range pages {
-			if _, err := st.ApplyPage(ctx, store.Page{Key: key, RunID: 1, Records: p, PassID: pass}); err != nil {
+			if _, err := st.ApplyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: p, PassID: pass}); err != nil {
 				return 0, err
 			}
 		}
 		return time.Since(t), nil
 	}
-	firstTook, err := apply(1)
+	firstTook, err := apply(run.ID)
 	if err != nil {
 		return err
 	}
-	sameTook, err := apply(2)
+	sameTook, err := apply(run.ID + 1)
 	if err != nil {
 		return err
 	}
@@ -140,7 +153,7 @@ func (e *env) profile(ctx context.Context) error {
 		return err
 	}
 	t = time.Now()
-	if _, err := st.FinishFullRead(ctx, key, 1, 2, true); err != nil {
+	if _, err := st.FinishFullRead(ctx, key, run.ID, run.ID+1, true); err != nil {
 		return err
 	}
 	finishTook := time.Since(t)
@@ -152,7 +165,7 @@ func (e *env) profile(ctx context.Context) error {
 	per := func(d time.Duration) string {
 		return fmt.Sprintf("%s (%.1f µs/record)", secs(d), float64(d.Microseconds())/float64(n))
 	}
-	e.note("profile (in-process replay, %s records, %d pages, %s of JSON): HTTP GET of every page %s; JSON decode alone %s; decode+extract (canonical JSON + sha256) %s; ApplyPage into an empty table %s; ApplyPage unchanged with seen-set %s, without %s; FinishFullRead %s; VersionHash %s. CPU profile: %s.",
+	e.note("profile (in-process replay, %s records, %d pages, %s of JSON): HTTP GET of every page %s; JSON scan alone %s; scan+extract (canonical JSON + sha256) %s; ApplyPage into an empty table %s; ApplyPage unchanged with seen-set %s, without %s; FinishFullRead %s; VersionHash %s. CPU profile: %s.",
 		thousands(int64(n)), len(bodies), mib(total), per(httpTook), per(decodeTook), per(extractTook),
 		per(firstTook), per(sameTook), per(sameNoSeenTook), secs(finishTook), secs(vhTook), f.Name())
 	return nil

@@ -51,6 +51,7 @@ type syncRun struct {
 	workerCPU  time.Duration
 	pgCPU      time.Duration
 	peakRSS    int64
+	wal        int64 // bytes of WAL Postgres wrote meanwhile (the whole server)
 }
 
 func (e *env) writeConfig(name, body string) (string, *config.Config, error) {
@@ -98,7 +99,7 @@ func (e *env) syncWorkloads(ctx context.Context) error {
 	if first.fetched != int64(n) || first.created != int64(n) {
 		return fmt.Errorf("first sync fetched %d and created %d records, want %d", first.fetched, first.created, n)
 	}
-	copyTook, err := copyBaseline(ctx, db, e.tmp)
+	copyTook, copyWAL, err := copyBaseline(ctx, db, e.tmp)
 	if err != nil {
 		return fmt.Errorf("COPY baseline: %w", err)
 	}
@@ -109,8 +110,9 @@ func (e *env) syncWorkloads(ctx context.Context) error {
 		Ratio:    ratio(first.wall.Seconds(), copyTook.Seconds()) + " of COPY time",
 		Target:   "≤ 1.5x (goal 1.3x)", Met: met(first.wall.Seconds() <= 1.5*copyTook.Seconds()),
 	})
-	e.note("workload 1: the run row says %s (enqueue to completion %s), %d requests; worker CPU %s, Postgres CPU %s (all postgres processes), worker peak RSS %s; rows written: records +%d ins, record_changes +%d ins, all tables %d (sync_seen, sync_runs, outbox included).",
-		secs(first.runTook), secs(first.wall), first.requests, secs(first.workerCPU), secs(first.pgCPU), mib(first.peakRSS), first.recIns, first.auditIns, first.allWritten)
+	e.note("workload 1: the run row says %s (enqueue to completion %s), %d requests; worker CPU %s, Postgres CPU %s (all postgres processes), worker peak RSS %s; rows written: records +%d ins, record_changes +%d ins, all tables %d (sync_seen, sync_runs, outbox included); write-ahead log %s, against COPY's %s (%s).",
+		secs(first.runTook), secs(first.wall), first.requests, secs(first.workerCPU), secs(first.pgCPU), mib(first.peakRSS), first.recIns, first.auditIns, first.allWritten,
+		mib(first.wal), mib(copyWAL), ratio(float64(first.wal), float64(copyWAL)))
 
 	if e.cfg.want(2) || e.cfg.want(3) {
 		if err := e.resyncs(ctx, cfgPath, db, res, up, first); err != nil {
@@ -138,8 +140,8 @@ func (e *env) resyncs(ctx context.Context, cfgPath string, db *database, res *co
 		Ratio:    fmt.Sprintf("%.2fx faster", first.wall.Seconds()/same.wall.Seconds()),
 		Target:   "0 rows, ≥ 3x faster", Met: met(written == 0 && first.wall.Seconds() >= 3*same.wall.Seconds()),
 	})
-	e.note("workload 2: worker CPU %s, Postgres CPU %s, worker peak RSS %s; tuples written in all tables %d (sync_seen's seen-set of the pass and its delete included).",
-		secs(same.workerCPU), secs(same.pgCPU), mib(same.peakRSS), same.allWritten)
+	e.note("workload 2: worker CPU %s, Postgres CPU %s, worker peak RSS %s; tuples written in all tables %d (sync_seen's seen-set of the pass and its delete included); write-ahead log %s.",
+		secs(same.workerCPU), secs(same.pgCPU), mib(same.peakRSS), same.allWritten, mib(same.wal))
 
 	if !e.cfg.want(3) {
 		return nil
@@ -243,6 +245,10 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 		return r, err
 	}
 	cpu0, pg0 := w.cpu(), postgresCPU()
+	wal0, err := walLSN(ctx, conn)
+	if err != nil {
+		return r, err
+	}
 	began := time.Now()
 	if _, err := client.EnqueueContext(ctx, task); err != nil {
 		return r, fmt.Errorf("enqueue fetch: %w", err)
@@ -264,6 +270,9 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 	r.wall = time.Since(began)
 	r.workerCPU, r.pgCPU, r.peakRSS = w.cpu()-cpu0, postgresCPU()-pg0, w.peakRSS()
 	if err != nil {
+		return r, err
+	}
+	if r.wal, err = walSince(ctx, conn, wal0); err != nil {
 		return r, err
 	}
 	if status != "succeeded" {
@@ -337,37 +346,58 @@ func waitStats(ctx context.Context, db *database, before map[string]tupStats) (m
 // copyBaseline copies the synced records out to a file, then times COPY of
 // that file into an empty table shaped like records (LIKE ... INCLUDING
 // ALL: same columns, defaults, primary key).
-func copyBaseline(ctx context.Context, db *database, dir string) (time.Duration, error) {
+func copyBaseline(ctx context.Context, db *database, dir string) (took time.Duration, wal int64, err error) {
 	conn, err := pgx.Connect(ctx, db.url)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close(ctx)
 	path := filepath.Join(dir, "records.copy")
 	f, err := os.Create(path)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.Remove(path)
 	defer f.Close()
 	if _, err := conn.PgConn().CopyTo(ctx, f, `COPY records TO STDOUT`); err != nil {
-		return 0, fmt.Errorf("copy records out: %w", err)
+		return 0, 0, fmt.Errorf("copy records out: %w", err)
 	}
 	if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE records INCLUDING ALL)`); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if _, err := f.Seek(0, 0); err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	wal0, err := walLSN(ctx, conn)
+	if err != nil {
+		return 0, 0, err
 	}
 	began := time.Now()
-	tag, err := conn.PgConn().CopyFrom(ctx, f, `COPY bench_copy FROM STDIN`)
-	took := time.Since(began)
+	_, err = conn.PgConn().CopyFrom(ctx, f, `COPY bench_copy FROM STDIN`)
+	took = time.Since(began)
 	if err != nil {
-		return 0, fmt.Errorf("copy into bench_copy: %w", err)
+		return 0, 0, fmt.Errorf("copy into bench_copy: %w", err)
+	}
+	if wal, err = walSince(ctx, conn, wal0); err != nil {
+		return 0, 0, err
 	}
 	if _, err := conn.Exec(ctx, `DROP TABLE bench_copy`); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	_ = tag
-	return took, nil
+	return took, wal, nil
+}
+
+// walLSN is Postgres' current write-ahead log position.
+func walLSN(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var lsn string
+	err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	return lsn, err
+}
+
+// walSince is how many bytes of write-ahead log Postgres wrote since lsn:
+// the volume of what was written, full-page images included.
+func walSince(ctx context.Context, conn *pgx.Conn, lsn string) (int64, error) {
+	var n int64
+	err := conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint`, lsn).Scan(&n)
+	return n, err
 }

@@ -162,8 +162,11 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 	var (
 		progress = events.NewThrottle(h.rdb, time.Second)
 		requests int // made since the last applied page: not yet on the run row
-		n        counts
-		pager    = upstream.NewPager(client, res, cp.NextURL)
+		// expectChanged: the previous page's records all differed from
+		// what was stored (store.Page.ExpectChanged).
+		expectChanged bool
+		n             counts
+		pager         = upstream.NewPager(client, res, cp.NextURL)
 	)
 	fail := func(err error) error {
 		status := store.StatusFailed
@@ -236,7 +239,8 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		// Drift is only known after the page applied; count it on a copy of
 		// the checkpoint that the page's transaction stores.
 		failpoint.Hit(failpoint.BeforePageCommit)
-		pr, err := h.applyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: recs, PassID: pass, Requests: requests}, &next, func(changed []string) int64 {
+		sp := store.Page{Key: key, RunID: run.ID, Records: recs, PassID: pass, Requests: requests, ExpectChanged: expectChanged}
+		pr, err := h.applyPage(ctx, sp, &next, func(changed []string) int64 {
 			if cp.DriftBase == "" {
 				return 0
 			}
@@ -254,6 +258,9 @@ func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayl
 		failpoint.Hit(failpoint.AfterPageCommit)
 		cp = next
 		requests = 0
+		// A page of nothing but new or changed records (a first sync)
+		// suggests the next is too: skip its hash comparison.
+		expectChanged = pr.Unchanged == 0 && len(recs) > 0
 		n.fetched += len(recs)
 		n.created += pr.Created
 		n.updated += pr.Updated
