@@ -34,6 +34,34 @@ sources:
         full_sync: {every: 1h}
 `
 
+// rig parses yaml and gives a scheduler test what it runs against: a fresh
+// database with the config's state rows, and a client and inspector on a
+// fresh Redis DB. insp is nil for benchmarks, which do not inspect.
+func rig(tb testing.TB, yaml string) (*config.Config, *store.Store, *asynq.Client, *asynq.Inspector) {
+	tb.Helper()
+	c, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), testenv.Database(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if err := st.EnsureStates(context.Background(), store.KeysOf(c)); err != nil {
+		tb.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	client := asynq.NewClient(redisOpt)
+	tb.Cleanup(func() { client.Close() })
+	insp := asynq.NewInspector(redisOpt)
+	tb.Cleanup(func() { insp.Close() })
+	return c, st, client, insp
+}
+
 // TestReplicasEnqueueEachSlotOnce: two schedulers ticking at the same
 // instant, and again later in the same slot, enqueue each slot's tasks once:
 // a first full read and a probe (or, with strategy none, a fetch) per
@@ -41,26 +69,7 @@ sources:
 func TestReplicasEnqueueEachSlotOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	c, err := config.Parse("test.yaml", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.EnsureStates(ctx, store.KeysOf(c)); err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
+	c, st, client, insp := rig(t, conf)
 
 	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
 	clock := func() time.Time { return now }
@@ -160,26 +169,7 @@ func TestTicksFallOnSlotBoundaries(t *testing.T) {
 func TestTicksDoNotResendEnqueuedSlots(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	c, err := config.Parse("test.yaml", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.EnsureStates(ctx, store.KeysOf(c)); err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
+	c, st, client, insp := rig(t, conf)
 
 	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
 	s := scheduler.New(scheduler.Config{Now: func() time.Time { return now }, Recheck: 3 * time.Second}, c, st, client, slog.New(slog.DiscardHandler))

@@ -8,12 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
-	"github.com/tidemark/tidemark/config"
-	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/scheduler"
-	"github.com/tidemark/tidemark/store"
 )
 
 // BenchmarkTick10k is one scheduler tick (and its alert check) over 10,000
@@ -29,27 +24,10 @@ func BenchmarkTick10k(b *testing.B) {
 			fmt.Fprintf(&y, "      - {name: r%d, path: /r, records: {id: id}, probe: {strategy: etag, every: 10s}, full_sync: {every: 24h}}\n", j)
 		}
 	}
-	c, err := config.Parse("bench.yaml", []byte(y.String()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, err := store.Open(ctx, testenv.Database(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.EnsureStates(ctx, store.KeysOf(c)); err != nil {
-		b.Fatal(err)
-	}
+	c, st, client, _ := rig(b, y.String())
 	if err := st.DB().Exec(`UPDATE sync_state SET last_full_sync_at = now()`).Error; err != nil {
 		b.Fatal(err)
 	}
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
 	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
 	s := scheduler.New(scheduler.Config{Now: func() time.Time { return now }}, c, st, client, slog.New(slog.DiscardHandler))
 	if err := s.Tick(ctx); err != nil { // enqueues the slot's probes
