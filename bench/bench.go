@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,8 +136,15 @@ func (r *Report) Markdown() string {
 	return b.String()
 }
 
-// Table renders rows as a Markdown table.
+// Table renders rows as a Markdown table, in workload order (the workloads
+// run in another order: 7 is measured with 1).
 func Table(rows []Row) string {
+	rows = slices.Clone(rows)
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		x, _ := strconv.Atoi(a.ID)
+		y, _ := strconv.Atoi(b.ID)
+		return cmp.Compare(x, y)
+	})
 	var b strings.Builder
 	b.WriteString("| # | workload | tidemark | baseline (same run) | ratio | target | met |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")

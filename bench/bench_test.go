@@ -35,14 +35,20 @@ func TestThousands(t *testing.T) {
 
 func TestTableShowsWhetherTargetsAreMet(t *testing.T) {
 	t.Parallel()
+	// In the order they ran (7 with 1): the table lists them by number.
 	out := Table([]Row{
 		{ID: "1", Workload: "a", Ratio: "1.2x", Target: "≤ 1.5x", Met: met(true)},
+		{ID: "10", Workload: "c", Ratio: "n/a"},
 		{ID: "2", Workload: "b", Ratio: "0.7x", Target: "≥ 3x", Met: met(false)},
-		{ID: "3", Workload: "c", Ratio: "n/a"},
 	})
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("table has %d lines, want header, rule and 3 rows:\n%s", len(lines), out)
+	}
+	for i, want := range []string{"| 1 | a |", "| 2 | b |", "| 10 | c |"} {
+		if !strings.HasPrefix(lines[2+i], want) {
+			t.Errorf("row %d = %q, want it to begin with %q", i+1, lines[2+i], want)
+		}
 	}
 	for i, want := range []string{"| yes |", "| no |", "| - |"} {
 		if !strings.HasSuffix(lines[2+i], want) {

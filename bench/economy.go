@@ -306,9 +306,9 @@ func (e *env) economyWorkload(ctx context.Context) error {
 	if diff, err := compareCounts(ctx, db, s1); err != nil {
 		return err
 	} else if diff != "" {
-		e.note("workload 5: live records in Postgres differ from upstream at the end of the day: %s", diff)
+		e.note("workload 5: live record counts in Postgres differ from upstream at the end of the day: %s", diff)
 	} else {
-		e.note("workload 5: at the end of the day Postgres held exactly the upstream's live records of every resource.")
+		e.note("workload 5: at the end of the day Postgres held as many live records as the upstream for every resource (counts compared; contents are compared by the freshness figures above).")
 	}
 	return nil
 }
