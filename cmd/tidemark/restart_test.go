@@ -205,8 +205,7 @@ func TestServiceRestartMidRun(t *testing.T) {
 			r.waitRun(source, 30*time.Second, func(run store.Run) bool {
 				return run.Status == store.StatusRunning && run.Pages >= 3 && run.Pages < 15
 			})
-			var before []store.Run
-			before = r.runs(source)
+			before := r.runs(source)
 			down := time.Now()
 			if pg != nil {
 				pg.crash(t)
@@ -238,8 +237,7 @@ func TestServiceRestartMidRun(t *testing.T) {
 				var state []string
 				ok := true
 				for _, res := range []string{"ticket_sales", "transactions"} {
-					var succeeded int64
-					succeeded = r.count(`SELECT count(*) FROM sync_runs WHERE source = ? AND resource = ? AND status = 'succeeded' AND finished_at > ?`, source, res, back)
+					succeeded := r.count(`SELECT count(*) FROM sync_runs WHERE source = ? AND resource = ? AND status = 'succeeded' AND finished_at > ?`, source, res, back)
 					live := r.count(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, source, res)
 					ok = ok && succeeded > 0 && live == int64(len(up.Export(res)))
 					state = append(state, fmt.Sprintf("%s: %d runs succeeded since, %d records", res, succeeded, live))
@@ -274,8 +272,7 @@ func TestServiceRestartMidRun(t *testing.T) {
 					t.Errorf("run %d, in flight when Postgres died, ended %s, want failed", run.ID, run.Status)
 				}
 			}
-			var failed int64
-			failed = r.count(`SELECT count(*) FROM sync_runs WHERE source = ? AND status IN ('failed', 'dead')`, source)
+			failed := r.count(`SELECT count(*) FROM sync_runs WHERE source = ? AND status IN ('failed', 'dead')`, source)
 			if failed == 0 {
 				t.Errorf("no failed run recorded for the %s outage", tc.service)
 			}
