@@ -8,14 +8,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// admitScript is a request's first look at a source's limits in one round
-// trip: the cooldown (KEYS[1]), then a concurrency slot (KEYS[3], when
-// ARGV[2] > 0: the semaphore, see semaphore.go), then the slow-down pacing
-// (KEYS[2], as gateScript). It returns {code, ms, slot}: code 0 admitted,
-// 1 cooldown for ms, 2 slow-down for ms, 3 every slot held; slot is 1 when it
-// took a concurrency slot (held while the caller sits out a slow-down). The
-// steps and their order are those of a cooldown check, acquire and gate run
-// one after the other; a probe pays one round trip instead of three.
+// admitScript is a request's look at a source's limits, in one round trip:
+// the cooldown (KEYS[1], a key whose TTL is the time left), then a
+// concurrency slot (KEYS[3], when ARGV[2] > 0: the semaphore, see
+// semaphore.go), then the slow-down pacing (KEYS[2]: a hash of the interval
+// and the next slot in Redis-clock milliseconds, expiring with the
+// upstream's reset window; an admitted request takes the next slot). It
+// returns {code, ms, slot}: code 0 admitted, 1 cooldown for ms, 2 slow-down
+// for ms, 3 every slot held; slot is 1 when it took a concurrency slot (held
+// while the caller sits out a slow-down). A cooldown is checked before a
+// slot is taken, so no slot is held only to sit it out.
 var admitScript = redis.NewScript(`
 local cd = redis.call('PTTL', KEYS[1])
 if cd > 0 then
@@ -55,7 +57,8 @@ const (
 )
 
 // admit runs admitScript for source with a concurrency cap of limit (0: no
-// cap). It returns the code, the delay it names, and the slot it took (nil
+// cap, and no slot taken: the cooldown and pacing alone, for a request that
+// already holds its slot). It returns the code, the delay it names, and the slot it took (nil
 // when none).
 func (l *Limiter) admit(ctx context.Context, source string, limit int) (code int64, d time.Duration, held *lease, err error) {
 	key := l.key(source, "inflight")

@@ -12,29 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// gateScript checks a source's cooldown (a key whose TTL is the time left)
-// and its slow-down pacing (a hash: interval and next slot in Redis-clock
-// milliseconds, expiring with the upstream's reset window). When neither
-// holds the request back it takes the next pacing slot and returns {0, 0};
-// otherwise {1, ms} for a cooldown or {2, ms} for pacing.
-var gateScript = redis.NewScript(`
-local cd = redis.call('PTTL', KEYS[1])
-if cd > 0 then
-  return {1, cd}
-end
-local iv = tonumber(redis.call('HGET', KEYS[2], 'interval'))
-if iv then
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  local nxt = tonumber(redis.call('HGET', KEYS[2], 'next') or '0')
-  if nxt > now then
-    return {2, nxt - now}
-  end
-  redis.call('HSET', KEYS[2], 'next', now + iv)
-end
-return {0, 0}
-`)
-
 // cooldownScript sets a cooldown of ARGV[1] ms unless a longer one is
 // already running: cooldowns only ever extend.
 var cooldownScript = redis.NewScript(`
@@ -52,19 +29,6 @@ redis.call('HSET', KEYS[1], 'interval', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
-
-// gate runs gateScript for source: admitted, admitCooldown or admitSlowDown
-// (the script's codes are admitScript's), and the delay it names.
-func (l *Limiter) gate(ctx context.Context, source string) (code int64, d time.Duration, err error) {
-	v, err := gateScript.Run(ctx, l.rdb, []string{l.key(source, "cooldown"), l.key(source, "pace")}).Int64Slice()
-	if err != nil {
-		return 0, 0, fmt.Errorf("check cooldown and slow-down: %w", err)
-	}
-	if len(v) != 2 || v[0] < admitted || v[0] > admitSlowDown {
-		return 0, 0, fmt.Errorf("check cooldown and slow-down: unexpected reply %v", v)
-	}
-	return v[0], time.Duration(v[1]) * time.Millisecond, nil
-}
 
 // Cooldown pauses source for every worker until until (capped at
 // Options.MaxCooldown from now). A cooldown already running longer is kept.

@@ -195,7 +195,7 @@ func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit,
 		if held == nil {
 			code, d, held, err = l.admit(ctx, source, lim.MaxConcurrency)
 		} else {
-			code, d, err = l.gate(ctx, source)
+			code, d, _, err = l.admit(ctx, source, 0) // no second slot
 		}
 		if err != nil {
 			return fail(fmt.Errorf("rate limit %s: %w", source, err))
