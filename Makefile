@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build test demo bench lint migrate tidy
+.PHONY: help build test sim demo bench lint migrate tidy
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -16,6 +16,14 @@ build: ## build bin/tidemark and bin/demo-upstream
 
 test: ## run the test suite against real Postgres and Redis (what CI runs)
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# make sim: seeds 1..SEEDS (from SIM_FROM) over SIM_LANES lanes; SEED=N replays one seed; SIM_LOG=1 shows the fleet's logs.
+SEEDS ?= 2000
+SIM_FROM ?= 1
+SIM_LANES ?= 3
+sim: ## the correctness simulator over many seeds (SEEDS=2000), prints its table; SEED=N replays one
+	$(GO) test -count=1 -timeout 0 -v -run '^TestSim$$' ./internal/sim -args -sim.seeds=$(SEEDS) -sim.from=$(SIM_FROM) \
+		-sim.lanes=$(SIM_LANES) $(if $(SEED),-sim.seed=$(SEED)) $(if $(SIM_LOG),-sim.log)
 
 bench: ## benchmark against same-run baselines (BENCH_FLAGS=--quick for a smoke run); writes bench/results.md
 	$(GO) build -trimpath -o bin/ ./cmd/tidemark-bench

@@ -56,7 +56,7 @@ const economyConfig = `sources:
         priority: critical
         freshness: 30s
         records: {path: transactions, id: txn_id}
-        pagination: {style: page, page_param: page, start: 1, limit_param: per_page, limit: 1000}
+        pagination: {style: page, page_param: page, start: 1, limit_param: per_page, limit: 1000, total_field: total}
         probe: {strategy: last_modified, method: GET, every: %[2]s, max_every: %[3]s, limit: 1}
         delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 2s}
         full_sync: {every: 24h, detect_deletes: true}
@@ -65,7 +65,7 @@ const economyConfig = `sources:
         priority: low
         freshness: 10m
         records: {path: results, id: settlement.id}
-        pagination: {style: offset, offset_param: offset, limit_param: limit, limit: 1000}
+        pagination: {style: offset, offset_param: offset, limit_param: limit, limit: 1000, total_field: count}
         probe: {strategy: hash, method: GET, every: %[2]s, max_every: %[4]s, limit: 1}
         full_sync: {every: 24h, detect_deletes: true}
       - name: tax_summaries
@@ -479,7 +479,7 @@ func naiveRead(ctx context.Context, base string, src *config.Source) (map[string
 		if err != nil {
 			return nil, err
 		}
-		pager := upstream.NewPager(client, res, upstream.FirstURL(client, res, nil))
+		pager := upstream.NewPager(client, res, upstream.Position{Next: upstream.FirstURL(client, res, nil)}, 0)
 		for !pager.Done() {
 			if _, err := pager.Next(ctx); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)

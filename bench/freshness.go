@@ -60,7 +60,7 @@ const freshnessConfig = `sources:
         priority: critical
         freshness: 30s
         records: {path: transactions, id: txn_id}
-        pagination: {style: page, page_param: page, start: 1, limit_param: per_page, limit: 1000}
+        pagination: {style: page, page_param: page, start: 1, limit_param: per_page, limit: 1000, total_field: total}
         probe: {strategy: last_modified, method: GET, every: %[2]s, max_every: %[2]s}
         delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 2s}
         full_sync: {every: 24h, detect_deletes: true}
@@ -69,7 +69,7 @@ const freshnessConfig = `sources:
         priority: critical
         freshness: 30s
         records: {path: results, id: settlement.id}
-        pagination: {style: offset, offset_param: offset, limit_param: limit, limit: 1000}
+        pagination: {style: offset, offset_param: offset, limit_param: limit, limit: 1000, total_field: count}
         probe: {strategy: hash, method: GET, every: %[2]s, max_every: %[2]s}
         full_sync: {every: 24h, detect_deletes: true}
 `

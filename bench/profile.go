@@ -105,10 +105,13 @@ func (e *env) profile(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		recs, err := ex.DocRecords(doc)
+		recs, rejected, err := ex.DocRecords(doc)
 		doc.Release()
 		if err != nil {
 			return err
+		}
+		if len(rejected) > 0 {
+			return fmt.Errorf("%s", rejected[0].Reason)
 		}
 		page := make([]store.Record, len(recs))
 		for i, r := range recs {
@@ -131,12 +134,14 @@ func (e *env) profile(ctx context.Context) error {
 	if err := st.StartRun(ctx, &run); err != nil {
 		return err
 	}
+	seen := map[int64]int64{} // ids per pass, as the checkpoints count them
 	apply := func(pass int64) (time.Duration, error) {
 		t := time.Now()
 		for _, p := range pages {
 			if _, err := st.ApplyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: p, PassID: pass}); err != nil {
 				return 0, err
 			}
+			seen[pass] += int64(len(p))
 		}
 		return time.Since(t), nil
 	}
@@ -153,7 +158,8 @@ func (e *env) profile(ctx context.Context) error {
 		return err
 	}
 	t = time.Now()
-	if _, err := st.FinishFullRead(ctx, key, run.ID, run.ID+1, true); err != nil {
+	if _, err := st.FinishFullRead(ctx, store.FullRead{Key: key, RunID: run.ID, PassID: run.ID + 1, SeenIDs: seen[run.ID+1],
+		Policy: store.DeletePolicy{Detect: true, AfterReads: 1, MaxFraction: 1}}); err != nil {
 		return err
 	}
 	finishTook := time.Since(t)

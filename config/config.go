@@ -137,6 +137,24 @@ type Pagination struct {
 	Start *int `yaml:"start"`
 	// OffsetParam carries the offset (offset style). Default "offset".
 	OffsetParam string `yaml:"offset_param"`
+	// TotalField is the dotted response field holding how many records the
+	// whole read returns (page and offset styles): the read ends once it
+	// has that many. Without it or has_more_field, a page or offset read
+	// ends at an empty page, or at a page shorter than the largest one the
+	// upstream served before it (never at a page shorter than limit: an
+	// upstream may serve fewer than asked). Default none.
+	TotalField string `yaml:"total_field"`
+	// HasMoreField is the dotted response field that is true while more
+	// pages follow (page and offset styles). Default none.
+	HasMoreField string `yaml:"has_more_field"`
+	// MaxPages bounds the pages of one read: a read that needs more fails
+	// (a loop the pager cannot recognise, or a resource larger than this
+	// allows). Default 100000.
+	MaxPages int `yaml:"max_pages"`
+	// ResumeWithin is how long an interrupted read's checkpoint stays
+	// resumable; an older one starts the read over from its first page
+	// (continuation tokens expire). Default 1h.
+	ResumeWithin Duration `yaml:"resume_within"`
 }
 
 // Probe strategies.
@@ -189,6 +207,12 @@ type Delta struct {
 	Format string `yaml:"format"`
 	// Overlap re-reads this much before the watermark (time formats only). Default 0.
 	Overlap Duration `yaml:"overlap"`
+	// ClockSkew is how far record cursors may run ahead of the upstream's
+	// Date header (servers with clocks of their own): a read's watermark
+	// stays this far behind the upstream's time when the read began, and a
+	// cursor further ahead than that is reported as in the future (time
+	// formats only). Default 5s.
+	ClockSkew Duration `yaml:"clock_skew"`
 }
 
 // FullSync is the periodic full read.
@@ -197,13 +221,30 @@ type FullSync struct {
 	Every Duration `yaml:"every"`
 	// DetectDeletes tombstones records the full read did not see. Default false.
 	DetectDeletes bool `yaml:"detect_deletes"`
+	// MaxDeleteFraction is the share of live records one full read may
+	// tombstone: a read that would tombstone more holds its deletions, says
+	// why on the run, raises a deletes.held event, and deletes them only
+	// when the next full read agrees or an operator confirms (tidemark sync
+	// SOURCE/RESOURCE --full --confirm-deletes). 1 turns the brake off.
+	// Default 0.2.
+	MaxDeleteFraction float64 `yaml:"max_delete_fraction"`
+	// DeleteAfterReads is how many consecutive full reads must miss a
+	// record before it is tombstoned: 2 waits for a second read to agree,
+	// because page numbers and offsets shift when records are deleted during
+	// a read and can hide a live record from it; 1 trusts one read. A read
+	// of a single page is a snapshot and always counts as agreed. Default 1
+	// for cursor and none pagination, 2 for page, offset, link and next_url.
+	DeleteAfterReads int `yaml:"delete_after_reads"`
 }
 
 // Webhook is an outbound event subscription.
 type Webhook struct {
 	// URL receives a POST per event.
 	URL string `yaml:"url"`
-	// SecretEnv names the environment variable holding the HMAC-SHA256 key.
+	// SecretEnv names the environment variable holding the signing secret:
+	// deliveries are signed by the Standard Webhooks scheme (HMAC-SHA256);
+	// a secret starting whsec_ is base64 after that prefix, any other is
+	// used as it is.
 	SecretEnv string `yaml:"secret_env"`
 	// Events lists the event types delivered; empty means all.
 	Events []string `yaml:"events"`

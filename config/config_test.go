@@ -79,7 +79,7 @@ func TestDemoConfig(t *testing.T) {
 		t.Errorf("base_url = %q", s.BaseURL)
 	}
 
-	delta := &Delta{Param: "updated_since", Field: "updated_at", Format: FormatRFC3339, Overlap: Duration(2 * time.Second)}
+	delta := &Delta{Param: "updated_since", Field: "updated_at", Format: FormatRFC3339, Overlap: Duration(2 * time.Second), ClockSkew: Duration(5 * time.Second)}
 	tests := []struct {
 		name      string
 		path      string
@@ -95,7 +95,7 @@ func TestDemoConfig(t *testing.T) {
 		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{"data", "id"}, PaginationCursor, "limit",
 			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
 		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{"", "id"}, PaginationLink, "limit",
-			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber}, 10 * time.Minute},
+			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber, ClockSkew: Duration(5 * time.Second)}, 10 * time.Minute},
 		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{"transactions", "txn_id"}, PaginationPage, "per_page",
 			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
 		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{"results", "settlement.id"}, PaginationOffset, "limit",
@@ -128,7 +128,11 @@ func TestDemoConfig(t *testing.T) {
 			if !reflect.DeepEqual(r.Delta, tt.delta) {
 				t.Errorf("delta = %+v, want %+v", r.Delta, tt.delta)
 			}
-			if r.FullSync != (FullSync{Every: Duration(tt.full), DetectDeletes: true}) {
+			reads := 2 // page, offset, link, next_url: a second read confirms a delete
+			if tt.style == PaginationCursor {
+				reads = 1
+			}
+			if r.FullSync != (FullSync{Every: Duration(tt.full), DetectDeletes: true, MaxDeleteFraction: 0.2, DeleteAfterReads: reads}) {
 				t.Errorf("full_sync = %+v", r.FullSync)
 			}
 		})
@@ -342,12 +346,13 @@ func TestDefaults(t *testing.T) {
 	}{
 		{"priority", s.Resources[0].Priority, PriorityDefault},
 		{"freshness", s.Resources[0].Freshness.D(), 5 * time.Minute},
-		{"pagination", s.Resources[0].Pagination, Pagination{Style: PaginationNone, Limit: 100, PageParam: "page", Start: &start, OffsetParam: "offset"}},
+		{"pagination", s.Resources[0].Pagination, Pagination{Style: PaginationNone, Limit: 100, PageParam: "page", Start: &start, OffsetParam: "offset",
+			MaxPages: 100000, ResumeWithin: Duration(time.Hour)}},
 		{"next_url field", s.Resources[1].Pagination.NextField, "next_url"},
 		{"probe", s.Resources[0].Probe, Probe{Strategy: ProbeNone, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}},
 		{"no delta", s.Resources[0].Delta, (*Delta)(nil)},
-		{"delta format", *s.Resources[1].Delta, Delta{Param: "since", Field: "ts", Format: FormatRFC3339}},
-		{"full_sync", s.Resources[0].FullSync, FullSync{Every: Duration(24 * time.Hour)}},
+		{"delta format", *s.Resources[1].Delta, Delta{Param: "since", Field: "ts", Format: FormatRFC3339, ClockSkew: Duration(5 * time.Second)}},
+		{"full_sync", s.Resources[0].FullSync, FullSync{Every: Duration(24 * time.Hour), MaxDeleteFraction: 0.2, DeleteAfterReads: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

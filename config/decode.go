@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -231,6 +232,18 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 		}
 		v.SetInt(i)
 		c.noteZero(path, i == 0)
+	case t.Kind() == reflect.Float64:
+		s, ok := c.scalar(n, path, "a number")
+		if !ok {
+			return
+		}
+		f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			c.fail(n, path, "invalid number %q", s)
+			return
+		}
+		v.SetFloat(f)
+		c.noteZero(path, f == 0)
 	default:
 		// Only reached if config.go grows a field of a type this walk does not know.
 		panic(fmt.Sprintf("config: no decoder for %s (%s)", t, path))

@@ -21,6 +21,10 @@ const (
 	defaultProbeMethod    = "GET"
 	defaultProbeEvery     = Duration(time.Minute)
 	defaultFullSyncEvery  = Duration(24 * time.Hour)
+	defaultMaxPages       = 100000
+	defaultResumeWithin   = Duration(time.Hour)
+	defaultClockSkew      = Duration(5 * time.Second)
+	defaultMaxDelete      = 0.2
 )
 
 // SetDefaults fills every unset field that has a default (see the field
@@ -58,6 +62,8 @@ func (r *Resource) setDefaults() {
 	if p.Style == PaginationNextURL {
 		p.NextField = cmp.Or(p.NextField, defaultNextURLField)
 	}
+	p.MaxPages = cmp.Or(p.MaxPages, defaultMaxPages)
+	p.ResumeWithin = cmp.Or(p.ResumeWithin, defaultResumeWithin)
 
 	pr := &r.Probe
 	pr.Strategy = cmp.Or(pr.Strategy, ProbeNone)
@@ -67,6 +73,16 @@ func (r *Resource) setDefaults() {
 
 	if r.Delta != nil {
 		r.Delta.Format = cmp.Or(r.Delta.Format, FormatRFC3339)
+		r.Delta.ClockSkew = cmp.Or(r.Delta.ClockSkew, defaultClockSkew)
 	}
-	r.FullSync.Every = cmp.Or(r.FullSync.Every, defaultFullSyncEvery)
+	fs := &r.FullSync
+	fs.Every = cmp.Or(fs.Every, defaultFullSyncEvery)
+	fs.MaxDeleteFraction = cmp.Or(fs.MaxDeleteFraction, defaultMaxDelete)
+	if fs.DeleteAfterReads == 0 {
+		fs.DeleteAfterReads = 1
+		if oneOf(p.Style, PaginationPage, PaginationOffset, PaginationLink, PaginationNextURL) {
+			// Positions shift under deletes; see DeleteAfterReads.
+			fs.DeleteAfterReads = 2
+		}
+	}
 }

@@ -90,14 +90,18 @@ var meta = map[string]keyMeta{
 	"Records.Path": {dflt: `"" (the body is the array)`, rule: "dotted path", example: "path: data.items"},
 	"Records.ID":   {required: "yes", rule: "dotted path", example: "id: settlement.id"},
 
-	"Pagination.Style":       {example: "style: cursor"},
-	"Pagination.CursorParam": {required: "for style cursor", example: "cursor_param: starting_after"},
-	"Pagination.NextField":   {required: "for style cursor", rule: "dotted path; cursor and next_url styles only", example: "next_field: next_cursor"},
-	"Pagination.LimitParam":  {dflt: "none: no page size is sent", example: "limit_param: per_page"},
-	"Pagination.Limit":       {rule: positive, example: "limit: 500"},
-	"Pagination.PageParam":   {rule: "page style only", example: "page_param: _page"},
-	"Pagination.Start":       {rule: ">= 0; page style only", example: "start: 0"},
-	"Pagination.OffsetParam": {rule: "offset style only", example: "offset_param: skip"},
+	"Pagination.Style":        {example: "style: cursor"},
+	"Pagination.CursorParam":  {required: "for style cursor", example: "cursor_param: starting_after"},
+	"Pagination.NextField":    {required: "for style cursor", rule: "dotted path; cursor and next_url styles only", example: "next_field: next_cursor"},
+	"Pagination.LimitParam":   {dflt: "none: no page size is sent", example: "limit_param: per_page"},
+	"Pagination.Limit":        {rule: positive, example: "limit: 500"},
+	"Pagination.PageParam":    {rule: "page style only", example: "page_param: _page"},
+	"Pagination.Start":        {rule: ">= 0; page style only", example: "start: 0"},
+	"Pagination.OffsetParam":  {rule: "offset style only", example: "offset_param: skip"},
+	"Pagination.TotalField":   {dflt: "none", rule: "dotted path; page and offset styles only", example: "total_field: meta.total"},
+	"Pagination.HasMoreField": {dflt: "none", rule: "dotted path; page and offset styles only", example: "has_more_field: has_more"},
+	"Pagination.MaxPages":     {rule: positive, example: "max_pages: 20000"},
+	"Pagination.ResumeWithin": {rule: positive, example: "resume_within: 30m"},
 
 	"Probe.Strategy": {example: "strategy: etag"},
 	"Probe.Method":   {rule: "GET for strategy hash", example: "method: HEAD"},
@@ -106,13 +110,16 @@ var meta = map[string]keyMeta{
 	"Probe.Path":     {rule: "starts with /", example: "path: /v1/ticket_sales?limit=1"},
 	"Probe.Limit":    {rule: positive + "; needs pagination.limit_param; not with path", example: "limit: 1"},
 
-	"Delta.Param":   {required: "yes", example: "param: updated_since"},
-	"Delta.Field":   {required: "yes", rule: "dotted path", example: "field: updated_at"},
-	"Delta.Format":  {example: "format: unix"},
-	"Delta.Overlap": {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
+	"Delta.Param":     {required: "yes", example: "param: updated_since"},
+	"Delta.Field":     {required: "yes", rule: "dotted path", example: "field: updated_at"},
+	"Delta.Format":    {example: "format: unix"},
+	"Delta.Overlap":   {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
+	"Delta.ClockSkew": {rule: ">= 0", example: "clock_skew: 30s"},
 
-	"FullSync.Every":         {rule: positive, example: "every: 6h"},
-	"FullSync.DetectDeletes": {example: "detect_deletes: true"},
+	"FullSync.Every":             {rule: positive, example: "every: 6h"},
+	"FullSync.DetectDeletes":     {example: "detect_deletes: true"},
+	"FullSync.MaxDeleteFraction": {rule: "> 0 and <= 1", example: "max_delete_fraction: 0.05"},
+	"FullSync.DeleteAfterReads":  {rule: "1 or 2", example: "delete_after_reads: 1"},
 
 	"Webhook.URL":       {required: "yes", rule: "absolute http(s) URL", example: "url: https://hooks.example.com/tidemark"},
 	"Webhook.SecretEnv": {dflt: "none: deliveries are unsigned", rule: "environment variable name", example: "secret_env: HOOK_SECRET"},
@@ -133,7 +140,7 @@ var enums = map[string][]string{
 
 // defaultRE finds the default a field comment states: "Default 30s.",
 // "Burst defaults to 1.", "(next_url style; default "next_url")".
-var defaultRE = regexp.MustCompile(`(?:Default|defaults to|; default|\. default) ("[^"]*"|[^.;)]+)`)
+var defaultRE = regexp.MustCompile(`(?:Default|defaults to|; default|\. default) ("[^"]*"|(?:[^.;)]|\.\d)+)`)
 
 // Keys lists every key of the config file in file order, depth first.
 func Keys() []Key { return keys(fieldDocs) }
@@ -220,6 +227,8 @@ func typeName(t reflect.Type) string {
 		return "string"
 	case reflect.Int, reflect.Int64:
 		return "integer"
+	case reflect.Float64:
+		return "number"
 	case reflect.Bool:
 		return "boolean"
 	}
@@ -263,6 +272,32 @@ fails when a key is undocumented or this page is stale.
 
 A complete working file: [examples/demo.yaml](../examples/demo.yaml); configs for
 the shapes of real public APIs: [examples/](../examples/).
+
+## Record ids and values
+
+What ` + "`records.id`" + ` reads is canonicalised once, by these rules, so that one record
+upstream is one record in Postgres and two are two:
+
+- **A number id is its value**, in canonical number form (below): ` + "`10`, `10.0`, `1e1`" + ` and
+  the string ` + "`\"10\"`" + ` are all the record ` + "`10`" + `; ` + "`18446744073709551617`" + ` stays exact.
+- **A string id is kept byte for byte**, and refused when its JSON text is not valid UTF-8
+  or holds a lone UTF-16 surrogate escape (` + "`\"\\ud800\"`" + `): a JSON decoder would turn both
+  into U+FFFD and two upstream records into one. The record is quarantined with a reason
+  that quotes the id as received (` + "`id \"ab\\xff\" is not valid UTF-8`" + `), never merged or
+  renamed. The replacement character itself (U+FFFD, literal or ` + "`\\ufffd`" + `) is a valid id.
+- **Ids longer than 1,024 bytes** (too long for the primary key) are quarantined.
+- **A record with no usable id** (missing, null, empty, an object), or **one id twice in a
+  page with different content** (every copy), is quarantined, and the rest of the page is
+  stored. A full read that met a record with no id at all tombstones nothing: it cannot
+  tell which stored record it was.
+
+**Numbers** in stored records and in content hashes are written by value, in one
+canonical form: plain decimal notation, no exponent, no leading zeros, no trailing
+fractional zeros, no sign on zero (` + "`1.0` → `1`, `-0` → `0`, `1.50e1` → `15`, `1e2` → `100`" + `),
+exact for any size; a number whose plain form would be longer than 1,000 characters keeps
+an exponent form (` + "`1e999999`" + `). A re-spelled number is therefore not a change. A number
+beyond Postgres' ` + "`numeric`" + ` range quarantines its record, as does a string holding U+0000
+(which ` + "`jsonb`" + ` cannot store). See the quarantine in [architecture.md](architecture.md#what-tidemark-guarantees-about-values-and-ids).
 `)
 	ks := keys(docs)
 	// One section per mapping, in file order.

@@ -97,6 +97,8 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 		p.Pattern = `^(?:https?://|.*` + envRef + `)`
 	case "Resource.Path", "Probe.Path":
 		p.Pattern = `^(?:/|.*` + envRef + `)`
+	case "FullSync.DeleteAfterReads":
+		p.Enum = []any{1, 2}
 	case "Config.Sources", "Source.Resources":
 		one := uint64(1)
 		p.MinItems = &one
@@ -111,6 +113,12 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 			p.Minimum = "1"
 		} else if strings.HasPrefix(k.Rule, ">= 0") {
 			p.Minimum = "0"
+		}
+		return withEnvRef(p)
+	case "number":
+		if strings.HasPrefix(k.Rule, "> 0 and <= 1") {
+			p.ExclusiveMinimum = "0"
+			p.Maximum = "1"
 		}
 		return withEnvRef(p)
 	case "boolean":

@@ -22,10 +22,16 @@ const (
 	EventResourceStale     = "resource.stale"
 	EventResourceRecovered = "resource.recovered"
 	EventRunProgress       = "run.progress"
+	// EventRecordsQuarantined: records a read set aside, unstorable.
+	EventRecordsQuarantined = "records.quarantined"
+	// EventDeletesHeld: a full read would have tombstoned more than
+	// full_sync.max_delete_fraction of a resource, and tombstoned none.
+	EventDeletesHeld = "deletes.held"
 )
 
 // Events lists every event type, in documentation order.
-var Events = []string{EventDataUpdated, EventRunFailed, EventResourceStale, EventResourceRecovered, EventRunProgress}
+var Events = []string{EventDataUpdated, EventRunFailed, EventResourceStale, EventResourceRecovered, EventRunProgress,
+	EventRecordsQuarantined, EventDeletesHeld}
 
 // Auth types.
 const (
@@ -260,8 +266,18 @@ func (c *checker) resource(rp string, r *Resource) {
 		if d.Format == FormatNumber && d.Overlap != 0 {
 			c.report(join(dp, "overlap"), "must be 0 with format number (an overlap is a duration)")
 		}
+		if d.ClockSkew < 0 {
+			c.report(join(dp, "clock_skew"), "must not be negative")
+		}
 	}
-	c.positive(join(join(rp, "full_sync"), "every"), int64(r.FullSync.Every))
+	fp := join(rp, "full_sync")
+	c.positive(join(fp, "every"), int64(r.FullSync.Every))
+	if f := r.FullSync.MaxDeleteFraction; f <= 0 || f > 1 || c.zeros[join(fp, "max_delete_fraction")] {
+		c.report(join(fp, "max_delete_fraction"), "must be greater than 0 and at most 1 (1 turns the brake off)")
+	}
+	if n := r.FullSync.DeleteAfterReads; n != 1 && n != 2 || c.zeros[join(fp, "delete_after_reads")] {
+		c.report(join(fp, "delete_after_reads"), "must be 1 or 2")
+	}
 }
 
 func (c *checker) pagination(pp string, p *Pagination) {
@@ -292,7 +308,16 @@ func (c *checker) pagination(pp string, p *Pagination) {
 		}
 	}
 	c.dotted(join(pp, "next_field"), p.NextField)
+	c.dotted(join(pp, "total_field"), p.TotalField)
+	c.dotted(join(pp, "has_more_field"), p.HasMoreField)
+	for _, key := range []string{"total_field", "has_more_field"} {
+		if c.set(join(pp, key)) && !oneOf(p.Style, PaginationPage, PaginationOffset) {
+			c.report(join(pp, key), "not used by style %s (used by %s)", p.Style, choices(PaginationPage, PaginationOffset))
+		}
+	}
 	c.positive(join(pp, "limit"), int64(p.Limit))
+	c.positive(join(pp, "max_pages"), int64(p.MaxPages))
+	c.positive(join(pp, "resume_within"), int64(p.ResumeWithin))
 	if p.Start != nil && *p.Start < 0 {
 		c.report(join(pp, "start"), "must not be negative")
 	}

@@ -242,13 +242,43 @@ func TestEnvironment(t *testing.T) {
 		if got := env(s, "TIDEMARK_ADDR"); got != "0.0.0.0:8080" {
 			t.Errorf("TIDEMARK_ADDR = %q, want 0.0.0.0:8080", got)
 		}
-		published := slices.ContainsFunc(s.Ports, func(port types.ServicePortConfig) bool {
-			return port.Target == 8080 && port.Published == "8080"
-		})
-		if !published {
-			t.Errorf("ports = %+v, want 8080 published", s.Ports)
-		}
 	})
+}
+
+// TestPublishedAddress: the server's port is published on 127.0.0.1 unless
+// TIDEMARK_PUBLISH_ADDR says otherwise, and the server is told where it is
+// published, so that it can refuse the demo token beyond loopback (see
+// server.Config.PublishAddr; cmd/tidemark's TestConfigCheck runs that).
+func TestPublishedAddress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{name: "default: loopback only", env: nil, want: "127.0.0.1"},
+		{name: "an address of the operator's", env: map[string]string{"TIDEMARK_PUBLISH_ADDR": "0.0.0.0", "TIDEMARK_ADMIN_TOKEN": "0wn-s3cret"}, want: "0.0.0.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := service(t, loadCompose(t, tt.env), "server")
+			if len(s.Ports) != 1 {
+				t.Fatalf("ports = %+v, want 8080 published once", s.Ports)
+			}
+			if port := s.Ports[0]; port.Target != 8080 || port.Published != "8080" || port.HostIP != tt.want {
+				t.Errorf("port = %s:%s -> %d, want %s:8080 -> 8080", port.HostIP, port.Published, port.Target, tt.want)
+			}
+			if got := env(s, "TIDEMARK_PUBLISH_ADDR"); got != tt.want {
+				t.Errorf("TIDEMARK_PUBLISH_ADDR = %q, want %q, the address the port is published on", got, tt.want)
+			}
+		})
+	}
+	for name, s := range loadCompose(t, nil).Services {
+		if name != "server" && len(s.Ports) > 0 {
+			t.Errorf("service %s publishes %+v: only the server is published", name, s.Ports)
+		}
+	}
 }
 
 // TestNoInlineSecrets: secrets reach the stack from the environment; the one

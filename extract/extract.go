@@ -1,7 +1,14 @@
 // Package extract turns an upstream response body into records ready to
-// store: it finds the record array, reads each record's id, applies the
-// resource's field projection, and hashes a canonical form of the content
-// with volatile fields left out, so that only real changes count as changes.
+// store: it finds the record array, reads each record's id in one
+// canonical form, applies the resource's field projection, and hashes a
+// canonical form of the content (numbers by their exact value, see
+// CanonicalNumber) with volatile fields left out, so that only real
+// changes count as changes. A record it cannot take (no usable id, an id
+// the page repeats with other content) is rejected on its own: the rest of
+// the page's records are taken all the same.
+//
+// Decode + Records is the plain path; Scan + DocRecords (scan.go) the fast
+// one, which gives exactly the same records and rejections.
 package extract
 
 import (
@@ -9,23 +16,30 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tidemark/tidemark/config"
 )
 
 // Record is one extracted record.
 type Record struct {
-	ID      string
+	ID      string // canonical, as ID reads it; never ""
 	Payload []byte // canonical JSON of what is stored (the projection, if any)
 	Hash    string // sha256 of the canonical JSON without ignore_fields
-	// Cursor is the value of the resource's delta field (nil without delta).
+	// Cursor is the value of the resource's delta field (nil without
+	// delta), as Decode gives it: a number as received, not canonical.
 	Cursor any
 }
 
-// Decode parses a JSON body, keeping numbers exact.
+// Decode parses a JSON body as encoding/json does, keeping numbers exact
+// (json.Number, as received) and telling apart the strings encoding/json
+// would decode to the same text: a string whose raw text holds invalid
+// UTF-8 or a lone surrogate escape is an InvalidString.
 func Decode(body []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -33,10 +47,87 @@ func Decode(body []byte) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("malformed JSON: %w", err)
 	}
+	end := dec.InputOffset()
 	if dec.More() {
 		return nil, fmt.Errorf("malformed JSON: trailing data after the document")
 	}
+	if mayHoldInvalidText(body[:end]) {
+		// Seldom: decode again, looking at each string's raw text.
+		return decodeRaw(body[:end]), nil
+	}
 	return v, nil
+}
+
+// decodeRaw decodes a valid JSON document as Decode does, token by token,
+// so that each string's raw text can be seen: a string is an InvalidString
+// when its raw text holds invalid UTF-8 or a lone surrogate escape.
+func decodeRaw(body []byte) any {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type open struct {
+		obj     map[string]any // or
+		arr     []any
+		key     string // of the next member's value
+		haveKey bool   // key is read, its value is next
+	}
+	var stack []open
+	var root any
+	// set places a finished value in its container, or makes it the root.
+	set := func(v any) {
+		if len(stack) == 0 {
+			root = v
+			return
+		}
+		top := &stack[len(stack)-1]
+		if top.obj != nil {
+			top.obj[top.key] = v
+			top.haveKey = false
+		} else {
+			top.arr = append(top.arr, v)
+		}
+	}
+	for {
+		from := dec.InputOffset()
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return root
+		}
+		if err != nil {
+			panic(fmt.Sprintf("extract: decode a valid document: %v", err))
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, open{obj: map[string]any{}})
+			case '[':
+				stack = append(stack, open{arr: []any{}})
+			default:
+				top := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				if top.obj != nil {
+					set(top.obj)
+				} else {
+					set(top.arr)
+				}
+			}
+			continue
+		case string:
+			// Between tokens there are only spaces, commas and colons: the
+			// string's opening quote is the first one after the last token.
+			quote := int(from) + bytes.IndexByte(body[from:], '"')
+			raw := body[quote+1 : dec.InputOffset()-1]
+			if top := len(stack) - 1; top >= 0 && stack[top].obj != nil && !stack[top].haveKey {
+				stack[top].key, stack[top].haveKey = t, true
+				continue
+			}
+			if invalidText(raw) {
+				set(InvalidString{Text: t, Raw: string(raw)})
+				continue
+			}
+		}
+		set(tok)
+	}
 }
 
 // Lookup follows a dotted path ("price.cents") through nested objects. An
@@ -102,32 +193,138 @@ func New(res *config.Resource) *Extractor {
 	return e
 }
 
-// Records extracts every record of a response body. A record without a
-// usable id fails the whole page, naming the record's index.
-func (e *Extractor) Records(doc any) ([]Record, error) {
+// Rejected is a record of a page that cannot be taken. The rest of the
+// page's records are taken all the same: one bad record never fails a
+// page.
+type Rejected struct {
+	Index int    // the record's position in the page's record array
+	ID    string // its canonical id; "" when it could not be read or is invalid
+	// Raw is the record's canonical JSON (the whole record, not the
+	// projection), for an operator to look at: at most MaxRejectedRaw
+	// bytes, cut at a character boundary.
+	Raw       []byte
+	Truncated bool   // Raw was cut
+	Reason    string // `record 1: id "id" is missing`
+	// Unidentified: the record has no id at all (missing, null, empty, not a
+	// string or number) or is not an object: it might be any stored record.
+	// An id that is there but invalid (ErrInvalidID) is not unidentified.
+	Unidentified bool
+}
+
+// MaxRejectedRaw is the most of a rejected record's JSON kept in Raw.
+const MaxRejectedRaw = 64 << 10
+
+// reject makes the Rejected of record i of a page, with its canonical JSON.
+func reject(i int, id string, raw []byte, reason string) Rejected {
+	r := Rejected{Index: i, ID: id, Raw: raw, Reason: reason}
+	if len(raw) > MaxRejectedRaw {
+		cut := MaxRejectedRaw
+		for cut > 0 && !utf8.RuneStart(raw[cut]) {
+			cut--
+		}
+		r.Raw, r.Truncated = raw[:cut:cut], true
+	}
+	return r
+}
+
+// rejectBad rejects record i, which has no usable id.
+func rejectBad(i int, raw []byte, err error) Rejected {
+	r := reject(i, "", raw, fmt.Sprintf("record %d: %v", i, err))
+	r.Unidentified = !errors.Is(err, ErrInvalidID)
+	return r
+}
+
+// Records extracts every record of a decoded response body. err is only
+// for the page as a whole: the records path missing or not an array. A
+// record that cannot be taken (not an object; its id missing, null, empty,
+// not a string or number, or invalid; its id repeated in the page with
+// different content) is rejected, and the rest are returned in page order.
+func (e *Extractor) Records(doc any) (records []Record, rejected []Rejected, err error) {
 	arr, err := Array(doc, e.res.Records.Path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	raw := func(i int) []byte {
+		b, _ := appendCanonical(nil, arr[i], nil) // cannot fail on decoded values
+		return b
 	}
 	out := make([]Record, len(arr))
-	first := make(map[string]int, len(arr))
 	for i, v := range arr {
 		r, err := e.Record(v)
 		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", i, err)
+			rejected = append(rejected, rejectBad(i, raw(i), err))
+			continue
 		}
-		// The same id twice with different content: no way to tell which
-		// is current. An identical copy is harmless.
-		if j, dup := first[r.ID]; dup && out[j].Hash != r.Hash {
-			return nil, fmt.Errorf("record %d: id %q repeats record %d with different content", i, r.ID, j)
-		}
-		first[r.ID] = i
 		out[i] = r
 	}
-	return out, nil
+	out, rejected = settle(out, rejected, raw)
+	return out, rejected, nil
 }
 
-// Record prepares one decoded record.
+// settle finishes a page's records. out holds them by index, rejected
+// ones with ID "", and rejected what has been rejected so far, in index
+// order. The same id twice with different content leaves no way to tell
+// which copy is current: every copy of that id is rejected, each naming
+// a copy with other content. Identical copies are harmless and all kept.
+// settle returns the records left, in order, and all rejections, in order.
+func settle(out []Record, rejected []Rejected, raw func(i int) []byte) ([]Record, []Rejected) {
+	first := make(map[string]int, len(out))
+	var conflicting map[string][]int // id → its copies, by index
+	for i := range out {
+		id := out[i].ID
+		if id == "" {
+			continue
+		}
+		j, dup := first[id]
+		if !dup {
+			first[id] = i
+			continue
+		}
+		if out[j].Hash != out[i].Hash && conflicting[id] == nil {
+			if conflicting == nil {
+				conflicting = make(map[string][]int)
+			}
+			conflicting[id] = []int{}
+		}
+	}
+	if conflicting != nil {
+		var dups []Rejected
+		for i := range out {
+			if copies, ok := conflicting[out[i].ID]; ok {
+				conflicting[out[i].ID] = append(copies, i)
+			}
+		}
+		for id, copies := range conflicting {
+			for _, i := range copies {
+				// The first copy with content other than this one's.
+				other := 0
+				for _, j := range copies {
+					if out[j].Hash != out[i].Hash {
+						other = j
+						break
+					}
+				}
+				reason := fmt.Sprintf("record %d: id %q repeats record %d with different content", i, id, other)
+				if other > i {
+					reason = fmt.Sprintf("record %d: id %q is repeated by record %d with different content", i, id, other)
+				}
+				dups = append(dups, reject(i, id, raw(i), reason))
+			}
+		}
+		for _, r := range dups {
+			out[r.Index] = Record{}
+		}
+		rejected = append(rejected, dups...)
+		slices.SortFunc(rejected, func(a, b Rejected) int { return a.Index - b.Index })
+	}
+	if len(rejected) > 0 {
+		out = slices.DeleteFunc(out, func(r Record) bool { return r.ID == "" })
+	}
+	return out, rejected
+}
+
+// Record prepares one decoded record. Its error is why the record cannot
+// be taken (Records rejects it).
 func (e *Extractor) Record(v any) (Record, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
@@ -164,8 +361,14 @@ func (e *Extractor) Record(v any) (Record, error) {
 	return r, nil
 }
 
-// ID reads a record's id at a dotted path: a string, or a number kept as its
-// exact JSON text. Anything else is an error.
+// ID reads a record's id at a dotted path, in its one canonical form: a
+// string kept byte for byte, or a number as CanonicalNumber writes it (10,
+// 10.0 and 1e1 are one id, "10", as is the string "10"). A string whose raw
+// text holds invalid UTF-8 or a lone surrogate escape is an error naming the
+// problem and the id as Go quotes it (`id "ab\xff" is not valid UTF-8`,
+// `id "\ud800x" holds a lone surrogate \ud800`): encoding/json would turn
+// both into U+FFFD, and two upstream records into one. A missing, null or
+// empty id, or one of another type, is an error too.
 func ID(obj map[string]any, path string) (string, error) {
 	v, ok := Lookup(obj, path)
 	if !ok || v == nil {
@@ -177,15 +380,18 @@ func ID(obj map[string]any, path string) (string, error) {
 			return "", fmt.Errorf("id %q is empty", path)
 		}
 		return id, nil
+	case InvalidString:
+		return "", invalidIDError([]byte(id.Raw))
 	case json.Number:
-		return id.String(), nil
+		return CanonicalNumber(id.String()), nil
 	default:
 		return "", fmt.Errorf("id %q is a %s, not a string or number", path, Kind(v))
 	}
 }
 
 // Canonical encodes v as canonical JSON: object keys sorted (encoding/json
-// sorts map keys), numbers as received, no HTML escaping.
+// sorts map keys), numbers as CanonicalNumber writes them, no HTML
+// escaping.
 func Canonical(v any) ([]byte, error) {
 	return appendCanonical(nil, v, nil)
 }
@@ -260,7 +466,7 @@ func Kind(v any) string {
 		return "object"
 	case []any:
 		return "array"
-	case string:
+	case string, InvalidString:
 		return "string"
 	case json.Number:
 		return "number"

@@ -8,24 +8,31 @@ import (
 	"github.com/tidemark/tidemark/extract"
 )
 
-func records(t *testing.T, res config.Resource, body string) ([]extract.Record, error) {
+func records(t *testing.T, res config.Resource, body string) ([]extract.Record, []extract.Rejected, error) {
 	t.Helper()
 	doc, err := extract.Decode([]byte(body))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return extract.New(&res).Records(doc)
 }
 
 func TestRecords(t *testing.T) {
 	t.Parallel()
+	type rejection struct {
+		index  int
+		id     string
+		raw    string
+		reason string
+	}
 	tests := []struct {
-		name    string
-		res     config.Resource
-		body    string
-		ids     []string
-		payload string // of the first record
-		wantErr string
+		name     string
+		res      config.Resource
+		body     string
+		ids      []string
+		payload  string // of the first record
+		rejected []rejection
+		wantErr  string
 	}{
 		{name: "root array, integer ids", res: config.Resource{Records: config.Records{ID: "id"}},
 			body: `[{"id":7,"b":1,"a":2},{"id":12345678901234567890}]`, ids: []string{"7", "12345678901234567890"}, payload: `{"a":2,"b":1,"id":7}`},
@@ -36,10 +43,28 @@ func TestRecords(t *testing.T) {
 		{name: "null array is an empty page", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{"data":null}`},
 		{name: "html is not escaped", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":"<&>"}]`, ids: []string{"<&>"}, payload: `{"id":"<&>"}`},
 		{name: "identical duplicate is harmless", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1,"a":1},{"id":1,"a":1}]`, ids: []string{"1", "1"}, payload: `{"a":1,"id":1}`},
-		{name: "conflicting duplicate", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1,"a":1},{"id":2},{"id":1,"a":2}]`, wantErr: `record 2: id "1" repeats record 0 with different content`},
-		{name: "missing id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1},{"x":1}]`, wantErr: `record 1: id "id" is missing`},
-		{name: "object id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":{"a":1}}]`, wantErr: `record 0: id "id" is a object`},
-		{name: "record not an object", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[1]`, wantErr: "record 0: is a number, not an object"},
+		{name: "conflicting duplicate rejects every copy", res: config.Resource{Records: config.Records{ID: "id"}},
+			body: `[{"id":1,"a":1},{"id":2},{"id":1,"a":2},{"id":1.0,"a":1}]`, ids: []string{"2"}, payload: `{"id":2}`,
+			rejected: []rejection{
+				{0, "1", `{"a":1,"id":1}`, `record 0: id "1" is repeated by record 2 with different content`},
+				{2, "1", `{"a":2,"id":1}`, `record 2: id "1" repeats record 0 with different content`},
+				{3, "1", `{"a":1,"id":1}`, `record 3: id "1" repeats record 2 with different content`},
+			}},
+		{name: "duplicate differing in ignored fields only is harmless", res: config.Resource{Records: config.Records{ID: "id"}, IgnoreFields: []string{"at"}},
+			body: `[{"id":1,"at":1},{"id":1,"at":2}]`, ids: []string{"1", "1"}, payload: `{"at":1,"id":1}`},
+		{name: "missing id", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1},{"x":1}]`, ids: []string{"1"}, payload: `{"id":1}`,
+			rejected: []rejection{{1, "", `{"x":1}`, `record 1: id "id" is missing`}}},
+		{name: "null, empty and object ids", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":null},{"id":""},{"id":{"a":1}},{"id":[1]},{"id":true},{"id":"ok"}]`,
+			ids: []string{"ok"}, payload: `{"id":"ok"}`,
+			rejected: []rejection{
+				{0, "", `{"id":null}`, `record 0: id "id" is missing`},
+				{1, "", `{"id":""}`, `record 1: id "id" is empty`},
+				{2, "", `{"id":{"a":1}}`, `record 2: id "id" is a object, not a string or number`},
+				{3, "", `{"id":[1]}`, `record 3: id "id" is a array, not a string or number`},
+				{4, "", `{"id":true}`, `record 4: id "id" is a boolean, not a string or number`},
+			}},
+		{name: "record not an object", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[1.50,"s",{"id":"a"}]`, ids: []string{"a"}, payload: `{"id":"a"}`,
+			rejected: []rejection{{0, "", `1.5`, "record 0: is a number, not an object"}, {1, "", `"s"`, "record 1: is a string, not an object"}}},
 		{name: "path is not an array", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{"data":{}}`, wantErr: `records path "data" is a object, not an array`},
 		{name: "path missing", res: config.Resource{Records: config.Records{Path: "data", ID: "id"}}, body: `{}`, wantErr: `records path "data" not found`},
 		{name: "malformed", res: config.Resource{Records: config.Records{ID: "id"}}, body: `[{"id":1}`, wantErr: "malformed JSON"},
@@ -48,40 +73,67 @@ func TestRecords(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := records(t, tt.res, tt.body)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			body := []byte(tt.body)
+			for _, path := range []string{"Records", "DocRecords"} {
+				got, rejected, err := pageRecords(t, tt.res, body, path == "DocRecords")
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("%s: err = %v, want it to contain %q", path, err, tt.wantErr)
+					}
+					continue
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(tt.ids) {
-				t.Fatalf("got %d records, want %d", len(got), len(tt.ids))
-			}
-			for i, r := range got {
-				if r.ID != tt.ids[i] {
-					t.Errorf("record %d id = %q, want %q", i, r.ID, tt.ids[i])
+				if err != nil {
+					t.Fatalf("%s: %v", path, err)
 				}
-			}
-			if len(got) > 0 && string(got[0].Payload) != tt.payload {
-				t.Errorf("payload = %s, want %s", got[0].Payload, tt.payload)
+				if len(got) != len(tt.ids) {
+					t.Fatalf("%s: got %d records, want %d", path, len(got), len(tt.ids))
+				}
+				for i, r := range got {
+					if r.ID != tt.ids[i] {
+						t.Errorf("%s: record %d id = %q, want %q", path, i, r.ID, tt.ids[i])
+					}
+				}
+				if len(got) > 0 && string(got[0].Payload) != tt.payload {
+					t.Errorf("%s: payload = %s, want %s", path, got[0].Payload, tt.payload)
+				}
+				if len(rejected) != len(tt.rejected) {
+					t.Fatalf("%s: rejected %+v, want %d", path, rejected, len(tt.rejected))
+				}
+				for i, r := range rejected {
+					want := tt.rejected[i]
+					if r.Index != want.index || r.ID != want.id || string(r.Raw) != want.raw || r.Reason != want.reason || r.Truncated {
+						t.Errorf("%s: rejected %d = {%d %q %s %v %q}, want %+v", path, i, r.Index, r.ID, r.Raw, r.Truncated, r.Reason, want)
+					}
+				}
 			}
 		})
 	}
 }
 
+// pageRecords extracts a body's records through Decode + Records, or
+// through Scan + DocRecords.
+func pageRecords(t *testing.T, res config.Resource, body []byte, scan bool) ([]extract.Record, []extract.Rejected, error) {
+	t.Helper()
+	if !scan {
+		return records(t, res, string(body))
+	}
+	d, err := extract.Scan(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Release()
+	return extract.New(&res).DocRecords(d)
+}
+
 func TestIgnoreFieldsLeaveHashAlone(t *testing.T) {
 	t.Parallel()
 	res := config.Resource{Records: config.Records{Path: "data", ID: "id"}, IgnoreFields: []string{"meta.request_id", "fetched_at"}}
-	a, err := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":1,"meta":{"request_id":"r1","keep":1}}]}`)
+	a, _, err := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":1,"meta":{"request_id":"r1","keep":1}}]}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":1}}]}`)
-	c, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":2}}]}`)
+	b, _, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":1}}]}`)
+	c, _, _ := records(t, res, `{"data":[{"id":1,"v":1,"fetched_at":2,"meta":{"request_id":"r2","keep":2}}]}`)
 	if a[0].Hash != b[0].Hash {
 		t.Error("a change in ignored fields changed the hash")
 	}
@@ -92,7 +144,7 @@ func TestIgnoreFieldsLeaveHashAlone(t *testing.T) {
 		t.Error("ignored fields must still be stored in the payload")
 	}
 	// Key order and whitespace are not changes.
-	d, _ := records(t, res, `{"data":[ {"meta":{"keep":1,"request_id":"zz"}, "v":1, "id":1} ]}`)
+	d, _, _ := records(t, res, `{"data":[ {"meta":{"keep":1,"request_id":"zz"}, "v":1, "id":1} ]}`)
 	if d[0].Hash != a[0].Hash {
 		t.Error("key order changed the hash")
 	}

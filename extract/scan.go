@@ -25,8 +25,13 @@ import (
 // stored hashes depend on it — so it follows encoding/json's rules: the same
 // inputs accepted and rejected, the last of duplicate keys wins, keys sorted
 // by their decoded text, strings decoded and re-encoded as the Encoder
-// (SetEscapeHTML(false)) writes them, numbers kept as their text. The fuzz
-// test FuzzPage compares both paths.
+// (SetEscapeHTML(false)) writes them. Like Decode it tells apart the strings
+// whose raw text holds invalid UTF-8 or a lone surrogate escape
+// (InvalidString), and like appendCanonical it writes numbers as
+// CanonicalNumber does: a number already canonical, as nearly all are, is
+// marked while it is scanned and copied from the body. The same records
+// are rejected for the same reasons. The fuzz test FuzzPage compares both
+// paths.
 
 // maxDepth is encoding/json's nesting limit: deeper documents are rejected.
 const maxDepth = 10000
@@ -71,16 +76,23 @@ type node struct {
 	lo, hi int32
 	kind   kind
 	// decoded: a string's text is in Doc.dec. verbatim: a string the
-	// Encoder writes back unchanged between quotes.
-	decoded, verbatim bool
+	// Encoder writes back unchanged between quotes, or a number in
+	// canonical form. invalid: a string whose raw text holds invalid UTF-8
+	// or a lone surrogate escape (an InvalidString; its raw text is in
+	// Doc.raws).
+	decoded, verbatim, invalid bool
 }
+
+// rawSpan is where the raw text of an invalid string node is in the body.
+type rawSpan struct{ node, lo, hi int32 }
 
 // Doc is a scanned JSON document.
 type Doc struct {
 	body  []byte
 	nodes []node
 	kids  []int32
-	dec   []byte // decoded text of strings with escapes or invalid UTF-8
+	dec   []byte    // decoded text of strings with escapes or invalid UTF-8
+	raws  []rawSpan // of invalid strings, by node
 	stack []int32
 	keys  [][]byte // scratch of sortMembers
 	root  int32
@@ -99,7 +111,7 @@ func Scan(body []byte) (*Doc, error) {
 		return nil, fmt.Errorf("malformed JSON: body of %d bytes is too large", len(body))
 	}
 	d := docs.Get().(*Doc)
-	d.body, d.nodes, d.kids, d.dec, d.stack = body, d.nodes[:0], d.kids[:0], d.dec[:0], d.stack[:0]
+	d.body, d.nodes, d.kids, d.dec, d.stack, d.raws = body, d.nodes[:0], d.kids[:0], d.dec[:0], d.stack[:0], d.raws[:0]
 	if cap(d.nodes) == 0 {
 		d.nodes = make([]node, 0, len(body)/10+8)
 		d.kids = make([]int32, 0, len(body)/12+8)
@@ -216,25 +228,32 @@ func (s *scanner) digits() int {
 	return n
 }
 
-// number reads -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?.
+// number reads -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, noting
+// whether it is canonical as canonicalNumber does: no "-0", no fraction
+// ending in 0, no exponent, at most MaxPlainNumber bytes.
 func (s *scanner) number() (int32, error) {
 	b := s.d.body
 	lo := s.i
-	if b[s.i] == '-' {
+	neg := b[s.i] == '-'
+	if neg {
 		s.i++
 	}
-	if s.i < len(b) && b[s.i] == '0' {
+	zero := s.i < len(b) && b[s.i] == '0'
+	if zero {
 		s.i++
 	} else if s.digits() == 0 {
 		return 0, s.errAt("in numeric literal")
 	}
+	canonical := !(neg && zero)
 	if s.i < len(b) && b[s.i] == '.' {
 		s.i++
 		if s.digits() == 0 {
 			return 0, s.errAt("after decimal point in numeric literal")
 		}
+		canonical = b[s.i-1] != '0'
 	}
 	if s.i < len(b) && (b[s.i] == 'e' || b[s.i] == 'E') {
+		canonical = false
 		s.i++
 		if s.i < len(b) && (b[s.i] == '+' || b[s.i] == '-') {
 			s.i++
@@ -243,11 +262,13 @@ func (s *scanner) number() (int32, error) {
 			return 0, s.errAt("in exponent of numeric literal")
 		}
 	}
-	return s.add(node{kind: kindNumber, lo: int32(lo), hi: int32(s.i)}), nil
+	canonical = canonical && s.i-lo <= MaxPlainNumber
+	return s.add(node{kind: kindNumber, lo: int32(lo), hi: int32(s.i), verbatim: canonical}), nil
 }
 
 // str reads a string; only strings with escapes or invalid UTF-8 are
-// decoded (by encoding/json itself, so that every rule is its own).
+// decoded (by encoding/json itself, so that every rule is its own), and
+// only those can be invalid (an InvalidString).
 func (s *scanner) str() (int32, error) {
 	b := s.d.body
 	open := s.i
@@ -278,9 +299,15 @@ func (s *scanner) str() (int32, error) {
 					return 0, fmt.Errorf("string at offset %d: %w", open, err)
 				}
 				n.decoded = true
+				n.invalid = invalidText(raw)
 				n.lo = int32(len(s.d.dec))
 				s.d.dec = append(s.d.dec, text...)
 				n.hi = int32(len(s.d.dec))
+				if n.invalid {
+					i := s.add(n)
+					s.d.raws = append(s.d.raws, rawSpan{i, int32(lo), int32(lo + len(raw))})
+					return i, nil
+				}
 			} else {
 				// The Encoder escapes these two line separators.
 				n.verbatim = ascii || !bytes.Contains(raw, []byte("\u2028")) && !bytes.Contains(raw, []byte("\u2029"))
@@ -486,6 +513,12 @@ func (d *Doc) text(i int32) []byte {
 	return d.body[n.lo:n.hi]
 }
 
+// raw is the raw text (between the quotes) of an invalid string node.
+func (d *Doc) raw(i int32) []byte {
+	j, _ := slices.BinarySearchFunc(d.raws, i, func(r rawSpan, i int32) int { return int(r.node - i) })
+	return d.body[d.raws[j].lo:d.raws[j].hi]
+}
+
 // lookup follows path parts through nested objects from node i.
 func (d *Doc) lookup(i int32, parts []string) (int32, bool) {
 	for _, part := range parts {
@@ -543,6 +576,9 @@ func (d *Doc) value(i int32) any {
 	case kindNumber:
 		return json.Number(d.text(i))
 	case kindString:
+		if n.invalid {
+			return InvalidString{Text: string(d.text(i)), Raw: string(d.raw(i))}
+		}
 		return string(d.text(i))
 	case kindArray:
 		arr := make([]any, n.hi-n.lo)
@@ -584,7 +620,11 @@ func (w *encoder) appendNode(i int32, skip [][]string) error {
 	case kindTrue:
 		w.buf = append(w.buf, "true"...)
 	case kindNumber:
-		w.buf = append(w.buf, d.body[n.lo:n.hi]...)
+		if n.verbatim { // as nearly every number is
+			w.buf = append(w.buf, d.body[n.lo:n.hi]...)
+		} else {
+			w.buf = append(w.buf, CanonicalNumber(string(d.body[n.lo:n.hi]))...)
+		}
 	case kindString:
 		return w.appendString(i)
 	case kindArray:
@@ -666,11 +706,11 @@ func (w *encoder) appendString(i int32) error {
 }
 
 // DocRecords is Records on a scanned document: the same records, payloads,
-// hashes, cursors and errors.
-func (e *Extractor) DocRecords(d *Doc) ([]Record, error) {
+// hashes, cursors, rejections and errors.
+func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, err error) {
 	arr, ok := d.lookup(d.root, e.recordsPath)
 	if !ok {
-		return nil, fmt.Errorf("records path %q not found in response", e.res.Records.Path)
+		return nil, nil, fmt.Errorf("records path %q not found in response", e.res.Records.Path)
 	}
 	n := d.nodes[arr]
 	count := 0
@@ -679,25 +719,28 @@ func (e *Extractor) DocRecords(d *Doc) ([]Record, error) {
 	case kindArray:
 		count = int(n.hi - n.lo)
 	default:
-		return nil, fmt.Errorf("records path %q is a %s, not an array", e.res.Records.Path, n.kind)
+		return nil, nil, fmt.Errorf("records path %q is a %s, not an array", e.res.Records.Path, n.kind)
+	}
+	// The whole record's canonical JSON, for a rejection (seldom).
+	raw := func(i int) []byte {
+		w := &encoder{d: d}
+		_ = w.appendNode(d.kids[n.lo+int32(i)], nil) // cannot fail, as in Records
+		return w.buf
 	}
 	out := make([]Record, count)
-	first := make(map[string]int, count)
 	// One buffer for all payloads of the page: a few allocations instead of
 	// one per record. Canonical JSON is about as long as the body.
 	w := &encoder{d: d, buf: make([]byte, 0, len(d.body)+count*8)}
 	for i := range count {
 		r, err := e.docRecord(w, d.kids[n.lo+int32(i)])
 		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", i, err)
+			rejected = append(rejected, rejectBad(i, raw(i), err))
+			continue
 		}
-		if j, dup := first[r.ID]; dup && out[j].Hash != r.Hash {
-			return nil, fmt.Errorf("record %d: id %q repeats record %d with different content", i, r.ID, j)
-		}
-		first[r.ID] = i
 		out[i] = r
 	}
-	return out, nil
+	out, rejected = settle(out, rejected, raw)
+	return out, rejected, nil
 }
 
 // docRecord prepares record node v, its payload appended to w.buf (with
@@ -776,12 +819,18 @@ func (e *Extractor) docID(d *Doc, v int32) (string, error) {
 	}
 	switch k := d.nodes[i].kind; k {
 	case kindString:
+		if d.nodes[i].invalid {
+			return "", invalidIDError(d.raw(i))
+		}
 		if d.nodes[i].lo == d.nodes[i].hi {
 			return "", fmt.Errorf("id %q is empty", path)
 		}
 		return string(d.text(i)), nil
 	case kindNumber:
-		return string(d.text(i)), nil
+		if d.nodes[i].verbatim {
+			return string(d.text(i)), nil
+		}
+		return CanonicalNumber(string(d.text(i))), nil
 	default:
 		return "", fmt.Errorf("id %q is a %s, not a string or number", path, k)
 	}

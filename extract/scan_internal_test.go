@@ -3,6 +3,7 @@ package extract
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,47 @@ func TestSpecial8(t *testing.T) {
 			w[i] = byte(0x1c + r.IntN(0x70)) // mostly plain, some special
 		}
 		check(w)
+	}
+}
+
+// The fast paths of numbers: canonicalNumber, and the mark scanner.number
+// leaves on a node, say "canonical" exactly for the numbers CanonicalNumber
+// leaves as they are in plain form.
+func TestCanonicalNumberFastPath(t *testing.T) {
+	t.Parallel()
+	nums := []string{"0", "-0", "1", "-1", "10", "1.0", "1.5", "-0.5", "-0.50", "0.0", "0.01", "1e2", "1E2", "1e+2", "0e0",
+		"12345678901234567890123", "1" + strings.Repeat("0", MaxPlainNumber-1), "1" + strings.Repeat("0", MaxPlainNumber),
+		"-1" + strings.Repeat("0", MaxPlainNumber-2), "-1" + strings.Repeat("0", MaxPlainNumber-1), "0." + strings.Repeat("1", MaxPlainNumber-2)}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 2000 {
+		var b strings.Builder
+		if r.IntN(2) == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteString([]string{"0", "1", "10", "205"}[r.IntN(4)])
+		if r.IntN(2) == 0 {
+			b.WriteString([]string{".0", ".5", ".50", ".05", ".000"}[r.IntN(5)])
+		}
+		if r.IntN(4) == 0 {
+			b.WriteString([]string{"e0", "e-1", "E+3"}[r.IntN(3)])
+		}
+		nums = append(nums, b.String())
+	}
+	body := "[" + strings.Join(nums, ",") + "]"
+	d, err := Scan([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Release()
+	root := d.nodes[d.root]
+	for j, s := range nums {
+		c := CanonicalNumber(s)
+		want := c == s && !strings.Contains(c, "e")
+		if got := canonicalNumber(s); got != want {
+			t.Errorf("canonicalNumber(%.40q) = %v, CanonicalNumber gives %.40q", s, got, c)
+		}
+		if got := d.nodes[d.kids[root.lo+int32(j)]].verbatim; got != want {
+			t.Errorf("scanned %.40q: verbatim %v, CanonicalNumber gives %.40q", s, got, c)
+		}
 	}
 }

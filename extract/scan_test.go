@@ -32,10 +32,10 @@ var scanResources = []config.Resource{
 }
 
 // lookupPaths are envelope paths compared through Lookup.
-var lookupPaths = []string{"", "next_cursor", "next_url", "data", "a", "a.b", "k.\u00e9", "x..y"}
+var lookupPaths = []string{"", "next_cursor", "next_url", "data", "a", "a.b", "k.\u00e9", "x..y", "\ufffd", "\ufffd.x"}
 
 // compare runs body through Decode + Records and Scan + DocRecords and
-// reports any difference: acceptance, records, errors, lookups.
+// reports any difference: acceptance, records, rejections, errors, lookups.
 func compare(body []byte, res *config.Resource) error {
 	doc, slowErr := extract.Decode(body)
 	d, fastErr := extract.Scan(body)
@@ -54,8 +54,8 @@ func compare(body []byte, res *config.Resource) error {
 		}
 	}
 	ex := extract.New(res)
-	slow, slowErr := ex.Records(doc)
-	fast, fastErr := ex.DocRecords(d)
+	slow, slowRej, slowErr := ex.Records(doc)
+	fast, fastRej, fastErr := ex.DocRecords(d)
 	if fmt.Sprint(slowErr) != fmt.Sprint(fastErr) {
 		return fmt.Errorf("records: slow err %v, fast err %v", slowErr, fastErr)
 	}
@@ -68,7 +68,26 @@ func compare(body []byte, res *config.Resource) error {
 			return fmt.Errorf("record %d:\nslow %q %s %s %#v\nfast %q %s %s %#v", i, s.ID, s.Hash, s.Payload, s.Cursor, f.ID, f.Hash, f.Payload, f.Cursor)
 		}
 	}
+	if len(slowRej) != len(fastRej) || (slowRej == nil) != (fastRej == nil) {
+		return fmt.Errorf("rejected: slow %+v, fast %+v", slowRej, fastRej)
+	}
+	for i := range slowRej {
+		s, f := slowRej[i], fastRej[i]
+		if s.Index != f.Index || s.ID != f.ID || !bytes.Equal(s.Raw, f.Raw) || s.Truncated != f.Truncated || s.Reason != f.Reason {
+			return fmt.Errorf("rejection %d:\nslow %d %q %q %v %s\nfast %d %q %q %v %s", i, s.Index, s.ID, s.Raw, s.Truncated, s.Reason, f.Index, f.ID, f.Raw, f.Truncated, f.Reason)
+		}
+	}
+	// Every record of the page is either taken or rejected, once.
+	if n := arrayLen(doc, res.Records.Path); len(slow)+len(slowRej) != n {
+		return fmt.Errorf("%d records and %d rejections of a page of %d", len(slow), len(slowRej), n)
+	}
 	return nil
+}
+
+// arrayLen is the length of the record array at path; 0 if there is none.
+func arrayLen(doc any, path string) int {
+	arr, _ := extract.Array(doc, path)
+	return len(arr)
 }
 
 // demoPage is a page of a demo API resource as its server renders it.
@@ -101,6 +120,17 @@ var nastyBodies = []string{
 	`[{"id":7,"b":1,"a":2},{"id":12345678901234567890}]`,
 	` [ ] `, `[]]`, `{}}`, `1]`, `"a"}`, `1 x`, `[] []`, `[1,]`, `{"a":1,}`, `{"a" 1}`, `{1:2}`, `[01]`, `[1.]`, `[.5]`, `[1e]`, `[-]`, `[+1]`,
 	`[nul]`, `[truex]`, `tru`, ``, `   `, "\ufeff[]", `["\x"]`, `["\u12g4"]`, "[\"\x01\"]", `"abc`, `[`, `{`, `{"a":`, `{"a"`, "[1]\n", `[1]x`, `{"a":[}`,
+	// Ids: lone surrogates, invalid UTF-8, U+FFFD itself, NUL, spellings of
+	// one number, huge and long ones; rejections and duplicates among them.
+	`{"data":[{"id":"\ud800"},{"id":"\ud800x"},{"id":"\uDC00"},{"id":"\ud800\ud800"},{"id":"\ud83c\udf9f"},{"id":"\ufffd"},{"id":"` + "\ufffd" + `"},{"id":"ok","v":"\udfff"}]}`,
+	"{\"data\":[{\"id\":\"ab\xff\"},{\"id\":\"ab\xfe\"},{\"id\":\"\xed\xa0\x80\"},{\"id\":\"\\u00e9\xc3\"},{\"id\":\"\\ud800\xff\"},{\"id\":1}]}",
+	`{"data":[{"id":"nul\u0000","s":"\u0000"},{"id":"x","s":"a\u0000b","\u0000":0}]}`,
+	`{"data":[{"id":10},{"id":10.0},{"id":1e1},{"id":"10"},{"id":-0},{"id":0},{"id":-0.0e5},{"id":18446744073709551617},{"id":1E+2,"v":100},{"id":100,"v":1e2}]}`,
+	`{"data":[{"id":1,"n":[-0,1.0,1e2,1.50,0.000120,12345678901234567890123,1e999,-1e998,1e1000,-1e999,10e999,-1.5e-2000,1e-7,0e99999999999999999999,1e-99999999999999999999,-12.5E+99999999999999999999]}]}`,
+	`{"data":[{"id":1e99999999999999999999999},{"id":10e99999999999999999999998,"a":1},{"id":1e1000},{"id":10e999},{"id":1e-1000},{"id":0.1e-999,"a":1}]}`,
+	`{"data":[{"id":"` + strings.Repeat("long", 70) + `","a":1},{"id":"` + strings.Repeat("long", 70) + `","a":2},{"id":"` + strings.Repeat("long", 70) + `","a":1}]}`,
+	`{"data":[{"id":"\u0000"},{"id":"\u0000\u0000","\u0000":"\u0000"}]}`, "{\"data\":[{\"id\":\"\x00\"}]}", "[1\x00]", "\x00",
+	`{"data":[{"id":"k","\ud800":1,"\udc00":2,"` + "\ufffd" + `":3}],"\ud800":{"x":"\ud800"}}`,
 	strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
 	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
 	`{"data":[{"id":"d","x":` + strings.Repeat(`{"a":`, 9998) + `1` + strings.Repeat(`}`, 9998) + `}]}`,
@@ -124,6 +154,10 @@ func TestScanMatchesDecode(t *testing.T) {
 	}
 	big.WriteString(`}]}`)
 	bodies = append(bodies, []byte(big.String()))
+	// Rejected records whose JSON is cut (built here, not kept in
+	// nastyBodies: live test data slows BenchmarkPage's garbage collection).
+	long := strings.Repeat("x", 70000)
+	bodies = append(bodies, []byte(`{"data":[{"id":"`+long+`","a":1},{"id":"`+long+`","a":2},[`+strings.Repeat(`"é",`, 40000)+`1]]}`))
 	for i, b := range bodies {
 		for j := range scanResources {
 			if err := compare(b, &scanResources[j]); err != nil {
@@ -188,8 +222,8 @@ func BenchmarkPage(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if recs, err := ex.Records(doc); err != nil || len(recs) != 1000 {
-				b.Fatal(len(recs), err)
+			if recs, rej, err := ex.Records(doc); err != nil || len(recs) != 1000 || len(rej) != 0 {
+				b.Fatal(len(recs), rej, err)
 			}
 		}
 		perRecord(b)
@@ -202,8 +236,8 @@ func BenchmarkPage(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if recs, err := ex.DocRecords(d); err != nil || len(recs) != 1000 {
-				b.Fatal(len(recs), err)
+			if recs, rej, err := ex.DocRecords(d); err != nil || len(recs) != 1000 || len(rej) != 0 {
+				b.Fatal(len(recs), rej, err)
 			}
 			d.Release()
 		}
@@ -230,7 +264,9 @@ func TestScanRandomDocs(t *testing.T) {
 	keys := []string{"id", "data", "meta", "request_id", "a", "b", "c", "k", "x", "y", "z", "q", "é", "\\u00e9", "buyer", "name", "price", "cents",
 		"\\u2028", "", "settlement", "results", "result", "items", "transactions", "txn_id", "updated_at", "next_cursor", "a\\\"b", "amount", "all"}
 	strs := []string{`"x"`, `""`, `"1"`, `"é"`, `"\u2028"`, `"\ud800"`, `"a\nb"`, `"<&>"`, `"票"`, "\"\xff\"", `"\u00e9"`, `"2025-03-14T09:26:53Z"`}
-	nums := []string{"0", "-0", "1", "1.0E+2", "1e400", "123456789012345678901234567890", "-1.5e-7"}
+	nums := []string{"0", "-0", "1", "1.0E+2", "1e400", "123456789012345678901234567890", "-1.5e-7", "100", "1.50", "0.000120"}
+	// Spellings of a few ids, valid or not, so that pages repeat ids.
+	ids := []string{"0", "1", "2", "3", "1.0", "1e0", "10e-1", "-0", `"1"`, `"2"`, `"\ud800"`, "\"\xff\"", `"\ufffd"`, `"\u0000"`, `""`, "null", "[1]"}
 	var value func(b *strings.Builder, depth int)
 	value = func(b *strings.Builder, depth int) {
 		switch n := r.IntN(10); {
@@ -263,7 +299,7 @@ func TestScanRandomDocs(t *testing.T) {
 	}
 	record := func(b *strings.Builder) {
 		b.WriteByte('{')
-		fmt.Fprintf(b, `"id":%d,"txn_id":"t%d","settlement":{"id":%d},"x":{"y":%d}`, r.IntN(8), r.IntN(8), r.IntN(8), r.IntN(8))
+		fmt.Fprintf(b, `"id":%s,"txn_id":"t%d","settlement":{"id":%s},"x":{"y":%d}`, ids[r.IntN(len(ids))], r.IntN(8), ids[r.IntN(len(ids))], r.IntN(8))
 		for range r.IntN(8) {
 			fmt.Fprintf(b, `,"%s":`, keys[r.IntN(len(keys))])
 			value(b, 1)

@@ -129,6 +129,14 @@ type FetchPayload struct {
 	Resource string `json:"resource"`
 	Mode     string `json:"mode"`
 	Trigger  string `json:"trigger"`
+	// ConfirmDeletes lets a full read tombstone every record it does not
+	// see, past the max_delete_fraction brake and the second read that
+	// pagination styles wait for (tidemark sync --full --confirm-deletes).
+	ConfirmDeletes bool `json:"confirm_deletes,omitempty"`
+	// Resume continues an interrupted full read from its checkpoint: a
+	// manual full fetch otherwise starts a new pass (tidemark sync --full
+	// --resume).
+	Resume bool `json:"resume,omitempty"`
 }
 
 // NewFetch returns a fetch task for a resource.

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -109,7 +112,12 @@ func WebhookSink(client *asynq.Client, hooks []config.Webhook) events.Sink {
 }
 
 // Sign is the X-Tidemark-Signature value of body under secret:
-// "sha256=" and the hex HMAC-SHA256.
+// "sha256=" and the hex HMAC-SHA256. It signs the body alone, so a captured
+// request can be replayed as long as the secret is unchanged; it is kept for
+// receivers (and upstreams) that predate the Standard Webhooks headers.
+//
+// Outbound webhooks still send it for one release, deprecated: receivers
+// should verify webhook-signature (see SignStandard) instead.
 func Sign(secret, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
@@ -119,4 +127,82 @@ func Sign(secret, body []byte) string {
 // VerifySignature checks a signature made by Sign, in constant time.
 func VerifySignature(secret, body []byte, signature string) bool {
 	return hmac.Equal([]byte(Sign(secret, body)), []byte(signature))
+}
+
+// The Standard Webhooks (https://www.standardwebhooks.com) headers that sign
+// a delivery: its id (the same on every retry), the attempt's time in unix
+// seconds, and one or more space-separated "v1,<base64 HMAC-SHA256>"
+// signatures of id + "." + timestamp + "." + body.
+const (
+	HeaderWebhookID        = "webhook-id"
+	HeaderWebhookTimestamp = "webhook-timestamp"
+	HeaderWebhookSignature = "webhook-signature"
+)
+
+// WebhookTolerance is how far a webhook-timestamp may be from the
+// receiver's clock, either way: an older (or a future) signed request is
+// refused as a possible replay.
+const WebhookTolerance = 5 * time.Minute
+
+// Errors of VerifyStandard.
+var (
+	ErrWebhookTimestamp = errors.New("webhook-timestamp out of tolerance")
+	ErrWebhookSignature = errors.New("webhook-signature does not match")
+)
+
+// WebhookKey is the HMAC key of a webhook secret, as Standard Webhooks
+// defines it: a secret starting with "whsec_" carries the key base64-encoded
+// after that prefix; any other secret is the key itself, byte for byte. The
+// error never quotes the secret.
+func WebhookKey(secret string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return []byte(secret), nil
+	}
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil {
+		return nil, fmt.Errorf("a secret starting with whsec_ must continue in standard base64: %w", err)
+	}
+	if len(key) == 0 {
+		return nil, errors.New("a secret starting with whsec_ must carry a key after the prefix")
+	}
+	return key, nil
+}
+
+// SignStandard is the webhook-signature value of a delivery: "v1," and the
+// base64 HMAC-SHA256 under key of id.timestamp.body.
+func SignStandard(key []byte, id string, timestamp int64, body []byte) string {
+	return signStandard(key, id, strconv.FormatInt(timestamp, 10), body)
+}
+
+// signStandard signs the timestamp as the header carries it: a verifier
+// must hash the header's text, not a number reformatted from it.
+func signStandard(key []byte, id, timestamp string, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id + "." + timestamp + "."))
+	m.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// VerifyStandard checks Standard Webhooks headers at time now: the timestamp
+// within WebhookTolerance (ErrWebhookTimestamp), then any of the
+// space-separated signatures, each compared in constant time
+// (ErrWebhookSignature). It does not remember ids: refusing a replayed id
+// inside the tolerance is the caller's job.
+func VerifyStandard(key []byte, id, timestamp, signatures string, body []byte, now time.Time) error {
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s %q is not unix seconds", ErrWebhookTimestamp, HeaderWebhookTimestamp, timestamp)
+	}
+	if skew := now.Sub(time.Unix(sec, 0)); skew > WebhookTolerance || skew < -WebhookTolerance {
+		return fmt.Errorf("%w: %s %d is %s from the server's clock, more than the %s allowed (a replay, or a wrong clock)",
+			ErrWebhookTimestamp, HeaderWebhookTimestamp, sec, skew.Abs().Round(time.Second), WebhookTolerance)
+	}
+	want := []byte(signStandard(key, id, timestamp, body))
+	for sig := range strings.FieldsSeq(signatures) {
+		if hmac.Equal([]byte(sig), want) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: want v1,<base64 HMAC-SHA256 of %s.%s.body>", ErrWebhookSignature, HeaderWebhookID, HeaderWebhookTimestamp)
 }

@@ -28,6 +28,12 @@ var (
 	failuresDesc = prometheus.NewDesc("tidemark_consecutive_failures",
 		"Failed runs of the resource since its last success.",
 		[]string{"source", "resource"}, nil)
+	quarantinedDesc = prometheus.NewDesc("tidemark_records_quarantined",
+		"Records set aside because tidemark cannot store them (record_quarantine), by resource.",
+		[]string{"source", "resource"}, nil)
+	deletesHeldDesc = prometheus.NewDesc("tidemark_deletes_held",
+		"Deletions a full read left for the next to agree on; reason mass: held by the max_delete_fraction brake (act: confirm or wait), second_read: waiting as delete_after_reads asks.",
+		[]string{"source", "resource", "reason"}, nil)
 )
 
 // Freshness reads every configured resource's sync state at scrape time.
@@ -52,6 +58,8 @@ func (f *Freshness) Describe(ch chan<- *prometheus.Desc) {
 	ch <- targetDesc
 	ch <- staleDesc
 	ch <- failuresDesc
+	ch <- quarantinedDesc
+	ch <- deletesHeldDesc
 }
 
 // Collect implements prometheus.Collector. A resource never in sync yet has
@@ -84,6 +92,13 @@ func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, src.Name, res.Name)
 		ch <- prometheus.MustNewConstMetric(failuresDesc, prometheus.GaugeValue, float64(st.ConsecutiveFailures), src.Name, res.Name)
+		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, float64(st.Quarantined), src.Name, res.Name)
+		mass, second := 0.0, float64(st.DeletesHeld)
+		if st.DeletesHeldMass {
+			mass, second = second, 0
+		}
+		ch <- prometheus.MustNewConstMetric(deletesHeldDesc, prometheus.GaugeValue, mass, src.Name, res.Name, "mass")
+		ch <- prometheus.MustNewConstMetric(deletesHeldDesc, prometheus.GaugeValue, second, src.Name, res.Name, "second_read")
 	})
 }
 

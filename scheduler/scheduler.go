@@ -83,6 +83,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.log.Info("scheduler started", "tick", s.cfg.Tick.String())
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var collected time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,6 +97,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		if err := s.CheckAlerts(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("scheduler alerts", "error", err)
+		}
+		if time.Since(collected) >= time.Minute {
+			// Seen-sets of full reads that started over are garbage.
+			if n, err := s.store.CollectSeen(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("collect seen-sets", "error", err)
+			} else if n > 0 {
+				s.log.Info("collected abandoned seen-sets", "pages", n)
+			}
+			collected = time.Now()
 		}
 		if took := time.Since(began); took > s.cfg.Tick {
 			s.log.Warn("scheduler tick took longer than the tick interval", "took", took.String(), "tick", s.cfg.Tick.String())

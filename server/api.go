@@ -1,9 +1,7 @@
 package server
 
 import (
-	"cmp"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/tidemark/tidemark/config"
@@ -27,18 +25,37 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*config.Source,
 	return src, res
 }
 
-// sync enqueues a fetch now: delta, or full with ?mode=full.
+// sync enqueues a fetch now: delta, or full with ?mode=full
+// (&confirm_deletes=true lets its deletions past the brake; &resume=true
+// continues an interrupted full read).
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	src, res := s.lookup(w, r)
 	if res == nil {
 		return
 	}
-	mode := r.URL.Query().Get("mode")
+	q := r.URL.Query()
+	mode := q.Get("mode")
 	if mode != "" && mode != jobs.ModeDelta && mode != jobs.ModeFull {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode=%q: want delta or full", mode))
 		return
 	}
-	p := jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFor(res, mode == jobs.ModeFull), Trigger: jobs.TriggerManual}
+	flags := map[string]bool{}
+	for _, name := range []string{"confirm_deletes", "resume"} {
+		switch v := q.Get(name); v {
+		case "", "false":
+		case "true":
+			if mode != jobs.ModeFull {
+				writeError(w, http.StatusBadRequest, name+"=true needs mode=full")
+				return
+			}
+			flags[name] = true
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: want true or false", name, v))
+			return
+		}
+	}
+	p := jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFor(res, mode == jobs.ModeFull), Trigger: jobs.TriggerManual,
+		ConfirmDeletes: flags["confirm_deletes"], Resume: flags["resume"]}
 	task, err := jobs.NewFetch(p, jobs.FetchOptions(res)...)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -75,43 +92,4 @@ func (s *Server) pause(paused bool) http.HandlerFunc {
 		s.log.Info("resource paused", "source", k.Source, "resource", k.Resource, "paused", paused)
 		writeJSON(w, http.StatusOK, map[string]any{"source": k.Source, "resource": k.Resource, "paused": paused})
 	}
-}
-
-// hook is an upstream's change notification: it enqueues an immediate
-// probe. With a secret configured for the source the body must be signed
-// (X-Tidemark-Signature or X-Hub-Signature-256: sha256=<hex HMAC-SHA256>);
-// the admin token is accepted instead.
-func (s *Server) hook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
-	}
-	secret := s.cfg.HookSecret(r.PathValue("source"))
-	if secret != "" {
-		sig := cmp.Or(r.Header.Get("X-Tidemark-Signature"), r.Header.Get("X-Hub-Signature-256"))
-		if !jobs.VerifySignature([]byte(secret), body, sig) && (s.cfg.AdminToken == "" || !s.authorized(r)) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong X-Tidemark-Signature (want sha256=<hex HMAC-SHA256 of the body>)")
-			return
-		}
-	} else if !s.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong admin token (or set "+HookSecretEnv(r.PathValue("source"))+" to accept signed hooks)")
-		return
-	}
-	src, res := s.lookup(w, r)
-	if res == nil {
-		return
-	}
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerWebhook}, jobs.ProbeOptions(res)...)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	info, err := s.client.EnqueueContext(r.Context(), task)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("enqueue probe %s/%s: %v", src.Name, res.Name, err))
-		return
-	}
-	s.log.Info("inbound hook", "source", src.Name, "resource", res.Name, "task_id", info.ID)
-	writeJSON(w, http.StatusAccepted, map[string]string{"source": src.Name, "resource": res.Name, "task_id": info.ID, "queue": info.Queue})
 }

@@ -3,11 +3,9 @@ package server
 import (
 	"crypto/subtle"
 	_ "embed"
-	"html"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // route is one endpoint. The table is also what the OpenAPI test checks
@@ -61,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(dashboard)))
 	mux.HandleFunc("GET /login", loginPage)
 	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
 	mux.Handle("/monitoring/", s.auth(s.monitor))
 	mux.Handle("/api/", s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /api/openapi.json)")
@@ -92,23 +91,17 @@ func dashboard(w http.ResponseWriter, _ *http.Request) {
 	w.Write(dashboardHTML)
 }
 
-// tokenCookie carries the admin token for browsers, whose EventSource and
-// Asynqmon requests cannot send an Authorization header.
-const tokenCookie = "tidemark_token"
-
-// authorized reports whether r carries the admin token (always true when
-// none is configured).
+// authorized reports whether r carries the admin token as a bearer token,
+// or the cookie of a dashboard session (always true when no token is
+// configured).
 func (s *Server) authorized(r *http.Request) bool {
 	if s.cfg.AdminToken == "" {
 		return true
 	}
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if got == "" || got == r.Header.Get("Authorization") {
-		if c, err := r.Cookie(tokenCookie); err == nil {
-			got = c.Value
-		}
+	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && got != "" {
+		return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) == 1
 	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) == 1
+	return s.validSession(r)
 }
 
 func (s *Server) auth(next http.Handler) http.Handler {
@@ -123,43 +116,4 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		}
 		writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <TIDEMARK_ADMIN_TOKEN>, or log in at /login")
 	})
-}
-
-const loginForm = `<!doctype html><html><head><meta charset="utf-8"><title>tidemark: log in</title>
-<style>body{font:16px system-ui,sans-serif;display:grid;place-items:center;height:90vh;background:#0f172a;color:#e2e8f0}
-form{display:flex;gap:.5em;flex-direction:column;min-width:20em}input,button{font:inherit;padding:.5em}</style></head>
-<body><form method="post" action="/login"><h1>tidemark</h1>%s<input type="password" name="token" placeholder="admin token" autofocus required>
-<input type="hidden" name="next" value="%s"><button>Log in</button></form></body></html>`
-
-func loginPage(w http.ResponseWriter, r *http.Request) {
-	writeLogin(w, http.StatusOK, "", r.URL.Query().Get("next"))
-}
-
-func writeLogin(w http.ResponseWriter, code int, msg, next string) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(code)
-	if msg != "" {
-		msg = "<p>" + html.EscapeString(msg) + "</p>"
-	}
-	w.Write([]byte(strings.Replace(strings.Replace(loginForm, "%s", msg, 1), "%s", html.EscapeString(next), 1)))
-}
-
-// login checks the submitted token and stores it in an HttpOnly,
-// SameSite=Strict cookie (Strict: another site cannot make the browser send
-// it along with a forged POST).
-func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	next := r.FormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		next = "/"
-	}
-	tok := r.FormValue("token")
-	if s.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
-		writeLogin(w, http.StatusUnauthorized, "wrong token", next)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{
-		Name: tokenCookie, Value: tok, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: r.TLS != nil, Expires: time.Now().Add(30 * 24 * time.Hour),
-	})
-	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
@@ -31,12 +32,33 @@ type Config struct {
 	// Addr is the listen address. Default 127.0.0.1:8080.
 	Addr string
 	// AdminToken, when set, is required on /api/, /monitoring/ and the
-	// dashboard: as a bearer token, or as the cookie /login sets. Without it
-	// the server refuses to listen on a non-loopback address.
+	// dashboard: as a bearer token, or through the session /login opens.
+	// Without it the server refuses to listen on a non-loopback address.
 	AdminToken string
+	// PublishAddr is the address (host, or host:port) the server is
+	// published on when that is not Addr: a container listens on 0.0.0.0
+	// inside its network and is published on the host by Docker
+	// (docker-compose.yml sets TIDEMARK_PUBLISH_ADDR). Beyond loopback the
+	// server refuses to start with no token or DemoAdminToken. Default ""
+	// (Addr is where it is reachable).
+	PublishAddr string
+	// TrustProxy says a TLS-terminating proxy is in front: X-Forwarded-Proto:
+	// https then marks a request as TLS, so the session cookie is Secure.
+	// Without it the header is ignored: anyone can send it. Default false.
+	TrustProxy bool
+	// SessionTTL is how long a dashboard session lasts after /login.
+	// Default SessionTTLDefault (12h).
+	SessionTTL time.Duration
+	// HookWindow is how often, at most, inbound hooks of one resource
+	// enqueue a probe; hooks in between are coalesced. Default
+	// HookWindowDefault (250ms).
+	HookWindow time.Duration
 	// Heartbeat is how often an idle event stream gets a comment line, so
 	// proxies keep it open. Default 15s.
 	Heartbeat time.Duration
+	// Now is the clock of inbound hooks (webhook-timestamp, HookWindow).
+	// Default time.Now.
+	Now func() time.Time
 	// HookSecret returns the secret that signs inbound webhooks of a source
 	// ("" = none). Default: the environment variable
 	// TIDEMARK_HOOK_SECRET_<SOURCE> (source name upper-cased).
@@ -49,13 +71,20 @@ func HookSecretEnv(source string) string {
 	return "TIDEMARK_HOOK_SECRET_" + strings.ToUpper(source)
 }
 
+// DemoAdminToken is the admin token of the demo stacks (docker-compose.yml,
+// the Kubernetes demo overlay): public, so never acceptable where anyone
+// else can reach the server.
+const DemoAdminToken = "tidemark-demo-token"
+
 // Server serves the admin API.
 type Server struct {
-	cfg     Config
-	conf    *config.Config
-	store   *store.Store
-	hub     *events.Hub
-	client  *asynq.Client
+	cfg    Config
+	conf   *config.Config
+	store  *store.Store
+	hub    *events.Hub
+	client *asynq.Client
+	// rdb keeps dashboard sessions and inbound webhook ids seen.
+	rdb     redis.UniversalClient
 	monitor *asynqmon.HTTPHandler
 	// inspector and metrics serve /metrics: the fleet-wide collectors
 	// (freshness from Postgres, queues from Redis) live in the server role.
@@ -73,8 +102,13 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		cfg.Addr = "127.0.0.1:8080"
 	}
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, 15*time.Second)
+	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, SessionTTLDefault)
+	cfg.HookWindow = cmp.Or(cfg.HookWindow, HookWindowDefault)
 	if cfg.HookSecret == nil {
 		cfg.HookSecret = func(source string) string { return os.Getenv(HookSecretEnv(source)) }
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if err := cfg.Check(); err != nil {
 		return nil, err
@@ -82,12 +116,17 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	if redisOpt == nil || hub == nil {
 		return nil, errors.New("server: a Redis connection and an event hub are required")
 	}
+	rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("server: unsupported Redis connection option %T", redisOpt)
+	}
 	inspector := asynq.NewInspector(redisOpt)
 	return &Server{
 		cfg: cfg, conf: conf, store: st, hub: hub, log: log,
 		inspector: inspector,
 		metrics:   metrics.Handler(metrics.NewFreshness(conf, st), metrics.NewQueues(inspector)),
-		client:    asynq.NewClient(redisOpt),
+		client:    asynq.NewClientFromRedisClient(rdb),
+		rdb:       rdb,
 		monitor: asynqmon.New(asynqmon.Options{
 			RootPath:     "/monitoring",
 			RedisConnOpt: redisOpt,
@@ -100,21 +139,35 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 
 // Close frees the server's Redis connections.
 func (s *Server) Close() error {
-	return errors.Join(s.client.Close(), s.monitor.Close(), s.inspector.Close())
+	// The asynq client shares rdb: asynq leaves closing it to us.
+	return errors.Join(s.monitor.Close(), s.inspector.Close(), s.rdb.Close())
 }
 
-// Check refuses an admin API open beyond loopback without a token.
+// Check refuses an admin API open beyond loopback without a token, or,
+// published beyond loopback, with the public demo token.
 func (cfg Config) Check() error {
 	if cfg.AdminToken == "" && !loopback(cmp.Or(cfg.Addr, "127.0.0.1:8080")) {
 		return fmt.Errorf("refusing to serve the admin API on %s without TIDEMARK_ADMIN_TOKEN (set it, or listen on 127.0.0.1)", cfg.Addr)
 	}
+	if cfg.PublishAddr != "" && !loopback(cfg.PublishAddr) && (cfg.AdminToken == "" || cfg.AdminToken == DemoAdminToken) {
+		return fmt.Errorf("refusing to serve the admin API published on %s with the demo admin token %q (or none): anyone who has read the README could use it; "+
+			"set TIDEMARK_ADMIN_TOKEN to a secret of your own (openssl rand -hex 32), or publish on 127.0.0.1", cfg.PublishAddr, DemoAdminToken)
+	}
+	if cfg.SessionTTL < 0 {
+		return fmt.Errorf("session TTL %s: want a positive duration", cfg.SessionTTL)
+	}
+	if cfg.HookWindow < 0 {
+		return fmt.Errorf("hook window (TIDEMARK_HOOK_WINDOW) %s: want a positive duration", cfg.HookWindow)
+	}
 	return nil
 }
 
+// loopback reports whether addr, host:port or a bare host (an IPv6 one
+// possibly in brackets), is a loopback address.
 func loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return false
+		host = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
 	}
 	if host == "localhost" {
 		return true

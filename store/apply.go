@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -27,14 +26,18 @@ type Page struct {
 	Key
 	RunID   int64
 	Records []Record
-	// PassID, when non-zero, remembers the page's ids as seen by that full
-	// read, for deletion detection at its end.
+	// Rejected are records set aside before they reached the store (no
+	// usable id, one id twice): they are quarantined with the page.
+	Rejected []Rejected
+	// PassID, when non-zero, marks a full read's page: its ids join that
+	// pass's seen-set, for deletion detection at its end, and its
+	// checkpoint is the full read's (sync_state.full_checkpoint).
 	PassID int64
 	// Checkpoint returns where a retry of this fetch resumes, stored with the
 	// page. It is called inside the page's transaction with the ids the page
 	// created or updated, so that what it records about them (drift) commits
 	// or rolls back with them. Nil stores no checkpoint.
-	Checkpoint func(changed []string) json.RawMessage
+	Checkpoint func(changed []string, seenIDs int) json.RawMessage
 	// Requests is how many HTTP requests this page cost.
 	Requests int
 	// MaxChangedIDs bounds the ids listed in the page's outbox event. Default 100.
@@ -44,18 +47,39 @@ type Page struct {
 	// nearly every record differs, when the comparison is a wasted round
 	// trip. The outcome is the same either way.
 	ExpectChanged bool
+	// Quarantined says the resource may have quarantined records: a page
+	// then takes the records it stores out of quarantine. Without it (no
+	// quarantined record when the fetch began, none set aside since) the
+	// page skips that statement.
+	Quarantined bool
+}
+
+// Rejected is a record that cannot be stored, with the reason.
+type Rejected struct {
+	// ExternalID is its id, "" when it has none tidemark can use.
+	ExternalID string
+	// Key tells apart records without a usable id (the id as received, or
+	// the record's content) when ExternalID is "".
+	Key    string
+	Reason string
+	Raw    []byte
 }
 
 // PageResult counts what applying a page changed.
 type PageResult struct {
 	Created, Updated, Unchanged int
+	// Quarantined counts the page's records set aside, NewlyQuarantined
+	// those not in quarantine before.
+	Quarantined, NewlyQuarantined int
 	// Changed lists the ids created or updated.
 	Changed []string
 }
 
 // Event types written to the outbox.
 const (
-	EventDataUpdated = "data.updated"
+	EventDataUpdated        = "data.updated"
+	EventRecordsQuarantined = "records.quarantined"
+	EventDeletesHeld        = "deletes.held"
 )
 
 // DataUpdated is the payload of a data.updated event.
@@ -68,6 +92,18 @@ type DataUpdated struct {
 	Deleted  int       `json:"deleted"`
 	IDs      []string  `json:"ids,omitempty"`
 	At       time.Time `json:"at"`
+}
+
+// RecordsQuarantined is the payload of a records.quarantined event: the
+// records a page set aside that were not set aside before.
+type RecordsQuarantined struct {
+	Source      string    `json:"source"`
+	Resource    string    `json:"resource"`
+	RunID       int64     `json:"run_id"`
+	Quarantined int       `json:"quarantined"`
+	IDs         []string  `json:"ids,omitempty"`
+	Reasons     []string  `json:"reasons"`
+	At          time.Time `json:"at"`
 }
 
 // upsertPageSQL applies a page in one statement: it upserts every record
@@ -136,13 +172,53 @@ RETURNING op, external_id, old_hash, new_hash`
 // ApplyPage applies one page of records with its run counters, checkpoint and
 // outbox event in a single transaction. Applying the same page again changes
 // nothing: unchanged records are skipped by hash.
+//
+// One record never fails its page: a record Postgres cannot store (see
+// unstorable) is quarantined with the reason, with the page, and the rest
+// of the page applies. A value Postgres refuses for a reason these checks
+// did not foresee fails the page's statement; the page is then applied
+// again without the records Postgres names (tidemark_jsonb_error).
 func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
+	records, aside := storable(dedupe(p.Records))
+	aside = append(aside, p.Rejected...)
+	res, err := s.applyPage(ctx, p, records, aside)
+	if err != nil && dataException(err) && len(records) > 0 {
+		bad, ferr := s.refused(ctx, records)
+		if ferr != nil {
+			return PageResult{}, fmt.Errorf("apply page %s run %d: %w (and finding the values Postgres refused: %w)", p.Key, p.RunID, err, ferr)
+		}
+		if len(bad) > 0 {
+			kept := records[:0:0]
+			for i, r := range records {
+				if why, ok := bad[i]; ok {
+					aside = append(aside, Rejected{ExternalID: r.ExternalID, Reason: "Postgres cannot store it: " + why, Raw: r.Payload})
+					continue
+				}
+				kept = append(kept, r)
+			}
+			res, err = s.applyPage(ctx, p, kept, aside)
+		}
+	}
+	if err != nil {
+		return PageResult{}, fmt.Errorf("apply page %s run %d: %w", p.Key, p.RunID, err)
+	}
+	return res, nil
+}
+
+func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside []Rejected) (PageResult, error) {
 	var res PageResult
-	records := dedupe(p.Records)
-	ids := make([]string, len(records))
+	ids := make([]string, len(records), len(records)+len(aside))
 	hashes := make([]string, len(records))
 	for i, r := range records {
 		ids[i], hashes[i] = r.ExternalID, r.Hash
+	}
+	stored := ids
+	// A record set aside still exists upstream: the full read has seen it,
+	// and must not tombstone the version of it that is stored.
+	for _, a := range aside {
+		if a.ExternalID != "" {
+			ids = append(ids, a.ExternalID)
+		}
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var changes []change
@@ -157,7 +233,7 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 				return err
 			}
 			var err error
-			if changes, err = upsertDiffering(ctx, tx, p, records, ids, hashes); err != nil {
+			if changes, err = upsertDiffering(ctx, tx, p, records, stored, hashes); err != nil {
 				return fmt.Errorf("upsert records: %w", err)
 			}
 		}
@@ -179,12 +255,42 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		}
 		res.Unchanged = len(records) - len(changes)
 
-		if p.PassID != 0 && len(records) > 0 {
+		quarantineTouched := false
+		if len(aside) > 0 {
+			newly, err := quarantine(ctx, tx, p, aside)
+			if err != nil {
+				return fmt.Errorf("quarantine records: %w", err)
+			}
+			res.Quarantined, res.NewlyQuarantined = len(aside), len(newly)
+			quarantineTouched = true
+			if len(newly) > 0 {
+				if err := writeQuarantineEvent(tx, p, newly); err != nil {
+					return err
+				}
+			}
+		}
+		if (p.Quarantined || len(aside) > 0) && len(stored) > 0 {
+			// Stored now: whatever kept them out before is fixed upstream.
+			out, err := tx.Statement.ConnPool.ExecContext(ctx, `DELETE FROM record_quarantine
+				WHERE source = $1 AND resource = $2 AND external_id = ANY($3::text[])`, p.Source, p.Resource, stored)
+			if err != nil {
+				return fmt.Errorf("release quarantined records: %w", err)
+			}
+			if n, _ := out.RowsAffected(); n > 0 {
+				quarantineTouched = true
+			}
+		}
+
+		if p.PassID != 0 && len(ids) > 0 {
 			// One row per page, the ids as an array: a row per id made the
 			// seen-set about half of an unchanged resync's database work.
 			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids) VALUES ($1, $2)`, p.PassID, ids); err != nil {
 				return fmt.Errorf("remember seen ids: %w", err)
 			}
+		}
+		seenIDs := 0
+		if p.PassID != 0 {
+			seenIDs = len(ids)
 		}
 		// Fenced by the run's status: a run another took over from
 		// (AbandonRunning, e.g. after Redis lost the fetch lock) must not
@@ -195,9 +301,10 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 				records_fetched = records_fetched + ?,
 				records_created = records_created + ?,
 				records_updated = records_updated + ?,
-				records_unchanged = records_unchanged + ?
+				records_unchanged = records_unchanged + ?,
+				records_quarantined = records_quarantined + ?
 			WHERE id = ? AND status = 'running'`,
-			p.Requests, len(p.Records), res.Created, res.Updated, res.Unchanged, p.RunID)
+			p.Requests, len(p.Records)+len(p.Rejected), res.Created, res.Updated, res.Unchanged, res.Quarantined, p.RunID)
 		if err := upd.Error; err != nil {
 			return fmt.Errorf("count run: %w", err)
 		}
@@ -206,11 +313,17 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		}
 		var cp json.RawMessage
 		if p.Checkpoint != nil {
-			cp = p.Checkpoint(res.Changed)
+			cp = p.Checkpoint(res.Changed, seenIDs)
 		}
-		if err := tx.Exec(`UPDATE sync_state SET checkpoint = CAST(? AS jsonb), updated_at = now(),
-			live_count = live_count + ?, live_xor = live_xor # ?
-			WHERE source = ? AND resource = ?`, nullJSON(cp), live.count, live.xor, p.Source, p.Resource).Error; err != nil {
+		column := "checkpoint"
+		if p.PassID != 0 {
+			column = "full_checkpoint"
+		}
+		if err := tx.Exec(`UPDATE sync_state SET `+column+` = CAST(? AS jsonb), updated_at = now(),
+			live_count = live_count + ?, live_xor = live_xor # ?,
+			quarantined = CASE WHEN ? THEN (SELECT count(*) FROM record_quarantine q
+				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END
+			WHERE source = ? AND resource = ?`, nullJSON(cp), live.count, live.xor, quarantineTouched, p.Source, p.Resource).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
 		if len(changes) > 0 {
@@ -221,10 +334,7 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return PageResult{}, fmt.Errorf("apply page %s run %d: %w", p.Key, p.RunID, err)
-	}
-	return res, nil
+	return res, err
 }
 
 // change is one record a page created or updated. oldHash is "" for a
@@ -314,114 +424,6 @@ func upsert(ctx context.Context, tx *gorm.DB, p Page, ids, payloads, hashes []st
 		out = append(out, c)
 	}
 	return out, rows.Err()
-}
-
-// ErrDeleteEverything guards against an upstream that answers a full read with
-// nothing at all (an outage that looks like an empty collection).
-// ErrSuperseded is a page or the end of a full read refused because the run
-// is no longer running: another run took the resource over.
-var ErrSuperseded = errors.New("the run was taken over by another (it is no longer running): its work is refused")
-
-var ErrDeleteEverything = fmt.Errorf("full read saw no records: refusing to delete every record")
-
-// PassSeen reports whether a full read's seen-set holds any id. sync_seen
-// is unlogged, so a Postgres crash empties it: a full read resumed after
-// that must start over, or FinishFullRead would tombstone every record the
-// read saw before the crash.
-func (s *Store) PassSeen(ctx context.Context, passID int64) (bool, error) {
-	var seen bool
-	if err := s.db.WithContext(ctx).Raw(`SELECT EXISTS (SELECT 1 FROM sync_seen WHERE pass_id = ?)`, passID).Scan(&seen).Error; err != nil {
-		return false, fmt.Errorf("seen-set of pass %d: %w", passID, err)
-	}
-	return seen, nil
-}
-
-// FinishFullRead ends a full read: with detectDeletes it tombstones the
-// records of the resource that the read (pass) did not see, in one
-// transaction with their audit rows, the run's counter and an outbox event.
-// Either way it drops the pass's seen-set.
-func (s *Store) FinishFullRead(ctx context.Context, k Key, runID, passID int64, detectDeletes bool) (deleted int, err error) {
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// Fenced like ApplyPage: the run that took over finishes the pass.
-		var status string
-		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, runID).Scan(&status).Error; err != nil {
-			return err
-		}
-		if status != StatusRunning {
-			return fmt.Errorf("run %d: %w", runID, ErrSuperseded)
-		}
-		if detectDeletes {
-			var seen, live int64
-			if err := tx.Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&seen).Error; err != nil {
-				return err
-			}
-			if seen == 0 {
-				if err := tx.Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
-					k.Source, k.Resource).Scan(&live).Error; err != nil {
-					return err
-				}
-				if live > 0 {
-					return fmt.Errorf("%w (%d live)", ErrDeleteEverything, live)
-				}
-			}
-			// The anti-join must hash the pass's ids. Postgres has no
-			// statistics for the unnested arrays and estimates a handful of
-			// rows, so left alone it picks a nested loop: a million records
-			// times a million ids. work_mem lets a million ids (~100 MB of
-			// hash table) stay in one batch instead of spilling to disk.
-			if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
-				return err
-			}
-			var tombstoned []struct{ ExternalID, OldHash string }
-			if err := tx.Raw(`
-				WITH seen AS MATERIALIZED (
-					SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = @pass
-				),
-				gone AS (
-					UPDATE records r
-					SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = @run
-					WHERE r.source = @source AND r.resource = @resource AND r.deleted_at IS NULL
-					AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)
-					RETURNING r.external_id, r.content_hash
-				)
-				INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
-				SELECT @source, @resource, external_id, @run, 'deleted', content_hash FROM gone
-				RETURNING external_id, old_hash`,
-				map[string]any{"run": runID, "source": k.Source, "resource": k.Resource, "pass": passID},
-			).Scan(&tombstoned).Error; err != nil {
-				return fmt.Errorf("tombstone unseen records: %w", err)
-			}
-			deleted = len(tombstoned)
-			if deleted > 0 {
-				gone := make([]string, 0, min(deleted, 100))
-				var live liveDelta
-				for _, t := range tombstoned {
-					live.remove(t.ExternalID, t.OldHash)
-					if len(gone) < cap(gone) {
-						gone = append(gone, t.ExternalID)
-					}
-				}
-				if err := tx.Exec(`UPDATE sync_runs SET records_deleted = records_deleted + ? WHERE id = ?`, deleted, runID).Error; err != nil {
-					return err
-				}
-				if err := tx.Exec(`UPDATE sync_state SET live_count = live_count + ?, live_xor = live_xor # ? WHERE source = ? AND resource = ?`,
-					live.count, live.xor, k.Source, k.Resource).Error; err != nil {
-					return err
-				}
-				if err := writeOutbox(tx, EventDataUpdated, k, runID, DataUpdated{
-					Source: k.Source, Resource: k.Resource, RunID: runID,
-					Deleted: deleted, IDs: gone, At: time.Now().UTC(),
-				}); err != nil {
-					return err
-				}
-			}
-		}
-		return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, passID).Error
-	})
-	if err != nil {
-		return 0, fmt.Errorf("finish full read %s run %d: %w", k, runID, err)
-	}
-	return deleted, nil
 }
 
 // VersionHash fingerprints a resource's present records: their count and an

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Run kinds.
@@ -23,6 +24,11 @@ const (
 	StatusNotModified = "not_modified"
 	StatusFailed      = "failed" // will be retried
 	StatusDead        = "dead"   // will not be retried
+	// StatusInterrupted is a run that stopped without failing: handed back
+	// to its queue (the source's rate limit, a 429), or interrupted by a
+	// graceful shutdown. Its task resumes from the checkpoint; it does not
+	// count towards the failure streak and raises no alert.
+	StatusInterrupted = "interrupted"
 )
 
 // Run is one execution of a probe or fetch task (table sync_runs).
@@ -47,6 +53,16 @@ type Run struct {
 	Drift            *int64     `gorm:"column:drift" json:"drift"`
 	VersionHash      string     `gorm:"column:version_hash" json:"version_hash"`
 	Error            string     `gorm:"column:error" json:"error"`
+	// RecordsQuarantined counts the records set aside (record_quarantine);
+	// DeletesHeld the deletions a full read left for the next to agree on.
+	RecordsQuarantined int64 `gorm:"column:records_quarantined" json:"records_quarantined"`
+	DeletesHeld        int64 `gorm:"column:deletes_held" json:"deletes_held"`
+	// Note says what is worth knowing and not an error: a read restarted
+	// from its first page, deletions held, cursors in the future.
+	Note string `gorm:"column:note" json:"note,omitempty"`
+	// ReadStartedAt is the upstream's time (its Date header) when the read
+	// began.
+	ReadStartedAt *time.Time `gorm:"column:read_started_at" json:"read_started_at,omitempty"`
 }
 
 // TableName maps Run to sync_runs.
@@ -74,42 +90,56 @@ func (s *Store) StartRun(ctx context.Context, r *Run) error {
 
 // RunOutcome is how a run ended.
 type RunOutcome struct {
-	Status      string // succeeded | not_modified | failed | dead
+	Status      string // succeeded | not_modified | failed | dead | interrupted
 	Error       string
+	Note        string
 	VersionHash string
 	Drift       *int64
 	// HTTPRequests made since the last applied page (not yet counted).
 	HTTPRequests int
 	// Watermark, when set on a success, is the resource's new watermark.
 	Watermark string
+	// Basis, when set on a success, is what the watermark and the ids were
+	// made under (sync_state.basis).
+	Basis []byte
+	// ReadStartedAt is the upstream's time when the read began.
+	ReadStartedAt *time.Time
 }
 
 // FinishRun closes a run and updates the resource's sync state in one
-// transaction: a success clears the checkpoint and the failure streak; a
-// failure keeps the checkpoint so the retry resumes from it.
+// transaction: a success clears the checkpoint of its kind and the failure
+// streak; a failure keeps the checkpoint so the retry resumes from it. Only
+// a run still running can be finished: one that another took over from
+// (AbandonRunning) gets ErrSuperseded, so its late outcome never overwrites
+// what the run that took over recorded.
 func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var run Run
-		if err := tx.First(&run, runID).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).First(&run, runID).Error; err != nil {
 			return fmt.Errorf("finish run %d: %w", runID, notFound(err))
+		}
+		if run.Status != StatusRunning {
+			return fmt.Errorf("finish run %d: %w", runID, ErrSuperseded)
 		}
 		now := time.Now().UTC()
 		if err := tx.Model(&Run{}).Where("id = ?", runID).Updates(map[string]any{
-			"status":        out.Status,
-			"error":         out.Error,
-			"version_hash":  out.VersionHash,
-			"drift":         out.Drift,
-			"finished_at":   now,
-			"http_requests": gorm.Expr("http_requests + ?", out.HTTPRequests),
+			"status":          out.Status,
+			"error":           out.Error,
+			"note":            out.Note,
+			"version_hash":    out.VersionHash,
+			"drift":           out.Drift,
+			"finished_at":     now,
+			"http_requests":   gorm.Expr("http_requests + ?", out.HTTPRequests),
+			"read_started_at": out.ReadStartedAt,
 		}).Error; err != nil {
 			return fmt.Errorf("finish run %d: %w", runID, err)
 		}
+		run.ReadStartedAt = out.ReadStartedAt
 		state := tx.Model(&State{}).Where("source = ? AND resource = ?", run.Source, run.Resource)
 		var err error
 		switch out.Status {
 		case StatusSucceeded:
 			upd := map[string]any{
-				"checkpoint":           nil,
 				"last_success_at":      now,
 				"consecutive_failures": 0,
 				"updated_at":           now,
@@ -123,11 +153,17 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 				break
 			}
 			if run.Kind == KindFull {
+				upd["full_checkpoint"] = nil
 				upd["last_full_sync_at"] = now
 				upd["last_drift"] = out.Drift
+			} else {
+				upd["checkpoint"] = nil
 			}
 			if out.Watermark != "" {
 				upd["watermark"] = out.Watermark
+			}
+			if out.Basis != nil {
+				upd["basis"] = string(out.Basis)
 			}
 			if run.RecordsCreated+run.RecordsUpdated+run.RecordsDeleted > 0 {
 				upd["last_change_at"] = now
@@ -136,6 +172,8 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 				break
 			}
 			err = promoteCandidate(tx, run)
+		case StatusInterrupted:
+			// Not a failure: the streak stands as it was.
 		case StatusFailed, StatusDead:
 			err = state.Updates(map[string]any{
 				"consecutive_failures": gorm.Expr("consecutive_failures + 1"),
@@ -233,8 +271,15 @@ func promoteCandidate(tx *gorm.DB, run Run) error {
 	if cand.At == nil || cand.At.After(run.StartedAt) {
 		return nil
 	}
+	// The Last-Modified is the upstream's clock: compare it with the
+	// upstream's time when the read began, where known, so that a skewed
+	// clock cannot make a racy date look safe.
+	started, window := run.StartedAt, racyLocal
+	if run.ReadStartedAt != nil {
+		started, window = *run.ReadStartedAt, racyUpstream
+	}
 	column := map[string]string{ValidatorETag: "etag", ValidatorLastModified: "last_modified", ValidatorHash: "probe_hash"}[cand.Kind]
-	if column == "" || (cand.Kind == ValidatorLastModified && racyLastModified(cand.Validator, run.StartedAt)) {
+	if column == "" || (cand.Kind == ValidatorLastModified && racyLastModified(cand.Validator, started, window)) {
 		return tx.Exec(`UPDATE sync_state SET candidate_kind = '', candidate_validator = '', candidate_at = NULL
 			WHERE source = ? AND resource = ?`, run.Source, run.Resource).Error
 	}
@@ -243,14 +288,29 @@ func promoteCandidate(tx *gorm.DB, run Run) error {
 		WHERE source = ? AND resource = ?`, run.Source, run.Resource).Error
 }
 
+// racyWindow is when a read's start is too close to a Last-Modified to
+// trust that the read saw the modification: from ahead before the date to
+// after past it.
+type racyWindow struct{ ahead, after time.Duration }
+
+var (
+	// On tidemark's clock: the date's own second, and a few seconds of
+	// skew either way (a date further ahead is a clock being ahead, not a
+	// race: treating it as one would refetch until the clocks agree).
+	racyLocal = racyWindow{ahead: 5 * time.Second, after: time.Second}
+	// On the upstream's clock (the Date of the read's first response, one
+	// second resolution, stamped as the page was answered): the date's own
+	// second.
+	racyUpstream = racyWindow{ahead: time.Second, after: time.Second}
+)
+
 // racyLastModified reports whether a fetch that started at started may have
-// read the resource within the second of its Last-Modified lastModified. A
-// date more than a few seconds after the start is the upstream's clock being
-// ahead, not a race: treating it as one would refetch until the clocks agree.
-func racyLastModified(lastModified string, started time.Time) bool {
+// read the resource before a modification in the second of its
+// Last-Modified: If-Modified-Since would then never report that change.
+func racyLastModified(lastModified string, started time.Time, w racyWindow) bool {
 	t, err := http.ParseTime(lastModified)
 	if err != nil {
 		return false
 	}
-	return started.Before(t.Add(time.Second)) && started.After(t.Add(-5*time.Second))
+	return started.Before(t.Add(w.after)) && started.After(t.Add(-w.ahead))
 }

@@ -12,13 +12,19 @@ import (
 
 // State is a resource's sync memory (table sync_state).
 type State struct {
-	Source              string          `gorm:"column:source;primaryKey" json:"source"`
-	Resource            string          `gorm:"column:resource;primaryKey" json:"resource"`
-	ETag                string          `gorm:"column:etag" json:"etag"`
-	LastModified        string          `gorm:"column:last_modified" json:"last_modified"`
-	ProbeHash           string          `gorm:"column:probe_hash" json:"probe_hash"`
-	Watermark           string          `gorm:"column:watermark" json:"watermark"`
-	Checkpoint          json.RawMessage `gorm:"column:checkpoint;type:jsonb" json:"checkpoint,omitempty"`
+	Source       string `gorm:"column:source;primaryKey" json:"source"`
+	Resource     string `gorm:"column:resource;primaryKey" json:"resource"`
+	ETag         string `gorm:"column:etag" json:"etag"`
+	LastModified string `gorm:"column:last_modified" json:"last_modified"`
+	ProbeHash    string `gorm:"column:probe_hash" json:"probe_hash"`
+	Watermark    string `gorm:"column:watermark" json:"watermark"`
+	// Checkpoint is where an interrupted delta resumes; FullCheckpoint an
+	// interrupted full read. Each mode keeps its own, so that a delta run
+	// between a full read and its retry does not throw the full read away.
+	Checkpoint     json.RawMessage `gorm:"column:checkpoint;type:jsonb" json:"checkpoint,omitempty"`
+	FullCheckpoint json.RawMessage `gorm:"column:full_checkpoint;type:jsonb" json:"full_checkpoint,omitempty"`
+	// Basis is what the watermark and the stored ids were made under.
+	Basis               json.RawMessage `gorm:"column:basis;type:jsonb" json:"basis,omitempty"`
 	LastSuccessAt       *time.Time      `gorm:"column:last_success_at" json:"last_success_at"`
 	LastChangeAt        *time.Time      `gorm:"column:last_change_at" json:"last_change_at"`
 	LastFullSyncAt      *time.Time      `gorm:"column:last_full_sync_at" json:"last_full_sync_at"`
@@ -37,7 +43,13 @@ type State struct {
 	Stale               bool            `gorm:"column:stale" json:"stale"`
 	StaleSince          *time.Time      `gorm:"column:stale_since" json:"stale_since,omitempty"`
 	FailureAlerted      bool            `gorm:"column:failure_alerted" json:"failure_alerted"`
-	UpdatedAt           time.Time       `gorm:"column:updated_at" json:"updated_at"`
+	// Quarantined counts the records set aside (record_quarantine).
+	Quarantined int64 `gorm:"column:quarantined" json:"quarantined"`
+	// DeletesHeld counts deletions waiting for the next full read to agree;
+	// DeletesHeldMass says the max_delete_fraction brake held them.
+	DeletesHeld     int64     `gorm:"column:deletes_held" json:"deletes_held"`
+	DeletesHeldMass bool      `gorm:"column:deletes_held_mass" json:"deletes_held_mass"`
+	UpdatedAt       time.Time `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // Validator kinds, one per probe strategy that keeps one.
@@ -206,6 +218,54 @@ func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error 
 	err := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).Updates(upd).Error
 	if err != nil {
 		return fmt.Errorf("record probe %s: %w", k, err)
+	}
+	return nil
+}
+
+// Reset says which pieces of a resource's sync state to forget.
+type Reset struct {
+	// Checkpoint: interrupted reads (delta and full) start over.
+	Checkpoint bool
+	// Watermark: the next delta reads everything (as a full read, without
+	// deleting), and the watermark starts again from what it reads.
+	Watermark bool
+	// Validators: the next probe sees a change, and its fetch confirms the
+	// validators anew (an HEAD the upstream now allows is tried again).
+	Validators bool
+}
+
+// ResetState forgets pieces of a resource's sync state (tidemark reset). It
+// reports ErrNotFound for a resource with no state row. A fetch running
+// meanwhile writes its own checkpoint with its next page: reset a running
+// resource after pausing it.
+func (s *Store) ResetState(ctx context.Context, k Key, r Reset) error {
+	upd := map[string]any{"updated_at": time.Now().UTC()}
+	if r.Checkpoint {
+		upd["checkpoint"] = nil
+		upd["full_checkpoint"] = nil
+	}
+	if r.Watermark {
+		upd["watermark"] = ""
+		upd["basis"] = nil
+	}
+	if r.Validators {
+		for _, c := range []string{"etag", "last_modified", "probe_hash", "candidate_kind", "candidate_validator"} {
+			upd[c] = ""
+		}
+		upd["candidate_at"] = nil
+		upd["head_unsupported"] = false
+	}
+	res := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).Updates(upd)
+	if res.Error != nil {
+		return fmt.Errorf("reset %s: %w", k, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("reset %s: %w", k, ErrNotFound)
+	}
+	if r.Checkpoint {
+		if _, err := s.CollectSeen(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }

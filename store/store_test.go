@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -142,6 +141,25 @@ func TestApplyPageVersionsAndAudit(t *testing.T) {
 	}
 }
 
+// finish ends a full read of pass with the pages' seen ids counted as the
+// fetch counts them, deleting after one read with no brake unless pol says
+// otherwise.
+func finish(t *testing.T, s *store.Store, run, seen int64, pol store.DeletePolicy) store.FullReadResult {
+	t.Helper()
+	pol.Detect = true
+	if pol.AfterReads == 0 {
+		pol.AfterReads = 1
+	}
+	if pol.MaxFraction == 0 {
+		pol.MaxFraction = 1
+	}
+	res, err := s.FinishFullRead(context.Background(), store.FullRead{Key: key, RunID: run, PassID: run, SeenIDs: seen, Policy: pol})
+	if err != nil {
+		t.Fatalf("finish full read %d: %v", run, err)
+	}
+	return res
+}
+
 func TestFullReadTombstonesUnseen(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -151,16 +169,15 @@ func TestFullReadTombstonesUnseen(t *testing.T) {
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.FinishFullRead(ctx, key, first, first, true); err != nil || n != 0 {
-		t.Fatalf("first pass deleted %d, %v; want 0", n, err)
+	if r := finish(t, s, first, 3, store.DeletePolicy{}); r.Deleted != 0 {
+		t.Fatalf("first pass deleted %d; want 0", r.Deleted)
 	}
 	second := startRun(t, s, store.KindFull)
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: []store.Record{rec("1", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := s.FinishFullRead(ctx, key, second, second, true)
-	if err != nil || n != 1 {
-		t.Fatalf("second pass deleted %d, %v; want 1", n, err)
+	if r := finish(t, s, second, 2, store.DeletePolicy{}); r.Deleted != 1 {
+		t.Fatalf("second pass deleted %d; want 1", r.Deleted)
 	}
 	live, err := s.LiveRecords(ctx)
 	if err != nil || live[key] != 2 {
@@ -176,10 +193,11 @@ func TestFullReadTombstonesUnseen(t *testing.T) {
 	if err != nil || r.Created != 1 {
 		t.Fatalf("resurrect = %+v, %v; want 1 created", r, err)
 	}
-	// A full read that saw nothing must not wipe the resource.
+	// A full read that saw nothing must not wipe the resource, even with
+	// the brake off: it waits for a second read to agree.
 	empty := startRun(t, s, store.KindFull)
-	if _, err := s.FinishFullRead(ctx, key, empty, empty, true); !errors.Is(err, store.ErrDeleteEverything) {
-		t.Fatalf("empty full read: err = %v, want ErrDeleteEverything", err)
+	if r := finish(t, s, empty, 0, store.DeletePolicy{}); r.Deleted != 0 || r.Held != 3 || !r.Mass {
+		t.Fatalf("empty full read = %+v, want nothing deleted and 3 held", r)
 	}
 }
 
@@ -190,7 +208,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 	s.EnsureStates(ctx, []store.Key{key})
 	run := startRun(t, s, store.KindFull)
 	cp := json.RawMessage(`{"next_url":"http://x/?page=2"}`)
-	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: func([]string) json.RawMessage { return cp }, Requests: 1}); err != nil {
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, PassID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: func([]string, int) json.RawMessage { return cp }, Requests: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusFailed, Error: "boom"}); err != nil {
@@ -200,7 +218,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ConsecutiveFailures != 1 || len(st.Checkpoint) == 0 {
+	if st.ConsecutiveFailures != 1 || len(st.FullCheckpoint) == 0 || st.Checkpoint != nil {
 		t.Fatalf("after failure state = %+v, want 1 failure and the checkpoint kept", st)
 	}
 	run2 := startRun(t, s, store.KindFull)
@@ -208,7 +226,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ = s.State(ctx, key)
-	if st.ConsecutiveFailures != 0 || st.Checkpoint != nil || st.LastSuccessAt == nil || st.LastFullSyncAt == nil {
+	if st.ConsecutiveFailures != 0 || st.FullCheckpoint != nil || st.LastSuccessAt == nil || st.LastFullSyncAt == nil {
 		t.Fatalf("after success state = %+v", st)
 	}
 	got, _ := s.Run(ctx, run)

@@ -54,9 +54,7 @@ func TestVersionHashFollowsEveryWrite(t *testing.T) {
 
 	second := startRun(t, s, store.KindFull)
 	apply(second, rec("1", `{"a":1}`), rec("2", `{"a":20}`))
-	if _, err := s.FinishFullRead(ctx, key, second, second, true); err != nil {
-		t.Fatal(err)
-	}
+	finish(t, s, second, 2, store.DeletePolicy{})
 	changed := check("one updated, one tombstoned")
 	if changed == created || changed[:2] != "2-" {
 		t.Fatalf("after an update and a delete the version hash is %s (before %s)", changed, created)

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,14 +10,16 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 )
 
-// ErrBadResponse marks a response tidemark cannot use: malformed JSON, records
-// without ids, a broken next link. Retrying the same request at once will
-// not help; the run fails with the reason and the next run tries again.
+// ErrBadResponse marks a response tidemark cannot use: malformed JSON, a
+// records field that is not an array, a broken next link, a pagination
+// loop. Retrying the same request at once will not help; the run fails with
+// the reason and the next run tries again.
 var ErrBadResponse = errors.New("bad response")
 
 func badResponse(url string, err error) error {
@@ -25,21 +28,53 @@ func badResponse(url string, err error) error {
 
 // Page is one fetched and extracted page of a resource.
 type Page struct {
-	URL      string
-	Header   http.Header
-	Records  []extract.Record
+	URL     string
+	Header  http.Header
+	Records []extract.Record
+	// Rejected are the page's records that cannot be used as they are (no
+	// usable id, one id twice): the page goes on without them.
+	Rejected []extract.Rejected
 	Requests int
 	// Next is the URL of the following page; "" on the last page.
 	Next string
+	// Date is the upstream's clock when it answered (its Date header);
+	// zero when it sent none.
+	Date time.Time
+	// Shifted: this offset page did not begin with the record the page
+	// before ended with. Records moved (were deleted or reordered) during
+	// the read, and the read may have skipped some.
+	Shifted bool
 }
 
-// Pager walks the pages of one resource. Its whole position is the URL of
-// the next request, so a checkpoint is just that URL.
+// Position is where a walk of a resource's pages is: the next request and
+// what the walk knows of the pages before it. It is everything a checkpoint
+// needs to resume the walk.
+type Position struct {
+	// Next is the URL of the next request; "" once the last page is read.
+	Next string `json:"next_url"`
+	// Served is the largest page the upstream served in this read (page and
+	// offset styles): a page shorter than that is the last. Never the
+	// limit asked for: an upstream may cap its pages below it.
+	Served int `json:"served,omitempty"`
+	// Read counts the records read so far, for total_field.
+	Read int64 `json:"read,omitempty"`
+	// LastID is the id the previous offset page ended with: the next page
+	// is asked to begin one record early, with it, which proves that no
+	// record moved out from under the read in between.
+	LastID string `json:"last_id,omitempty"`
+}
+
+// Pager walks the pages of one resource.
 type Pager struct {
-	c    *Client
-	res  *config.Resource
-	ex   *extract.Extractor
-	next string
+	c     *Client
+	res   *config.Resource
+	ex    *extract.Extractor
+	pos   Position
+	pages int
+	// seen maps a digest of each continuation (a cursor, a next URL) or of
+	// each page's ids and of its first id (page and offset styles) to the
+	// page it came with: one coming back is a loop.
+	seen map[[32]byte]int
 }
 
 // FirstURL is the URL of a resource's first page, with extra parameters (the
@@ -62,21 +97,30 @@ func FirstURL(c *Client, res *config.Resource, extra url.Values) string {
 	return c.URL(res.Path, p)
 }
 
-// NewPager starts a walk at url: FirstURL, or a checkpoint's next URL.
-func NewPager(c *Client, res *config.Resource, url string) *Pager {
-	return &Pager{c: c, res: res, ex: extract.New(res), next: url}
+// NewPager starts a walk at pos (FirstURL, or a checkpoint's position);
+// pages is how many pages the read has already read, which counts towards
+// pagination.max_pages.
+func NewPager(c *Client, res *config.Resource, pos Position, pages int) *Pager {
+	return &Pager{c: c, res: res, ex: extract.New(res), pos: pos, pages: pages, seen: map[[32]byte]int{}}
 }
 
+// Position is where the walk is now.
+func (p *Pager) Position() Position { return p.pos }
+
 // Done reports whether the last page has been read.
-func (p *Pager) Done() bool { return p.next == "" }
+func (p *Pager) Done() bool { return p.pos.Next == "" }
 
 // Next fetches, extracts and returns the next page. A page that fails to
 // parse is an error naming the page's URL (without query) and what was wrong.
 func (p *Pager) Next(ctx context.Context) (*Page, error) {
-	if p.next == "" {
+	current := p.pos.Next
+	if current == "" {
 		return nil, fmt.Errorf("pager: no next page")
 	}
-	current := p.next
+	if max := p.res.Pagination.MaxPages; max > 0 && p.pages >= max {
+		return nil, badResponse(current, fmt.Errorf("the read has reached pagination.max_pages (%d pages) without a last page: "+
+			"a pagination loop tidemark could not recognise, or a resource larger than max_pages allows", max))
+	}
 	resp, err := p.c.Do(ctx, http.MethodGet, current, nil)
 	if err != nil {
 		return nil, err
@@ -88,29 +132,124 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		return nil, badResponse(current, err)
 	}
 	defer doc.Release()
-	records, err := p.ex.DocRecords(doc)
+	records, rejected, err := p.ex.DocRecords(doc)
 	if err != nil {
 		return nil, badResponse(current, err)
 	}
-	next, err := p.nextURL(current, resp, doc, len(records))
+	p.pages++
+	page := &Page{URL: current, Header: resp.Header, Records: records, Rejected: rejected, Requests: resp.Requests}
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		page.Date = d
+	}
+	served := len(records) + len(rejected) // as the upstream served them
+	if p.pos.LastID != "" {
+		// An offset page asked to begin with the last record of the page
+		// before: drop that copy, or note that records moved.
+		if len(records) > 0 && records[0].ID == p.pos.LastID && !rejectedAt(rejected, 0) {
+			page.Records = records[1:]
+		} else {
+			page.Shifted = true
+		}
+	}
+	next, err := p.nextURL(current, resp, doc, page, served)
 	if err != nil {
 		return nil, badResponse(current, err)
 	}
-	if next != "" && next == current {
-		return nil, badResponse(current, errors.New("pagination loop: the next page is the page just read"))
+	if err := p.loop(current, page, next); err != nil {
+		return nil, badResponse(current, err)
 	}
-	p.next = next
-	return &Page{URL: current, Header: resp.Header, Records: records, Requests: resp.Requests, Next: next}, nil
+	p.pos.Served = max(p.pos.Served, served)
+	p.pos.Read += int64(len(page.Records) + len(page.Rejected))
+	p.pos.Next = next
+	page.Next = next
+	return page, nil
 }
 
-func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, n int) (string, error) {
+func rejectedAt(rejected []extract.Rejected, index int) bool {
+	for _, r := range rejected {
+		if r.Index == index {
+			return true
+		}
+	}
+	return false
+}
+
+// loop fails a walk that comes back to where it has been: a continuation
+// (cursor, next URL) seen before, or a page or offset page holding exactly
+// the ids of an earlier page (an upstream that ignores the page parameter).
+func (p *Pager) loop(current string, page *Page, next string) error {
+	pg := p.res.Pagination
+	var key [32]byte
+	var what string
+	switch pg.Style {
+	case config.PaginationPage, config.PaginationOffset:
+		if len(page.Records) == 0 {
+			return nil
+		}
+		h := sha256.New()
+		for _, r := range page.Records {
+			h.Write([]byte(r.ID))
+			h.Write([]byte{0})
+		}
+		copy(key[:], h.Sum(nil))
+		param := pg.PageParam
+		if pg.Style == config.PaginationOffset {
+			param = pg.OffsetParam
+		}
+		what = fmt.Sprintf("%s=%s returned the same records as page %%d (does the upstream ignore %s?)", param, queryParam(current, param), param)
+		// Each position holds a record of its own: a page beginning with
+		// the record an earlier page began with is the first page again
+		// (changes in between can make the rest of it differ), unless
+		// records visibly moved (an offset page that did not begin where
+		// the page before ended).
+		first := sha256.Sum256([]byte("first\x00" + page.Records[0].ID))
+		if at, ok := p.seen[first]; ok && !page.Shifted {
+			return fmt.Errorf("pagination loop at page %d: %s=%s begins with the record page %d began with (does the upstream ignore %s?)",
+				p.pages, param, queryParam(current, param), at, param)
+		}
+		p.seen[first] = p.pages
+	case config.PaginationCursor:
+		if next == "" {
+			return nil
+		}
+		tok := queryParam(next, pg.CursorParam)
+		key = sha256.Sum256([]byte(tok))
+		what = fmt.Sprintf("the upstream sent cursor %.60q again (%s; first sent with page %%d)", tok, pg.CursorParam)
+	default: // link, next_url
+		if next == "" {
+			return nil
+		}
+		key = sha256.Sum256([]byte(next))
+		what = fmt.Sprintf("the next link to %s came back (the same URL as after page %%d)", redact(next))
+	}
+	if first, ok := p.seen[key]; ok {
+		return fmt.Errorf("pagination loop at page %d: "+what, p.pages, first)
+	}
+	p.seen[key] = p.pages
+	return nil
+}
+
+func queryParam(raw, key string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Query().Get(key)
+}
+
+// nextURL decides whether a page is the last and where the next one is.
+// Page and offset reads end only where the upstream says so: an empty page;
+// total_field or has_more_field, where configured; otherwise a page shorter
+// than the largest the upstream has served in this read. A page shorter
+// than the limit asked for is not enough: an upstream may cap its pages.
+func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *Page, served int) (string, error) {
 	pg := p.res.Pagination
 	switch pg.Style {
 	case config.PaginationNone, "":
 		return "", nil
 	case config.PaginationCursor:
 		tok, ok := doc.Lookup(pg.NextField)
-		if !ok || tok == nil || n == 0 {
+		if !ok || tok == nil || served == 0 {
 			return "", nil
 		}
 		var s string
@@ -145,26 +284,67 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, n int)
 			return "", nil
 		}
 		return resolve(resp.URL, s)
-	case config.PaginationPage:
-		if n == 0 || n < pg.Limit {
-			return "", nil
-		}
-		page, err := intParam(current, pg.PageParam, start(pg))
-		if err != nil {
+	case config.PaginationPage, config.PaginationOffset:
+		last, err := p.lastPage(doc, page, served)
+		if err != nil || last {
+			p.pos.LastID = ""
 			return "", err
 		}
-		return setParam(current, pg.PageParam, strconv.Itoa(page+1))
-	case config.PaginationOffset:
-		if n == 0 || n < pg.Limit {
-			return "", nil
+		if pg.Style == config.PaginationPage {
+			n, err := intParam(current, pg.PageParam, start(pg))
+			if err != nil {
+				return "", err
+			}
+			return setParam(current, pg.PageParam, strconv.Itoa(n+1))
 		}
 		off, err := intParam(current, pg.OffsetParam, 0)
 		if err != nil {
 			return "", err
 		}
-		return setParam(current, pg.OffsetParam, strconv.Itoa(off+n))
+		off += served
+		p.pos.LastID = ""
+		if n := len(page.Records); served >= 2 && n > 0 && !rejectedAt(page.Rejected, served-1) {
+			// Overlap by one record (see Position.LastID). Not with pages
+			// of one: asking again from the same offset would not move.
+			off--
+			p.pos.LastID = page.Records[n-1].ID
+		}
+		return setParam(current, pg.OffsetParam, strconv.Itoa(off))
 	}
 	return "", fmt.Errorf("unknown pagination style %q", pg.Style)
+}
+
+// lastPage decides whether a page or offset page is the last (see nextURL).
+func (p *Pager) lastPage(doc *extract.Doc, page *Page, served int) (bool, error) {
+	pg := p.res.Pagination
+	new := served
+	if p.pos.LastID != "" && !page.Shifted {
+		new-- // the overlapping record was read before
+	}
+	switch {
+	case served == 0 || new <= 0 && p.pos.LastID != "":
+		return true, nil
+	case pg.TotalField != "":
+		v, ok := doc.Lookup(pg.TotalField)
+		num, isNum := v.(json.Number)
+		total, err := num.Int64()
+		if !ok || !isNum || err != nil {
+			return false, fmt.Errorf("total field %q is not a whole number", pg.TotalField)
+		}
+		if pg.Style == config.PaginationOffset {
+			off, err := intParam(page.URL, pg.OffsetParam, 0)
+			return int64(off+served) >= total, err
+		}
+		return p.pos.Read+int64(new) >= total, nil
+	case pg.HasMoreField != "":
+		v, ok := doc.Lookup(pg.HasMoreField)
+		more, isBool := v.(bool)
+		if !ok || !isBool {
+			return false, fmt.Errorf("has-more field %q is not true or false", pg.HasMoreField)
+		}
+		return !more, nil
+	}
+	return served < p.pos.Served, nil
 }
 
 func start(pg config.Pagination) int {

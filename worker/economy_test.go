@@ -146,7 +146,7 @@ func fullReadCost(t *testing.T, up *demoapi.Server, src config.Source, res *conf
 		t.Fatal(err)
 	}
 	before := up.Stats().Resources[res.Name]
-	p := upstream.NewPager(c, res, upstream.FirstURL(c, res, nil))
+	p := upstream.NewPager(c, res, upstream.Position{Next: upstream.FirstURL(c, res, nil)}, 0)
 	for !p.Done() {
 		if _, err := p.Next(context.Background()); err != nil {
 			t.Fatal(err)

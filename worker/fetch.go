@@ -7,13 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
+	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
@@ -23,22 +27,48 @@ import (
 
 // checkpoint is where an interrupted fetch resumes. It is saved with every
 // applied page, in the page's transaction, so it is never ahead of the
-// records.
+// records. Each mode keeps its own (sync_state.checkpoint for deltas,
+// full_checkpoint for full reads).
 type checkpoint struct {
 	Mode string `json:"mode"`
 	// PassID names the full read's seen-set (the id of the run that began it).
 	PassID int64 `json:"pass_id"`
-	// NextURL is the next page to read; "" once the last page is applied.
-	NextURL string `json:"next_url"`
-	Pages   int    `json:"pages"`
+	// TaskID is the task whose run began the read: a task's own later
+	// attempts (retries, a hand-back, a shutdown's requeue) always resume it.
+	TaskID string `json:"task_id,omitempty"`
+	// Pager is the walk's position: the next URL ("" once the last page is
+	// applied) and what the walk knows of the pages before it.
+	upstream.Position
+	// First is the read's first URL, where a rejected continuation
+	// restarts it.
+	First string `json:"first_url,omitempty"`
+	Pages int    `json:"pages"`
+	// SeenIDs counts the ids the pass's pages put in its seen-set: the
+	// deletion check refuses a seen-set that holds fewer (a Postgres crash
+	// empties the unlogged table).
+	SeenIDs int64 `json:"seen_ids,omitempty"`
 	// MaxCursor is the highest delta field value applied so far; the
-	// watermark moves to it only when the whole run succeeds.
+	// watermark moves to it (never past ReadStart less delta.clock_skew)
+	// only when the whole run succeeds.
 	MaxCursor string `json:"max_cursor,omitempty"`
+	// ReadStart is the upstream's time (its Date header) when the read's
+	// first page was answered: a change made upstream after the read began
+	// is never below the next delta's lower bound.
+	ReadStart time.Time `json:"read_start,omitzero"`
 	// DriftBase is the watermark when a full read began: a change the full
 	// read applies to a record whose delta field is not after it is one the
 	// deltas missed. Drift counts those.
 	DriftBase string `json:"drift_base,omitempty"`
 	Drift     int64  `json:"drift,omitempty"`
+	// Shifted: an offset page showed records moving during the read, which
+	// may have skipped some: the read moves no watermark and deletes nothing.
+	Shifted bool `json:"shifted,omitempty"`
+	// Unidentified counts records with no id at all in a full read: it
+	// cannot tell which stored records they are, so it deletes nothing.
+	Unidentified int `json:"unidentified,omitempty"`
+	// SavedAt is when the checkpoint was stored: an older one than
+	// pagination.resume_within is not resumed.
+	SavedAt time.Time `json:"saved_at,omitzero"`
 }
 
 // fetchHandler runs fetch tasks.
@@ -57,7 +87,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
 	lock := newFetchLock(h.rdb, key, h.cfg.LockLease)
-	ok, err := lock.Acquire(ctx, p.Mode, p.Trigger)
+	ok, err := lock.Acquire(ctx, markOf(p), p.Trigger)
 	if err != nil {
 		return err
 	}
@@ -66,16 +96,25 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			"source", p.Source, "resource", p.Resource, "mode", p.Mode, "trigger", p.Trigger)
 		return nil
 	}
-	defer h.release(lock, src, res, p)
+	defer h.release(lock, src, res)
 
 	lctx, stop := lock.Keep(ctx)
 	defer stop()
-	return jobs.Classify(h.fetch(lctx, t, p, src, res))
+	return jobs.Classify(h.fetch(lctx, p, src, res))
+}
+
+// markOf is the mode a fetch leaves in the lock's pending mark when
+// another holds the lock: a full read that confirms deletions says so.
+func markOf(p jobs.FetchPayload) string {
+	if p.Mode == jobs.ModeFull && p.ConfirmDeletes {
+		return jobs.ModeFull + "+confirm"
+	}
+	return p.Mode
 }
 
 // release frees the lock and enqueues the one follow-up fetch asked for while
 // this one ran.
-func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource, p jobs.FetchPayload) {
+func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	mode, trigger, err := lock.Release(ctx)
@@ -86,7 +125,8 @@ func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.R
 	if mode == "" {
 		return
 	}
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: trigger}, jobs.FetchOptions(res)...)
+	mode, confirm := strings.CutSuffix(mode, "+confirm")
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: trigger, ConfirmDeletes: confirm}, jobs.FetchOptions(res)...)
 	if err == nil {
 		_, err = h.client.EnqueueContext(ctx, task)
 	}
@@ -95,213 +135,570 @@ func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.R
 	}
 }
 
-func (h fetchHandler) fetch(ctx context.Context, t *asynq.Task, p jobs.FetchPayload, src *config.Source, res *config.Resource) error {
-	key := store.Key{Source: p.Source, Resource: p.Resource}
-	client := h.clients[src.Name]
+// fetch is one attempt of a fetch task, in three steps: begin (the sync
+// state, the run row, the checkpoint to resume or a new one), read (the
+// pages, each applied with the checkpoint that follows it), finish (deletes,
+// watermark, version hash). Whatever happens after the run row exists ends
+// in end, which records the outcome.
+func (h fetchHandler) fetch(ctx context.Context, p jobs.FetchPayload, src *config.Source, res *config.Resource) error {
+	f, err := h.begin(ctx, p, src, res)
+	if err != nil {
+		return err
+	}
+	err = f.read(ctx)
+	if err == nil {
+		err = f.finish(ctx)
+	}
+	return f.end(ctx, err)
+}
+
+// run is the state of one fetch attempt.
+type run struct {
+	h      fetchHandler
+	p      jobs.FetchPayload
+	src    *config.Source
+	res    *config.Resource
+	key    store.Key
+	client *upstream.Client
+	began  time.Time
+	mode   string
+	st     store.State
+	row    store.Run
+	cp     checkpoint
+	// resumed: the attempt continues an interrupted read; restarted: the
+	// upstream rejected a continuation and the read started again from its
+	// first page (once per attempt, so that a checkpoint whose continuation
+	// has expired since never wedges the resource).
+	resumed, restarted bool
+	// basis is what this run's watermark and ids are made under; rekey: the
+	// id path changed, and this full read re-keys every record.
+	basis        basis
+	ignoreMark   bool // the stored watermark was made under another basis
+	rekey        bool
+	requests     int // made since the last applied page: not yet on the run row
+	quarantining bool
+	n            counts
+	cursors      cursorStats
+	notes        []string
+	outcome      store.RunOutcome
+}
+
+// counts are a fetch's record counts, for its summary line.
+type counts struct{ fetched, created, updated, deleted, quarantined, held int }
+
+// basis is what a resource's watermark and stored ids were made under: a
+// change in the config of either must not strand them.
+type basis struct {
+	ID          string `json:"id"`
+	DeltaField  string `json:"delta_field,omitempty"`
+	DeltaFormat string `json:"delta_format,omitempty"`
+}
+
+func basisOf(res *config.Resource) basis {
+	b := basis{ID: res.Records.ID}
+	if res.Delta != nil {
+		b.DeltaField, b.DeltaFormat = res.Delta.Field, res.Delta.Format
+	}
+	return b
+}
+
+// begin reads the resource's sync state, records the run, and sets up the
+// read: resumed from a checkpoint of the same mode, or new.
+func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *config.Source, res *config.Resource) (*run, error) {
+	f := &run{h: h, p: p, src: src, res: res, key: store.Key{Source: p.Source, Resource: p.Resource},
+		client: h.clients[src.Name], began: time.Now(), basis: basisOf(res)}
+	st, err := h.store.State(ctx, f.key)
+	if errors.Is(err, store.ErrNotFound) {
+		if err = h.store.EnsureStates(ctx, []store.Key{f.key}); err == nil {
+			st, err = h.store.State(ctx, f.key)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.st = st
+	f.checkBasis()
+	f.mode = jobs.ModeFor(res, p.Mode == jobs.ModeFull || f.rekey)
+
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	began := time.Now()
-	mode := jobs.ModeFor(res, p.Mode == jobs.ModeFull)
+	f.row = store.Run{Source: p.Source, Resource: p.Resource, Kind: f.mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
+	if err := h.store.StartRun(ctx, &f.row); err != nil {
+		return nil, err
+	}
+	if err := h.store.AbandonRunning(ctx, f.key, f.row.ID); err != nil {
+		return f, f.end(ctx, err)
+	}
+	f.quarantining = st.Quarantined > 0
+	if err := f.setCheckpoint(ctx); err != nil {
+		return f, f.end(ctx, err)
+	}
+	return f, nil
+}
 
-	st, err := h.store.State(ctx, key)
-	if errors.Is(err, store.ErrNotFound) {
-		if err = h.store.EnsureStates(ctx, []store.Key{key}); err == nil {
-			st, err = h.store.State(ctx, key)
-		}
+// checkBasis compares what the stored watermark and ids were made under
+// with the config: a watermark of another delta field or format is not
+// used (the delta reads from the start and a new watermark is taken), and
+// a new id path makes this read a full one that re-keys the records.
+func (f *run) checkBasis() {
+	var was basis
+	if len(f.st.Basis) == 0 || json.Unmarshal(f.st.Basis, &was) != nil {
+		return // none yet (a first sync, or state from before bases were kept)
 	}
-	if err != nil {
-		return err
+	if f.st.Watermark != "" && (was.DeltaField != f.basis.DeltaField || was.DeltaFormat != f.basis.DeltaFormat) {
+		f.ignoreMark = true
+		f.note("the delta field or format changed (was %q as %s, now %q as %s): the stored watermark %q is not used, and a new one is taken from this read",
+			was.DeltaField, was.DeltaFormat, f.basis.DeltaField, f.basis.DeltaFormat, f.st.Watermark)
 	}
-	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
-	if err := h.store.StartRun(ctx, &run); err != nil {
-		return err
+	if was.ID != f.basis.ID {
+		f.rekey = true
+		f.note("the id path changed (was %q, now %q): this full read re-keys every record (records under the old ids are tombstoned)", was.ID, f.basis.ID)
 	}
-	if err := h.store.AbandonRunning(ctx, key, run.ID); err != nil {
-		return err
-	}
+}
 
-	// Resume an interrupted read of the same mode from its checkpoint.
-	var cp, saved checkpoint
-	resumed := len(st.Checkpoint) > 0 && json.Unmarshal(st.Checkpoint, &saved) == nil && saved.Mode == mode && saved.PassID != 0
-	if resumed && mode == jobs.ModeFull && saved.Pages > 0 {
-		// The seen-set is unlogged: after a Postgres crash it is empty, and
-		// resuming would tombstone every record of the pages read before.
-		seen, err := h.store.PassSeen(ctx, saved.PassID)
-		if err != nil {
+func (f *run) note(format string, args ...any) {
+	f.notes = append(f.notes, fmt.Sprintf(format, args...))
+}
+
+// setCheckpoint resumes the interrupted read of this mode, when it can, or
+// starts a new one.
+func (f *run) setCheckpoint(ctx context.Context) error {
+	saved, ok, why := f.resumable(ctx)
+	if ok {
+		f.cp, f.resumed = saved, true
+		f.note("resumed the interrupted read at page %d (pass %d)", saved.Pages+1, saved.PassID)
+		return nil
+	}
+	if why != "" {
+		f.note("the interrupted read was not resumed (%s): it starts over", why)
+	}
+	if saved.PassID != 0 {
+		// The abandoned pass's seen-set is of no further use.
+		if err := f.h.store.DropPass(ctx, saved.PassID); err != nil {
 			return err
 		}
-		if !seen {
-			h.log.Warn("full read's seen-set was lost (Postgres crash?): starting the read over",
-				"source", p.Source, "resource", p.Resource, "pass_id", saved.PassID, "pages", saved.Pages)
-			resumed = false
-		}
 	}
-	if resumed {
-		cp = saved
-	} else {
-		cp = checkpoint{Mode: mode, PassID: run.ID}
-		params := url.Values{}
-		if mode == jobs.ModeDelta && st.Watermark != "" {
-			wm, err := parseCursor(st.Watermark, res.Delta.Format)
-			if err != nil {
-				return fmt.Errorf("stored watermark %q: %w", st.Watermark, err)
-			}
-			params.Set(res.Delta.Param, wm.minus(res.Delta.Overlap.D()).format(res.Delta.Format))
+	f.cp = checkpoint{Mode: f.mode, TaskID: f.row.TaskID}
+	params := url.Values{}
+	if f.mode == jobs.ModeFull {
+		f.cp.PassID = f.row.ID
+		if f.res.Delta != nil && !f.ignoreMark {
+			f.cp.DriftBase = f.st.Watermark
 		}
-		if mode == jobs.ModeFull && res.Delta != nil {
-			cp.DriftBase = st.Watermark
-		}
-		cp.NextURL = upstream.FirstURL(client, res, params)
+	} else if lb, ok := f.lowerBound(); ok {
+		params.Set(f.res.Delta.Param, lb)
 	}
-	var driftBase cursor
-	if cp.DriftBase != "" {
-		driftBase, _ = parseCursor(cp.DriftBase, res.Delta.Format)
-	}
-
-	var (
-		progress = events.NewThrottle(h.rdb, time.Second)
-		requests int // made since the last applied page: not yet on the run row
-		// expectChanged: the previous page's records all differed from
-		// what was stored (store.Page.ExpectChanged).
-		expectChanged bool
-		n             counts
-		pager         = upstream.NewPager(client, res, cp.NextURL)
-	)
-	fail := func(err error) error {
-		status := store.StatusFailed
-		if jobs.Permanent(err) || retried >= maxRetry {
-			status = store.StatusDead
-		}
-		msg := err.Error()
-		if d, ok := jobs.HandBack(err); ok {
-			// Not a failure: the task goes back to its queue (the retry
-			// budget untouched) and resumes from its checkpoint. The row
-			// stays, as every attempt's does, saying so plainly.
-			status = store.StatusFailed
-			msg = fmt.Sprintf("rate limited: handed back for %s: %s", d.Round(time.Millisecond), err)
-		}
-		if ctx.Err() != nil {
-			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
-				msg = cause.Error() // the fetch lock's lease was lost
-			} else if errors.Is(ctx.Err(), context.Canceled) {
-				msg = "interrupted (worker shutting down): the task resumes from its last checkpoint"
-			}
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if ferr := h.store.FinishRun(fctx, run.ID, store.RunOutcome{Status: status, Error: msg, HTTPRequests: requests}); ferr != nil {
-			h.log.Error("record failed run", "run_id", run.ID, "error", ferr)
-		}
-		h.summary(run, status, began, n, err)
-		return err
-	}
-
-	pages, stopReading := readAhead(ctx, pager)
-	defer stopReading()
-	for {
-		if cp.Pages > 0 {
-			failpoint.Hit(failpoint.MidPagination)
-		}
-		r, more := <-pages
-		if !more {
-			break
-		}
-		page, err := r.page, r.err
-		if err != nil {
-			requests += upstream.Requests(err)
-			return fail(err)
-		}
-		requests += page.Requests
-		cursors := make(map[string]cursor, len(page.Records))
-		recs := make([]store.Record, len(page.Records))
-		for i, r := range page.Records {
-			recs[i] = store.Record{ExternalID: r.ID, Payload: r.Payload, Hash: r.Hash}
-			if res.Delta == nil {
-				continue
-			}
-			c, err := parseCursor(r.Cursor, res.Delta.Format)
-			if err != nil {
-				return fail(fmt.Errorf("GET %s: %w: record %d: delta field %q: %w", page.URL, upstream.ErrBadResponse, i, res.Delta.Field, err))
-			}
-			cursors[r.ID] = c
-			if cp.MaxCursor == "" || c.After(mustCursor(cp.MaxCursor, res.Delta.Format)) {
-				cp.MaxCursor = c.format(res.Delta.Format)
-			}
-		}
-		pass := int64(0)
-		if mode == jobs.ModeFull {
-			pass = cp.PassID
-		}
-		next := cp
-		next.NextURL = page.Next
-		next.Pages++
-		// Drift is only known after the page applied; count it on a copy of
-		// the checkpoint that the page's transaction stores.
-		failpoint.Hit(failpoint.BeforePageCommit)
-		sp := store.Page{Key: key, RunID: run.ID, Records: recs, PassID: pass, Requests: requests, ExpectChanged: expectChanged}
-		pr, err := h.applyPage(ctx, sp, &next, func(changed []string) int64 {
-			if cp.DriftBase == "" {
-				return 0
-			}
-			var d int64
-			for _, id := range changed {
-				if c, ok := cursors[id]; ok && !c.After(driftBase) {
-					d++
-				}
-			}
-			return d
-		})
-		if err != nil {
-			return fail(err)
-		}
-		failpoint.Hit(failpoint.AfterPageCommit)
-		cp = next
-		requests = 0
-		// A page of nothing but new or changed records (a first sync)
-		// suggests the next is too: skip its hash comparison.
-		expectChanged = pr.Unchanged == 0 && len(recs) > 0
-		n.fetched += len(recs)
-		n.created += pr.Created
-		n.updated += pr.Updated
-		h.progress(ctx, progress, run, cp.Pages, n)
-	}
-
-	// The reader stops early only when ctx ends; the read is then not
-	// complete, and ending it as one would tombstone the unread records.
-	if !pager.Done() {
-		return fail(fmt.Errorf("reading stopped before the last page: %w", cmp.Or(context.Cause(ctx), errors.New("unknown reason"))))
-	}
-	out := store.RunOutcome{Status: store.StatusSucceeded}
-	if mode == jobs.ModeFull {
-		deleted, err := h.store.FinishFullRead(ctx, key, run.ID, cp.PassID, res.FullSync.DetectDeletes)
-		if err != nil {
-			return fail(err)
-		}
-		n.deleted = deleted
-		if cp.DriftBase != "" {
-			out.Drift = &cp.Drift
-			defer metrics.ObserveDrift(run.Source, run.Resource, cp.Drift)
-		}
-	}
-	if cp.MaxCursor != "" && (st.Watermark == "" || mustCursor(cp.MaxCursor, res.Delta.Format).After(mustCursor(st.Watermark, res.Delta.Format))) {
-		out.Watermark = cp.MaxCursor
-	}
-	vh, err := h.store.VersionHash(ctx, key)
-	if err != nil {
-		return fail(err)
-	}
-	out.VersionHash = vh
-	if err := h.store.FinishRun(ctx, run.ID, out); err != nil {
-		return fail(err)
-	}
-	h.summary(run, store.StatusSucceeded, began, n, nil, slog.Bool("resumed", resumed), slog.Int64("drift", cp.Drift))
+	f.cp.First = upstream.FirstURL(f.client, f.res, params)
+	f.cp.Next = f.cp.First
 	return nil
 }
 
-// readResult is one page read ahead, or the error that ended the reading.
+// resumable returns the saved checkpoint of this mode, and whether to
+// resume it; when not, why ("" when there is nothing to say).
+func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
+	raw := f.st.Checkpoint
+	if f.mode == jobs.ModeFull {
+		raw = f.st.FullCheckpoint
+	}
+	var saved checkpoint
+	if len(raw) == 0 || json.Unmarshal(raw, &saved) != nil || saved.Mode != f.mode || saved.Next == "" {
+		return saved, false, ""
+	}
+	if f.mode == jobs.ModeFull && saved.PassID == 0 {
+		return saved, false, ""
+	}
+	switch {
+	case f.mode == jobs.ModeFull && f.p.Trigger == jobs.TriggerManual && !f.p.Resume && saved.TaskID != f.row.TaskID:
+		return saved, false, "an explicit full sync starts a new pass (--resume continues the old one)"
+	case !saved.SavedAt.IsZero() && time.Since(saved.SavedAt) > f.res.Pagination.ResumeWithin.D():
+		return saved, false, fmt.Sprintf("its checkpoint is %s old, older than pagination.resume_within (%s)",
+			time.Since(saved.SavedAt).Round(time.Second), f.res.Pagination.ResumeWithin.D())
+	case f.rekey:
+		return saved, false, "the id path changed"
+	}
+	if f.mode == jobs.ModeFull && saved.Pages > 0 {
+		// The seen-set is unlogged: a Postgres crash empties it, and the
+		// deletion check would then tombstone every record read before.
+		seen, err := f.h.store.SeenCount(ctx, saved.PassID)
+		if err != nil || seen != saved.SeenIDs {
+			return saved, false, fmt.Sprintf("its seen-set holds %d of the %d ids its pages stored (lost in a Postgres crash or failover?)", seen, saved.SeenIDs)
+		}
+	}
+	return saved, true, ""
+}
+
+// lowerBound is the delta's lower bound: the watermark less the overlap.
+func (f *run) lowerBound() (string, bool) {
+	d := f.res.Delta
+	if f.st.Watermark == "" || f.ignoreMark {
+		return "", false
+	}
+	wm, err := parseCursor(f.st.Watermark, d.Format)
+	if err != nil {
+		f.note("the stored watermark %q is unreadable as %s (%v): the delta reads from the start", f.st.Watermark, d.Format, err)
+		return "", false
+	}
+	return wm.minus(d.Overlap.D()).format(d.Format), true
+}
+
+// read walks the pages from the checkpoint, applying each with the
+// checkpoint that follows it. A continuation the upstream rejects (an
+// expired cursor, say) restarts the read from its first page, once.
+func (f *run) read(ctx context.Context) error {
+	progress := events.NewThrottle(f.h.rdb, time.Second)
+	// expectChanged: the previous page's records all differed from what
+	// was stored (store.Page.ExpectChanged).
+	expectChanged := false
+	for {
+		pager := upstream.NewPager(f.client, f.res, f.cp.Position, f.cp.Pages)
+		err := f.readPages(ctx, pager, progress, &expectChanged)
+		if err == nil {
+			if !pager.Done() {
+				// The reader stops early only when ctx ends; the read is then
+				// not complete, and ending it as one would tombstone the
+				// unread records.
+				return fmt.Errorf("reading stopped before the last page: %w", cmp.Or(context.Cause(ctx), errors.New("unknown reason")))
+			}
+			return nil
+		}
+		if !f.continuationRejected(err) {
+			return err
+		}
+		f.restarted = true
+		f.cp.Position = upstream.Position{Next: f.cp.First}
+		f.note("the read started again from its first page: the upstream rejected the continuation (%v)", err)
+	}
+}
+
+// continuationRejected: a request that is not the read's first answered a
+// client error other than 408 and 429 (the continuation expired, was used
+// once already, or is unknown), and the read has not restarted already.
+func (f *run) continuationRejected(err error) bool {
+	var se *upstream.StatusError
+	return !f.restarted && f.cp.Next != f.cp.First && errors.As(err, &se) &&
+		se.Code >= 400 && se.Code < 500 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
+}
+
+// readPages applies the pager's pages until the last, or the first error.
+func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *events.Throttle, expectChanged *bool) error {
+	pages, stopReading := readAhead(ctx, pager)
+	defer stopReading()
+	for {
+		if f.cp.Pages > 0 {
+			if err := f.h.crashAt(failpoint.MidPagination); err != nil {
+				return err
+			}
+		}
+		r, more := <-pages
+		if !more {
+			return nil
+		}
+		if r.err != nil {
+			f.requests += upstream.Requests(r.err)
+			return r.err
+		}
+		if err := f.apply(ctx, r.page, r.pos, expectChanged); err != nil {
+			return err
+		}
+		f.h.progress(ctx, progress, f.row, f.cp.Pages, f.n)
+	}
+}
+
+// apply applies one page with the checkpoint that follows it.
+func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Position, expectChanged *bool) error {
+	f.requests += page.Requests
+	next := f.cp
+	if next.ReadStart.IsZero() {
+		next.ReadStart = cmp.Or(page.Date, f.began).UTC()
+	}
+	next.Position = pos
+	next.Pages++
+	next.Shifted = next.Shifted || page.Shifted
+	cursors := make(map[string]cursor, len(page.Records))
+	recs := make([]store.Record, len(page.Records))
+	top, hasTop := cursor{}, false
+	if d := f.res.Delta; d != nil && next.MaxCursor != "" {
+		if c, err := parseCursor(next.MaxCursor, d.Format); err == nil {
+			top, hasTop = c, true
+		}
+	}
+	for i, r := range page.Records {
+		recs[i] = store.Record{ExternalID: r.ID, Payload: r.Payload, Hash: r.Hash}
+		if f.res.Delta == nil {
+			continue
+		}
+		c, ok := f.cursors.take(r, f.res.Delta, next.ReadStart)
+		if !ok {
+			continue
+		}
+		cursors[r.ID] = c
+		if !hasTop || c.After(top) {
+			top, hasTop = c, true
+			next.MaxCursor = c.format(f.res.Delta.Format)
+		}
+	}
+	rejected := make([]store.Rejected, len(page.Rejected))
+	for i, r := range page.Rejected {
+		rejected[i] = rejectedRecord(r, next.Pages)
+		if r.Unidentified && f.mode == jobs.ModeFull {
+			next.Unidentified++
+		}
+	}
+	pass := int64(0)
+	if f.mode == jobs.ModeFull {
+		pass = f.cp.PassID
+	}
+	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
+		return err
+	}
+	var driftBase *cursor
+	if f.cp.DriftBase != "" {
+		if c, err := parseCursor(f.cp.DriftBase, f.res.Delta.Format); err == nil {
+			driftBase = &c
+		}
+	}
+	// What the page's transaction stores as its checkpoint: the drift and
+	// the seen ids are only known inside it (the ids it changed and saw),
+	// so the store calls back.
+	var stored checkpoint
+	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
+		ExpectChanged: *expectChanged, Quarantined: f.quarantining,
+		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
+			stored = next
+			stored.SeenIDs += int64(seenIDs)
+			if driftBase != nil {
+				for _, id := range changed {
+					if c, ok := cursors[id]; ok && !c.After(*driftBase) {
+						stored.Drift++
+					}
+				}
+			}
+			stored.SavedAt = time.Now().UTC()
+			b, _ := json.Marshal(stored)
+			return b
+		}}
+	pr, err := f.h.store.ApplyPage(ctx, sp)
+	if err != nil {
+		return err
+	}
+	if err := f.h.crashAt(failpoint.AfterPageCommit); err != nil {
+		return err
+	}
+	f.cp = stored
+	f.requests = 0
+	f.quarantining = f.quarantining || pr.Quarantined > 0
+	// A page of nothing but new or changed records (a first sync)
+	// suggests the next is too: skip its hash comparison.
+	*expectChanged = pr.Unchanged == 0 && len(recs) > 0
+	f.n.fetched += len(recs) + len(rejected)
+	f.n.created += pr.Created
+	f.n.updated += pr.Updated
+	f.n.quarantined += pr.Quarantined
+	return nil
+}
+
+// rejectedRecord is an extracted record set aside, as the quarantine keeps
+// it. A record without a usable id is told apart by what is wrong with it
+// and its content.
+func rejectedRecord(r extract.Rejected, page int) store.Rejected {
+	_, why, ok := strings.Cut(r.Reason, ": ")
+	if !ok {
+		why = r.Reason
+	}
+	out := store.Rejected{ExternalID: r.ID, Reason: fmt.Sprintf("page %d, %s", page, r.Reason), Raw: r.Raw}
+	if r.ID == "" {
+		out.Key = why + "\x00" + string(r.Raw)
+	}
+	return out
+}
+
+// finish ends a read whose every page is applied: a full read's deletions,
+// the watermark, and the version hash.
+func (f *run) finish(ctx context.Context) error {
+	out := store.RunOutcome{Status: store.StatusSucceeded}
+	if f.cp.Shifted {
+		f.note("records moved between the offset pages of this read (a page did not begin with the record the page before ended with), so it may have missed some: it deletes nothing and moves no watermark, and the next read covers the same ground")
+	}
+	if f.mode == jobs.ModeFull {
+		if err := f.finishPass(ctx); err != nil {
+			return err
+		}
+		if f.cp.DriftBase != "" {
+			out.Drift = &f.cp.Drift
+		}
+	}
+	out.Watermark = f.watermark()
+	b, _ := json.Marshal(f.basis)
+	out.Basis = b
+	vh, err := f.h.store.VersionHash(ctx, f.key)
+	if err != nil {
+		return err
+	}
+	out.VersionHash = vh
+	f.outcome = out
+	return nil
+}
+
+// finishPass ends a full read's pass: the deletions its policy allows
+// (store.DeletePolicy) and what it held back, on the run's note.
+func (f *run) finishPass(ctx context.Context) error {
+	fs := f.res.FullSync
+	pol := store.DeletePolicy{Detect: fs.DetectDeletes, Confirmed: f.p.ConfirmDeletes || f.rekey,
+		AfterReads: fs.DeleteAfterReads, MaxFraction: fs.MaxDeleteFraction}
+	if f.cp.Pages <= 1 && !f.restarted && !f.resumed {
+		pol.AfterReads = 1 // one response: a snapshot, nothing could shift
+	}
+	switch {
+	case f.cp.Shifted:
+		pol.Hold = "records moved between the offset pages of this read, so it may have missed some"
+	case f.cp.Unidentified > 0:
+		pol.Hold = fmt.Sprintf("%d records had no usable id, and may be stored ones", f.cp.Unidentified)
+		// (Records whose id is there but invalid are not: no stored record
+		// has such an id.)
+	}
+	res, err := f.h.store.FinishFullRead(ctx, store.FullRead{Key: f.key, RunID: f.row.ID, PassID: f.cp.PassID, SeenIDs: f.cp.SeenIDs, Policy: pol})
+	if err != nil {
+		return err
+	}
+	f.n.deleted, f.n.held = res.Deleted, res.Held
+	if fs.DetectDeletes {
+		switch {
+		case f.cp.Unidentified > 0 && res.Unseen > 0:
+			f.note("deletions held: %s; %d unseen records stay", pol.Hold, res.Unseen)
+		case res.Mass && res.Held > 0:
+			f.note("deletions held: %d of %d live records unseen, more than full_sync.max_delete_fraction (%g): they go when the next full read agrees, or with tidemark sync %s --full --confirm-deletes",
+				res.Held, res.Live, pol.MaxFraction, f.key)
+		case res.Held > 0:
+			f.note("%d deletions wait for the next full read to agree (full_sync.delete_after_reads: %d)", res.Held, pol.AfterReads)
+		}
+	}
+	if f.cp.DriftBase != "" {
+		metrics.ObserveDrift(f.key.Source, f.key.Resource, f.cp.Drift)
+	}
+	return nil
+}
+
+// watermark is the run's new watermark, or "" to keep the stored one. It is
+// the highest cursor read, but never later than the read's start (the
+// upstream's clock) less delta.clock_skew: a change made during a
+// multi-page read to a page already read has a cursor after that, and the
+// next delta's lower bound must not pass it. A stored watermark later than
+// that (left by a release that let a future cursor through) moves back to
+// it. A read that saw records shift keeps the old watermark: it may have
+// skipped some below the highest.
+func (f *run) watermark() string {
+	d := f.res.Delta
+	if d == nil || f.cp.Shifted {
+		return "" // a shifted read may have skipped records below its highest cursor (see finish)
+	}
+	var stored *cursor
+	if !f.ignoreMark && f.st.Watermark != "" {
+		if c, err := parseCursor(f.st.Watermark, d.Format); err == nil {
+			stored = &c
+		}
+	}
+	top, err := parseCursor(f.cp.MaxCursor, d.Format)
+	switch {
+	case err == nil && stored != nil && !top.After(*stored):
+		top = *stored
+	case err != nil && stored == nil:
+		return ""
+	case err != nil:
+		top = *stored
+	}
+	if !top.numeric() && !f.cp.ReadStart.IsZero() {
+		if ceiling := timeCursor(f.cp.ReadStart.Add(-d.ClockSkew.D())); top.After(ceiling) {
+			if stored != nil && stored.After(ceiling) {
+				f.note("the stored watermark %s was later than the upstream's clock allows: it moves back to %s", f.st.Watermark, ceiling.format(d.Format))
+			}
+			top = ceiling
+		}
+	}
+	if w := top.format(d.Format); w != f.st.Watermark || f.ignoreMark {
+		return w
+	}
+	return ""
+}
+
+// end records how the attempt ended: the one exit of fetch once the run
+// row exists. A hand-back (the source's limits), a graceful shutdown and a
+// lost lock are interruptions, not failures: the task resumes from its
+// checkpoint.
+func (f *run) end(ctx context.Context, err error) error {
+	out := f.outcome
+	if err != nil {
+		out = f.failure(ctx, err)
+	}
+	out.HTTPRequests = f.requests
+	out.Note = strings.Join(append(f.notes, f.cursors.notes(f.res)...), "; ")
+	if !f.cp.ReadStart.IsZero() {
+		t := f.cp.ReadStart
+		out.ReadStartedAt = &t
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	// The outcome must land: retried while Postgres is briefly away, so a
+	// run is not left running for the next attempt to call abandoned.
+	ferr := backoff.Retry(func() error {
+		err := f.h.store.FinishRun(fctx, f.row.ID, out)
+		if errors.Is(err, store.ErrSuperseded) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), fctx))
+	switch {
+	case errors.Is(ferr, store.ErrSuperseded):
+		f.h.log.Warn("run taken over by another: its outcome is not recorded", "run_id", f.row.ID, "status", out.Status)
+	case ferr != nil && err == nil:
+		err = ferr
+	case ferr != nil:
+		f.h.log.Error("record the run's outcome", "run_id", f.row.ID, "error", ferr)
+	}
+	f.h.summary(f.row, out.Status, f.began, f.n, err, slog.Bool("resumed", f.resumed), slog.Int64("drift", f.cp.Drift))
+	return err
+}
+
+// failure is the outcome of an attempt that ended with err.
+func (f *run) failure(ctx context.Context, err error) store.RunOutcome {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	out := store.RunOutcome{Status: store.StatusFailed, Error: err.Error()}
+	if jobs.Permanent(err) || retried >= maxRetry {
+		out.Status = store.StatusDead
+	}
+	if d, ok := jobs.HandBack(err); ok {
+		// Not a failure: the task goes back to its queue (the retry
+		// budget untouched) and resumes from its checkpoint.
+		out.Status = store.StatusInterrupted
+		out.Error = fmt.Sprintf("rate limited: handed back for %s: %s", d.Round(time.Millisecond), err)
+	}
+	if ctx.Err() != nil {
+		out.Status = store.StatusInterrupted
+		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+			out.Error = cause.Error() // the fetch lock's lease was lost
+		} else if errors.Is(ctx.Err(), context.Canceled) {
+			out.Error = "interrupted (worker shutting down): the task resumes from its last checkpoint"
+		}
+	}
+	return out
+}
+
+// crashAt passes a failpoint: the process dies there when the environment
+// asks (internal/failpoint), and an in-process test's CrashHook may fail
+// the fetch there instead.
+func (h fetchHandler) crashAt(point string) error {
+	failpoint.Hit(point)
+	if h.cfg.CrashHook != nil {
+		return h.cfg.CrashHook(point)
+	}
+	return nil
+}
+
+// readResult is one page read ahead with the walk's position after it, or
+// the error that ended the reading.
 type readResult struct {
 	page *upstream.Page
+	pos  upstream.Position
 	err  error
 }
 
@@ -321,7 +718,7 @@ func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readRes
 		for !pager.Done() {
 			page, err := pager.Next(ctx)
 			select {
-			case ch <- readResult{page, err}:
+			case ch <- readResult{page, pager.Position(), err}:
 			case <-ctx.Done():
 				return
 			}
@@ -336,18 +733,6 @@ func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readRes
 	}
 }
 
-// applyPage applies a page with the checkpoint that follows it. The
-// checkpoint's drift is counted from the ids the page changed, which are
-// known only inside the page's transaction: the store calls back.
-func (h fetchHandler) applyPage(ctx context.Context, page store.Page, cp *checkpoint, drift func(changed []string) int64) (store.PageResult, error) {
-	page.Checkpoint = func(changed []string) json.RawMessage {
-		cp.Drift += drift(changed)
-		b, _ := json.Marshal(cp)
-		return b
-	}
-	return h.store.ApplyPage(ctx, page)
-}
-
 // progress announces a running fetch's progress (run.progress, at most once
 // a second). The counts are this attempt's; pages count from the checkpoint,
 // like the run row's.
@@ -359,15 +744,13 @@ func (h fetchHandler) progress(ctx context.Context, t *events.Throttle, run stor
 	}
 }
 
-// counts are a fetch's record counts, for its summary line.
-type counts struct{ fetched, created, updated, deleted int }
-
 // summary is the one log line per task.
 func (h fetchHandler) summary(run store.Run, status string, began time.Time, n counts, err error, extra ...any) {
 	attrs := []any{
 		"task", jobs.TypeFetch, "source", run.Source, "resource", run.Resource, "kind", run.Kind,
 		"trigger", run.Trigger, "attempt", run.Attempt, "run_id", run.ID, "status", status,
 		"fetched", n.fetched, "created", n.created, "updated", n.updated, "deleted", n.deleted,
+		"quarantined", n.quarantined, "deletes_held", n.held,
 		"duration_ms", time.Since(began).Milliseconds(),
 	}
 	attrs = append(attrs, extra...)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -40,10 +41,15 @@ func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	hook := hooks[p.Webhook]
 	var secret string
+	var key []byte
 	if hook.SecretEnv != "" {
 		if secret = os.Getenv(hook.SecretEnv); secret == "" {
 			// Retried: the operator may set it and restart the workers.
 			return fmt.Errorf("webhook delivery %s: webhooks[%d].secret_env: environment variable %s is empty", p.DeliveryID, p.Webhook, hook.SecretEnv)
+		}
+		if key, err = jobs.WebhookKey(secret); err != nil {
+			// Retried, like an empty secret: fixing it needs a restart, not a new event.
+			return fmt.Errorf("webhook delivery %s: webhooks[%d].secret_env: environment variable %s: %w", p.DeliveryID, p.Webhook, hook.SecretEnv, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, webhookClient.Timeout)
@@ -56,7 +62,7 @@ func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	req.Header.Set("User-Agent", "tidemark-webhook")
 	req.Header.Set("X-Tidemark-Delivery", p.DeliveryID)
 	if secret != "" {
-		req.Header.Set("X-Tidemark-Signature", jobs.Sign([]byte(secret), p.Event))
+		sign(req.Header, key, secret, p.DeliveryID, time.Now(), p.Event)
 	}
 	start := time.Now()
 	resp, err := webhookClient.Do(req)
@@ -71,4 +77,29 @@ func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.w.log.Info("webhook delivered", "delivery_id", p.DeliveryID, "webhook", p.Webhook, "status", resp.StatusCode, "duration_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// sign sets the Standard Webhooks headers of one attempt: webhook-id is the
+// delivery id, the same on every retry, so a receiver can drop duplicates;
+// webhook-timestamp is this attempt's, so a retry is signed afresh and a
+// receiver can refuse old captures. X-Tidemark-Signature (the body's HMAC
+// under the secret's bytes) is deprecated and kept for one release, for
+// receivers that verify it today.
+func sign(h http.Header, key []byte, secret, deliveryID string, now time.Time, body []byte) {
+	ts := now.Unix()
+	h.Set(jobs.HeaderWebhookID, deliveryID)
+	h.Set(jobs.HeaderWebhookTimestamp, strconv.FormatInt(ts, 10))
+	h.Set(jobs.HeaderWebhookSignature, jobs.SignStandard(key, deliveryID, ts, body))
+	h.Set("X-Tidemark-Signature", jobs.Sign([]byte(secret), body))
+}
+
+// warnUnsigned logs, once per worker, each webhook configured without a
+// secret: its deliveries go out unsigned and a receiver cannot tell them
+// from forgeries. The URL is left out (it may carry a token).
+func (w *Worker) warnUnsigned() {
+	for i, hook := range w.conf.Webhooks {
+		if hook.SecretEnv == "" {
+			w.log.Warn("webhook has no secret_env: its deliveries are not signed", "webhook", i, "url_id", jobs.WebhookURLID(hook.URL))
+		}
+	}
 }

@@ -52,6 +52,14 @@ type Config struct {
 	// LockLease is the lease of the per-resource fetch lock; a worker that dies
 	// holding it frees it after this long. Default 30s.
 	LockLease time.Duration
+	// RetryDelay is asynq's delay before a failed task's next attempt.
+	// Default jobs.RetryDelay.
+	RetryDelay func(n int, err error, t *asynq.Task) time.Duration
+	// CrashHook, when set, is asked at every failpoint of a fetch
+	// (internal/failpoint) and fails the fetch there with the error it
+	// returns, as a crash at that point would: for in-process tests such
+	// as internal/sim, which cannot kill their own process. Default nil.
+	CrashHook func(point string) error
 }
 
 // Worker runs tasks from the queues.
@@ -93,6 +101,9 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	cfg.LockLease = cmp.Or(cfg.LockLease, 30*time.Second)
 	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, time.Minute)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, 100*time.Millisecond)
+	if cfg.RetryDelay == nil {
+		cfg.RetryDelay = jobs.RetryDelay
+	}
 	rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", redisOpt)
@@ -132,15 +143,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { stopTally(); <-tallyDone }()
 	// Two pools, two asynq servers: fetches (and webhook deliveries) on
 	// the priority queues, probes on queues of their own.
-	newServer := func(pool string, concurrency int, queues map[string]int) *asynq.Server {
+	newServer := func(pool string, concurrency int, queues map[string]int, forward time.Duration) *asynq.Server {
 		return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-			Concurrency:       concurrency,
-			TaskCheckInterval: w.cfg.PollInterval,
-			Queues:            queues,
-			RetryDelayFunc:    jobs.RetryDelay,
-			IsFailure:         jobs.IsFailure,
-			ShutdownTimeout:   w.cfg.ShutdownTimeout,
-			Logger:            NewAsynqLogger(w.log.With("pool", pool)),
+			Concurrency:              concurrency,
+			TaskCheckInterval:        w.cfg.PollInterval,
+			DelayedTaskCheckInterval: forward,
+			Queues:                   queues,
+			RetryDelayFunc:           w.cfg.RetryDelay,
+			IsFailure:                jobs.IsFailure,
+			ShutdownTimeout:          w.cfg.ShutdownTimeout,
+			Logger:                   NewAsynqLogger(w.log.With("pool", pool)),
 			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 				retried, _ := asynq.GetRetryCount(ctx)
 				maxRetry, _ := asynq.GetMaxRetry(ctx)
@@ -152,8 +164,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			}),
 		})
 	}
-	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues)
-	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues)
+	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues, 0)
+	// Scheduled probes (the trailing probe of a burst of inbound hooks, a
+	// probe handed back by the rate limiter) move to their queue when the
+	// pool checks; asynq's default, every 5s, would delay them past most
+	// probe intervals. Checking every PollInterval costs each worker two
+	// small Redis scripts per probe queue per check.
+	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues, w.cfg.PollInterval)
 	fetchMux := asynq.NewServeMux()
 	fetchMux.Use(w.track)
 	fetchMux.Handle(jobs.TypeFetch, w.handBack(fetchHandler{w}))
@@ -169,6 +186,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("start worker probe pool: %w", err)
 	}
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "probe_concurrency", w.cfg.ProbeConcurrency)
+	w.warnUnsigned()
 	<-ctx.Done()
 	var stopping sync.WaitGroup
 	for _, srv := range []*asynq.Server{fetches, probes} {

@@ -33,12 +33,14 @@ type demoFleet struct {
 	t        *testing.T
 	addr     string // tidemark's server
 	upstream string // http://host:port of demo-upstream
+	token    string // the admin token, if extraEnv set one
 }
 
 // probeEvery is the probe interval the demo fleet's config sets everywhere.
 const probeEvery = time.Second
 
-func startDemoFleet(t *testing.T) *demoFleet {
+// startDemoFleet starts the fleet; extraEnv adds to tidemark's environment.
+func startDemoFleet(t *testing.T, extraEnv ...string) *demoFleet {
 	t.Helper()
 	tidemark, upstream := binaries(t)
 	demo, err := os.ReadFile("../../examples/demo.yaml")
@@ -69,9 +71,15 @@ func startDemoFleet(t *testing.T) *demoFleet {
 		"TIDEMARK_ADDR=" + addr,
 		"TIDEMARK_SHUTDOWN_TIMEOUT=2s",
 	}
+	env = append(env, extraEnv...)
 	start(t, "tidemark run", env, tidemark, "run")
 	waitTCP(t, addr)
 	f := &demoFleet{t: t, addr: addr, upstream: "http://" + upAddr}
+	for _, kv := range extraEnv {
+		if v, ok := strings.CutPrefix(kv, "TIDEMARK_ADMIN_TOKEN="); ok {
+			f.token = v
+		}
+	}
 	// The first full reads: every resource holds the upstream's records.
 	wait(t, 60*time.Second, "initial sync of the five demo resources", func() (bool, string) {
 		var views []struct {
@@ -93,7 +101,11 @@ func startDemoFleet(t *testing.T) *demoFleet {
 }
 
 func (f *demoFleet) getJSON(path string, v any) error {
-	resp, err := http.Get("http://" + f.addr + path)
+	req, _ := http.NewRequest("GET", "http://"+f.addr+path, nil)
+	if f.token != "" {
+		req.Header.Set("Authorization", "Bearer "+f.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -271,6 +283,51 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitPage(t, ctx, 15*time.Second, "Asynqmon lists tidemark's queues", fmt.Sprintf(
 		`(() => { const cells = [...document.querySelectorAll("table td, table th")].map(c => c.textContent.trim());
 		   return %s.every(q => cells.includes(q)); })()`, jsArray(queues)))
+}
+
+// TestDashboardLoginInBrowser logs in through the form of a server with an
+// admin token, in headless Chromium: the dashboard then goes live over SSE
+// and Asynqmon opens with the session cookie alone, which page scripts
+// cannot read; "log out" ends the session, and the dashboard sends the
+// browser back to the form.
+func TestDashboardLoginInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	const token = "br0wser-l0gin-t0ken"
+	f := startDemoFleet(t, "TIDEMARK_ADMIN_TOKEN="+token)
+	base := "http://" + f.addr
+	// Each step that navigates waits for an element only the next page
+	// has, so that no script runs in a page being replaced.
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	step("open the dashboard", chromedp.Navigate(base+"/"), chromedp.WaitReady(chromedp.CSS(`input[name=token]`)))
+	waitPage(t, ctx, 10*time.Second, "the login form", `location.pathname === "/login"`)
+	step("log in",
+		chromedp.SendKeys(chromedp.CSS(`input[name=token]`), token),
+		chromedp.Submit(chromedp.CSS(`input[name=token]`)),
+		chromedp.WaitReady(chromedp.CSS(`#conn`)))
+	waitPage(t, ctx, 15*time.Second, "the live dashboard after logging in",
+		`location.pathname === "/" && document.querySelector("#conn").textContent === "live" && document.querySelectorAll("#resources tbody tr").length === 5`)
+	if c := eval[string](t, ctx, `document.cookie`); strings.Contains(c, token) || strings.Contains(c, "tidemark_session") {
+		t.Fatalf("page scripts can read %q: the session cookie must be HttpOnly and never hold the token", c)
+	}
+
+	step("open /monitoring/", chromedp.Navigate(base+"/monitoring/"))
+	waitPage(t, ctx, 15*time.Second, "Asynqmon with the session cookie",
+		`[...document.querySelectorAll("table td, table th")].some(c => c.textContent.trim() === "probe_critical")`)
+
+	step("open the dashboard", chromedp.Navigate(base+"/"), chromedp.WaitReady(chromedp.CSS(`#conn`)))
+	step("log out", chromedp.Click(chromedp.CSS(`form[action="/logout"] button`)), chromedp.WaitReady(chromedp.CSS(`input[name=token]`)))
+	waitPage(t, ctx, 10*time.Second, "the login form after logging out", `location.pathname === "/login"`)
+	step("open the dashboard after logging out", chromedp.Navigate(base+"/"), chromedp.WaitReady(chromedp.CSS(`input[name=token]`)))
+	waitPage(t, ctx, 10*time.Second, "the dashboard refused after logging out", `location.pathname === "/login"`)
 }
 
 func jsArray(s []string) string {

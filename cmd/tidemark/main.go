@@ -48,7 +48,8 @@ Operations:
   migrate [--create-db]       apply pending database migrations
   status [--wait D]           resources: state, last run, freshness
   runs [--source S --resource R --status S --limit N]
-  sync SOURCE/RESOURCE [--full]   enqueue a fetch now
+  sync SOURCE/RESOURCE [--full [--confirm-deletes] [--resume]]   enqueue a fetch now
+  reset SOURCE/RESOURCE --checkpoint|--watermark|--validators   forget a piece of sync state
   retry [--all | TASK_ID...]  re-enqueue dead tasks with a fresh retry budget
   pause SOURCE[/RESOURCE]     stop scheduling (survives restarts)
   resume SOURCE[/RESOURCE]    start scheduling again
@@ -95,6 +96,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return e.runs(rest)
 	case "sync":
 		return e.sync(rest)
+	case "reset":
+		return e.reset(rest)
 	case "retry":
 		return e.retry(rest)
 	case "pause", "resume":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -35,6 +36,13 @@ func (e env) configCheck(args []string) error {
 	n := 0
 	conf.Each(func(*config.Source, *config.Resource) { n++ })
 	fmt.Fprintf(e.stdout, "%s: ok (%d sources, %d resources)\n", path, len(conf.Sources), n)
+	// Valid, but worth a word: a receiver cannot tell an unsigned delivery
+	// from a forged one.
+	for i, hook := range conf.Webhooks {
+		if hook.SecretEnv == "" {
+			fmt.Fprintf(e.stderr, "%s: warning: webhooks[%d] has no secret_env: its deliveries are not signed\n", path, i)
+		}
+	}
 	return nil
 }
 
@@ -94,11 +102,12 @@ func unsynced(views []server.ResourceView, since time.Time) []string {
 
 func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES")
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES")
 	now := time.Now()
 	for _, v := range views {
 		res := conf.Source(v.Source).Resource(v.Resource)
 		state, probe, change, lag, watermark, full, lastRun, failures := "never synced", res.Probe.Strategy, "-", "-", "-", "-", "-", 0
+		quarantined, held := "0", "0"
 		if v.LastRun != nil {
 			lastRun = fmt.Sprintf("%s %s %s ago", v.LastRun.Kind, v.LastRun.Status, ago(now, v.LastRun.StartedAt))
 			if v.LastRun.Status == store.StatusRunning { // progress so far, updated per page
@@ -107,6 +116,11 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 		}
 		if st := v.State; st != nil {
 			failures = st.ConsecutiveFailures
+			quarantined = fmt.Sprint(st.Quarantined)
+			held = fmt.Sprint(st.DeletesHeld)
+			if st.DeletesHeldMass {
+				held += " (mass: confirm or wait)"
+			}
 			if res.Probe.Strategy != config.ProbeNone {
 				probe += " every " + st.ProbeInterval(res.Probe.Every.D()).String()
 			}
@@ -140,8 +154,8 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 				state = "paused"
 			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n",
-			v.Source, v.Resource, state, v.Records, probe, change, lag, watermark, full, lastRun, failures)
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n",
+			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures)
 	}
 	tw.Flush()
 }
@@ -170,7 +184,7 @@ func (e env) runs(args []string) error {
 	var f store.RunFilter
 	fs.StringVar(&f.Source, "source", "", "only this source")
 	fs.StringVar(&f.Resource, "resource", "", "only this resource")
-	fs.StringVar(&f.Status, "status", "", "only this status: running | succeeded | not_modified | failed | dead")
+	fs.StringVar(&f.Status, "status", "", "only this status: running | succeeded | not_modified | failed | dead | interrupted")
 	fs.IntVar(&f.Limit, "limit", 20, "how many runs")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -188,12 +202,13 @@ func (e env) runs(args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRESOURCE\tKIND\tTRIGGER\tATTEMPT\tSTATUS\tSTARTED\tDURATION\tREQUESTS\tPAGES\tFETCHED\t+NEW\t~UPD\t-DEL\tERROR")
+	fmt.Fprintln(tw, "ID\tRESOURCE\tKIND\tTRIGGER\tATTEMPT\tSTATUS\tSTARTED\tDURATION\tREQUESTS\tPAGES\tFETCHED\t+NEW\t~UPD\t-DEL\tHELD\tQUARANTINED\tERROR / NOTE")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
+		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
 			r.ID, r.Source, r.Resource, r.Kind, r.Trigger, r.Attempt, r.Status,
 			r.StartedAt.Local().Format(time.DateTime), round(r.Duration()), r.HTTPRequests, r.Pages,
-			r.RecordsFetched, r.RecordsCreated, r.RecordsUpdated, r.RecordsDeleted, r.Error)
+			r.RecordsFetched, r.RecordsCreated, r.RecordsUpdated, r.RecordsDeleted, r.DeletesHeld, r.RecordsQuarantined,
+			strings.Join(nonEmpty(r.Error, r.Note), "; "))
 	}
 	return tw.Flush()
 }
@@ -202,11 +217,16 @@ func (e env) sync(args []string) error {
 	var s settings
 	fs := e.flags("sync", &s)
 	full := fs.Bool("full", false, "read everything (and detect deletions) instead of a delta")
+	confirm := fs.Bool("confirm-deletes", false, "with --full: tombstone every record the read does not see, past the max_delete_fraction brake and the second read delete_after_reads waits for")
+	resume := fs.Bool("resume", false, "with --full: continue an interrupted full read from its checkpoint instead of starting a new one")
 	if err := parse(fs, reorder(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usagef("usage: tidemark sync SOURCE/RESOURCE [--full]")
+		return usagef("usage: tidemark sync SOURCE/RESOURCE [--full [--confirm-deletes] [--resume]]")
+	}
+	if (*confirm || *resume) && !*full {
+		return usagef("--confirm-deletes and --resume go with --full")
 	}
 	srcName, resName, err := splitKey(fs.Arg(0), true)
 	if err != nil {
@@ -227,7 +247,8 @@ func (e env) sync(args []string) error {
 	}
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual,
+		ConfirmDeletes: *confirm, Resume: *resume}, jobs.FetchOptions(res)...)
 	if err != nil {
 		return err
 	}
@@ -236,7 +257,75 @@ func (e env) sync(args []string) error {
 		return fmt.Errorf("enqueue: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "enqueued %s fetch of %s/%s: task %s in queue %s\n", jobs.ModeFor(res, *full), srcName, resName, info.ID, info.Queue)
+	if *confirm {
+		fmt.Fprintln(e.stdout, "its full read tombstones every record it does not see")
+	}
 	return nil
+}
+
+// reset forgets pieces of a resource's sync state, for what the sync
+// cannot get past by itself: a checkpoint the upstream keeps rejecting, a
+// watermark that is wrong, validators that no longer mean anything.
+func (e env) reset(args []string) error {
+	var s settings
+	fs := e.flags("reset", &s)
+	var r store.Reset
+	fs.BoolVar(&r.Checkpoint, "checkpoint", false, "forget interrupted reads (delta and full): the next starts from the first page")
+	fs.BoolVar(&r.Watermark, "watermark", false, "forget the watermark: the next delta reads everything")
+	fs.BoolVar(&r.Validators, "validators", false, "forget the probe's ETag, Last-Modified and hash: the next probe sees a change")
+	if err := parse(fs, reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || !r.Checkpoint && !r.Watermark && !r.Validators {
+		return usagef("usage: tidemark reset SOURCE/RESOURCE --checkpoint|--watermark|--validators (one or more)")
+	}
+	srcName, resName, err := splitKey(fs.Arg(0), true)
+	if err != nil {
+		return err
+	}
+	conf, err := s.loadConfig()
+	if err != nil {
+		return err
+	}
+	if src := conf.Source(srcName); src == nil || src.Resource(resName) == nil {
+		return usagef("%s/%s is not in %s", srcName, resName, s.configPath)
+	}
+	st, err := s.openStore(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key := store.Key{Source: srcName, Resource: resName}
+	if runs, err := st.Runs(e.ctx, store.RunFilter{Source: srcName, Resource: resName, Status: store.StatusRunning, Limit: 1}); err == nil && len(runs) > 0 && runs[0].Kind != store.KindProbe {
+		fmt.Fprintf(e.stderr, "warning: run %d of %s is running: it stores its own checkpoint with its next page (pause the resource first)\n", runs[0].ID, key)
+	}
+	if err := st.ResetState(e.ctx, key, r); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return usagef("%s has no sync state yet: nothing to reset", key)
+		}
+		return err
+	}
+	var what []string
+	for _, p := range []struct {
+		on   bool
+		name string
+	}{{r.Checkpoint, "checkpoint"}, {r.Watermark, "watermark"}, {r.Validators, "validators"}} {
+		if p.on {
+			what = append(what, p.name)
+		}
+	}
+	fmt.Fprintf(e.stdout, "reset %s: %s\n", key, strings.Join(what, ", "))
+	return nil
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // reorder puts flags before positional arguments, so that

@@ -57,6 +57,11 @@ func (e env) roles(role string, args []string) error {
 	fs := e.flags(role, &s)
 	addr := fs.String("addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
 	adminToken := fs.String("admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
+	publishAddr := fs.String("publish-addr", e.getenv("TIDEMARK_PUBLISH_ADDR"), "address the server is published on when not --addr, as a container's published port; beyond loopback the demo token is refused (TIDEMARK_PUBLISH_ADDR)")
+	trustProxyDef, trustProxyErr := e.envBool("TIDEMARK_TRUST_PROXY", false)
+	trustProxy := fs.Bool("trust-proxy", trustProxyDef, "a TLS-terminating proxy is in front: trust its X-Forwarded-Proto: https, making the session cookie Secure (TIDEMARK_TRUST_PROXY)")
+	hookWindowDef, hookWindowErr := e.envDuration("TIDEMARK_HOOK_WINDOW", server.HookWindowDefault)
+	hookWindow := fs.Duration("hook-window", hookWindowDef, "inbound hooks of one resource enqueue at most one probe per window (TIDEMARK_HOOK_WINDOW)")
 	fetchConc, probeConc, weights, envErr := e.poolEnv()
 	fs.IntVar(&fetchConc, "fetch-concurrency", fetchConc, "fetch tasks a worker runs at once: the fetch pool (TIDEMARK_FETCH_CONCURRENCY)")
 	fs.IntVar(&fetchConc, "concurrency", fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
@@ -73,7 +78,7 @@ func (e env) roles(role string, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if err := errors.Join(envErr, thresholdErr, shutdownErr); err != nil {
+	if err := errors.Join(envErr, thresholdErr, shutdownErr, trustProxyErr, hookWindowErr); err != nil {
 		return err
 	}
 	if fetchConc < 1 {
@@ -90,7 +95,7 @@ func (e env) roles(role string, args []string) error {
 	if err != nil {
 		return err
 	}
-	srvConf := server.Config{Addr: *addr, AdminToken: *adminToken}
+	srvConf := server.Config{Addr: *addr, AdminToken: *adminToken, PublishAddr: *publishAddr, TrustProxy: *trustProxy, HookWindow: *hookWindow}
 	if role == "server" || role == "run" {
 		if err := srvConf.Check(); err != nil {
 			return usageError{err}
@@ -207,6 +212,19 @@ func (e env) envInt(name string, def int) (int, error) {
 		return def, usagef("%s=%q: want a whole number", name, v)
 	}
 	return n, nil
+}
+
+// envBool reads a boolean variable (true, false, 1, 0, ...) like envInt.
+func (e env) envBool(name string, def bool) (bool, error) {
+	v := e.getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, usagef("%s=%q: want true or false", name, v)
+	}
+	return b, nil
 }
 
 // envDuration reads a duration variable like envInt.

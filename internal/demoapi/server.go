@@ -34,8 +34,8 @@ type Options struct {
 	// POST /_faults and SetFault change it while the server runs. Default
 	// none.
 	Fault FaultSpec
-	// Now is the clock for updated_at, Last-Modified and the rate limit.
-	// Default time.Now.
+	// Now is the clock for updated_at, Last-Modified, the Date header and
+	// the rate limit. Default time.Now.
 	Now func() time.Time
 }
 
@@ -129,6 +129,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveMutate(w, r)
 		return
 	}
+	// The Date header is the API's own clock, the one that stamps its
+	// records, as a real server's is (net/http would send the host's).
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	s.serveAPI(w, r)
 }
 

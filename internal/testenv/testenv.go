@@ -110,7 +110,31 @@ func Redis(t testing.TB) string {
 				t.Fatalf("testenv: flush Redis db %d: %v", n, err)
 			}
 			c.Close()
+			// The reservation outlives its TTL for as long as the test runs
+			// (a long simulator run takes more than 15 minutes): another
+			// test taking the number would share, and lose, its data.
+			stop := make(chan struct{})
+			kept := make(chan struct{})
+			go func() {
+				defer close(kept)
+				l := redis.NewClient(&redis.Options{Addr: RedisAddr(), DB: 0})
+				defer l.Close()
+				tick := time.NewTicker(time.Minute)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						if v, _ := l.Get(context.Background(), key).Result(); v == token {
+							l.Expire(context.Background(), key, 15*time.Minute)
+						}
+					}
+				}
+			}()
 			t.Cleanup(func() {
+				close(stop)
+				<-kept
 				c := redis.NewClient(&redis.Options{Addr: RedisAddr(), DB: n})
 				c.FlushDB(context.Background())
 				c.Close()

@@ -1,0 +1,57 @@
+package sim
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Table summarises a set of seeds: how many ran, the violations of each
+// kind (all must be 0), and how many runs and seconds convergence took.
+func Table(results []Result, took time.Duration) string {
+	var b strings.Builder
+	byKind := map[string]int{}
+	failing := []uint64{}
+	var runs []int
+	var secs []time.Duration
+	quarantined := 0
+	for _, r := range results {
+		for _, v := range r.Violations {
+			byKind[v.Kind]++
+		}
+		if len(r.Violations) > 0 {
+			failing = append(failing, r.Seed)
+		}
+		if r.Runs > 0 {
+			runs = append(runs, r.Runs)
+			secs = append(secs, r.Converged)
+		}
+		quarantined += r.Quarantined
+	}
+	fmt.Fprintf(&b, "\n| sim | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| seeds run | %d (%s) |\n", len(results), took.Round(time.Second))
+	for _, k := range Kinds {
+		fmt.Fprintf(&b, "| violations: %s | %d |\n", k, byKind[k])
+	}
+	fmt.Fprintf(&b, "| seeds converged | %d of %d |\n", len(runs), len(results))
+	fmt.Fprintf(&b, "| runs to convergence p50 / p99 / max | %d / %d / %d |\n", pct(runs, 50), pct(runs, 99), pct(runs, 100))
+	fmt.Fprintf(&b, "| seconds to convergence p50 / p99 | %.2f / %.2f |\n", pct(secs, 50).Seconds(), pct(secs, 99).Seconds())
+	fmt.Fprintf(&b, "| records quarantined (all seeds) | %d |\n", quarantined)
+	if len(failing) > 0 {
+		slices.Sort(failing)
+		fmt.Fprintf(&b, "failing seeds (replay one with make sim SEED=N): %v\n", failing)
+	}
+	return b.String()
+}
+
+// pct is the p-th percentile (nearest rank) of xs; 0 for none.
+func pct[T int | time.Duration](xs []T, p int) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := (p*len(s) + 99) / 100
+	return s[max(i-1, 0)]
+}

@@ -1,0 +1,393 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// API is how the simulated upstream serves its collection.
+type API struct {
+	// Style is the pagination style (config.Pagination*).
+	Style string
+	// Order is the list order: pages of page and offset reads are
+	// positions in it; cursor, link and next_url tokens are positions
+	// after a record in it (keyset), as such APIs do.
+	Order Order
+	// Cap is the largest page the upstream serves, whatever was asked
+	// (0: no cap).
+	Cap int
+	// Probe is etag | etag_weak | last_modified | hash | none: the
+	// validators it sends (collection-wide, as a list endpoint's are).
+	Probe string
+	// HeadUnsupported answers HEAD with 405.
+	HeadUnsupported bool
+	// DeltaParam filters by the cursor: updated_at >= it (time formats)
+	// or seq > it (number).
+	DeltaParam string
+	Format     string
+}
+
+// Faults are the misbehaviours the driver turns on for a while. The zero
+// value is a well-behaved upstream.
+type Faults struct {
+	Status5xx   int           // the next N list requests answer 500, 502 or 503
+	RateLimited int           // the next N answer 429 with Retry-After: 1
+	Truncate    int           // the next N bodies are cut short
+	Slow        time.Duration // every list response is this late
+	IgnorePage  bool          // page and offset parameters are ignored (always the first page)
+	Cycle       bool          // a continuation token leads back to an earlier one
+	// ExpireAfter makes continuation tokens issued now invalid after
+	// this long (410); SingleUse makes them work once (400 on reuse).
+	ExpireAfter time.Duration
+	SingleUse   bool
+	// MidRead is the chance that a batch of changes lands just before a
+	// list request is answered: changes during reads.
+	MidRead float64
+}
+
+// Upstream is an HTTP API over a Model.
+type Upstream struct {
+	m   *Model
+	api API
+
+	mu       sync.Mutex
+	faults   Faults
+	rng      *rand.Rand
+	requests int
+	tokens   map[string]*token
+	issued   []string
+}
+
+type token struct {
+	primary, pos int64
+	issued       time.Time
+	expireAfter  time.Duration
+	singleUse    bool
+	uses         int
+}
+
+// NewUpstream serves m as api describes.
+func NewUpstream(m *Model, api API, seed uint64) *Upstream {
+	return &Upstream{m: m, api: api, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tokens: map[string]*token{}}
+}
+
+// SetFaults replaces the active misbehaviours.
+func (u *Upstream) SetFaults(f Faults) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.faults = f
+}
+
+// Requests is how many requests the upstream has answered.
+func (u *Upstream) Requests() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.requests
+}
+
+// ProbePath is the request a hash probe reads: the newest change first, one
+// record, with the total (so creates, updates and deletes all show).
+const ProbePath = "/items?sort=-changed&limit=1"
+
+func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/items" {
+		http.NotFound(w, r)
+		return
+	}
+	u.mu.Lock()
+	u.requests++
+	n := u.requests
+	f := u.faults
+	probe := r.URL.Query().Get("sort") == "-changed"
+	var status int
+	switch {
+	case probe:
+	case f.Status5xx > 0:
+		u.faults.Status5xx--
+		status = []int{500, 502, 503}[u.rng.IntN(3)]
+	case f.RateLimited > 0:
+		u.faults.RateLimited--
+		status = http.StatusTooManyRequests
+	}
+	truncate := !probe && status == 0 && f.Truncate > 0
+	if truncate {
+		u.faults.Truncate--
+	}
+	mutate := !probe && f.MidRead > 0 && u.rng.Float64() < f.MidRead
+	u.mu.Unlock()
+
+	if f.Slow > 0 && !probe {
+		time.Sleep(f.Slow) // a slow upstream, in the upstream's own goroutine
+	}
+	w.Header().Set("Date", u.m.now().UTC().Format(http.TimeFormat))
+	switch status {
+	case 0:
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, status, "rate limited")
+		return
+	default:
+		writeError(w, status, "upstream trouble")
+		return
+	}
+	if mutate {
+		u.m.Mutate(3, true)
+	}
+	if r.Method == http.MethodHead && u.api.HeadUnsupported {
+		writeError(w, http.StatusMethodNotAllowed, "HEAD not supported")
+		return
+	}
+	body, hdr, code := u.list(r, n, f)
+	for k, v := range hdr {
+		w.Header()[k] = v
+	}
+	if code != http.StatusOK {
+		if code != http.StatusNotModified {
+			w.Header().Set("Content-Type", "application/json")
+		}
+		w.WriteHeader(code)
+		if r.Method != http.MethodHead {
+			w.Write(body)
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	if truncate {
+		w.Write(body[:len(body)/2])
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+			}
+		}
+		return
+	}
+	w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, `{"error":%q}`, msg)
+}
+
+// list answers one list request: (body, headers, status).
+func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.Header, int) {
+	q := r.URL.Query()
+	m := u.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	hdr := http.Header{}
+	etag := fmt.Sprintf(`"v%d"`, m.version)
+	switch u.api.Probe {
+	case "etag":
+		hdr.Set("ETag", etag)
+	case "etag_weak":
+		etag = "W/" + etag
+		hdr.Set("ETag", etag)
+	case "last_modified":
+		hdr.Set("Last-Modified", m.lastMod.UTC().Format(http.TimeFormat))
+	}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && hdr.Get("ETag") != "" &&
+		strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(etag, "W/") {
+		return nil, hdr, http.StatusNotModified
+	}
+	if ims := r.Header.Get("If-Modified-Since"); ims != "" && hdr.Get("Last-Modified") != "" {
+		if t, err := http.ParseTime(ims); err == nil && !m.lastMod.Truncate(time.Second).After(t) {
+			return nil, hdr, http.StatusNotModified
+		}
+	}
+
+	all := m.sorted(u.api.Order)
+	if q.Get("sort") == "-changed" {
+		all = m.sorted(BySeq)
+		for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
+			all[i], all[j] = all[j], all[i]
+		}
+	}
+	if v := q.Get(u.api.DeltaParam); u.api.DeltaParam != "" && v != "" {
+		keep, err := u.filter(all, v)
+		if err != nil {
+			return errorBody("bad " + u.api.DeltaParam + ": " + err.Error()), hdr, http.StatusBadRequest
+		}
+		all = keep
+	}
+	size := len(all)
+	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 {
+		size = l
+	}
+	if u.api.Cap > 0 && size > u.api.Cap {
+		size = u.api.Cap
+	}
+	from := 0
+	switch u.api.Style {
+	case "none":
+		size = len(all)
+	case "page":
+		p, _ := strconv.Atoi(q.Get("page"))
+		if f.IgnorePage {
+			p = 1
+		}
+		from = max(p-1, 0) * size
+	case "offset":
+		from, _ = strconv.Atoi(q.Get("offset"))
+		if f.IgnorePage {
+			from = 0
+		}
+	default: // cursor, link, next_url: keyset after the token's record
+		if c := q.Get("cursor"); c != "" {
+			t, msg, code := u.redeem(c)
+			if code != 0 {
+				return errorBody(msg), hdr, code
+			}
+			from = len(all)
+			for i, rc := range all {
+				if after(key(u.api.Order, rc), [2]int64{t.primary, t.pos}) {
+					from = i
+					break
+				}
+			}
+		}
+	}
+	from = min(max(from, 0), len(all))
+	to := min(from+size, len(all))
+	page := all[from:to]
+
+	var b bytes.Buffer
+	b.WriteString(`{"data":[`)
+	for i, rc := range page {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m.render(rc, response))
+	}
+	fmt.Fprintf(&b, `],"total":%d`, len(all))
+	if u.api.Style == "cursor" || u.api.Style == "link" || u.api.Style == "next_url" {
+		next := ""
+		if to < len(all) && len(page) > 0 {
+			next = u.issue(key(u.api.Order, page[len(page)-1]), f)
+		}
+		switch u.api.Style {
+		case "cursor":
+			if next == "" {
+				b.WriteString(`,"next_cursor":null`)
+			} else {
+				fmt.Fprintf(&b, `,"next_cursor":%q`, next)
+			}
+		case "link", "next_url":
+			if next != "" {
+				nq := url.Values{}
+				for k, v := range q {
+					nq[k] = v
+				}
+				nq.Set("cursor", next)
+				link := "/items?" + nq.Encode()
+				if u.api.Style == "link" {
+					hdr.Set("Link", fmt.Sprintf(`<%s>; rel="next"`, link))
+				} else {
+					fmt.Fprintf(&b, `,"next_url":%q`, link)
+				}
+			}
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), hdr, http.StatusOK
+}
+
+func errorBody(msg string) []byte { return fmt.Appendf(nil, `{"error":%q}`, msg) }
+
+// key is a record's position in order o, for keyset tokens.
+func key(o Order, r *rec) [2]int64 {
+	switch o {
+	case ByStamp:
+		return [2]int64{stampNano(r), r.pos}
+	case BySeq:
+		return [2]int64{r.seq, r.pos}
+	}
+	return [2]int64{r.pos, r.pos}
+}
+
+func after(a, b [2]int64) bool { return a[0] > b[0] || a[0] == b[0] && a[1] > b[1] }
+
+// filter keeps the records the delta parameter v selects.
+func (u *Upstream) filter(all []*rec, v string) ([]*rec, error) {
+	var keep []*rec
+	if u.api.Format == "number" {
+		since, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range all {
+			if r.seq > since {
+				keep = append(keep, r)
+			}
+		}
+		return keep, nil
+	}
+	since, err := parseSince(v, u.api.Format)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		if r.stamp != nil && !r.stamp.Before(since) {
+			keep = append(keep, r)
+		}
+	}
+	return keep, nil
+}
+
+func parseSince(v, format string) (time.Time, error) {
+	switch format {
+	case "unix":
+		f, err := strconv.ParseFloat(v, 64)
+		return time.UnixMilli(int64(f * 1000)), err
+	case "unix_ms":
+		n, err := strconv.ParseInt(v, 10, 64)
+		return time.UnixMilli(n), err
+	}
+	return time.Parse(time.RFC3339Nano, v)
+}
+
+// issue makes a continuation token for the position after k. Under the
+// Cycle fault it hands out an earlier token instead (A → B → A).
+func (u *Upstream) issue(k [2]int64, f Faults) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if f.Cycle && len(u.issued) > 0 {
+		return u.issued[max(len(u.issued)-2, 0)]
+	}
+	raw := fmt.Sprintf("%d|%d|%d", k[0], k[1], len(u.issued))
+	tok := base64.RawURLEncoding.EncodeToString([]byte(raw))
+	u.tokens[tok] = &token{primary: k[0], pos: k[1], issued: time.Now(), expireAfter: f.ExpireAfter, singleUse: f.SingleUse}
+	u.issued = append(u.issued, tok)
+	return tok
+}
+
+// redeem checks a continuation token: its position, or the error an API
+// gives for an expired, reused or unknown one.
+func (u *Upstream) redeem(tok string) (token, string, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t, ok := u.tokens[tok]
+	switch {
+	case !ok:
+		return token{}, "invalid cursor", http.StatusBadRequest
+	case t.expireAfter > 0 && time.Since(t.issued) > t.expireAfter:
+		return token{}, "cursor expired", http.StatusGone
+	case t.singleUse && t.uses > 0:
+		return token{}, "cursor already used", http.StatusBadRequest
+	}
+	t.uses++
+	return *t, "", 0
+}

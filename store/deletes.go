@@ -1,0 +1,280 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// ErrSuperseded is a page or the end of a run refused because the run is
+// no longer running: another run took the resource over.
+var ErrSuperseded = errors.New("the run was taken over by another (it is no longer running): its work is refused")
+
+// ErrSeenSetIncomplete ends a full read whose seen-set holds fewer ids than
+// its pages put there: sync_seen is unlogged, and a Postgres crash (or a
+// failover to a standby) empties it. Deleting from it would tombstone every
+// record the read saw before; the read starts over instead.
+var ErrSeenSetIncomplete = errors.New("the full read's seen-set is incomplete (lost in a Postgres crash or failover): the read starts over")
+
+// DeletePolicy says what a full read may do with the live records it did
+// not see.
+type DeletePolicy struct {
+	// Detect tombstones unseen records at all (full_sync.detect_deletes).
+	Detect bool
+	// Confirmed: an operator confirmed this read's deletions
+	// (--confirm-deletes): every one goes through.
+	Confirmed bool
+	// AfterReads is how many consecutive full reads must miss a record (1
+	// or 2; full_sync.delete_after_reads, 1 for a one-page read).
+	AfterReads int
+	// MaxFraction is the share of live records one read may tombstone
+	// (full_sync.max_delete_fraction); past it the read's deletions wait
+	// for the next read to agree.
+	MaxFraction float64
+	// Hold, when set, is why this read can neither tombstone nor confirm
+	// anything it did not see (an offset read that saw records shift, a
+	// page with records of no usable id). Records it saw still clear their
+	// pending deletions.
+	Hold string
+}
+
+// FullRead is the end of a full read.
+type FullRead struct {
+	Key
+	RunID, PassID int64
+	// SeenIDs is how many ids the read's pages put in its seen-set (the
+	// checkpoint's count, durable with each page): a seen-set holding fewer
+	// was lost, and nothing is deleted from it.
+	SeenIDs int64
+	Policy  DeletePolicy
+}
+
+// FullReadResult is what a full read's end did with unseen records.
+type FullReadResult struct {
+	Deleted int
+	// Held is how many deletions wait for the next full read to agree;
+	// Mass says the max_delete_fraction brake held them.
+	Held int
+	Mass bool
+	// Unseen is how many live records the read did not see; Live how many
+	// were live before it ended.
+	Unseen, Live int64
+}
+
+// FinishFullRead ends a full read: it verifies the pass's seen-set, decides
+// which unseen records to tombstone (DeletePolicy), and tombstones them in
+// one transaction with their audit rows, the run's counters and an outbox
+// event; deletions it holds wait in pending_deletes for the next full read.
+// It drops the pass's seen-set, and takes out of quarantine what the pass
+// no longer saw.
+func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult, error) {
+	var res FullReadResult
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Fenced like ApplyPage: the run that took over finishes the pass.
+		var status string
+		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, f.RunID).Scan(&status).Error; err != nil {
+			return err
+		}
+		if status != StatusRunning {
+			return fmt.Errorf("run %d: %w", f.RunID, ErrSuperseded)
+		}
+		var seen int64
+		if err := tx.Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, f.PassID).Scan(&seen).Error; err != nil {
+			return err
+		}
+		if seen != f.SeenIDs {
+			return fmt.Errorf("%w (%d of %d ids left)", ErrSeenSetIncomplete, seen, f.SeenIDs)
+		}
+		if f.Policy.Detect {
+			var err error
+			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
+				return err
+			}
+		} else if err := tx.Exec(`DELETE FROM pending_deletes WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
+			return err
+		}
+		if err := tx.Exec(`UPDATE sync_state SET deletes_held = ?, deletes_held_mass = ? WHERE source = ? AND resource = ?`,
+			res.Held, res.Mass && res.Held > 0, f.Source, f.Resource).Error; err != nil {
+			return err
+		}
+		// Quarantined records this pass no longer saw are gone upstream (a
+		// row written since the pass began was seen by it or after it).
+		if err := tx.Exec(`DELETE FROM record_quarantine WHERE source = ? AND resource = ?
+			AND pass_id IS DISTINCT FROM ? AND run_id < ?`, f.Source, f.Resource, f.PassID, f.PassID).Error; err != nil {
+			return err
+		}
+		if err := tx.Exec(`UPDATE sync_state SET quarantined = (SELECT count(*) FROM record_quarantine q
+			WHERE q.source = sync_state.source AND q.resource = sync_state.resource)
+			WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
+			return err
+		}
+		return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, f.PassID).Error
+	})
+	if err != nil {
+		return FullReadResult{}, fmt.Errorf("finish full read %s run %d: %w", f.Key, f.RunID, err)
+	}
+	return res, nil
+}
+
+// tombstoneUnseen applies a full read's deletion rules (DeletePolicy) to the
+// live records its seen-set lacks.
+func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (FullReadResult, error) {
+	var res FullReadResult
+	k, pol := f.Key, f.Policy
+	// The anti-join must hash the pass's ids. Postgres has no statistics
+	// for the unnested arrays and estimates a handful of rows, so left
+	// alone it picks a nested loop: a million records times a million ids.
+	// work_mem lets a million ids (~100 MB of hash table) stay in one batch
+	// instead of spilling to disk.
+	if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
+		return res, err
+	}
+	if err := tx.Exec(`CREATE TEMP TABLE unseen ON COMMIT DROP AS
+		WITH seen AS MATERIALIZED (SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = ?)
+		SELECT r.external_id, r.updated_at FROM records r
+		WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL
+		AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)`, f.PassID, k.Source, k.Resource).Error; err != nil {
+		return res, fmt.Errorf("find unseen records: %w", err)
+	}
+	if err := tx.Raw(`SELECT (SELECT count(*) FROM unseen) AS unseen,
+		(SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL) AS live`,
+		k.Source, k.Resource).Scan(&res).Error; err != nil {
+		return res, err
+	}
+	// An empty read of a non-empty resource is an outage that looks like
+	// an empty collection until a second read agrees.
+	mass := float64(res.Unseen) > pol.MaxFraction*float64(res.Live) || seen == 0 && res.Live > 0
+	var del string // which unseen records to tombstone now
+	keepPending := true
+	switch {
+	case pol.Hold != "":
+		// Nothing is decided; records this read saw are not gone.
+		err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?
+			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, k.Source, k.Resource).Error
+		if err != nil {
+			return res, err
+		}
+		var held int64
+		if err := tx.Raw(`SELECT count(*) FROM pending_deletes WHERE source = ? AND resource = ?`, k.Source, k.Resource).Scan(&held).Error; err != nil {
+			return res, err
+		}
+		res.Held = int(held)
+		return res, nil
+	case pol.Confirmed || pol.AfterReads <= 1 && !mass:
+		del, keepPending = `SELECT external_id FROM unseen`, false
+	default:
+		// What the previous read missed too, and nobody wrote since.
+		del = `SELECT u.external_id FROM unseen u JOIN pending_deletes p
+			ON p.source = @source AND p.resource = @resource AND p.external_id = u.external_id
+			WHERE u.updated_at <= p.since`
+	}
+	var tombstoned []struct{ ExternalID, OldHash string }
+	if err := tx.Raw(`
+		WITH gone AS (
+			UPDATE records r
+			SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = @run
+			WHERE r.source = @source AND r.resource = @resource AND r.deleted_at IS NULL
+			AND r.external_id IN (`+del+`)
+			RETURNING r.external_id, r.content_hash
+		)
+		INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
+		SELECT @source, @resource, external_id, @run, 'deleted', content_hash FROM gone
+		RETURNING external_id, old_hash`,
+		map[string]any{"run": f.RunID, "source": k.Source, "resource": k.Resource},
+	).Scan(&tombstoned).Error; err != nil {
+		return res, fmt.Errorf("tombstone unseen records: %w", err)
+	}
+	res.Deleted = len(tombstoned)
+	if err := tx.Exec(`DELETE FROM pending_deletes WHERE source = ? AND resource = ?`, k.Source, k.Resource).Error; err != nil {
+		return res, err
+	}
+	if keepPending {
+		held := tx.Exec(`INSERT INTO pending_deletes (source, resource, external_id, run_id)
+			SELECT ?, ?, external_id, ? FROM unseen u
+			WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.source = ? AND r.resource = ?
+				AND r.external_id = u.external_id AND r.deleted_at IS NOT NULL)`,
+			k.Source, k.Resource, f.RunID, k.Source, k.Resource)
+		if held.Error != nil {
+			return res, held.Error
+		}
+		res.Held, res.Mass = int(held.RowsAffected), mass
+	}
+	if res.Deleted > 0 {
+		gone := make([]string, 0, min(res.Deleted, 100))
+		var live liveDelta
+		for _, t := range tombstoned {
+			live.remove(t.ExternalID, t.OldHash)
+			if len(gone) < cap(gone) {
+				gone = append(gone, t.ExternalID)
+			}
+		}
+		if err := tx.Exec(`UPDATE sync_state SET live_count = live_count + ?, live_xor = live_xor # ? WHERE source = ? AND resource = ?`,
+			live.count, live.xor, k.Source, k.Resource).Error; err != nil {
+			return res, err
+		}
+		if err := writeOutbox(tx, EventDataUpdated, k, f.RunID, DataUpdated{
+			Source: k.Source, Resource: k.Resource, RunID: f.RunID,
+			Deleted: res.Deleted, IDs: gone, At: time.Now().UTC(),
+		}); err != nil {
+			return res, err
+		}
+	}
+	if err := tx.Exec(`UPDATE sync_runs SET records_deleted = records_deleted + ?, deletes_held = ? WHERE id = ?`,
+		res.Deleted, res.Held, f.RunID).Error; err != nil {
+		return res, err
+	}
+	if res.Mass && res.Held > 0 {
+		return res, writeOutbox(tx, EventDeletesHeld, k, f.RunID, DeletesHeld{
+			Source: k.Source, Resource: k.Resource, RunID: f.RunID, Held: res.Held, Live: res.Live,
+			MaxFraction: pol.MaxFraction, At: time.Now().UTC(),
+		})
+	}
+	return res, nil
+}
+
+// DeletesHeld is the payload of a deletes.held event: a full read would
+// have tombstoned more than max_delete_fraction of the resource, and
+// tombstoned none of it.
+type DeletesHeld struct {
+	Source      string    `json:"source"`
+	Resource    string    `json:"resource"`
+	RunID       int64     `json:"run_id"`
+	Held        int       `json:"held"`
+	Live        int64     `json:"live"`
+	MaxFraction float64   `json:"max_delete_fraction"`
+	At          time.Time `json:"at"`
+}
+
+// CollectSeen drops seen-sets no full read can resume: those of passes no
+// full checkpoint names (an interrupted read that was started over, or
+// whose checkpoint an operator reset). A page writes its seen ids and its
+// checkpoint in one transaction, so a pass in progress is always named.
+func (s *Store) CollectSeen(ctx context.Context) (int64, error) {
+	res := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen s WHERE NOT EXISTS (
+		SELECT 1 FROM sync_state st WHERE (st.full_checkpoint->>'pass_id')::bigint = s.pass_id)`)
+	if res.Error != nil {
+		return 0, fmt.Errorf("collect abandoned seen-sets: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// SeenCount is how many ids a pass's seen-set holds (a Postgres crash
+// empties the unlogged table: a resumed full read checks it first).
+func (s *Store) SeenCount(ctx context.Context, passID int64) (int64, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&n).Error; err != nil {
+		return 0, fmt.Errorf("seen-set of pass %d: %w", passID, err)
+	}
+	return n, nil
+}
+
+// DropPass drops one pass's seen-set, when a full read starts over.
+func (s *Store) DropPass(ctx context.Context, passID int64) error {
+	if err := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, passID).Error; err != nil {
+		return fmt.Errorf("drop seen-set of pass %d: %w", passID, err)
+	}
+	return nil
+}
