@@ -40,6 +40,8 @@ const (
 	TriggerProbe    = "probe"
 	TriggerWebhook  = "webhook"
 	TriggerRetry    = "retry"
+	// TriggerTakeover: a fetch that resumes the run of a worker that is gone.
+	TriggerTakeover = "takeover"
 )
 
 // Queues are the fetch (and webhook) queues, by priority, with the default
@@ -133,10 +135,16 @@ type FetchPayload struct {
 	// see, past the max_delete_fraction brake and the second read that
 	// pagination styles wait for (tidemark sync --full --confirm-deletes).
 	ConfirmDeletes bool `json:"confirm_deletes,omitempty"`
-	// Resume continues an interrupted full read from its checkpoint: a
-	// manual full fetch otherwise starts a new pass (tidemark sync --full
-	// --resume).
+	// Resume continues the interrupted read of another task from its
+	// checkpoint (tidemark retry, sync --full --resume, a hand-back's copy).
+	// A task otherwise resumes only its own reads: a new request reads
+	// afresh, since an old read's first pages predate it.
 	Resume bool `json:"resume,omitempty"`
+	// TakeOver is the run this fetch resumes because its worker is gone
+	// (its fetch lock lapsed while the run was running). The fetch ends at
+	// once when that run has ended meanwhile, or another fetch holds the
+	// resource.
+	TakeOver int64 `json:"take_over,omitempty"`
 }
 
 // NewFetch returns a fetch task for a resource.
@@ -246,13 +254,23 @@ func IsFailure(err error) bool {
 // is still active while it is enqueued.
 func Resubmit(t *asynq.Task, queue string, retriesLeft int, d time.Duration) *asynq.Task {
 	timeout := time.Hour
+	payload := t.Payload()
 	switch t.Type() {
 	case TypeProbe:
 		timeout = 2 * time.Minute
 	case TypeWebhook:
 		timeout = time.Minute
+	case TypeFetch:
+		// The copy continues the original's read.
+		var p FetchPayload
+		if json.Unmarshal(payload, &p) == nil {
+			p.Resume = true
+			if b, err := json.Marshal(p); err == nil {
+				payload = b
+			}
+		}
 	}
-	return asynq.NewTask(t.Type(), t.Payload(),
+	return asynq.NewTask(t.Type(), payload,
 		asynq.Queue(queue), asynq.MaxRetry(max(retriesLeft, 0)), asynq.Timeout(timeout), asynq.ProcessIn(d))
 }
 

@@ -6,6 +6,16 @@ ALTER TABLE sync_runs DROP CONSTRAINT sync_runs_status_check;
 ALTER TABLE sync_runs ADD CONSTRAINT sync_runs_status_check
     CHECK (status IN ('running', 'succeeded', 'not_modified', 'failed', 'dead', 'interrupted'));
 
+-- A fetch whose worker is gone (its run still running, its fetch lock
+-- lapsed) is resumed by a takeover task within seconds; taken_over_by names
+-- the run that took over, so that the dead worker's task, when asynq
+-- recovers it later, ends without a second run.
+ALTER TABLE sync_runs DROP CONSTRAINT sync_runs_trigger_check;
+ALTER TABLE sync_runs ADD CONSTRAINT sync_runs_trigger_check
+    CHECK (trigger IN ('schedule', 'manual', 'probe', 'webhook', 'retry', 'takeover'));
+ALTER TABLE sync_runs ADD COLUMN taken_over_by bigint;
+CREATE INDEX sync_runs_task_idx ON sync_runs (task_id) WHERE taken_over_by IS NOT NULL;
+
 -- What a run set aside or held back, and why, beside its counters:
 -- records_quarantined, deletes_held, and a note for what is not an error
 -- (a read restarted from its first page, deletions held, cursors in the
@@ -64,6 +74,27 @@ CREATE TABLE pending_deletes (
     PRIMARY KEY (source, resource, external_id)
 );
 
+-- Fetches asked for and not yet done: by an operator (tidemark sync, the
+-- API), by a probe that saw a change, or by a fetch that found its resource
+-- busy (the follow-up). Redis may lose its queues (a restart without
+-- persistence, a failover to an empty replica); Postgres keeps these until a
+-- fetch that covers them succeeds, and the scheduler enqueues them again
+-- when it finds Redis emptied. One outstanding request per resource, mode
+-- and confirmation.
+CREATE TABLE sync_requests (
+    id              bigserial   PRIMARY KEY,
+    source          text        NOT NULL,
+    resource        text        NOT NULL,
+    mode            text        NOT NULL CHECK (mode IN ('delta', 'full')),
+    trigger         text        NOT NULL,
+    confirm_deletes boolean     NOT NULL DEFAULT false,
+    resume          boolean     NOT NULL DEFAULT false,
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    done_at         timestamptz,
+    run_id          bigint
+);
+CREATE UNIQUE INDEX sync_requests_outstanding ON sync_requests (source, resource, mode, confirm_deletes) WHERE done_at IS NULL;
+
 -- jsonb_error is NULL when doc is valid jsonb, else why not: a page whose
 -- upsert Postgres refused finds its unstorable records with it.
 -- +goose StatementBegin
@@ -79,6 +110,7 @@ $$;
 
 -- +goose Down
 DROP FUNCTION tidemark_jsonb_error(text);
+DROP TABLE sync_requests;
 DROP TABLE pending_deletes;
 DROP TABLE record_quarantine;
 UPDATE sync_state SET checkpoint = full_checkpoint WHERE checkpoint IS NULL AND full_checkpoint IS NOT NULL;
@@ -88,6 +120,12 @@ ALTER TABLE sync_state
     DROP COLUMN quarantined,
     DROP COLUMN deletes_held,
     DROP COLUMN deletes_held_mass;
+DROP INDEX sync_runs_task_idx;
+ALTER TABLE sync_runs DROP COLUMN taken_over_by;
+UPDATE sync_runs SET trigger = 'retry' WHERE trigger = 'takeover';
+ALTER TABLE sync_runs DROP CONSTRAINT sync_runs_trigger_check;
+ALTER TABLE sync_runs ADD CONSTRAINT sync_runs_trigger_check
+    CHECK (trigger IN ('schedule', 'manual', 'probe', 'webhook', 'retry'));
 ALTER TABLE sync_runs
     DROP COLUMN records_quarantined,
     DROP COLUMN deletes_held,

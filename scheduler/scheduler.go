@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
@@ -32,6 +34,12 @@ type Config struct {
 	// a slot's task before asking Redis again (which re-enqueues the task
 	// if someone deleted it). Default 1m.
 	Recheck time.Duration
+	// Redis, when set, is watched for losing its data (an epoch key gone:
+	// a restart without persistence, a failover to an empty replica): the
+	// scheduler then enqueues at once what was asked for and not done
+	// (sync_requests) and every slot's task, instead of at the next
+	// Recheck. Default none.
+	Redis redis.UniversalClient
 }
 
 // Scheduler enqueues each resource's fetch once per interval slot.
@@ -49,7 +57,13 @@ type Scheduler struct {
 	sent map[sentKey]sentSlot
 	// resources is how many resources the config has.
 	resources int
+	// epoch is the value of EpochKey this replica last saw.
+	epoch string
 }
+
+// EpochKey holds a random value that a Redis which lost its data no longer
+// has.
+const EpochKey = "tidemark:epoch"
 
 type sentKey struct {
 	key  store.Key
@@ -92,6 +106,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		began := time.Now()
+		if err := s.checkRedis(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("scheduler: check whether Redis lost its data", "error", err)
+		}
 		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("scheduler tick", "error", err)
 		}
@@ -99,11 +116,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.log.Error("scheduler alerts", "error", err)
 		}
 		if time.Since(collected) >= time.Minute {
-			// Seen-sets of full reads that started over are garbage.
+			// Seen-sets of full reads that started over are garbage, and
+			// requests done a day ago are history.
 			if n, err := s.store.CollectSeen(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("collect seen-sets", "error", err)
 			} else if n > 0 {
 				s.log.Info("collected abandoned seen-sets", "pages", n)
+			}
+			if _, err := s.store.PruneRequests(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("prune sync requests", "error", err)
 			}
 			collected = time.Now()
 		}
@@ -112,6 +133,64 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		t.Reset(time.Until(NextTick(time.Now(), s.cfg.Tick)))
 	}
+}
+
+// checkRedis notices that Redis lost its data: EpochKey is gone, or another
+// replica set it anew. The queues went with it, so it forgets which slots it
+// enqueued (the next Tick enqueues them all again) and enqueues every
+// outstanding sync request (manual syncs, probes' fetches, follow-ups). The
+// tasks' ids carry the epoch, so replicas recovering together enqueue each
+// once. A replica's first check does the same: it cannot tell a new Redis
+// from an emptied one, and what is still queued refuses the duplicates.
+func (s *Scheduler) checkRedis(ctx context.Context) error {
+	if s.cfg.Redis == nil {
+		return nil
+	}
+	v, err := s.cfg.Redis.Get(ctx, EpochKey).Result()
+	if errors.Is(err, redis.Nil) {
+		fresh := strconv.FormatInt(time.Now().UnixNano(), 36)
+		if err := s.cfg.Redis.SetNX(ctx, EpochKey, fresh, 0).Err(); err != nil {
+			return err
+		}
+		if v, err = s.cfg.Redis.Get(ctx, EpochKey).Result(); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if v == s.epoch {
+		return nil
+	}
+	if s.epoch != "" {
+		s.log.Warn("Redis lost its data (epoch changed): enqueuing again what was asked for and what is due", "epoch", v)
+	}
+	s.epoch = v
+	clear(s.sent)
+	reqs, err := s.store.OutstandingRequests(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range reqs {
+		src := s.conf.Source(r.Source)
+		if src == nil || src.Resource(r.Resource) == nil {
+			continue
+		}
+		res := src.Resource(r.Resource)
+		id := fmt.Sprintf("request:%d:%s", r.ID, v)
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: r.Source, Resource: r.Resource, Mode: r.Mode, Trigger: r.Trigger,
+			ConfirmDeletes: r.ConfirmDeletes, Resume: r.Resume}, append(jobs.FetchOptions(res), asynq.TaskID(id), asynq.Retention(time.Hour))...)
+		if err == nil {
+			_, err = s.client.EnqueueContext(ctx, task)
+		}
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+			errs = append(errs, fmt.Errorf("enqueue request %d: %w", r.ID, err))
+		}
+	}
+	if len(reqs) > 0 {
+		s.log.Info("enqueued outstanding sync requests", "requests", len(reqs), "epoch", v)
+	}
+	return errors.Join(errs...)
 }
 
 // NextTick is the first tick after now: ticks fall a tenth of a tick past

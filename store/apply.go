@@ -52,6 +52,9 @@ type Page struct {
 	// quarantined record when the fetch began, none set aside since) the
 	// page skips that statement.
 	Quarantined bool
+	// BeforeCommit, when set, is called last inside the page's transaction,
+	// holding everything it holds (tests freeze a worker there).
+	BeforeCommit func()
 }
 
 // Rejected is a record that cannot be stored, with the reason.
@@ -221,17 +224,17 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		}
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Both page statements are prepared once per connection; their
+		// generic plans (a primary-key lookup per record) are as good as
+		// any, while a custom plan cost ~3 ms of planning per page. The
+		// upsert's estimated cost (the changed-fields subplan per row) is
+		// above jit_above_cost, and compiling it took 30 ms per page:
+		// longer than running it. It is not a query JIT helps.
+		if err := tx.Exec(`SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off; ` + boundedWaits).Error; err != nil {
+			return err
+		}
 		var changes []change
 		if len(records) > 0 {
-			// Both page statements are prepared once per connection; their
-			// generic plans (a primary-key lookup per record) are as good
-			// as any, while a custom plan cost ~3 ms of planning per page.
-			// The upsert's estimated cost (the changed-fields subplan per
-			// row) is above jit_above_cost, and compiling it took 30 ms per
-			// page: longer than running it. It is not a query JIT helps.
-			if err := tx.Exec(`SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off`).Error; err != nil {
-				return err
-			}
 			var err error
 			if changes, err = upsertDiffering(ctx, tx, p, records, stored, hashes); err != nil {
 				return fmt.Errorf("upsert records: %w", err)
@@ -327,15 +330,29 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
 		if len(changes) > 0 {
-			return writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
+			if err := writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
 				Source: p.Source, Resource: p.Resource, RunID: p.RunID,
 				Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
-			})
+			}); err != nil {
+				return err
+			}
+		}
+		if p.BeforeCommit != nil {
+			p.BeforeCommit()
 		}
 		return nil
 	})
 	return res, err
 }
+
+// boundedWaits keeps one stalled session from holding up the fleet. An
+// outbox row takes a fleet-wide lock until its transaction ends (ids in
+// commit order: migrations/00002), so a worker frozen inside a page
+// transaction (a GC pause, a VM freeze, a partition) would stop every other
+// page commit for as long as it stays frozen. Postgres ends such a session
+// after 5s idle in its transaction (the page is retried from its
+// checkpoint), and no page waits more than 5s for a lock.
+const boundedWaits = `SET LOCAL idle_in_transaction_session_timeout = '5s'; SET LOCAL lock_timeout = '5s'`
 
 // change is one record a page created or updated. oldHash is "" for a
 // creation.

@@ -73,6 +73,9 @@ type FullReadResult struct {
 func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult, error) {
 	var res FullReadResult
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec(boundedWaits).Error; err != nil {
+			return err
+		}
 		// Fenced like ApplyPage: the run that took over finishes the pass.
 		var status string
 		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, f.RunID).Scan(&status).Error; err != nil {
@@ -162,7 +165,7 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 			return res, err
 		}
 		res.Held = int(held)
-		return res, nil
+		return res, tx.Exec(`UPDATE sync_runs SET deletes_held = ? WHERE id = ?`, res.Held, f.RunID).Error
 	case pol.Confirmed || pol.AfterReads <= 1 && !mass:
 		del, keepPending = `SELECT external_id FROM unseen`, false
 	default:

@@ -63,6 +63,9 @@ type Run struct {
 	// ReadStartedAt is the upstream's time (its Date header) when the read
 	// began.
 	ReadStartedAt *time.Time `gorm:"column:read_started_at" json:"read_started_at,omitempty"`
+	// TakenOverBy is the run that took this one over when its worker was
+	// gone.
+	TakenOverBy *int64 `gorm:"column:taken_over_by" json:"taken_over_by,omitempty"`
 }
 
 // TableName maps Run to sync_runs.
@@ -98,12 +101,18 @@ type RunOutcome struct {
 	// HTTPRequests made since the last applied page (not yet counted).
 	HTTPRequests int
 	// Watermark, when set on a success, is the resource's new watermark.
-	Watermark string
+	// ForgetWatermark clears the stored one when Watermark is empty (it was
+	// made under another delta field or format).
+	Watermark       string
+	ForgetWatermark bool
 	// Basis, when set on a success, is what the watermark and the ids were
 	// made under (sync_state.basis).
 	Basis []byte
 	// ReadStartedAt is the upstream's time when the read began.
 	ReadStartedAt *time.Time
+	// ConfirmedDeletes: the run's deletions were confirmed (--confirm-deletes):
+	// a success covers requests that asked for it (sync_requests).
+	ConfirmedDeletes bool
 }
 
 // FinishRun closes a run and updates the resource's sync state in one
@@ -159,7 +168,7 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 			} else {
 				upd["checkpoint"] = nil
 			}
-			if out.Watermark != "" {
+			if out.Watermark != "" || out.ForgetWatermark {
 				upd["watermark"] = out.Watermark
 			}
 			if out.Basis != nil {
@@ -169,6 +178,9 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 				upd["last_change_at"] = now
 			}
 			if err = state.Updates(upd).Error; err != nil {
+				break
+			}
+			if err = coverRequests(tx, run, out.ConfirmedDeletes); err != nil {
 				break
 			}
 			err = promoteCandidate(tx, run)
@@ -234,20 +246,57 @@ func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 }
 
 // AbandonRunning closes the fetch runs of a resource still marked running,
-// other than current: the worker running them died. Only the holder of the
-// resource's fetch lock may call it, so none of them can still be running.
+// other than current: their worker is gone (it died, or stalled and lost
+// its fetch lock). Only the holder of the resource's fetch lock may call
+// it, so none of them can still be writing: their pages and final status
+// are fenced by the status this sets. They end interrupted, not failed:
+// current takes over from their checkpoint.
 func (s *Store) AbandonRunning(ctx context.Context, k Key, current int64) error {
 	err := s.db.WithContext(ctx).Model(&Run{}).
 		Where("source = ? AND resource = ? AND status = ? AND kind IN ? AND id <> ?", k.Source, k.Resource, StatusRunning, []string{KindDelta, KindFull}, current).
 		Updates(map[string]any{
-			"status":      StatusFailed,
-			"error":       fmt.Sprintf("abandoned: its worker stopped without finishing; run %d took over from the last checkpoint", current),
-			"finished_at": time.Now().UTC(),
+			"status":        StatusInterrupted,
+			"error":         fmt.Sprintf("abandoned: its worker stopped renewing the fetch lock (it died or stalled) without finishing; run %d took over from the last checkpoint", current),
+			"finished_at":   time.Now().UTC(),
+			"taken_over_by": current,
 		}).Error
 	if err != nil {
 		return fmt.Errorf("close abandoned runs of %s: %w", k, err)
 	}
 	return nil
+}
+
+// TakenOver reports the run that took over a run of task taskID, if any:
+// the task's work is done by another, and a later attempt of it (asynq
+// recovering a dead worker's task) has nothing left to do.
+func (s *Store) TakenOver(ctx context.Context, taskID string) (int64, bool, error) {
+	var by []int64
+	err := s.db.WithContext(ctx).Raw(`SELECT taken_over_by FROM sync_runs WHERE task_id = ? AND taken_over_by IS NOT NULL LIMIT 1`, taskID).Scan(&by).Error
+	if err != nil {
+		return 0, false, fmt.Errorf("runs of task %s: %w", taskID, err)
+	}
+	if len(by) == 0 {
+		return 0, false, nil
+	}
+	return by[0], true, nil
+}
+
+// RunningFetch is a fetch run still marked running.
+type RunningFetch struct {
+	ID                     int64
+	Source, Resource, Kind string
+}
+
+// RunningFetches lists the fetch runs marked running (the takeover check
+// asks the fetch lock of each whether its worker is still there).
+func (s *Store) RunningFetches(ctx context.Context) ([]RunningFetch, error) {
+	var out []RunningFetch
+	err := s.db.WithContext(ctx).Raw(`SELECT id, source, resource, kind FROM sync_runs
+		WHERE status = 'running' AND kind IN ('delta', 'full') ORDER BY id`).Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("running fetches: %w", err)
+	}
+	return out, nil
 }
 
 // promoteCandidate confirms the validator a probe saw before this fetch

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -279,5 +280,71 @@ func TestLastModifiedOfTheFetchSecondIsNotConfirmed(t *testing.T) {
 	older := started.Add(-3 * time.Second).Truncate(time.Second)
 	if st := fetch(older, started); st.LastModified != older.UTC().Format(http.TimeFormat) || st.CandidateValidator != "" {
 		t.Fatalf("Last-Modified 3 s before the fetch: confirmed %q, candidate %q; want it confirmed", st.LastModified, st.CandidateValidator)
+	}
+}
+
+// TestLostSeenSetDeletesNothing: a full read whose seen-set holds fewer ids
+// than its pages stored (Postgres crash recovery empties the unlogged
+// table) is refused at its end instead of tombstoning what it saw.
+func TestLostSeenSetDeletesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureStates(ctx, []store.Key{key})
+	first := startRun(t, s, store.KindFull)
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	finish(t, s, first, 2, store.DeletePolicy{})
+	second := startRun(t, s, store.KindFull)
+	for _, id := range []string{"1", "2"} {
+		if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: []store.Record{rec(id, `{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A crash empties sync_seen; the read carried on and stored no more.
+	if err := s.DB().Exec(`TRUNCATE sync_seen`).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.FinishFullRead(ctx, store.FullRead{Key: key, RunID: second, PassID: second, SeenIDs: 2,
+		Policy: store.DeletePolicy{Detect: true, AfterReads: 1, MaxFraction: 1}})
+	if !errors.Is(err, store.ErrSeenSetIncomplete) {
+		t.Fatalf("finish with an emptied seen-set: %v, want ErrSeenSetIncomplete", err)
+	}
+	if live, _ := s.LiveRecords(ctx); live[key] != 2 {
+		t.Fatalf("%d live records after a refused full read, want 2", live[key])
+	}
+}
+
+// TestRequestsOutliveRedis: a fetch asked for stays outstanding until a
+// successful fetch that covers it, one per resource, mode and
+// confirmation.
+func TestRequestsOutliveRedis(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureStates(ctx, []store.Key{key})
+	delta, err := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindDelta, Trigger: "probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindDelta, Trigger: "manual"}); again != delta {
+		t.Fatalf("a second delta request is %d, want the outstanding %d", again, delta)
+	}
+	confirm, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindFull, Trigger: "manual", ConfirmDeletes: true})
+	run := startRun(t, s, store.KindFull)
+	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.OutstandingRequests(ctx)
+	if err != nil || len(out) != 1 || out[0].ID != confirm {
+		t.Fatalf("outstanding after a full read = %+v, %v; want only the request to confirm deletions", out, err)
+	}
+	run = startRun(t, s, store.KindFull)
+	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusSucceeded, ConfirmedDeletes: true}); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := s.OutstandingRequests(ctx); len(out) != 0 {
+		t.Fatalf("outstanding after a confirmed full read = %+v, want none", out)
 	}
 }

@@ -62,6 +62,27 @@ type Position struct {
 	// is asked to begin one record early, with it, which proves that no
 	// record moved out from under the read in between.
 	LastID string `json:"last_id,omitempty"`
+	// Changed says the collection changed while it was read, so that with
+	// page numbers a record may have slid past the read:
+	//   - the total (total_field) moved from the first page's;
+	//   - a page's Last-Modified is not before the first page's Date: a
+	//     record (of the page, or of the collection) was modified once the
+	//     read had begun, or in its first second (both have one-second
+	//     resolution, and a change in that second may have come after);
+	//   - the ETag moved from one page to the next, where two consecutive
+	//     pages have shown it to be the collection's (the same on both),
+	//     not each page's own.
+	// Date and Total are the first page's, ETag the last page's.
+	Date      time.Time `json:"date,omitzero"`
+	Total     int64     `json:"total,omitempty"`
+	ETag      string    `json:"etag,omitempty"`
+	ETagWide  bool      `json:"etag_wide,omitempty"`
+	ETagMoved bool      `json:"etag_moved,omitempty"`
+	Changed   bool      `json:"changed,omitempty"`
+	// Unproven: an offset page too small to overlap (one record) was
+	// followed by another, so the read cannot prove it skipped nothing
+	// there, as page numbers never can.
+	Unproven bool `json:"unproven,omitempty"`
 }
 
 // Pager walks the pages of one resource.
@@ -151,6 +172,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 			page.Shifted = true
 		}
 	}
+	p.watch(resp.Header, doc, page.Date)
 	next, err := p.nextURL(current, resp, doc, page, served)
 	if err != nil {
 		return nil, badResponse(current, err)
@@ -163,6 +185,39 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	p.pos.Next = next
 	page.Next = next
 	return page, nil
+}
+
+// watch notes whether the collection changed during the read
+// (Position.Changed).
+func (p *Pager) watch(h http.Header, doc *extract.Doc, date time.Time) {
+	etag := h.Get("ETag")
+	var total int64 = -1
+	if f := p.res.Pagination.TotalField; f != "" {
+		if n, ok := doc.Lookup(f); ok {
+			if num, ok := n.(json.Number); ok {
+				total, _ = num.Int64()
+			}
+		}
+	}
+	pos := &p.pos
+	first := pos.Read == 0 && pos.Date.IsZero() && pos.ETag == "" && pos.Total == 0
+	if first {
+		pos.Date, pos.Total, pos.ETag = date, total, etag
+	}
+	if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && !pos.Date.IsZero() && !lm.Before(pos.Date) {
+		pos.Changed = true
+	}
+	if first {
+		return
+	}
+	switch {
+	case etag != "" && etag == pos.ETag:
+		pos.ETagWide = true
+	case etag != pos.ETag:
+		pos.ETagMoved = true
+	}
+	pos.ETag = etag
+	pos.Changed = pos.Changed || total != pos.Total || pos.ETagWide && pos.ETagMoved
 }
 
 func rejectedAt(rejected []extract.Rejected, index int) bool {
@@ -308,6 +363,8 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			// of one: asking again from the same offset would not move.
 			off--
 			p.pos.LastID = page.Records[n-1].ID
+		} else {
+			p.pos.Unproven = true
 		}
 		return setParam(current, pg.OffsetParam, strconv.Itoa(off))
 	}

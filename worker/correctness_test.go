@@ -185,7 +185,8 @@ full_sync: {detect_deletes: true}`)
 	api.mu.Lock()
 	phase = 1
 	api.mu.Unlock()
-	run := f.mustSucceed(f.full())
+	// tidemark retry: the dead task's read is resumed.
+	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerRetry, Resume: true}))
 	if !strings.Contains(run.Note, "started again from its first page") || !strings.Contains(run.Note, "410") {
 		t.Fatalf("run note %q does not say the read restarted after the 410", run.Note)
 	}
@@ -231,7 +232,8 @@ full_sync: {detect_deletes: true}`)
 		t.Fatalf("armed full read: %s after %d pages, want a failure after 3", run.Status, run.Pages)
 	}
 	f.mustSucceed(f.delta())
-	run := f.mustSucceed(f.full())
+	// tidemark retry: the dead full read resumes where it stopped.
+	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerRetry, Resume: true}))
 	api.mu.Lock()
 	asked := firstPages
 	api.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -33,8 +34,9 @@ type checkpoint struct {
 	Mode string `json:"mode"`
 	// PassID names the full read's seen-set (the id of the run that began it).
 	PassID int64 `json:"pass_id"`
-	// TaskID is the task whose run began the read: a task's own later
-	// attempts (retries, a hand-back, a shutdown's requeue) always resume it.
+	// TaskID is the task whose run began the read: only that task's later
+	// attempts (retries, a hand-back, a shutdown's requeue) resume it, or a
+	// task sent to resume it (jobs.FetchPayload.Resume).
 	TaskID string `json:"task_id,omitempty"`
 	// Pager is the walk's position: the next URL ("" once the last page is
 	// applied) and what the walk knows of the pages before it.
@@ -86,21 +88,65 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return jobs.Classify(err)
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
+	if done, err := h.nothingLeft(ctx, p); err != nil || done {
+		return err
+	}
 	lock := newFetchLock(h.rdb, key, h.cfg.LockLease)
-	ok, err := lock.Acquire(ctx, markOf(p), p.Trigger)
+	mark := markOf(p)
+	if p.TakeOver != 0 {
+		mark = "" // a takeover finding the resource busy has nothing to add
+	}
+	ok, err := lock.Acquire(ctx, mark, p.Trigger)
 	if err != nil {
 		return err
 	}
 	if !ok {
+		if p.TakeOver == 0 {
+			// The follow-up is in the lock's mark (Redis); the request
+			// keeps it should Redis lose the mark.
+			if _, err := h.store.Request(ctx, store.SyncRequest{Source: p.Source, Resource: p.Resource, Mode: p.Mode,
+				Trigger: p.Trigger, ConfirmDeletes: p.ConfirmDeletes, Resume: p.Resume}); err != nil {
+				h.log.Warn("record the follow-up fetch", "source", p.Source, "resource", p.Resource, "error", err)
+			}
+		}
 		h.log.Info("fetch already running: follow-up queued",
-			"source", p.Source, "resource", p.Resource, "mode", p.Mode, "trigger", p.Trigger)
+			"source", p.Source, "resource", p.Resource, "mode", p.Mode, "trigger", p.Trigger, "take_over", p.TakeOver)
 		return nil
 	}
 	defer h.release(lock, src, res)
 
-	lctx, stop := lock.Keep(ctx)
+	var progress atomic.Int64
+	progress.Store(time.Now().UnixNano())
+	// A fetch waits at most a source's timeout for a response; give it that
+	// and a lease before calling it stalled.
+	stall := src.Timeout.D() + h.cfg.LockLease
+	lctx, stop := lock.Keep(ctx, func() time.Time { return time.Unix(0, progress.Load()) }, stall)
 	defer stop()
-	return jobs.Classify(h.fetch(lctx, p, src, res))
+	return jobs.Classify(h.fetch(lctx, p, src, res, &progress))
+}
+
+// nothingLeft reports a fetch task with nothing to do: a takeover of a run
+// that has ended meanwhile, or a task whose run another took over (asynq
+// recovering a dead worker's task after the fleet took its work over).
+func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload) (bool, error) {
+	if p.TakeOver != 0 {
+		run, err := h.store.Run(ctx, p.TakeOver)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return false, err
+		}
+		if err == nil && run.Status == store.StatusRunning {
+			return false, nil
+		}
+		h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
+		return true, nil
+	}
+	taskID, _ := asynq.GetTaskID(ctx)
+	by, taken, err := h.store.TakenOver(ctx, taskID)
+	if err != nil || !taken {
+		return false, err
+	}
+	h.log.Info("the task's run was taken over: nothing left to do", "source", p.Source, "resource", p.Resource, "task_id", taskID, "taken_over_by", by)
+	return true, nil
 }
 
 // markOf is the mode a fetch leaves in the lock's pending mark when
@@ -140,11 +186,12 @@ func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.R
 // pages, each applied with the checkpoint that follows it), finish (deletes,
 // watermark, version hash). Whatever happens after the run row exists ends
 // in end, which records the outcome.
-func (h fetchHandler) fetch(ctx context.Context, p jobs.FetchPayload, src *config.Source, res *config.Resource) error {
+func (h fetchHandler) fetch(ctx context.Context, p jobs.FetchPayload, src *config.Source, res *config.Resource, progress *atomic.Int64) error {
 	f, err := h.begin(ctx, p, src, res)
 	if err != nil {
 		return err
 	}
+	f.progress = progress
 	err = f.read(ctx)
 	if err == nil {
 		err = f.finish(ctx)
@@ -177,10 +224,13 @@ type run struct {
 	rekey        bool
 	requests     int // made since the last applied page: not yet on the run row
 	quarantining bool
-	n            counts
-	cursors      cursorStats
-	notes        []string
-	outcome      store.RunOutcome
+	// progress is when the fetch last received a page or applied one (the
+	// fetch lock's stall check).
+	progress *atomic.Int64
+	n        counts
+	cursors  cursorStats
+	notes    []string
+	outcome  store.RunOutcome
 }
 
 // counts are a fetch's record counts, for its summary line.
@@ -266,6 +316,9 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 	saved, ok, why := f.resumable(ctx)
 	if ok {
 		f.cp, f.resumed = saved, true
+		if f.cp.First == "" { // a checkpoint from before first URLs were kept
+			f.cp.First = f.firstURL()
+		}
 		f.note("resumed the interrupted read at page %d (pass %d)", saved.Pages+1, saved.PassID)
 		return nil
 	}
@@ -279,18 +332,26 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 		}
 	}
 	f.cp = checkpoint{Mode: f.mode, TaskID: f.row.TaskID}
-	params := url.Values{}
 	if f.mode == jobs.ModeFull {
 		f.cp.PassID = f.row.ID
 		if f.res.Delta != nil && !f.ignoreMark {
 			f.cp.DriftBase = f.st.Watermark
 		}
-	} else if lb, ok := f.lowerBound(); ok {
-		params.Set(f.res.Delta.Param, lb)
 	}
-	f.cp.First = upstream.FirstURL(f.client, f.res, params)
+	f.cp.First = f.firstURL()
 	f.cp.Next = f.cp.First
 	return nil
+}
+
+// firstURL is the read's first page: a delta's with its lower bound.
+func (f *run) firstURL() string {
+	params := url.Values{}
+	if f.mode == jobs.ModeDelta {
+		if lb, ok := f.lowerBound(); ok {
+			params.Set(f.res.Delta.Param, lb)
+		}
+	}
+	return upstream.FirstURL(f.client, f.res, params)
 }
 
 // resumable returns the saved checkpoint of this mode, and whether to
@@ -308,13 +369,18 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 		return saved, false, ""
 	}
 	switch {
-	case f.mode == jobs.ModeFull && f.p.Trigger == jobs.TriggerManual && !f.p.Resume && saved.TaskID != f.row.TaskID:
-		return saved, false, "an explicit full sync starts a new pass (--resume continues the old one)"
+	case saved.TaskID != f.row.TaskID && !f.p.Resume:
+		// Another task's read: a new request for what the upstream holds
+		// now, which the old read's first pages predate. Only the task's
+		// own later attempts (a retry, a hand-back, a shutdown's requeue)
+		// and an explicit resumption (tidemark retry, sync --resume, a
+		// takeover) continue it.
+		return saved, false, fmt.Sprintf("it was begun by another task (%s); a new request reads afresh", cmp.Or(saved.TaskID, "unknown"))
 	case !saved.SavedAt.IsZero() && time.Since(saved.SavedAt) > f.res.Pagination.ResumeWithin.D():
 		return saved, false, fmt.Sprintf("its checkpoint is %s old, older than pagination.resume_within (%s)",
 			time.Since(saved.SavedAt).Round(time.Second), f.res.Pagination.ResumeWithin.D())
-	case f.rekey:
-		return saved, false, "the id path changed"
+	case f.rekey || f.ignoreMark:
+		return saved, false, "the config of its ids or cursor changed"
 	}
 	if f.mode == jobs.ModeFull && saved.Pages > 0 {
 		// The seen-set is unlogged: a Postgres crash empties it, and the
@@ -397,9 +463,11 @@ func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *ev
 			f.requests += upstream.Requests(r.err)
 			return r.err
 		}
+		f.progress.Store(time.Now().UnixNano())
 		if err := f.apply(ctx, r.page, r.pos, expectChanged); err != nil {
 			return err
 		}
+		f.progress.Store(time.Now().UnixNano())
 		f.h.progress(ctx, progress, f.row, f.cp.Pages, f.n)
 	}
 }
@@ -463,6 +531,7 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	var stored checkpoint
 	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
 		ExpectChanged: *expectChanged, Quarantined: f.quarantining,
+		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
 		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
 			stored = next
 			stored.SeenIDs += int64(seenIDs)
@@ -527,7 +596,8 @@ func (f *run) finish(ctx context.Context) error {
 			out.Drift = &f.cp.Drift
 		}
 	}
-	out.Watermark = f.watermark()
+	out.Watermark, out.ForgetWatermark = f.watermark(), f.ignoreMark
+	out.ConfirmedDeletes = f.p.ConfirmDeletes || f.rekey
 	b, _ := json.Marshal(f.basis)
 	out.Basis = b
 	vh, err := f.h.store.VersionHash(ctx, f.key)
@@ -548,9 +618,15 @@ func (f *run) finishPass(ctx context.Context) error {
 	if f.cp.Pages <= 1 && !f.restarted && !f.resumed {
 		pol.AfterReads = 1 // one response: a snapshot, nothing could shift
 	}
+	positional := f.res.Pagination.Style == config.PaginationPage || f.res.Pagination.Style == config.PaginationLink ||
+		f.res.Pagination.Style == config.PaginationNextURL || f.cp.Unproven
 	switch {
 	case f.cp.Shifted:
 		pol.Hold = "records moved between the offset pages of this read, so it may have missed some"
+	case f.cp.Changed && positional && f.cp.Pages > 1:
+		// Page numbers cannot show what slid past them; a collection
+		// validator or total that moved says something may have.
+		pol.Hold = "the collection changed while it was read (its ETag, Last-Modified or total moved between pages), so a record may have slid past a page boundary"
 	case f.cp.Unidentified > 0:
 		pol.Hold = fmt.Sprintf("%d records had no usable id, and may be stored ones", f.cp.Unidentified)
 		// (Records whose id is there but invalid are not: no stored record
@@ -563,7 +639,7 @@ func (f *run) finishPass(ctx context.Context) error {
 	f.n.deleted, f.n.held = res.Deleted, res.Held
 	if fs.DetectDeletes {
 		switch {
-		case f.cp.Unidentified > 0 && res.Unseen > 0:
+		case pol.Hold != "" && !f.cp.Shifted && res.Unseen > 0:
 			f.note("deletions held: %s; %d unseen records stay", pol.Hold, res.Unseen)
 		case res.Mass && res.Held > 0:
 			f.note("deletions held: %d of %d live records unseen, more than full_sync.max_delete_fraction (%g): they go when the next full read agrees, or with tidemark sync %s --full --confirm-deletes",
@@ -635,17 +711,21 @@ func (f *run) end(ctx context.Context, err error) error {
 		t := f.cp.ReadStart
 		out.ReadStartedAt = &t
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeRetry)
 	defer cancel()
-	// The outcome must land: retried while Postgres is briefly away, so a
-	// run is not left running for the next attempt to call abandoned.
+	// The outcome must land: retried while Postgres is away, the fetch lock
+	// kept meanwhile (progress), so that the run is not taken over and
+	// recorded as abandoned, which it was not.
 	ferr := backoff.Retry(func() error {
+		if f.progress != nil {
+			f.progress.Store(time.Now().UnixNano())
+		}
 		err := f.h.store.FinishRun(fctx, f.row.ID, out)
 		if errors.Is(err, store.ErrSuperseded) {
 			return backoff.Permanent(err)
 		}
 		return err
-	}, backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), fctx))
+	}, backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second)), fctx))
 	switch {
 	case errors.Is(ferr, store.ErrSuperseded):
 		f.h.log.Warn("run taken over by another: its outcome is not recorded", "run_id", f.row.ID, "status", out.Status)
@@ -657,6 +737,10 @@ func (f *run) end(ctx context.Context, err error) error {
 	f.h.summary(f.row, out.Status, f.began, f.n, err, slog.Bool("resumed", f.resumed), slog.Int64("drift", f.cp.Drift))
 	return err
 }
+
+// outcomeRetry is how long a run's final status write is retried before
+// the run is left to the takeover, which records it as abandoned.
+const outcomeRetry = 2 * time.Minute
 
 // failure is the outcome of an attempt that ended with err.
 func (f *run) failure(ctx context.Context, err error) store.RunOutcome {

@@ -27,12 +27,15 @@ type fetchLock struct {
 	lease time.Duration
 }
 
+// fetchLockKey is the Redis key of a resource's fetch lock.
+func fetchLockKey(k store.Key) string { return "tidemark:fetch-lock:" + k.String() }
+
 func newFetchLock(rdb redis.UniversalClient, k store.Key, lease time.Duration) *fetchLock {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return &fetchLock{
 		rdb:   rdb,
-		key:   "tidemark:fetch-lock:" + k.String(),
+		key:   fetchLockKey(k),
 		mark:  "tidemark:fetch-pending:" + k.String(),
 		token: hex.EncodeToString(b),
 		lease: lease,
@@ -40,9 +43,11 @@ func newFetchLock(rdb redis.UniversalClient, k store.Key, lease time.Duration) *
 }
 
 // acquireOrMark takes the lock, or, when another fetch holds it, leaves the
-// pending mark (a full fetch outranks a delta) and returns false.
+// pending mark (a full fetch outranks a delta; no mode, no mark) and
+// returns false.
 var acquireOrMark = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if ARGV[3] == '' then return 0 end
 local cur = redis.call('GET', KEYS[2])
 if cur == false or (ARGV[3] == 'full' and string.sub(cur, 1, 4) ~= 'full') then
   redis.call('SET', KEYS[2], ARGV[3] .. ':' .. ARGV[4], 'PX', ARGV[5])
@@ -57,11 +62,21 @@ local mark = redis.call('GET', KEYS[2])
 if mark then redis.call('DEL', KEYS[2]) return mark end
 return ''`)
 
+// extend renews the lease if the lock is still ours (1), takes it again if
+// it is gone and nobody else took it (2: a Redis that restarted empty, or a
+// lease that lapsed with no takeover yet; a takeover then finds the
+// resource busy), and reports 0 when another holds it.
 var extend = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 return 0`)
 
-// Acquire tries to take the lock; on false the pending mark (mode, trigger) is set.
+// Acquire tries to take the lock; on false the pending mark (mode, trigger)
+// is set, unless mode is "".
 func (l *fetchLock) Acquire(ctx context.Context, mode, trigger string) (bool, error) {
 	n, err := acquireOrMark.Run(ctx, l.rdb, []string{l.key, l.mark},
 		l.token, l.lease.Milliseconds(), mode, trigger, time.Hour.Milliseconds()).Int()
@@ -71,15 +86,26 @@ func (l *fetchLock) Acquire(ctx context.Context, mode, trigger string) (bool, er
 	return n == 1, nil
 }
 
-// Keep renews the lease until the returned stop is called. If the lease is
-// lost (another worker now holds it) ctx is cancelled, so two fetches of one
-// resource never keep writing side by side.
-func (l *fetchLock) Keep(ctx context.Context) (context.Context, func()) {
+// Keep renews the lease every third of it until the returned stop is
+// called. The lock is how the fleet knows someone works on the resource: a
+// worker that cannot is taken over once its lease lapses (Worker's
+// takeover check), so ctx is cancelled, and the lease left to lapse, when
+//   - another worker holds the lock (the lease had lapsed already);
+//   - the lease could not be renewed for a whole lease (Redis unreachable,
+//     or hung);
+//   - the fetch has made no progress (lastProgress) for stall: a response
+//     or a page transaction hangs (a stuck Postgres or upstream connection).
+//
+// A fetch cancelled so writes nothing more: its pages are fenced by its
+// run's status, which the run that takes over changes.
+func (l *fetchLock) Keep(ctx context.Context, lastProgress func() time.Time, stall time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(l.lease / 3)
+		every := l.lease / 3
+		t := time.NewTicker(every)
 		defer t.Stop()
+		renewed := time.Now()
 		for {
 			select {
 			case <-done:
@@ -87,11 +113,23 @@ func (l *fetchLock) Keep(ctx context.Context) (context.Context, func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				n, err := extend.Run(ctx, l.rdb, []string{l.key}, l.token, l.lease.Milliseconds()).Int()
-				if err == nil && n == 0 {
-					cancel(fmt.Errorf("fetch lock %s lost: lease expired", l.key))
-					return
-				}
+			}
+			if idle := time.Since(lastProgress()); idle > stall {
+				cancel(fmt.Errorf("fetch lock %s given up: the fetch made no progress for %s (a hung connection?); another worker takes over", l.key, idle.Round(time.Second)))
+				return
+			}
+			rctx, done := context.WithTimeout(ctx, every)
+			n, err := extend.Run(rctx, l.rdb, []string{l.key}, l.token, l.lease.Milliseconds()).Int()
+			done()
+			switch {
+			case err == nil && n == 0:
+				cancel(fmt.Errorf("fetch lock %s lost: lease expired", l.key))
+				return
+			case err == nil:
+				renewed = time.Now()
+			case time.Since(renewed) >= l.lease:
+				cancel(fmt.Errorf("fetch lock %s lost: not renewed for %s (%w)", l.key, l.lease, err))
+				return
 			}
 		}
 	}()

@@ -89,7 +89,13 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}, jobs.FetchOptions(res)...)
+	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
+	// Kept in Postgres too: should Redis lose the task, the scheduler
+	// enqueues it again.
+	if _, err := h.store.Request(ctx, store.SyncRequest{Source: fp.Source, Resource: fp.Resource, Mode: fp.Mode, Trigger: fp.Trigger}); err != nil {
+		return err
+	}
+	task, err := jobs.NewFetch(fp, jobs.FetchOptions(res)...)
 	if err != nil {
 		return err
 	}

@@ -49,9 +49,20 @@ type Config struct {
 	// RefetchAfter is how long a change a probe has seen, and enqueued a
 	// fetch for, is not enqueued again by later probes. Default 1m.
 	RefetchAfter time.Duration
-	// LockLease is the lease of the per-resource fetch lock; a worker that dies
-	// holding it frees it after this long. Default 30s.
+	// LockLease is the lease of the per-resource fetch lock, renewed every
+	// third of it while the fetch makes progress: a worker that dies (or
+	// stalls) holding it frees it after this long, and the takeover check
+	// resumes its fetch elsewhere. Default 6s: with TakeoverCheck, a dead
+	// worker's fetch resumes within about 8s.
 	LockLease time.Duration
+	// TakeoverCheck is how often the worker looks for fetches whose worker
+	// is gone (their run running, their lock lapsed) and enqueues a task
+	// that resumes each from its checkpoint. Default 1s.
+	TakeoverCheck time.Duration
+	// RetryCheckInterval is how often the fetch pool moves tasks whose
+	// delay is over (retries, hand-backs) back to their queue. The probe
+	// pool does it every PollInterval. Default asynq's, 5s.
+	RetryCheckInterval time.Duration
 	// RetryDelay is asynq's delay before a failed task's next attempt.
 	// Default jobs.RetryDelay.
 	RetryDelay func(n int, err error, t *asynq.Task) time.Duration
@@ -98,7 +109,8 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		return nil, fmt.Errorf("worker: concurrency %d, probe concurrency %d: want at least 1", cfg.Concurrency, cfg.ProbeConcurrency)
 	}
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 25*time.Second)
-	cfg.LockLease = cmp.Or(cfg.LockLease, 30*time.Second)
+	cfg.LockLease = cmp.Or(cfg.LockLease, 6*time.Second)
+	cfg.TakeoverCheck = cmp.Or(cfg.TakeoverCheck, time.Second)
 	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, time.Minute)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, 100*time.Millisecond)
 	if cfg.RetryDelay == nil {
@@ -164,7 +176,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}),
 		})
 	}
-	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues, 0)
+	fetches := newServer("fetch", w.cfg.Concurrency, w.cfg.Queues, w.cfg.RetryCheckInterval)
 	// Scheduled probes (the trailing probe of a burst of inbound hooks, a
 	// probe handed back by the rate limiter) move to their queue when the
 	// pool checks; asynq's default, every 5s, would delay them past most
@@ -187,6 +199,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "probe_concurrency", w.cfg.ProbeConcurrency)
 	w.warnUnsigned()
+	takeovers := make(chan struct{})
+	go func() { defer close(takeovers); w.takeoverLoop(ctx) }()
+	defer func() { <-takeovers }()
 	<-ctx.Done()
 	var stopping sync.WaitGroup
 	for _, srv := range []*asynq.Server{fetches, probes} {

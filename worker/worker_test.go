@@ -184,7 +184,15 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // integer and nested ids), then mutates every resource and syncs again.
 func TestFullSyncMirrorsUpstream(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, 345) // several pages of 100, with a short last page
+	// The upstream's clock (its Date and Last-Modified) moves on by hand:
+	// a full read that begins in the second of the last change cannot tell
+	// it came before, and holds its deletions.
+	var ahead atomic.Int64
+	up := demoapi.New(demoapi.Options{Seed: 7, Records: 345, // several pages of 100, with a short last page
+		Now: func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }})
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	f := startFleetWith(t, demoConfig(t, srv.URL), up)
 
 	f.fullSync(0)
 	f.assertInStep()
@@ -194,6 +202,7 @@ func TestFullSyncMirrorsUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ahead.Add(int64(2 * time.Second))
 	before := f.lastRunID()
 	f.fullSync(before)
 	// Deletions wait for a second full read to agree where the upstream's

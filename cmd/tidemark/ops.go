@@ -247,8 +247,20 @@ func (e env) sync(args []string) error {
 	}
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual,
-		ConfirmDeletes: *confirm, Resume: *resume}, jobs.FetchOptions(res)...)
+	p := jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual,
+		ConfirmDeletes: *confirm, Resume: *resume}
+	// The request outlives Redis: the scheduler enqueues it again should
+	// Redis lose the task.
+	st, err := s.openStore(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Request(e.ctx, store.SyncRequest{Source: p.Source, Resource: p.Resource, Mode: p.Mode, Trigger: p.Trigger,
+		ConfirmDeletes: p.ConfirmDeletes, Resume: p.Resume}); err != nil {
+		return err
+	}
+	task, err := jobs.NewFetch(p, jobs.FetchOptions(res)...)
 	if err != nil {
 		return err
 	}

@@ -140,7 +140,7 @@ func retryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, 
 		if err != nil {
 			return nil, what, err
 		}
-		p.Trigger = jobs.TriggerRetry
+		p.Trigger, p.Resume = jobs.TriggerRetry, true // continue where it stopped
 		t, err := jobs.NewFetch(p, append(jobs.FetchOptions(res), asynq.Queue(info.Queue))...)
 		return t, what, err
 	case jobs.TypeProbe:

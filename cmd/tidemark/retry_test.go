@@ -120,9 +120,9 @@ func TestRetry(t *testing.T) {
 		}
 		return infos[0]
 	}
-	trigger := func(t *testing.T, payload []byte) map[string]string {
+	trigger := func(t *testing.T, payload []byte) map[string]any {
 		t.Helper()
-		var p map[string]string
+		var p map[string]any
 		if err := json.Unmarshal(payload, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -139,8 +139,9 @@ func TestRetry(t *testing.T) {
 			t.Errorf("re-enqueued %s %s with %d/%d retries, want a new fetch with 0/8", got.ID, got.Type, got.Retried, got.MaxRetry)
 		}
 		p := trigger(t, got.Payload)
-		if p["trigger"] != jobs.TriggerRetry || p["mode"] != jobs.ModeFull || p["source"] != "demo" || p["resource"] != "ticket_sales" {
-			t.Errorf("payload %v, want the same fetch with trigger retry", p)
+		// Retried, it continues the dead task's read from its checkpoint.
+		if p["trigger"] != jobs.TriggerRetry || p["mode"] != jobs.ModeFull || p["source"] != "demo" || p["resource"] != "ticket_sales" || p["resume"] != true {
+			t.Errorf("payload %v, want the same fetch with trigger retry, resuming", p)
 		}
 		if n := len(archivedIn("low")); n != 1 {
 			t.Errorf("%d tasks archived in low, want the probe left alone", n)

@@ -143,9 +143,13 @@ func (e env) roles(role string, args []string) error {
 		tasks = append(tasks, w.Run)
 	}
 	if role == "scheduler" || role == "run" {
-		client := asynq.NewClient(redisOpt)
-		defer client.Close()
-		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: *failureThreshold}, conf, st, client, log.With("role", "scheduler")).Run)
+		rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
+		if !ok {
+			return fmt.Errorf("unsupported Redis connection option %T", redisOpt)
+		}
+		defer rdb.Close()
+		client := asynq.NewClientFromRedisClient(rdb)
+		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: *failureThreshold, Redis: rdb}, conf, st, client, log.With("role", "scheduler")).Run)
 	}
 	if role == "worker" || role == "scheduler" {
 		tasks = append(tasks, func(ctx context.Context) error { return metrics.Serve(ctx, *metricsAddr) })

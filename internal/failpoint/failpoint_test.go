@@ -98,15 +98,17 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		want map[string]int64
+		want map[string]failpoint.Spec
 		err  bool
 	}{
-		{"one", "after_page_commit:3", map[string]int64{"after_page_commit": 3}, false},
-		{"list", "a:1,b:2, c:10 ", map[string]int64{"a": 1, "b": 2, "c": 10}, false},
-		{"bare name", "mid_pagination", map[string]int64{"mid_pagination": 1}, false},
+		{"one", "after_page_commit:3", map[string]failpoint.Spec{"after_page_commit": {At: 3}}, false},
+		{"list", "a:1,b:2, c:10 ", map[string]failpoint.Spec{"a": {At: 1}, "b": {At: 2}, "c": {At: 10}}, false},
+		{"bare name", "mid_pagination", map[string]failpoint.Spec{"mid_pagination": {At: 1}}, false},
+		{"stop", "in_page_transaction:2:stop", map[string]failpoint.Spec{"in_page_transaction": {At: 2, Stop: true}}, false},
 		{"zero", "a:0", nil, true},
 		{"not a number", "a:x", nil, true},
 		{"no name", ":3", nil, true},
+		{"unknown action", "a:1:pause", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +121,7 @@ func TestParse(t *testing.T) {
 			}
 			for k, v := range tt.want {
 				if got[k] != v {
-					t.Errorf("Parse(%q)[%s] = %d, want %d", tt.in, k, got[k], v)
+					t.Errorf("Parse(%q)[%s] = %+v, want %+v", tt.in, k, got[k], v)
 				}
 			}
 		})

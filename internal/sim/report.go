@@ -23,9 +23,9 @@ func Table(results []Result, took time.Duration) string {
 		if len(r.Violations) > 0 {
 			failing = append(failing, r.Seed)
 		}
-		if r.Runs > 0 {
+		if r.Converged {
 			runs = append(runs, r.Runs)
-			secs = append(secs, r.Converged)
+			secs = append(secs, r.Took)
 		}
 		quarantined += r.Quarantined
 	}

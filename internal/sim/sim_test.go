@@ -74,6 +74,8 @@ func TestSim(t *testing.T) {
 	var all []sim.Result
 	for r := range results {
 		all = append(all, r)
+		t.Logf("seed %d (%s): converged %t after %d runs, %.2fs; %d requests, %d quarantined, %d violations",
+			r.Seed, r.Scenario.API.Style, r.Converged, r.Runs, r.Took.Seconds(), r.Requests, r.Quarantined, len(r.Violations))
 		if len(r.Violations) > 0 {
 			t.Errorf("seed %d broke %d invariant(s); replay: make sim SEED=%d\n  %s\n  %s", r.Seed, len(r.Violations), r.Seed,
 				r.Scenario.Describe(), violations(r))

@@ -68,10 +68,13 @@ type Upstream struct {
 
 type token struct {
 	primary, pos int64
-	issued       time.Time
-	expireAfter  time.Duration
-	singleUse    bool
-	uses         int
+	// from is the token of the request that issued this one ("" for a
+	// first page): the chain a read follows.
+	from        string
+	issued      time.Time
+	expireAfter time.Duration
+	singleUse   bool
+	uses        int
 }
 
 // NewUpstream serves m as api describes.
@@ -276,7 +279,7 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	if u.api.Style == "cursor" || u.api.Style == "link" || u.api.Style == "next_url" {
 		next := ""
 		if to < len(all) && len(page) > 0 {
-			next = u.issue(key(u.api.Order, page[len(page)-1]), f)
+			next = u.issue(key(u.api.Order, page[len(page)-1]), q.Get("cursor"), f)
 		}
 		switch u.api.Style {
 		case "cursor":
@@ -359,17 +362,22 @@ func parseSince(v, format string) (time.Time, error) {
 	return time.Parse(time.RFC3339Nano, v)
 }
 
-// issue makes a continuation token for the position after k. Under the
-// Cycle fault it hands out an earlier token instead (A → B → A).
-func (u *Upstream) issue(k [2]int64, f Faults) string {
+// issue makes a continuation token for the position after k, answering a
+// request made with token from. Under the Cycle fault it leads back
+// instead: to the token before from in the read's chain (A → B → A), or to
+// from itself.
+func (u *Upstream) issue(k [2]int64, from string, f Faults) string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if f.Cycle && len(u.issued) > 0 {
-		return u.issued[max(len(u.issued)-2, 0)]
+	if t, ok := u.tokens[from]; f.Cycle && ok {
+		if t.from != "" {
+			return t.from
+		}
+		return from
 	}
 	raw := fmt.Sprintf("%d|%d|%d", k[0], k[1], len(u.issued))
 	tok := base64.RawURLEncoding.EncodeToString([]byte(raw))
-	u.tokens[tok] = &token{primary: k[0], pos: k[1], issued: time.Now(), expireAfter: f.ExpireAfter, singleUse: f.SingleUse}
+	u.tokens[tok] = &token{primary: k[0], pos: k[1], from: from, issued: time.Now(), expireAfter: f.ExpireAfter, singleUse: f.SingleUse}
 	u.issued = append(u.issued, tok)
 	return tok
 }
