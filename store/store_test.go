@@ -292,27 +292,34 @@ func TestLostSeenSetDeletesNothing(t *testing.T) {
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
 	first := startRun(t, s, store.KindFull)
-	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`)}}); err != nil {
+	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	finish(t, s, first, 2, store.DeletePolicy{})
+	finish(t, s, first, 3, store.DeletePolicy{})
 	second := startRun(t, s, store.KindFull)
-	for _, id := range []string{"1", "2"} {
-		if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: []store.Record{rec(id, `{}`)}}); err != nil {
+	page := func(ids ...string) {
+		t.Helper()
+		var recs []store.Record
+		for _, id := range ids {
+			recs = append(recs, rec(id, `{}`))
+		}
+		if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: recs}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A crash empties sync_seen; the read carried on and stored no more.
+	page("1", "2")
+	// A crash empties sync_seen; the read carries on with its next page.
 	if err := s.DB().Exec(`TRUNCATE sync_seen`).Error; err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.FinishFullRead(ctx, store.FullRead{Key: key, RunID: second, PassID: second, SeenIDs: 2,
+	page("3")
+	_, err := s.FinishFullRead(ctx, store.FullRead{Key: key, RunID: second, PassID: second, SeenIDs: 3,
 		Policy: store.DeletePolicy{Detect: true, AfterReads: 1, MaxFraction: 1}})
 	if !errors.Is(err, store.ErrSeenSetIncomplete) {
-		t.Fatalf("finish with an emptied seen-set: %v, want ErrSeenSetIncomplete", err)
+		t.Fatalf("finish with a seen-set a crash emptied halfway: %v, want ErrSeenSetIncomplete", err)
 	}
-	if live, _ := s.LiveRecords(ctx); live[key] != 2 {
-		t.Fatalf("%d live records after a refused full read, want 2", live[key])
+	if live, _ := s.LiveRecords(ctx); live[key] != 3 {
+		t.Fatalf("%d live records after a refused full read, want 3", live[key])
 	}
 }
 
