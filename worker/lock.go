@@ -118,9 +118,9 @@ func (l *fetchLock) Keep(ctx context.Context, lastProgress func() time.Time, sta
 				cancel(fmt.Errorf("fetch lock %s given up: the fetch made no progress for %s (a hung connection?); another worker takes over", l.key, idle.Round(time.Second)))
 				return
 			}
-			rctx, done := context.WithTimeout(ctx, every)
+			rctx, cancelRenew := context.WithTimeout(ctx, every)
 			n, err := extend.Run(rctx, l.rdb, []string{l.key}, l.token, l.lease.Milliseconds()).Int()
-			done()
+			cancelRenew()
 			switch {
 			case err == nil && n == 0:
 				cancel(fmt.Errorf("fetch lock %s lost: lease expired", l.key))
