@@ -103,7 +103,7 @@ func WebhookSink(client *asynq.Client, hooks []config.Webhook) events.Sink {
 			if err != nil {
 				return err
 			}
-			if _, err := client.EnqueueContext(ctx, task, WebhookOptions(id)...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			if _, err := client.EnqueueContext(ctx, task, WebhookOptions(id)...); err != nil && !AlreadyQueued(err) {
 				return fmt.Errorf("enqueue webhook %d delivery %s: %w", i, id, err)
 			}
 		}

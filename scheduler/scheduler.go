@@ -178,12 +178,11 @@ func (s *Scheduler) checkRedis(ctx context.Context) error {
 		}
 		res := src.Resource(r.Resource)
 		id := fmt.Sprintf("request:%d:%s", r.ID, v)
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: r.Source, Resource: r.Resource, Mode: r.Mode, Trigger: r.Trigger,
-			ConfirmDeletes: r.ConfirmDeletes, Resume: r.Resume}, append(jobs.FetchOptions(res), asynq.TaskID(id), asynq.Retention(time.Hour))...)
+		task, err := jobs.NewFetch(jobs.Requested(r), append(jobs.FetchOptions(res), asynq.TaskID(id), asynq.Retention(time.Hour))...)
 		if err == nil {
 			_, err = s.client.EnqueueContext(ctx, task)
 		}
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
+		if err != nil && !jobs.AlreadyQueued(err) {
 			errs = append(errs, fmt.Errorf("enqueue request %d: %w", r.ID, err))
 		}
 	}
@@ -337,7 +336,7 @@ func (s *Scheduler) enqueue(ctx context.Context, task *asynq.Task, id string, k 
 		s.sent[k] = v
 		s.log.Debug("enqueued", "task_id", id)
 		return nil
-	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+	case jobs.AlreadyQueued(err):
 		s.sent[k] = v
 		return nil // another replica (or an earlier tick) enqueued this slot
 	default:

@@ -56,21 +56,9 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	}
 	p := jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFor(res, mode == jobs.ModeFull), Trigger: jobs.TriggerManual,
 		ConfirmDeletes: flags["confirm_deletes"], Resume: flags["resume"]}
-	// The request outlives Redis: the scheduler enqueues it again should
-	// Redis lose the task.
-	if _, err := s.store.Request(r.Context(), store.SyncRequest{Source: p.Source, Resource: p.Resource, Mode: p.Mode, Trigger: p.Trigger,
-		ConfirmDeletes: p.ConfirmDeletes, Resume: p.Resume}); err != nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("record the sync request %s/%s: %v", src.Name, res.Name, err))
-		return
-	}
-	task, err := jobs.NewFetch(p, jobs.FetchOptions(res)...)
+	info, err := jobs.RequestFetch(r.Context(), s.store, s.client, p, res)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	info, err := s.client.EnqueueContext(r.Context(), task)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("enqueue fetch %s/%s: %v", src.Name, res.Name, err))
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	s.log.Info("sync requested", "source", src.Name, "resource", res.Name, "mode", p.Mode, "task_id", info.ID)

@@ -34,9 +34,6 @@ const HookWindowDefault = 250 * time.Millisecond
 // maxWebhookID bounds a webhook-id, which becomes part of a Redis key.
 const maxWebhookID = 256
 
-// errBodyTooLarge: the request body is over MaxHookBody.
-var errBodyTooLarge = fmt.Errorf("body over the %d-byte (1 MiB) limit of inbound hooks: a change notification needs no more", MaxHookBody)
-
 // hookError is a refused hook: its HTTP status and what was wrong.
 type hookError struct {
 	code int
@@ -52,16 +49,16 @@ type hookError struct {
 // against replay; the admin token is accepted instead. Without a secret the
 // admin token is required (when one is set).
 func (s *Server) hook(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r, MaxHookBody)
-	if errors.Is(err, errBodyTooLarge) {
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxHookBody))
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over the %d-byte (1 MiB) limit of inbound hooks: a change notification needs no more", MaxHookBody))
 		return
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
-	seen, herr := s.checkHook(r, r.PathValue("source"), body)
+	webhookID, herr := s.checkHook(r, r.PathValue("source"), body)
 	if herr != nil {
 		writeError(w, herr.code, herr.msg)
 		return
@@ -69,6 +66,15 @@ func (s *Server) hook(w http.ResponseWriter, r *http.Request) {
 	src, res := s.lookup(w, r)
 	if res == nil {
 		return
+	}
+	// The id is used up only by a hook that gets this far: a sender whose
+	// hook was refused sends it again with the same id.
+	var seen string
+	if webhookID != "" {
+		if seen, herr = s.remember(r.Context(), src.Name, webhookID); herr != nil {
+			writeError(w, herr.code, herr.msg)
+			return
+		}
 	}
 	id, queue, coalesced, err := s.hookProbe(r.Context(), src, res)
 	if err != nil {
@@ -91,25 +97,10 @@ func (s *Server) hook(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// readBody reads at most limit bytes of r's body: errBodyTooLarge when
-// there are more.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, errBodyTooLarge
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(body)) > limit {
-		return nil, errBodyTooLarge
-	}
-	return body, nil
-}
-
-// checkHook authenticates an inbound hook of source. seen is the Redis key
-// that now marks its webhook-id as used ("" when it had none).
-func (s *Server) checkHook(r *http.Request, source string, body []byte) (seen string, _ *hookError) {
+// checkHook authenticates an inbound hook of source. webhookID is the
+// verified id of a Standard Webhooks signature ("" with any other
+// authentication): remember refuses it once used.
+func (s *Server) checkHook(r *http.Request, source string, body []byte) (webhookID string, _ *hookError) {
 	secret := s.cfg.HookSecret(source)
 	if secret == "" {
 		if !s.authorized(r) {
@@ -131,11 +122,9 @@ func (s *Server) checkHook(r *http.Request, source string, body []byte) (seen st
 	return "", nil
 }
 
-// checkStandard checks a Standard Webhooks signature: a timestamp within
-// jobs.WebhookTolerance, a valid signature, and a webhook-id not seen
-// before. An id is remembered for twice the tolerance: a timestamp is
-// accepted from tolerance before to tolerance after the server's clock, so
-// a replay of the same request cannot outlive the memory of its id.
+// checkStandard checks a Standard Webhooks signature: a webhook-id, a
+// timestamp within jobs.WebhookTolerance, and a valid signature. It
+// returns the id.
 func (s *Server) checkStandard(r *http.Request, source, secret string, body []byte) (string, *hookError) {
 	key, err := jobs.WebhookKey(secret)
 	if err != nil {
@@ -149,8 +138,17 @@ func (s *Server) checkStandard(r *http.Request, source, secret string, body []by
 	if err != nil {
 		return "", &hookError{http.StatusUnauthorized, err.Error()}
 	}
+	return id, nil
+}
+
+// remember marks a source's webhook-id used, and refuses one used before
+// as a replay. It returns the Redis key of the mark. An id is remembered
+// for twice jobs.WebhookTolerance: a timestamp is accepted from tolerance
+// before to tolerance after the server's clock, so a replay of the same
+// request cannot outlive the memory of its id.
+func (s *Server) remember(ctx context.Context, source, id string) (string, *hookError) {
 	seen := "tidemark:hook-seen:" + source + ":" + id
-	fresh, err := s.rdb.SetNX(r.Context(), seen, 1, 2*jobs.WebhookTolerance).Result()
+	fresh, err := s.rdb.SetNX(ctx, seen, 1, 2*jobs.WebhookTolerance).Result()
 	if err != nil {
 		return "", &hookError{http.StatusServiceUnavailable, "remember webhook-id: " + err.Error()}
 	}
@@ -198,7 +196,7 @@ func (s *Server) hookProbe(ctx context.Context, src *config.Source, res *config.
 		if err == nil {
 			return info.ID, info.Queue, false, nil
 		}
-		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if !jobs.AlreadyQueued(err) {
 			return "", "", false, err
 		}
 	}

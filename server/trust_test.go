@@ -257,8 +257,11 @@ func TestHookStandardWebhooks(t *testing.T) {
 				{"signed with another key", "/api/hooks/shop/orders", standard([]byte("nope"), "msg_6", now, body), 401, "webhook-signature does not match"},
 				{"signed for another body", "/api/hooks/shop/orders", standard(key, "msg_7", now, `{}`), 401, "webhook-signature does not match"},
 				{"no id", "/api/hooks/shop/orders", map[string]string{"webhook-timestamp": "1", "webhook-signature": "v1,AAAA"}, 400, "webhook-id: required"},
+				{"unknown resource", "/api/hooks/shop/nope", standard(key, "msg_8", now, body), 404, "nope"},
+				{"unknown resource again", "/api/hooks/shop/nope", standard(key, "msg_8", now, body), 404, "nope"},
 				// The refused attempts above did not use up their ids.
 				{"an id refused for its signature, signed right", "/api/hooks/shop/orders", standard(key, "msg_6", now, body), 202, `"task_id"`},
+				{"an id refused for its resource, sent right", "/api/hooks/shop/orders", standard(key, "msg_8", now, body), 202, `"task_id"`},
 				{"body-only signature", "/api/hooks/shop/orders", map[string]string{"X-Tidemark-Signature": jobs.Sign([]byte(secret.secret), []byte(body))}, 202, `"task_id"`},
 				{"body-only signature again: no replay protection", "/api/hooks/shop/orders", map[string]string{"X-Hub-Signature-256": jobs.Sign([]byte(secret.secret), []byte(body))}, 202, `"task_id"`},
 			}

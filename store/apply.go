@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -217,9 +218,10 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 	}
 	stored := ids
 	// A record set aside still exists upstream: the full read has seen it,
-	// and must not tombstone the version of it that is stored.
+	// and must not tombstone the version of it that is stored. (No stored
+	// record has an id holding U+0000, which text refuses.)
 	for _, a := range aside {
-		if a.ExternalID != "" {
+		if a.ExternalID != "" && strings.IndexByte(a.ExternalID, 0) < 0 {
 			ids = append(ids, a.ExternalID)
 		}
 	}

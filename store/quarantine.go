@@ -23,10 +23,10 @@ const MaxIDBytes = 1024
 const maxRawBytes = 64 << 10
 
 // storable splits records into those Postgres can store and those it
-// cannot, with the reason: an id longer than MaxIDBytes, or a payload
-// holding U+0000, which jsonb refuses (text columns do too). Both are
-// checked here rather than left to fail the page, which would fail every
-// retry the same way.
+// cannot, with the reason: an id longer than MaxIDBytes, or an id or a
+// payload holding U+0000, which text and jsonb refuse. These are checked
+// here rather than left to fail the page, which would fail every retry the
+// same way.
 func storable(recs []Record) ([]Record, []Rejected) {
 	var aside []Rejected
 	ok := recs[:0:0]
@@ -35,6 +35,9 @@ func storable(recs []Record) ([]Record, []Rejected) {
 		case len(r.ExternalID) > MaxIDBytes:
 			aside = append(aside, Rejected{ExternalID: r.ExternalID, Raw: r.Payload,
 				Reason: fmt.Sprintf("id is %d bytes long: at most %d are stored", len(r.ExternalID), MaxIDBytes)})
+		case strings.IndexByte(r.ExternalID, 0) >= 0:
+			aside = append(aside, Rejected{ExternalID: r.ExternalID, Raw: r.Payload,
+				Reason: `the id holds U+0000 (\u0000), which Postgres cannot store in text`})
 		case hasNUL(r.Payload):
 			aside = append(aside, Rejected{ExternalID: r.ExternalID, Raw: r.Payload,
 				Reason: `a string holds U+0000 (\u0000), which Postgres' jsonb cannot store`})
@@ -69,10 +72,10 @@ func hasNUL(doc []byte) bool {
 }
 
 // qkey is the quarantine's key of a record: its id, or, for an id too long
-// for an index or a record without a usable id, a digest of what tells it
-// apart.
+// for an index, one holding U+0000 or a record without a usable id, a
+// digest of what tells it apart.
 func (r Rejected) qkey() string {
-	if r.ExternalID != "" && len(r.ExternalID) <= 512 {
+	if r.ExternalID != "" && len(r.ExternalID) <= 512 && strings.IndexByte(r.ExternalID, 0) < 0 {
 		return r.ExternalID
 	}
 	sum := sha256.Sum256([]byte(r.ExternalID + "\x00" + r.Key))

@@ -104,8 +104,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if p.TakeOver == 0 {
 			// The follow-up is in the lock's mark (Redis); the request
 			// keeps it should Redis lose the mark.
-			if _, err := h.store.Request(ctx, store.SyncRequest{Source: p.Source, Resource: p.Resource, Mode: p.Mode,
-				Trigger: p.Trigger, ConfirmDeletes: p.ConfirmDeletes, Resume: p.Resume}); err != nil {
+			if _, err := h.store.Request(ctx, p.Request()); err != nil {
 				h.log.Warn("record the follow-up fetch", "source", p.Source, "resource", p.Resource, "error", err)
 			}
 		}

@@ -90,19 +90,8 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
-	// Kept in Postgres too: should Redis lose the task, the scheduler
-	// enqueues it again.
-	if _, err := h.store.Request(ctx, store.SyncRequest{Source: fp.Source, Resource: fp.Resource, Mode: fp.Mode, Trigger: fp.Trigger}); err != nil {
-		return err
-	}
-	task, err := jobs.NewFetch(fp, jobs.FetchOptions(res)...)
-	if err != nil {
-		return err
-	}
-	if _, err := h.client.EnqueueContext(ctx, task); err != nil {
-		return fmt.Errorf("enqueue fetch after probe: %w", err)
-	}
-	return nil
+	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
+	return err
 }
 
 func probeFailStatus(ctx context.Context, err error) string {

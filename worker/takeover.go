@@ -68,7 +68,7 @@ func (w *Worker) takeOver(ctx context.Context) error {
 		switch {
 		case err == nil:
 			w.log.Warn("taking over a fetch whose worker is gone", "source", r.Source, "resource", r.Resource, "run_id", r.ID, "task_id", id)
-		case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		case jobs.AlreadyQueued(err):
 			// Another worker enqueued it first.
 		default:
 			errs = append(errs, fmt.Errorf("take over run %d of %s: %w", r.ID, key, err))

@@ -89,6 +89,32 @@ full_sync: {detect_deletes: true}`)
 	}
 }
 
+// TestNULInIDIsQuarantined: an id holding U+0000 cannot be a key in
+// Postgres (text refuses it) even where the stored projection leaves the
+// id out: the record is set aside, and the rest of the page syncs.
+func TestNULInIDIsQuarantined(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	api := &scripted{recs: []scriptedRec{
+		{ID: "1", Fields: `"name":"fine"`, Stamp: now},
+		{ID: `"a\u0000b"`, Fields: `"name":"NUL in its id"`, Stamp: now},
+		{ID: "3", Fields: `"name":"fine too"`, Stamp: now},
+	}}
+	f := startScripted(t, api, `
+fields: {name: name}
+full_sync: {detect_deletes: true}`)
+	run := f.mustSucceed(f.full())
+	if live := f.live(); len(live) != 2 || live["1"] == nil || live["3"] == nil {
+		t.Fatalf("live records %v, want 1 and 3", keys(live))
+	}
+	if run.RecordsQuarantined != 1 {
+		t.Fatalf("run records_quarantined = %d, want 1", run.RecordsQuarantined)
+	}
+	if n := f.count(`SELECT count(*) FROM record_quarantine WHERE reason LIKE '%U+0000%'`); n != 1 {
+		t.Errorf("%d quarantined records saying U+0000, want 1", n)
+	}
+}
+
 // TestRecordWithoutIDHoldsDeletes: a full read that met a record with no id
 // at all cannot tell which stored record it was: it tombstones nothing, and
 // says why.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,35 @@ import (
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
 )
+
+// startHookWorker runs a worker delivering conf's webhooks until the test
+// ends, and returns its Redis and a client of its queues.
+func startHookWorker(t *testing.T, conf *config.Config, log *slog.Logger) (asynq.RedisConnOpt, *asynq.Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, conf, st, redisOpt, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	client := asynq.NewClient(redisOpt)
+	t.Cleanup(func() { client.Close() })
+	return redisOpt, client
+}
 
 // receiver records deliveries; it fails the first failFirst attempts.
 type receiver struct {
@@ -72,25 +102,7 @@ func TestWebhookDelivery(t *testing.T) {
 		{URL: downSrv.URL, SecretEnv: "TIDEMARK_TEST_HOOK_SECRET"},
 		{URL: downSrv.URL + "/never", Events: []string{"run.failed"}}, // not subscribed
 	}}
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, conf, st, redisOpt, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
+	redisOpt, client := startHookWorker(t, conf, testLogger(t))
 	ev := events.Event{ID: 42, Type: "data.updated", Source: "shop", Resource: "orders", Data: json.RawMessage(`{"id":42,"event":"data.updated"}`)}
 	// A short retry budget for the receiver that stays down, so it dies
 	// within the test: enqueue its delivery first, then let the sink
@@ -170,25 +182,7 @@ func TestWebhookReceiverDownTenSeconds(t *testing.T) {
 	conf := &config.Config{Webhooks: []config.Webhook{
 		{URL: "http://" + addr + "/hook", SecretEnv: "TIDEMARK_TEST_OUTAGE_SECRET", Events: []string{"data.updated"}},
 	}}
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, conf, st, redisOpt, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
+	redisOpt, client := startHookWorker(t, conf, testLogger(t))
 	sink := jobs.WebhookSink(client, conf.Webhooks)
 	down := time.Now()
 	want := map[string]string{} // delivery id → body

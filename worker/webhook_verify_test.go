@@ -20,14 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
-	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
-	"github.com/tidemark/tidemark/store"
-	"github.com/tidemark/tidemark/worker"
 )
 
 // The receiver's side, exactly as docs/operations.md ("Verifying webhooks")
@@ -213,27 +208,9 @@ func TestWebhookStandardSignature(t *testing.T) {
 		{URL: urls[1], SecretEnv: "TIDEMARK_TEST_WHSEC_SECRET"},
 		{URL: urls[2]},
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st, err := store.Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
 	logs := &syncBuffer{}
-	w, err := worker.New(worker.Config{Concurrency: 4, ShutdownTimeout: time.Second}, conf, st, redisOpt, slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
+	_, client := startHookWorker(t, conf, slog.New(slog.NewJSONHandler(logs, nil)))
 	ev := events.Event{ID: 77, Type: "data.updated", Source: "shop", Resource: "orders", Data: json.RawMessage(`{"id":77,"event":"data.updated"}`)}
 	if err := jobs.WebhookSink(client, conf.Webhooks)(ctx, ev); err != nil {
 		t.Fatal(err)

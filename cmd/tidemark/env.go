@@ -70,6 +70,24 @@ func (s settings) loadConfig() (*config.Config, error) {
 	return c, nil
 }
 
+// configuredResource finds the resource arg (SOURCE/RESOURCE) names in the
+// config; one the config lacks is a usage error.
+func (s settings) configuredResource(arg string) (store.Key, *config.Resource, error) {
+	srcName, resName, err := splitKey(arg, true)
+	if err != nil {
+		return store.Key{}, nil, err
+	}
+	conf, err := s.loadConfig()
+	if err != nil {
+		return store.Key{}, nil, err
+	}
+	src := conf.Source(srcName)
+	if src == nil || src.Resource(resName) == nil {
+		return store.Key{}, nil, usagef("%s/%s is not in %s", srcName, resName, s.configPath)
+	}
+	return store.Key{Source: srcName, Resource: resName}, src.Resource(resName), nil
+}
+
 func (s settings) openStore(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, s.databaseURL)
 }

@@ -228,47 +228,28 @@ func (e env) sync(args []string) error {
 	if (*confirm || *resume) && !*full {
 		return usagef("--confirm-deletes and --resume go with --full")
 	}
-	srcName, resName, err := splitKey(fs.Arg(0), true)
+	key, res, err := s.configuredResource(fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	conf, err := s.loadConfig()
-	if err != nil {
-		return err
-	}
-	src := conf.Source(srcName)
-	if src == nil || src.Resource(resName) == nil {
-		return usagef("%s/%s is not in %s", srcName, resName, s.configPath)
-	}
-	res := src.Resource(resName)
 	redisOpt, err := s.redisOpt()
 	if err != nil {
 		return err
 	}
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
-	p := jobs.FetchPayload{Source: srcName, Resource: resName, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual,
-		ConfirmDeletes: *confirm, Resume: *resume}
-	// The request outlives Redis: the scheduler enqueues it again should
-	// Redis lose the task.
 	st, err := s.openStore(e.ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if _, err := st.Request(e.ctx, store.SyncRequest{Source: p.Source, Resource: p.Resource, Mode: p.Mode, Trigger: p.Trigger,
-		ConfirmDeletes: p.ConfirmDeletes, Resume: p.Resume}); err != nil {
-		return err
-	}
-	task, err := jobs.NewFetch(p, jobs.FetchOptions(res)...)
+	p := jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: jobs.ModeFor(res, *full), Trigger: jobs.TriggerManual,
+		ConfirmDeletes: *confirm, Resume: *resume}
+	info, err := jobs.RequestFetch(e.ctx, st, client, p, res)
 	if err != nil {
 		return err
 	}
-	info, err := client.EnqueueContext(e.ctx, task)
-	if err != nil {
-		return fmt.Errorf("enqueue: %w", err)
-	}
-	fmt.Fprintf(e.stdout, "enqueued %s fetch of %s/%s: task %s in queue %s\n", jobs.ModeFor(res, *full), srcName, resName, info.ID, info.Queue)
+	fmt.Fprintf(e.stdout, "enqueued %s fetch of %s: task %s in queue %s\n", p.Mode, key, info.ID, info.Queue)
 	if *confirm {
 		fmt.Fprintln(e.stdout, "its full read tombstones every record it does not see")
 	}
@@ -291,24 +272,16 @@ func (e env) reset(args []string) error {
 	if fs.NArg() != 1 || !r.Checkpoint && !r.Watermark && !r.Validators {
 		return usagef("usage: tidemark reset SOURCE/RESOURCE --checkpoint|--watermark|--validators (one or more)")
 	}
-	srcName, resName, err := splitKey(fs.Arg(0), true)
+	key, _, err := s.configuredResource(fs.Arg(0))
 	if err != nil {
 		return err
-	}
-	conf, err := s.loadConfig()
-	if err != nil {
-		return err
-	}
-	if src := conf.Source(srcName); src == nil || src.Resource(resName) == nil {
-		return usagef("%s/%s is not in %s", srcName, resName, s.configPath)
 	}
 	st, err := s.openStore(e.ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	key := store.Key{Source: srcName, Resource: resName}
-	if runs, err := st.Runs(e.ctx, store.RunFilter{Source: srcName, Resource: resName, Status: store.StatusRunning, Limit: 1}); err == nil && len(runs) > 0 && runs[0].Kind != store.KindProbe {
+	if runs, err := st.Runs(e.ctx, store.RunFilter{Source: key.Source, Resource: key.Resource, Status: store.StatusRunning, Limit: 1}); err == nil && len(runs) > 0 && runs[0].Kind != store.KindProbe {
 		fmt.Fprintf(e.stderr, "warning: run %d of %s is running: it stores its own checkpoint with its next page (pause the resource first)\n", runs[0].ID, key)
 	}
 	if err := st.ResetState(e.ctx, key, r); err != nil {

@@ -56,6 +56,8 @@ func (r *privateRedis) kill(t *testing.T) {
 	r.p.done <- nil
 }
 
+func (r *privateRedis) url() string { return "redis://127.0.0.1:" + r.port + "/0" }
+
 // privatePostgres is a cluster in its own directory on a free port.
 type privatePostgres struct {
 	bin, data, sock, port, logFile string
@@ -182,7 +184,7 @@ func TestServiceRestartMidRun(t *testing.T) {
 				redisURL = testenv.Redis(t)
 			} else {
 				rds = startPrivateRedis(t)
-				redisURL = "redis://127.0.0.1:" + rds.port + "/0"
+				redisURL = rds.url()
 				dbURL = testenv.Database(t)
 			}
 			tidemark, _ := binaries(t)

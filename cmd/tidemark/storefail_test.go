@@ -42,15 +42,15 @@ func storeSources(t *testing.T, prefix string, n, records int, latency time.Dura
 // tombstoned and no deletion is announced, and every read ends in step.
 func TestPostgresCrashDuringFullReads(t *testing.T) {
 	t.Parallel()
-	pg := startOwnPostgres(t)
+	pg := startPrivatePostgres(t)
 	sources, names, ups := storeSources(t, "pgcrash", 5, 3000, 40*time.Millisecond)
 	bin, _ := binaries(t)
-	migrate := exec.Command(bin, "migrate", "--create-db")
-	migrate.Env = append(os.Environ(), "TIDEMARK_DATABASE_URL="+pg.dbURL)
+	migrate := exec.Command(bin, "migrate")
+	migrate.Env = append(os.Environ(), "TIDEMARK_DATABASE_URL="+pg.url())
 	if out, err := migrate.CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	r := newRig(t, sources, pg.dbURL, testenv.Redis(t))
+	r := newRig(t, sources, pg.url(), testenv.Redis(t))
 	start(t, "worker", append(r.env, "TIDEMARK_FETCH_CONCURRENCY=5"), r.bin, "worker")
 	for _, s := range names {
 		r.sync(s + "/ticket_sales")
@@ -70,10 +70,9 @@ func TestPostgresCrashDuringFullReads(t *testing.T) {
 			r.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running' AND kind = 'full' AND pages >= 3`).Scan(&n)
 			return n > 0, fmt.Sprintf("%d reads past page 3", n)
 		})
-		pg.crash()
+		pg.crash(t)
 		time.Sleep(500 * time.Millisecond) // Postgres down for a moment: what a crash and a restart take
-		pg.start()
-		waitPostgres(t, pg.dbURL)
+		pg.start(t)                        // pg_ctl -w: returns once crash recovery is over
 	}
 	for _, s := range names {
 		wait(t, 180*time.Second, s+": a full read that succeeded after the crashes", func() (bool, string) {
@@ -162,7 +161,7 @@ func TestStalledWorkerDoesNotStopTheFleet(t *testing.T) {
 // resource synced.
 func TestRedisEmptiedMidSync(t *testing.T) {
 	t.Parallel()
-	rs := startOwnRedis(t)
+	rs := startPrivateRedis(t)
 	sources, names, ups := storeSources(t, "emptied", 5, 2000, 40*time.Millisecond)
 	r := newRig(t, sources, testenv.Database(t), rs.url())
 	start(t, "scheduler", r.env, r.bin, "scheduler")
@@ -179,7 +178,8 @@ func TestRedisEmptiedMidSync(t *testing.T) {
 	if n := r.count(`SELECT count(*) FROM sync_requests WHERE done_at IS NULL`); n < 4 {
 		t.Fatalf("%d outstanding requests when Redis is killed, want the queued ones", n)
 	}
-	rs.restartEmpty()
+	rs.kill(t) // as a Redis without persistence crashes and comes back: empty
+	rs.start(t)
 	back := time.Now()
 	wait(t, 60*time.Second, "every request honoured", func() (bool, string) {
 		n := r.count(`SELECT count(*) FROM sync_requests WHERE done_at IS NULL`)
