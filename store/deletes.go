@@ -84,15 +84,14 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if status != StatusRunning {
 			return fmt.Errorf("run %d: %w", f.RunID, ErrSuperseded)
 		}
-		var seen int64
-		if err := tx.Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, f.PassID).Scan(&seen).Error; err != nil {
+		seen, err := seenCount(tx, f.PassID)
+		if err != nil {
 			return err
 		}
 		if seen != f.SeenIDs {
 			return fmt.Errorf("%w (%d of %d ids left)", ErrSeenSetIncomplete, seen, f.SeenIDs)
 		}
 		if f.Policy.Detect {
-			var err error
 			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
 				return err
 			}
@@ -267,8 +266,12 @@ func (s *Store) CollectSeen(ctx context.Context) (int64, error) {
 // SeenCount is how many ids a pass's seen-set holds (a Postgres crash
 // empties the unlogged table: a resumed full read checks it first).
 func (s *Store) SeenCount(ctx context.Context, passID int64) (int64, error) {
+	return seenCount(s.db.WithContext(ctx), passID)
+}
+
+func seenCount(db *gorm.DB, passID int64) (int64, error) {
 	var n int64
-	if err := s.db.WithContext(ctx).Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&n).Error; err != nil {
+	if err := db.Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, passID).Scan(&n).Error; err != nil {
 		return 0, fmt.Errorf("seen-set of pass %d: %w", passID, err)
 	}
 	return n, nil

@@ -191,14 +191,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 // (Position.Changed).
 func (p *Pager) watch(h http.Header, doc *extract.Doc, date time.Time) {
 	etag := h.Get("ETag")
-	var total int64 = -1
-	if f := p.res.Pagination.TotalField; f != "" {
-		if n, ok := doc.Lookup(f); ok {
-			if num, ok := n.(json.Number); ok {
-				total, _ = num.Int64()
-			}
-		}
-	}
+	total, _ := p.total(doc) // -1 when malformed: nextURL fails the read on it
 	pos := &p.pos
 	first := pos.Read == 0 && pos.Date.IsZero() && pos.ETag == "" && pos.Total == 0
 	if first {
@@ -374,25 +367,23 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 // lastPage decides whether a page or offset page is the last (see nextURL).
 func (p *Pager) lastPage(doc *extract.Doc, page *Page, served int) (bool, error) {
 	pg := p.res.Pagination
-	new := served
+	unread := served
 	if p.pos.LastID != "" && !page.Shifted {
-		new-- // the overlapping record was read before
+		unread-- // the overlapping record was read before
 	}
 	switch {
-	case served == 0 || new <= 0 && p.pos.LastID != "":
+	case served == 0 || unread <= 0 && p.pos.LastID != "":
 		return true, nil
 	case pg.TotalField != "":
-		v, ok := doc.Lookup(pg.TotalField)
-		num, isNum := v.(json.Number)
-		total, err := num.Int64()
-		if !ok || !isNum || err != nil {
-			return false, fmt.Errorf("total field %q is not a whole number", pg.TotalField)
+		total, err := p.total(doc)
+		if err != nil {
+			return false, err
 		}
 		if pg.Style == config.PaginationOffset {
 			off, err := intParam(page.URL, pg.OffsetParam, 0)
 			return int64(off+served) >= total, err
 		}
-		return p.pos.Read+int64(new) >= total, nil
+		return p.pos.Read+int64(unread) >= total, nil
 	case pg.HasMoreField != "":
 		v, ok := doc.Lookup(pg.HasMoreField)
 		more, isBool := v.(bool)
@@ -402,6 +393,22 @@ func (p *Pager) lastPage(doc *extract.Doc, page *Page, served int) (bool, error)
 		return !more, nil
 	}
 	return served < p.pos.Served, nil
+}
+
+// total is the page's total_field: -1 when none is configured, an error
+// when the field is missing or not a whole number.
+func (p *Pager) total(doc *extract.Doc) (int64, error) {
+	f := p.res.Pagination.TotalField
+	if f == "" {
+		return -1, nil
+	}
+	v, ok := doc.Lookup(f)
+	num, isNum := v.(json.Number)
+	n, err := num.Int64()
+	if !ok || !isNum || err != nil {
+		return -1, fmt.Errorf("total field %q is not a whole number", f)
+	}
+	return n, nil
 }
 
 func start(pg config.Pagination) int {

@@ -157,9 +157,9 @@ func TestLostProbeDoesNotDelayTheNext(t *testing.T) {
 		if r.Method == http.MethodHead {
 			mu.Lock()
 			probes = append(probes, time.Now())
-			first := len(probes) == 2 // the first probe sees a change; the second is the one to lose
+			lose := len(probes) == 2 // the first probe sees a change; the second is the one to lose
 			mu.Unlock()
-			if first {
+			if lose {
 				time.Sleep(3 * time.Second) // in flight when the worker dies
 			}
 			return
