@@ -2,11 +2,13 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -157,7 +159,7 @@ func writeQuarantineEvent(tx *gorm.DB, p Page, newly []Rejected) error {
 	seen := map[string]bool{}
 	for _, r := range newly {
 		if len(ev.IDs) < cmpOr(p.MaxChangedIDs, 100) {
-			ev.IDs = append(ev.IDs, cmpString(r.ExternalID, r.Key))
+			ev.IDs = append(ev.IDs, cmp.Or(r.ExternalID, r.Key))
 		}
 		if why := reasonOnly(r.Reason); !seen[why] && len(ev.Reasons) < 5 {
 			seen[why] = true
@@ -167,22 +169,14 @@ func writeQuarantineEvent(tx *gorm.DB, p Page, newly []Rejected) error {
 	return writeOutbox(tx, EventRecordsQuarantined, p.Key, p.RunID, ev)
 }
 
-// reasonOnly drops a reason's "record N: " prefix, so that the same problem
-// on several records reads as one.
-func reasonOnly(reason string) string {
-	if strings.HasPrefix(reason, "record ") {
-		if _, rest, ok := strings.Cut(reason, ": "); ok {
-			return rest
-		}
-	}
-	return reason
-}
+// recordPrefix is where a reason says which record it is about ("page 3,
+// record 7: ").
+var recordPrefix = regexp.MustCompile(`^(page \d+, )?record \d+: `)
 
-func cmpString(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+// reasonOnly drops a reason's record prefix, so that the same problem on
+// several records reads as one.
+func reasonOnly(reason string) string {
+	return recordPrefix.ReplaceAllLiteralString(reason, "")
 }
 
 // refused asks Postgres which payloads it cannot take as jsonb, by index,
