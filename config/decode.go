@@ -386,6 +386,10 @@ func yamlNames(t reflect.Type) []string {
 	return names
 }
 
+// Suggest returns the known name closest to name if name is a likely typo
+// of it (at most two edits apart), else "": for "did you mean" hints.
+func Suggest(name string, known []string) string { return suggest(name, known) }
+
 // suggest returns the known name closest to key, if it is a likely typo.
 func suggest(key string, known []string) string {
 	best, bestDist := "", 3

@@ -184,18 +184,22 @@ func notConfigured(conf *config.Config, path, srcName, resName string) error {
 	}
 	total := 0
 	conf.Each(func(*config.Source, *config.Resource) { total++ })
+	sources := make([]string, len(conf.Sources))
+	for i, sc := range conf.Sources {
+		sources[i] = sc.Name
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s is not configured in %s", name, path)
 	switch src := conf.Source(srcName); {
 	case src != nil:
-		fmt.Fprintf(&b, ": source %s has no resource %q; its %s:", src.Name, resName, plural(len(src.Resources), "resource"))
 		names := make([]string, len(src.Resources))
 		for i, r := range src.Resources {
 			names[i] = r.Name
 		}
+		fmt.Fprintf(&b, ": source %s has no resource %q%s; its %s:", src.Name, resName, didYouMean(resName, names), plural(len(src.Resources), "resource"))
 		writeWrapped(&b, names)
 	case total <= fewResources:
-		fmt.Fprintf(&b, ": there is no source %q; the configured resources:", srcName)
+		fmt.Fprintf(&b, ": there is no source %q%s; the configured resources:", srcName, didYouMean(srcName, sources))
 		for _, sc := range conf.Sources {
 			var names []string
 			for _, r := range sc.Resources {
@@ -204,8 +208,8 @@ func notConfigured(conf *config.Config, path, srcName, resName string) error {
 			writeWrapped(&b, names)
 		}
 	default:
-		fmt.Fprintf(&b, ": there is no source %q; the %s, with their number of resources (`tidemark status` lists all %d):",
-			srcName, plural(len(conf.Sources), "source"), total)
+		fmt.Fprintf(&b, ": there is no source %q%s; the %s, with their number of resources (`tidemark status` lists all %d):",
+			srcName, didYouMean(srcName, sources), plural(len(conf.Sources), "source"), total)
 		names := make([]string, len(conf.Sources))
 		for i, sc := range conf.Sources {
 			names[i] = fmt.Sprintf("%s (%d)", sc.Name, len(sc.Resources))
@@ -213,6 +217,13 @@ func notConfigured(conf *config.Config, path, srcName, resName string) error {
 		writeWrapped(&b, names)
 	}
 	return usageError{errors.New(b.String())}
+}
+
+func didYouMean(name string, known []string) string {
+	if s := config.Suggest(name, known); s != "" {
+		return fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return ""
 }
 
 func plural(n int, noun string) string {

@@ -122,6 +122,8 @@ func TestNotConfigured(t *testing.T) {
 		{"pause a source", demo, []string{"pause", "nosuch"}, "nosuch is not configured in ../../examples/demo.yaml" + demoAll},
 		{"resume a resource", demo, []string{"resume", "demo/nosuch"}, "demo/nosuch is not configured in ../../examples/demo.yaml" + demoSource},
 		{"status", demo, []string{"status", "nosuch"}, "nosuch is not configured in ../../examples/demo.yaml" + demoAll},
+		{"a typo of a resource", demo, []string{"sync", "demo/ticket_sale"}, `demo/ticket_sale is not configured in ../../examples/demo.yaml: source demo has no resource "ticket_sale" (did you mean "ticket_sales"?); its 5 resources:`},
+		{"a typo of a source", demo, []string{"pause", "dmeo"}, `dmeo is not configured in ../../examples/demo.yaml: there is no source "dmeo" (did you mean "demo"?); the configured resources:`},
 		{"many sources: the sources", big, []string{"sync", "nosuch/x"}, `: there is no source "nosuch"; the 20 sources, with their number of resources (` + "`tidemark status`" + ` lists all 69):
   s00 (50), s01 (1), s02 (1), s03 (1), s04 (1), s05 (1), s06 (1), s07 (1),
   s08 (1), s09 (1), s10 (1), s11 (1), s12 (1), s13 (1), s14 (1), s15 (1),
