@@ -216,6 +216,7 @@ func TestEnvExpansion(t *testing.T) {
 		wantBase string
 		wantConc int
 		wantErr  string // a line of the error
+		notInErr string // what the error must not say as well
 	}{
 		{name: "set", base: "${URL}", wantBase: "http://upstream:9000", wantConc: 4},
 		{name: "default unused when set", base: "${URL:-http://127.0.0.1:9000}", wantBase: "http://upstream:9000", wantConc: 4},
@@ -227,7 +228,15 @@ func TestEnvExpansion(t *testing.T) {
 		{name: "number default", base: "${URL}", conc: "${NOPE:-2}", wantBase: "http://upstream:9000", wantConc: 2},
 		{name: "lone dollar kept", base: "http://h/$x", wantBase: "http://h/$x", wantConc: 4},
 		{name: "escaped", base: "http://h/$${x}", wantBase: "http://h/${x}", wantConc: 4},
-		{name: "unset without default is empty", base: "${NOPE}",
+		{name: "unset without default is named", base: "${NOPE_URL}",
+			wantErr: "t.yaml:3: environment variable NOPE_URL is not set (sources[0].base_url)", notInErr: "required"},
+		{name: "each unset variable is named", base: "http://${NOPE_HOST}:${NOPE_PORT}",
+			wantErr: "t.yaml:3: environment variable NOPE_PORT is not set (sources[0].base_url)", notInErr: "invalid"},
+		{name: "unset in a number", base: "${URL}", conc: "${NOPE_N}",
+			wantErr: "t.yaml:4: environment variable NOPE_N is not set (sources[0].max_concurrency)"},
+		{name: "set but empty is empty", base: "${EMPTY}",
+			wantErr: "t.yaml:3: sources[0].base_url: required"},
+		{name: "optional with an empty default", base: "${NOPE:-}",
 			wantErr: "t.yaml:3: sources[0].base_url: required"},
 		{name: "bad number after expansion", base: "${URL}", conc: "${WORD}",
 			wantErr: `t.yaml:4: sources[0].max_concurrency: invalid whole number "many"`},
@@ -248,6 +257,9 @@ func TestEnvExpansion(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				if tt.notInErr != "" && strings.Contains(err.Error(), tt.notInErr) {
+					t.Errorf("error = %v, want it not to say %q", err, tt.notInErr)
 				}
 				return
 			}

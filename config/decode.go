@@ -262,9 +262,18 @@ func (c *checker) scalar(n *yaml.Node, path, want string) (string, bool) {
 		c.fail(n, path, "expected %s, found %s", want, kindName(n))
 		return "", false
 	}
-	s, err := expand(n.Value, c.lookup)
+	s, unset, err := expand(n.Value, c.lookup)
 	if err != nil {
 		c.fail(n, path, "%v", err)
+		return "", false
+	}
+	if len(unset) > 0 {
+		// Said as it is: the value left empty would be reported as a
+		// missing or invalid field, which sends the reader to the file.
+		c.bad[path] = true
+		for _, name := range unset {
+			c.at(n.Line, "", "environment variable %s is not set (%s); set it, or give a default: ${%s:-...}", name, path, name)
+		}
 		return "", false
 	}
 	return s, true
@@ -377,6 +386,10 @@ func yamlNames(t reflect.Type) []string {
 	return names
 }
 
+// Suggest returns the known name closest to name if name is a likely typo
+// of it (at most two edits apart), else "": for "did you mean" hints.
+func Suggest(name string, known []string) string { return suggest(name, known) }
+
 // suggest returns the known name closest to key, if it is a likely typo.
 func suggest(key string, known []string) string {
 	best, bestDist := "", 3
@@ -408,19 +421,21 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// expand replaces ${VAR} and ${VAR:-default} in s. An unset variable without
-// a default becomes ""; the default applies when VAR is unset or empty, as in
-// the shell. "$${" stands for a literal "${"; any other "$" is kept as is.
-func expand(s string, lookup func(string) (string, bool)) (string, error) {
+// expand replaces ${VAR} and ${VAR:-default} in s, and lists the variables
+// that are unset without a default: a config that names a variable means
+// it (write ${VAR:-} for an optional one). The default applies when VAR is
+// unset or empty, as in the shell; a variable set to "" without a default
+// expands to "". "$${" stands for a literal "${"; any other "$" is kept as is.
+func expand(s string, lookup func(string) (string, bool)) (_ string, unset []string, _ error) {
 	if !strings.Contains(s, "$") {
-		return s, nil
+		return s, nil, nil
 	}
 	var b strings.Builder
 	for {
 		i := strings.IndexByte(s, '$')
 		if i < 0 {
 			b.WriteString(s)
-			return b.String(), nil
+			return b.String(), unset, nil
 		}
 		b.WriteString(s[:i])
 		s = s[i:]
@@ -431,16 +446,19 @@ func expand(s string, lookup func(string) (string, bool)) (string, error) {
 		case strings.HasPrefix(s, "${"):
 			end := strings.IndexByte(s, '}')
 			if end < 0 {
-				return "", fmt.Errorf("unterminated ${ in %q", s)
+				return "", nil, fmt.Errorf("unterminated ${ in %q", s)
 			}
 			expr := s[2:end]
 			name, def, hasDef := strings.Cut(expr, ":-")
 			if !envName.MatchString(name) {
-				return "", fmt.Errorf("invalid variable reference ${%s} (want ${NAME} or ${NAME:-default}; $${ for a literal ${)", expr)
+				return "", nil, fmt.Errorf("invalid variable reference ${%s} (want ${NAME} or ${NAME:-default}; $${ for a literal ${)", expr)
 			}
 			val, ok := lookup(name)
 			if hasDef && (!ok || val == "") {
 				val = def
+			}
+			if !ok && !hasDef {
+				unset = append(unset, name)
 			}
 			b.WriteString(val)
 			s = s[end+1:]

@@ -72,8 +72,10 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes a YAML config (strictly: unknown keys are errors), expands
-// ${VAR} and ${VAR:-default} in values from the environment, fills the
-// defaults and validates the result. name is used in problems only. On any
+// ${VAR} and ${VAR:-default} in values from the environment (a ${VAR}
+// whose variable is unset is a problem naming it; ${VAR:-} may be left
+// unset), fills the defaults and validates the result. name is used in
+// problems only. On any
 // problem it returns a nil *Config and an *Error listing all of them.
 func Parse(name string, data []byte) (*Config, error) {
 	return parse(name, data, os.LookupEnv)

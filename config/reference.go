@@ -256,6 +256,9 @@ fails when a key is undocumented or this page is stale.
 - **Strict**: an unknown key is an error (with a "did you mean" hint).
 - **Environment**: ` + "`${VAR}`" + ` and ` + "`${VAR:-default}`" + ` in any value (never in a key) are
   replaced from the environment before the value is converted; ` + "`$${`" + ` is a literal ` + "`${`" + `.
+  A ` + "`${VAR}`" + ` whose variable is not set is an error naming it and the field
+  (` + "`environment variable NOPE_URL is not set (sources[0].base_url)`" + `); write
+  ` + "`${VAR:-}`" + ` for one that may be left unset.
 - **duration**: a Go duration: ` + "`500ms`, `10s`, `1m30s`, `24h`" + `.
 - **byte size**: a whole number of bytes with an optional unit: ` + "`1048576`, `512KB`, `64MiB`" + `
   (KB, MB, GB, TB decimal; KiB, MiB, GiB, TiB binary; case-sensitive).

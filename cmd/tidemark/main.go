@@ -46,17 +46,18 @@ Roles:
 
 Operations:
   migrate [--create-db]       apply pending database migrations
-  status [--wait D]           resources: state, last run, freshness
-  runs [--source S --resource R --status S --limit N]
+  status [--wait D] [SOURCE[/RESOURCE]]   resources: state, last run, freshness
+  runs [--source S --resource R --status S --limit N]   recent runs, with their task ids
   sync SOURCE/RESOURCE [--full [--confirm-deletes] [--resume]]   enqueue a fetch now
   reset SOURCE/RESOURCE --checkpoint|--watermark|--validators   forget a piece of sync state
-  retry [--all | TASK_ID...]  re-enqueue dead tasks with a fresh retry budget
+  retry [--all | TASK_ID|RUN_ID...]   re-enqueue dead tasks with a fresh retry budget
   pause SOURCE[/RESOURCE]     stop scheduling (survives restarts)
   resume SOURCE[/RESOURCE]    start scheduling again
   config check [FILE]         validate a config file
   discover URL [--header K:V --auth-env VAR --max-requests N --out FILE]   propose a config for an API
 
 Every flag also reads an environment variable (see 'tidemark <command> -h').
+Durations take a unit: 30s, 5m, 1h30m.
 `
 
 // run is main without the process: tests call it directly.

@@ -46,6 +46,14 @@ webhooks:
   - {url: http://127.0.0.1:9100/unsigned}
 `), 0o600)
 
+	unsetVar := filepath.Join(dir, "unset.yaml")
+	os.WriteFile(unsetVar, []byte(`sources:
+  - name: shop
+    base_url: ${TIDEMARK_TEST_NOPE_URL}
+    resources:
+      - {name: orders, path: /orders, records: {id: id}}
+`), 0o600)
+
 	tests := []struct {
 		name     string
 		env      map[string]string
@@ -63,6 +71,9 @@ webhooks:
 			bad + `:8: sources[0].resources[0].records.id: required`,
 			bad + `:9: sources[0].resources[0].colour: unknown field`,
 			bad + `:10: sources[0].resources[1].name: duplicate resource name "orders"`,
+		}},
+		{name: "an unset variable is named", args: []string{"config", "check", unsetVar}, code: 2, errLines: []string{
+			unsetVar + ":3: environment variable TIDEMARK_TEST_NOPE_URL is not set (sources[0].base_url)",
 		}},
 		{name: "missing file", args: []string{"config", "check", filepath.Join(dir, "nope.yaml")}, code: 2, errLines: []string{"no such file"}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, errLines: []string{`unknown command "frobnicate"`}},

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"errors"
+	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -49,16 +52,22 @@ func (e env) configCheck(args []string) error {
 func (e env) status(args []string) error {
 	var s settings
 	fs := e.flags("status", &s)
-	wait := fs.Duration("wait", 0, "first wait up to this long until every resource has synced successfully after this command started (exit 1 if not)")
-	if err := parse(fs, args); err != nil {
+	wait := fs.Duration("wait", 0, "first wait up to this long until every resource shown has synced successfully after this command started (exit 1 if not)")
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
-	if err := noArgs(fs); err != nil {
-		return err
+	if fs.NArg() > 1 {
+		return usagef("usage: tidemark status [--wait D] [SOURCE[/RESOURCE]]")
 	}
 	conf, err := s.loadConfig()
 	if err != nil {
 		return err
+	}
+	var only []store.Key // the resources named, shown and waited for; nil: all
+	if fs.NArg() == 1 {
+		if only, err = s.configuredKeys(conf, fs.Arg(0)); err != nil {
+			return err
+		}
 	}
 	st, err := s.openStore(e.ctx)
 	if err != nil {
@@ -67,7 +76,7 @@ func (e env) status(args []string) error {
 	defer st.Close()
 
 	began := time.Now()
-	views, err := server.Resources(e.ctx, conf, st)
+	views, err := resourceViews(e, conf, st, only)
 	if *wait > 0 {
 		deadline := began.Add(*wait)
 		for err == nil && len(unsynced(views, began)) > 0 && time.Now().Before(deadline) {
@@ -76,7 +85,7 @@ func (e env) status(args []string) error {
 				return e.ctx.Err()
 			case <-time.After(250 * time.Millisecond):
 			}
-			views, err = server.Resources(e.ctx, conf, st)
+			views, err = resourceViews(e, conf, st, only)
 		}
 	}
 	if err != nil {
@@ -87,6 +96,18 @@ func (e env) status(args []string) error {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// resourceViews are the views of the resources only lists, or of all when
+// it is nil.
+func resourceViews(e env, conf *config.Config, st *store.Store, only []store.Key) ([]server.ResourceView, error) {
+	views, err := server.Resources(e.ctx, conf, st)
+	if err != nil || only == nil {
+		return views, err
+	}
+	return slices.DeleteFunc(views, func(v server.ResourceView) bool {
+		return !slices.Contains(only, store.Key{Source: v.Source, Resource: v.Resource})
+	}), nil
 }
 
 // unsynced lists the resources without a successful sync since since.
@@ -184,13 +205,16 @@ func (e env) runs(args []string) error {
 	var f store.RunFilter
 	fs.StringVar(&f.Source, "source", "", "only this source")
 	fs.StringVar(&f.Resource, "resource", "", "only this resource")
-	fs.StringVar(&f.Status, "status", "", "only this status: running | succeeded | not_modified | failed | dead | interrupted")
+	fs.StringVar(&f.Status, "status", "", "only this status: "+strings.Join(runStatuses, " | "))
 	fs.IntVar(&f.Limit, "limit", 20, "how many runs")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
+	}
+	if f.Status != "" && !slices.Contains(runStatuses, f.Status) {
+		return usagef("--status %q: no run has that status; want one of %s", f.Status, strings.Join(runStatuses, ", "))
 	}
 	st, err := s.openStore(e.ctx)
 	if err != nil {
@@ -202,10 +226,10 @@ func (e env) runs(args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRESOURCE\tKIND\tTRIGGER\tATTEMPT\tSTATUS\tSTARTED\tDURATION\tREQUESTS\tPAGES\tFETCHED\t+NEW\t~UPD\t-DEL\tHELD\tQUARANTINED\tERROR / NOTE")
+	fmt.Fprintln(tw, "ID\tTASK\tRESOURCE\tKIND\tTRIGGER\tATTEMPT\tSTATUS\tSTARTED\tDURATION\tREQUESTS\tPAGES\tFETCHED\t+NEW\t~UPD\t-DEL\tHELD\tQUARANTINED\tERROR / NOTE")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
-			r.ID, r.Source, r.Resource, r.Kind, r.Trigger, r.Attempt, r.Status,
+		fmt.Fprintf(tw, "%d\t%s\t%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			r.ID, cmp.Or(r.TaskID, "-"), r.Source, r.Resource, r.Kind, r.Trigger, r.Attempt, r.Status,
 			r.StartedAt.Local().Format(time.DateTime), round(r.Duration()), r.HTTPRequests, r.Pages,
 			r.RecordsFetched, r.RecordsCreated, r.RecordsUpdated, r.RecordsDeleted, r.DeletesHeld, r.RecordsQuarantined,
 			strings.Join(nonEmpty(r.Error, r.Note), "; "))
@@ -219,7 +243,7 @@ func (e env) sync(args []string) error {
 	full := fs.Bool("full", false, "read everything (and detect deletions) instead of a delta")
 	confirm := fs.Bool("confirm-deletes", false, "with --full: tombstone every record the read does not see, past the max_delete_fraction brake and the second read delete_after_reads waits for")
 	resume := fs.Bool("resume", false, "with --full: continue an interrupted full read from its checkpoint instead of starting a new one")
-	if err := parse(fs, reorder(args)); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -266,7 +290,7 @@ func (e env) reset(args []string) error {
 	fs.BoolVar(&r.Checkpoint, "checkpoint", false, "forget interrupted reads (delta and full): the next starts from the first page")
 	fs.BoolVar(&r.Watermark, "watermark", false, "forget the watermark: the next delta reads everything")
 	fs.BoolVar(&r.Validators, "validators", false, "forget the probe's ETag, Last-Modified and hash: the next probe sees a change")
-	if err := parse(fs, reorder(args)); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || !r.Checkpoint && !r.Watermark && !r.Validators {
@@ -313,46 +337,62 @@ func nonEmpty(ss ...string) []string {
 	return out
 }
 
-// reorder puts flags before positional arguments, so that
-// "sync demo/x --full" works as well as "sync --full demo/x".
-func reorder(args []string) []string {
+// reorder puts flags (with their values) before positional arguments, so
+// that "sync demo/x --full" and "status demo --wait 5m" work as well as
+// "sync --full demo/x". Arguments after "--" stay positional.
+func reorder(fs *flag.FlagSet, args []string) []string {
 	var flags, rest []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-		} else {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append([]string{"--"}, append(rest, args[i+1:]...)...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
 			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") || i+1 == len(args) {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+			i++
+			flags = append(flags, args[i]) // its value
 		}
 	}
 	return append(flags, rest...)
 }
 
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// runStatuses are the statuses the store gives runs: runs --status takes
+// only these, so a typo is an error rather than an empty list.
+var runStatuses = []string{store.StatusRunning, store.StatusSucceeded, store.StatusNotModified,
+	store.StatusFailed, store.StatusDead, store.StatusInterrupted}
+
 func (e env) pause(cmd string, args []string) error {
 	var s settings
 	fs := e.flags(cmd, &s)
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("usage: tidemark %s SOURCE[/RESOURCE]", cmd)
 	}
-	src, res, err := splitKey(fs.Arg(0), false)
-	if err != nil {
-		return err
-	}
 	conf, err := s.loadConfig()
 	if err != nil {
 		return err
 	}
-	var keys []store.Key
-	conf.Each(func(sc *config.Source, r *config.Resource) {
-		if sc.Name == src && (res == "" || r.Name == res) {
-			keys = append(keys, store.Key{Source: sc.Name, Resource: r.Name})
-		}
-	})
-	if len(keys) == 0 {
-		return usagef("%s matches no resource in %s", fs.Arg(0), s.configPath)
+	keys, err := s.configuredKeys(conf, fs.Arg(0))
+	if err != nil {
+		return err
 	}
+	src, res, _ := strings.Cut(fs.Arg(0), "/")
 	st, err := s.openStore(e.ctx)
 	if err != nil {
 		return err
