@@ -206,7 +206,7 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 			if v := resp.Header.Get(header); v != "" {
 				return kind, v, requests, false, nil
 			}
-			return kind, "", requests, false, fmt.Errorf("%w: HEAD answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+			return kind, "", requests, false, noValidator(http.MethodHead, resp, header)
 		case errors.As(err, &se) && (se.Code == http.StatusMethodNotAllowed || se.Code == http.StatusNotImplemented):
 			headUnsupported = true // fall back to a conditional GET
 		default:
@@ -223,9 +223,27 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 	}
 	v := resp.Header.Get(header)
 	if v == "" {
-		return kind, "", requests, headUnsupported, fmt.Errorf("%w: GET answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+		return kind, "", requests, headUnsupported, noValidator(http.MethodGet, resp, header)
 	}
 	return kind, v, requests, headUnsupported, nil
+}
+
+// noValidator is the error of a probe answer without the validator header.
+// It says what came back: an upstream that lost its ETag usually answers
+// something else too (an HTML error page, a truncated body), and that is
+// the cause an operator needs, so a GET's body that does not parse is
+// reported with where it stops parsing.
+func noValidator(method string, resp *upstream.Response, header string) error {
+	saw := fmt.Sprintf("%s answered %d without a %s header", method, resp.Status, header)
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		saw = fmt.Sprintf("%s answered %d (%s) without a %s header", method, resp.Status, ct, header)
+	}
+	if method == http.MethodGet {
+		if _, err := extract.Decode(resp.Body); err != nil {
+			return fmt.Errorf("%w: %s; its body: %w", upstream.ErrBadResponse, saw, err)
+		}
+	}
+	return fmt.Errorf("%w: %s", upstream.ErrBadResponse, saw)
 }
 
 func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {
