@@ -410,7 +410,7 @@ func (f *run) lowerBound() (string, bool) {
 // checkpoint that follows it. A continuation the upstream rejects (an
 // expired cursor, say) restarts the read from its first page, once.
 func (f *run) read(ctx context.Context) error {
-	progress := events.NewThrottle(f.h.rdb, time.Second)
+	progress := events.NewThrottle(f.h.runProgress, time.Second)
 	// expectChanged: the previous page's records all differed from what
 	// was stored (store.Page.ExpectChanged).
 	expectChanged := false
