@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
 )
@@ -207,5 +210,143 @@ sources:
 		if strings.Contains(msg, "strategy") {
 			t.Errorf("%s: probe error %q gives advice about a strategy instead of what it saw", res, msg)
 		}
+	}
+}
+
+// TestProbeBlipLeavesNoDeadTasks runs the scheduler and a worker against an
+// upstream that answers 503 for a while (a blip, no Retry-After): probes
+// fail and none is archived; once the upstream is back, the next probe
+// brings the resource back in step. With a backoff shorter than the probe
+// interval a probe is retried until its budget runs out (and then ends,
+// not dead); with the real backoff (2 s first) a 1 s probe is not retried
+// at all: the next scheduled probe is its retry.
+func TestProbeBlipLeavesNoDeadTasks(t *testing.T) {
+	t.Parallel()
+	fast := func(n int, err error, task *asynq.Task) time.Duration {
+		if d, ok := jobs.HandBack(err); ok {
+			return d
+		}
+		return 100 * time.Millisecond
+	}
+	for _, tc := range []struct {
+		name       string
+		retryDelay func(int, error, *asynq.Task) time.Duration
+		maxAttempt int // the highest attempt a failed probe run may have
+	}{
+		{"backoff within the interval", fast, 3},
+		{"backoff beyond the interval", jobs.RetryDelay, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			probeBlip(t, tc.retryDelay, tc.maxAttempt)
+		})
+	}
+}
+
+func probeBlip(t *testing.T, retryDelay func(int, error, *asynq.Task) time.Duration, maxAttempt int) {
+	var down atomic.Bool
+	down.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if down.Load() {
+			http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"data":[{"id":"a"},{"id":"b"}]}`))
+	}))
+	t.Cleanup(srv.Close)
+	conf, err := config.Parse("blip.yaml", []byte(`
+sources:
+  - name: blip
+    base_url: `+srv.URL+`
+    allow_private: true
+    resources:
+      - name: items
+        path: /items
+        freshness: 1m
+        records: {path: data, id: id}
+        probe: {strategy: etag, method: GET, every: 1s, max_every: 1s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 2, RetryDelay: retryDelay})
+	ctx, cancel := context.WithCancel(context.Background())
+	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+	runs := func() []store.Run {
+		t.Helper()
+		rs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "blip", Limit: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	archived := func() int {
+		t.Helper()
+		queues, err := w.Inspector.Queues() // those that exist
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, q := range queues {
+			if _, probe := jobs.ProbeQueues[q]; !probe {
+				continue
+			}
+			info, err := w.Inspector.GetQueueInfo(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += info.Archived
+		}
+		return n
+	}
+	// Four probe slots (over 2 s: a retry after the real backoff would
+	// show) of failed attempts, retries used up.
+	waitFor(t, 30*time.Second, "failed probes", func() (bool, string) {
+		failed, lastAttempts := 0, 0
+		for _, r := range runs() {
+			if r.Kind == store.KindProbe && r.Status == store.StatusFailed {
+				failed++
+				if r.Attempt == maxAttempt {
+					lastAttempts++
+				}
+			}
+			if r.Status == store.StatusDead {
+				t.Fatalf("run %d of a probe is dead: %s", r.ID, r.Error)
+			}
+			if r.Attempt > maxAttempt {
+				t.Fatalf("probe run %d is attempt %d, want at most %d", r.ID, r.Attempt, maxAttempt)
+			}
+		}
+		return lastAttempts >= 4, fmt.Sprintf("%d failed probe runs, %d of them attempt %d", failed, lastAttempts, maxAttempt)
+	})
+	if n := archived(); n != 0 {
+		t.Fatalf("%d probe tasks archived (dead) after a blip", n)
+	}
+	down.Store(false)
+	healed := time.Now()
+	waitFor(t, 10*time.Second, "the resource back in step", func() (bool, string) {
+		st, err := w.Store.State(context.Background(), store.Key{Source: "blip", Resource: "items"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetched := false
+		for _, r := range runs() {
+			fetched = fetched || (r.Kind != store.KindProbe && r.Status == store.StatusSucceeded)
+		}
+		return fetched && st.ConsecutiveFailures == 0, fmt.Sprintf("fetched %t, %d consecutive failures", fetched, st.ConsecutiveFailures)
+	})
+	t.Logf("in step %s after the upstream came back", time.Since(healed).Round(time.Millisecond))
+	if n := archived(); n != 0 {
+		t.Errorf("%d probe tasks archived (dead) after a blip", n)
 	}
 }
