@@ -49,7 +49,8 @@ func Decode(body []byte) (any, error) {
 	}
 	end := dec.InputOffset()
 	if dec.More() {
-		return nil, fmt.Errorf("malformed JSON: trailing data after the document at offset %d", end)
+		at := int(end) + len(body[end:]) - len(bytes.TrimLeft(body[end:], " \t\r\n"))
+		return nil, fmt.Errorf("malformed JSON: trailing data after the document at offset %d", at)
 	}
 	if mayHoldInvalidText(body[:end]) {
 		// Seldom: decode again, looking at each string's raw text.

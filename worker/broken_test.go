@@ -204,6 +204,7 @@ sources:
 		return len(errs) == 2, fmt.Sprint(errs)
 	})
 	for res, msg := range errs {
+		t.Logf("%s: %s", res, msg)
 		if want := "malformed JSON: invalid character '}' looking for beginning of value at offset 1771"; !strings.Contains(msg, want) {
 			t.Errorf("%s: probe error %q does not say %q", res, msg, want)
 		}

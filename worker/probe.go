@@ -257,10 +257,15 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 // the cause an operator needs, so a GET's body that does not parse is
 // reported with where it stops parsing.
 func noValidator(method string, resp *upstream.Response, header string) error {
-	saw := fmt.Sprintf("%s answered %d without a %s header", method, resp.Status, header)
+	status := strconv.Itoa(resp.Status)
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		saw = fmt.Sprintf("%s answered %d (%s) without a %s header", method, resp.Status, ct, header)
+		status += " (" + ct + ")"
 	}
+	article := "a"
+	if header == "ETag" {
+		article = "an"
+	}
+	saw := fmt.Sprintf("%s answered %s without %s %s header", method, status, article, header)
 	if method == http.MethodGet {
 		if _, err := extract.Decode(resp.Body); err != nil {
 			return fmt.Errorf("%w: %s; its body: %w", upstream.ErrBadResponse, saw, err)
