@@ -10,5 +10,12 @@ CREATE TABLE installation (
 );
 INSERT INTO installation DEFAULT VALUES;
 
+-- When a paused resource was last resumed: for one freshness target after
+-- it, the resource is not turned stale (store.CheckFreshness), so that
+-- resuming after an outage does not send resource.stale for the lag it
+-- built up while paused, a moment before its first probe catches up.
+ALTER TABLE sync_state ADD COLUMN resumed_at timestamptz;
+
 -- +goose Down
+ALTER TABLE sync_state DROP COLUMN resumed_at;
 DROP TABLE installation;

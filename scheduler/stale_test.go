@@ -12,8 +12,9 @@ import (
 
 // TestPausedResourceRaisesNoStale leaves two resources ten minutes behind a
 // 30 s target, one of them paused: the scheduler's alert check fires
-// resource.stale for the other only, and a resource paused after it went
-// stale gets no second event while paused.
+// resource.stale for the other only, a resource paused after it went stale
+// gets no second event while paused, and a resumed one is stale only if
+// it is still behind a target after the resume.
 func TestPausedResourceRaisesNoStale(t *testing.T) {
 	t.Parallel()
 	c, st, client, _ := rig(t, `
@@ -64,5 +65,20 @@ sources:
 	}
 	if got := stale(); !slices.Equal(got, []string{"late"}) {
 		t.Errorf("after pausing late: resource.stale for %q, want the one event of before", got)
+	}
+	// Resumed, paused_late has one freshness target to catch up before it
+	// is stale: no event at the resume for the lag built up while paused.
+	if _, err := st.SetPaused(ctx, "shop", "paused_late", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := stale(); !slices.Equal(got, []string{"late"}) {
+		t.Errorf("just resumed: resource.stale for %q, want none for paused_late", got)
+	}
+	// Still behind a target after the resume: stale.
+	if err := st.DB().Exec(`UPDATE sync_state SET resumed_at = now() - interval '31 seconds' WHERE resource = 'paused_late'`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if got := stale(); !slices.Equal(got, []string{"late", "paused_late"}) {
+		t.Errorf("a target after the resume: resource.stale for %q, want paused_late too", got)
 	}
 }
