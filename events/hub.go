@@ -106,7 +106,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		return fmt.Errorf("event hub: %w", err)
 	}
 	h.pos = pos
-	ps := h.rdb.Subscribe(ctx, h.cfg.Channel, ProgressChannel)
+	installation, err := Installation(ctx, h.store, h.rdb)
+	if err != nil {
+		return fmt.Errorf("event hub: %w", err)
+	}
+	progress := ProgressChannel(installation)
+	ps := h.rdb.Subscribe(ctx, h.cfg.Channel, progress)
 	defer ps.Close()
 	close(h.ready)
 	defer func() {
@@ -128,10 +133,14 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case msg := <-msgs:
-			if msg != nil && msg.Channel == ProgressChannel {
-				// Ephemeral: delivered as is, no outbox read.
-				if ev, err := parseProgress(msg.Payload); err == nil {
+			if msg != nil && msg.Channel == progress {
+				// Ephemeral: delivered as is, no outbox read. Only this
+				// installation's: another's on the same Redis server
+				// would paint its runs on our rows.
+				if ev, err := parseProgress(msg.Payload, installation); err == nil {
 					h.deliver(ev)
+				} else {
+					h.log.Debug("event hub: progress message dropped", "error", err)
 				}
 				goto wait
 			}

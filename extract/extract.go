@@ -45,17 +45,36 @@ func Decode(body []byte) (any, error) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("malformed JSON: %w", err)
+		return nil, decodeError(body, err)
 	}
 	end := dec.InputOffset()
 	if dec.More() {
-		return nil, fmt.Errorf("malformed JSON: trailing data after the document")
+		at := int(end) + len(body[end:]) - len(bytes.TrimLeft(body[end:], " \t\r\n"))
+		return nil, fmt.Errorf("malformed JSON: trailing data after the document at offset %d", at)
 	}
 	if mayHoldInvalidText(body[:end]) {
 		// Seldom: decode again, looking at each string's raw text.
 		return decodeRaw(body[:end]), nil
 	}
 	return v, nil
+}
+
+// decodeError says where and what Decode met, in Scan's words: an operator
+// reading a failed probe learns what the upstream sent ("invalid character
+// '<' looking for beginning of value at offset 0": an HTML page), not only
+// that it was not JSON.
+func decodeError(body []byte, err error) error {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		// Offset counts the bytes read, the offending one included.
+		return fmt.Errorf("malformed JSON: %s at offset %d", se.Error(), max(se.Offset-1, 0))
+	case errors.Is(err, io.EOF):
+		return errors.New("malformed JSON: empty body")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("malformed JSON: unexpected end of JSON input at offset %d", len(body))
+	}
+	return fmt.Errorf("malformed JSON: %w", err)
 }
 
 // decodeRaw decodes a valid JSON document as Decode does, token by token,

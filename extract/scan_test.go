@@ -167,6 +167,24 @@ func TestScanMatchesDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeErrors: Decode (the probes' parser) says where a body stops
+// being JSON, in the words Scan (the fetches') uses.
+func TestDecodeErrors(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		`{"a":1 x}`:  `malformed JSON: invalid character 'x' after object key:value pair at offset 7`,
+		`[1] x`:      `malformed JSON: trailing data after the document at offset 4`,
+		`[1,`:        `malformed JSON: unexpected end of JSON input at offset 3`,
+		``:           `malformed JSON: empty body`,
+		"[\"\x01\"]": `malformed JSON: invalid character '\x01' in string literal at offset 2`,
+		`<html>oops`: `malformed JSON: invalid character '<' looking for beginning of value at offset 0`,
+	} {
+		if _, err := extract.Decode([]byte(body)); err == nil || err.Error() != want {
+			t.Errorf("Decode(%.40q) = %v, want %s", body, err, want)
+		}
+	}
+}
+
 func TestScanErrors(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]string{

@@ -326,8 +326,10 @@ func ParseProbe(t *asynq.Task) (ProbePayload, error) {
 }
 
 // ProbeOptions are the asynq options of a probe task of res: probes are
-// cheap and frequent, so a failed one is not retried for long (the next
-// tick probes again).
+// cheap and frequent, so a failed one is retried at most twice, and only
+// while RetryDelay's backoff ends before the next probe is due; it is never
+// archived (the worker's probe handler ends it instead: the scheduler's
+// next probe is its retry).
 func ProbeOptions(res *config.Resource) []asynq.Option {
 	return []asynq.Option{
 		asynq.Queue(ProbeQueue(res)),

@@ -21,8 +21,9 @@ import (
 )
 
 // WebhookMaxRetry is how many times a failed delivery is retried (with
-// RetryDelay's backoff, about an hour and a half in all) before the task is
-// archived as dead, where `tidemark retry` and Asynqmon list it.
+// RetryDelay's backoff: 2 s doubling to 5 min, about 28 minutes in all)
+// before the task is archived as dead, where `tidemark retry` and Asynqmon
+// list it.
 const WebhookMaxRetry = 12
 
 // WebhookPayload is the payload of a webhook delivery task. It names the

@@ -23,7 +23,10 @@ var (
 		"The resource's freshness target: lag beyond it is stale.",
 		[]string{"source", "resource"}, nil)
 	staleDesc = prometheus.NewDesc("tidemark_resource_stale",
-		"1 while the resource is stale (lag beyond its freshness target), as the scheduler last decided.",
+		"1 while the resource is stale (lag beyond its freshness target), as the scheduler last decided; 0 while it is paused.",
+		[]string{"source", "resource"}, nil)
+	pausedDesc = prometheus.NewDesc("tidemark_resource_paused",
+		"1 while the resource is paused (tidemark pause): nothing syncs it, and its lag raises no alert.",
 		[]string{"source", "resource"}, nil)
 	failuresDesc = prometheus.NewDesc("tidemark_consecutive_failures",
 		"Failed runs of the resource since its last success.",
@@ -57,6 +60,7 @@ func (f *Freshness) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagDesc
 	ch <- targetDesc
 	ch <- staleDesc
+	ch <- pausedDesc
 	ch <- failuresDesc
 	ch <- quarantinedDesc
 	ch <- deletesHeldDesc
@@ -86,11 +90,17 @@ func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 		if st.InSyncAt != nil {
 			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, max(now.Sub(*st.InSyncAt).Seconds(), 0), src.Name, res.Name)
 		}
-		stale := 0.0
-		if st.Stale {
+		// A paused resource is not stale: an operator paused it to stop
+		// the noise (its lag still shows, for the dashboard's sake).
+		stale, paused := 0.0, 0.0
+		if st.Stale && !st.Paused {
 			stale = 1
 		}
+		if st.Paused {
+			paused = 1
+		}
 		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, src.Name, res.Name)
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, paused, src.Name, res.Name)
 		ch <- prometheus.MustNewConstMetric(failuresDesc, prometheus.GaugeValue, float64(st.ConsecutiveFailures), src.Name, res.Name)
 		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, float64(st.Quarantined), src.Name, res.Name)
 		mass, second := 0.0, float64(st.DeletesHeld)

@@ -38,7 +38,9 @@ type Transition struct {
 // flip and the event are one statement: however many schedulers run it at
 // once, each transition happens, and is announced, once (a concurrent
 // UPDATE waits for the row lock, then re-checks "NOT stale" and skips).
-// Paused resources and resources never in sync are left alone. Time is the
+// Paused resources and resources never in sync are left alone, and so is a
+// resource resumed less than its target ago (its lag is what it built up
+// while paused; its first probe after the resume catches up). Time is the
 // database's clock, the same for every replica.
 func (s *Store) CheckFreshness(ctx context.Context, targets []Target) ([]Transition, error) {
 	if len(targets) == 0 {
@@ -61,6 +63,7 @@ func (s *Store) CheckFreshness(ctx context.Context, targets []Target) ([]Transit
 			FROM t
 			WHERE s.source = t.source AND s.resource = t.resource AND NOT s.stale AND NOT s.paused
 			  AND s.in_sync_at IS NOT NULL AND s.in_sync_at < now() - t.freshness_ms * interval '1 millisecond'
+			  AND (s.resumed_at IS NULL OR s.resumed_at < now() - t.freshness_ms * interval '1 millisecond')
 			RETURNING s.source, s.resource, s.in_sync_at, t.freshness_ms, s.consecutive_failures)
 		INSERT INTO outbox (event, source, resource, payload)
 		SELECT 'resource.stale', source, resource, jsonb_build_object(

@@ -130,7 +130,13 @@ func (s *Store) SetPaused(ctx context.Context, source, resource string, paused b
 	if resource != "" {
 		q = q.Where("resource = ?", resource)
 	}
-	res := q.Updates(map[string]any{"paused": paused, "updated_at": time.Now().UTC()})
+	upd := map[string]any{"paused": paused, "updated_at": time.Now().UTC()}
+	if !paused {
+		// Resumed now (if it was paused): CheckFreshness gives it one
+		// freshness target to come back in step before it is stale.
+		upd["resumed_at"] = gorm.Expr("CASE WHEN paused THEN now() ELSE resumed_at END")
+	}
+	res := q.Updates(upd)
 	if res.Error != nil {
 		return 0, fmt.Errorf("set paused %s/%s: %w", source, resource, res.Error)
 	}

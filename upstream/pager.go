@@ -146,16 +146,21 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A page that came back but cannot be used still cost its requests:
+	// the run row counts them (Requests).
+	bad := func(err error) error {
+		return &RequestError{Err: badResponse(current, err), Requests: resp.Requests}
+	}
 	// Scan + DocRecords give exactly what Decode + Records give, for about
 	// a sixth of the CPU (extract.BenchmarkPage): a full sync's hot path.
 	doc, err := extract.Scan(resp.Body)
 	if err != nil {
-		return nil, badResponse(current, err)
+		return nil, bad(err)
 	}
 	defer doc.Release()
 	records, rejected, err := p.ex.DocRecords(doc)
 	if err != nil {
-		return nil, badResponse(current, err)
+		return nil, bad(err)
 	}
 	p.pages++
 	page := &Page{URL: current, Header: resp.Header, Records: records, Rejected: rejected, Requests: resp.Requests}
@@ -175,10 +180,10 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	p.watch(resp.Header, doc, page.Date)
 	next, err := p.nextURL(current, resp, doc, page, served)
 	if err != nil {
-		return nil, badResponse(current, err)
+		return nil, bad(err)
 	}
 	if err := p.loop(current, page, next); err != nil {
-		return nil, badResponse(current, err)
+		return nil, bad(err)
 	}
 	p.pos.Served = max(p.pos.Served, served)
 	p.pos.Read += int64(len(page.Records) + len(page.Rejected))

@@ -410,7 +410,7 @@ func (f *run) lowerBound() (string, bool) {
 // checkpoint that follows it. A continuation the upstream rejects (an
 // expired cursor, say) restarts the read from its first page, once.
 func (f *run) read(ctx context.Context) error {
-	progress := events.NewThrottle(f.h.rdb, time.Second)
+	progress := events.NewThrottle(f.h.runProgress, time.Second)
 	// expectChanged: the previous page's records all differed from what
 	// was stored (store.Page.ExpectChanged).
 	expectChanged := false
@@ -447,7 +447,7 @@ func (f *run) continuationRejected(err error) bool {
 // readPages applies the pager's pages until the last, or the first error.
 func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *events.Throttle, expectChanged *bool) error {
 	pages, stopReading := readAhead(ctx, pager)
-	defer stopReading()
+	defer func() { f.requests += stopReading() }()
 	for {
 		if f.cp.Pages > 0 {
 			if err := f.h.crashAt(failpoint.MidPagination); err != nil {
@@ -790,10 +790,13 @@ type readResult struct {
 // page's transaction, which keeps both the worker's CPU and Postgres busy
 // (a first sync spends about as long in each). The channel closes after the
 // last page or the first error. stop cancels the reading and waits for the
-// goroutine, so no request outlives the fetch.
-func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readResult, stop func()) {
+// goroutine, so no request outlives the fetch; it returns the requests of
+// the page read but never handed over (the caller stopped first), which
+// the run still made.
+func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readResult, stop func() int) {
 	ctx, cancel := context.WithCancel(ctx)
 	ch := make(chan readResult)
+	unused := 0 // written by the goroutine, read after done
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -803,6 +806,10 @@ func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readRes
 			select {
 			case ch <- readResult{page, pager.Position(), err}:
 			case <-ctx.Done():
+				unused = upstream.Requests(err)
+				if page != nil {
+					unused = page.Requests
+				}
 				return
 			}
 			if err != nil {
@@ -810,9 +817,10 @@ func readAhead(ctx context.Context, pager *upstream.Pager) (pages <-chan readRes
 			}
 		}
 	}()
-	return ch, func() {
+	return ch, func() int {
 		cancel()
 		<-done
+		return unused
 	}
 }
 

@@ -28,22 +28,53 @@ type probeHandler struct {
 	*Worker
 }
 
+// ProcessTask runs a probe. A failed probe is never archived (dead): the
+// scheduler probes the resource again at its next slot anyway, so a dead
+// probe would only fire the dead-task alert and, replayed by `tidemark
+// retry --all`, ask a stale question. A transient failure is retried with
+// jobs.RetryDelay's backoff while the retry comes sooner than the next
+// probe would and the task has retries left; otherwise the task ends
+// there, and the next scheduled probe is its retry. The failure itself is
+// on the probe's run row and in sync_state.consecutive_failures.
 func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	every, err := h.process(ctx, t)
+	if err == nil {
+		return nil
+	}
+	if _, back := jobs.HandBack(err); back {
+		return err // not a failure: back to the queue, no retry spent
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.cfg.RetryDelay(retried, err, t) < every {
+		return err
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	h.log.Info("probe failed: the next scheduled probe is its retry", "task_id", id, "attempt", retried+1,
+		"every", every.String(), "error", err.Error())
+	return nil
+}
+
+// process runs one probe attempt. It returns the resource's probe.every
+// (0 when the task names no resource of the config) and the attempt's
+// error.
+func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration, error) {
 	p, err := jobs.ParseProbe(t)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	src, res, err := h.resource(p.Source, p.Resource)
 	if err != nil {
-		return jobs.Classify(err)
+		return 0, err
 	}
+	every := res.Probe.Every.D()
 	key := store.Key{Source: p.Source, Resource: p.Resource}
 	st, err := h.tally.State(ctx, key)
 	if err != nil {
-		return err
+		return every, err
 	}
 	if st.Paused {
-		return nil
+		return every, nil
 	}
 	began := time.Now()
 	out, requests, err := h.probe(ctx, src, res, st)
@@ -52,15 +83,16 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			// Not a failure and no news: no run row, the probe comes back
 			// when the source's limits allow.
 			h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
-			return err
+			return every, err
 		}
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
 		// The failure counts after the unchanged probes before it.
 		if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
 			h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
 		}
-		h.recordProbeRun(ctx, p, store.RunOutcome{Status: probeFailStatus(ctx, err), Error: err.Error(), HTTPRequests: requests}, began, err)
-		return jobs.Classify(err)
+		// Failed, never dead: a probe task is not archived (ProcessTask).
+		h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
+		return every, err
 	}
 	// A change already seen, whose fetch was enqueued a moment ago, is not
 	// enqueued again; if that fetch was lost, the change is re-enqueued once
@@ -74,7 +106,7 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// An unchanged probe's bookkeeping is written behind, coalesced with
 	// the others'; a changed one's at once (store.ProbeBatcher).
 	if err := h.tally.Record(ctx, key, out); err != nil {
-		return err
+		return every, err
 	}
 	if !out.Changed {
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeNotModified)
@@ -86,21 +118,12 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
 				"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
 		}
-		return nil
+		return every, nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
 	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
-	return err
-}
-
-func probeFailStatus(ctx context.Context, err error) string {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if jobs.Permanent(err) || retried >= maxRetry {
-		return store.StatusDead
-	}
-	return store.StatusFailed
+	return every, err
 }
 
 // recordProbeRun writes the run row of a probe that changed or failed.
@@ -206,7 +229,7 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 			if v := resp.Header.Get(header); v != "" {
 				return kind, v, requests, false, nil
 			}
-			return kind, "", requests, false, fmt.Errorf("%w: HEAD answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+			return kind, "", requests, false, noValidator(http.MethodHead, resp, header)
 		case errors.As(err, &se) && (se.Code == http.StatusMethodNotAllowed || se.Code == http.StatusNotImplemented):
 			headUnsupported = true // fall back to a conditional GET
 		default:
@@ -223,9 +246,32 @@ func (h probeHandler) validator(ctx context.Context, client *upstream.Client, re
 	}
 	v := resp.Header.Get(header)
 	if v == "" {
-		return kind, "", requests, headUnsupported, fmt.Errorf("%w: GET answered without a %s header: use strategy hash", upstream.ErrBadResponse, header)
+		return kind, "", requests, headUnsupported, noValidator(http.MethodGet, resp, header)
 	}
 	return kind, v, requests, headUnsupported, nil
+}
+
+// noValidator is the error of a probe answer without the validator header.
+// It says what came back: an upstream that lost its ETag usually answers
+// something else too (an HTML error page, a truncated body), and that is
+// the cause an operator needs, so a GET's body that does not parse is
+// reported with where it stops parsing.
+func noValidator(method string, resp *upstream.Response, header string) error {
+	status := strconv.Itoa(resp.Status)
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		status += " (" + ct + ")"
+	}
+	article := "a"
+	if header == "ETag" {
+		article = "an"
+	}
+	saw := fmt.Sprintf("%s answered %s without %s %s header", method, status, article, header)
+	if method == http.MethodGet {
+		if _, err := extract.Decode(resp.Body); err != nil {
+			return fmt.Errorf("%w: %s; its body: %w", upstream.ErrBadResponse, saw, err)
+		}
+	}
+	return fmt.Errorf("%w: %s", upstream.ErrBadResponse, saw)
 }
 
 func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/ratelimit"
@@ -87,6 +88,9 @@ type Worker struct {
 	// tally writes unchanged probes' bookkeeping behind, coalesced
 	// (store.ProbeBatcher); it runs for as long as Run.
 	tally *store.ProbeBatcher
+	// runProgress publishes fetches' run.progress on this installation's
+	// channel.
+	runProgress *events.Publisher
 	// inflight counts running handlers: asynq stops waiting for them at its
 	// shutdown timeout (it hands their tasks back), but their own cleanup —
 	// recording the interrupted run, releasing the fetch lock — must still
@@ -127,6 +131,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		limiter: ratelimit.New(rdb, ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait}),
 		log:     log,
 	}
+	w.runProgress = events.NewPublisher(st, rdb)
 	w.tally = st.NewProbeBatcher(0, func(err error) { log.Error("record unchanged probes (kept for the next flush)", "error", err) })
 	for i := range conf.Sources {
 		src := &conf.Sources[i]

@@ -83,7 +83,11 @@ sources:
 	t.Cleanup(func() { cancel(); <-done; client.Close(); rdb.Close(); st.Close() })
 
 	// The progress events, as the server's event hub receives them.
-	ps := rdb.Subscribe(ctx, events.ProgressChannel)
+	inst, err := events.Installation(ctx, st, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := rdb.Subscribe(ctx, events.ProgressChannel(inst))
 	if _, err := ps.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
