@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -82,6 +83,7 @@ func (e env) status(args []string) error {
 	if err != nil {
 		return err
 	}
+	fillNext(s, conf, views)
 	printStatus(e, conf, views)
 	if missing := unsynced(views, began); *wait > 0 && len(missing) > 0 {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
@@ -100,9 +102,24 @@ func unsynced(views []server.ResourceView, since time.Time) []string {
 	return out
 }
 
+// fillNext asks the task queues what happens next to failing resources.
+// Without Redis the table says what their runs say.
+func fillNext(s settings, conf *config.Config, views []server.ResourceView) {
+	if !slices.ContainsFunc(views, func(v server.ResourceView) bool { return v.Cause != nil }) {
+		return
+	}
+	redisOpt, err := s.redisOpt()
+	if err != nil {
+		return
+	}
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	server.FillNext(conf, insp, views)
+}
+
 func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES")
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES\tWHY / NEXT")
 	now := time.Now()
 	for _, v := range views {
 		res := conf.Source(v.Source).Resource(v.Resource)
@@ -154,8 +171,12 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 				state = "paused"
 			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n",
-			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures)
+		why := "-"
+		if v.Cause != nil {
+			why = v.Cause.Text()
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures, why)
 	}
 	tw.Flush()
 }

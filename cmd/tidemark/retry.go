@@ -1,14 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/hibiken/asynq"
 
-	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 )
 
@@ -41,7 +39,7 @@ func (e env) retry(args []string) error {
 
 	var dead []*asynq.TaskInfo
 	if *all {
-		dead, err = archived(insp)
+		dead, err = jobs.Archived(insp)
 		if err != nil {
 			return err
 		}
@@ -63,19 +61,14 @@ func (e env) retry(args []string) error {
 	defer client.Close()
 	var errs []error
 	for _, info := range dead {
-		task, what, err := retryTask(conf, info)
-		if err != nil {
+		fresh, what, err := jobs.Retry(e.ctx, conf, insp, client, info)
+		if err != nil && fresh == nil {
 			fmt.Fprintf(e.stdout, "skipped task %s (%s): %v\n", info.ID, what, err)
 			errs = append(errs, fmt.Errorf("task %s: %w", info.ID, err))
 			continue
 		}
-		fresh, err := client.EnqueueContext(e.ctx, task)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("task %s: enqueue: %w", info.ID, err))
-			continue
-		}
-		if err := insp.DeleteTask(info.Queue, info.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			errs = append(errs, fmt.Errorf("task %s: re-enqueued as %s but not deleted from the archive: %w", info.ID, fresh.ID, err))
+			errs = append(errs, fmt.Errorf("task %s: %w", info.ID, err))
 			continue
 		}
 		fmt.Fprintf(e.stdout, "retried task %s (%s, queue %s) as task %s with %d retries; it had failed: %s\n",
@@ -86,27 +79,6 @@ func (e env) retry(args []string) error {
 
 // queueNames are the queues tasks live in, in a stable order.
 func queueNames() []string { return jobs.AllQueues() }
-
-// archived lists every archived task of every queue.
-func archived(insp *asynq.Inspector) ([]*asynq.TaskInfo, error) {
-	var out []*asynq.TaskInfo
-	for _, q := range queueNames() {
-		for page := 1; ; page++ {
-			infos, err := insp.ListArchivedTasks(q, asynq.PageSize(100), asynq.Page(page))
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list archived tasks of queue %s: %w", q, err)
-			}
-			out = append(out, infos...)
-			if len(infos) < 100 {
-				break
-			}
-		}
-	}
-	return out, nil
-}
 
 // findArchived finds an archived task by id in any queue; an unknown id or
 // a task that is not dead is a usage error.
@@ -125,55 +97,6 @@ func findArchived(insp *asynq.Inspector, id string) (*asynq.TaskInfo, error) {
 		return info, nil
 	}
 	return nil, usagef("no task %s in queues %s", id, strings.Join(queueNames(), ", "))
-}
-
-// retryTask builds the fresh task for an archived one, and says what it is.
-func retryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, error) {
-	switch info.Type {
-	case jobs.TypeFetch:
-		var p jobs.FetchPayload
-		if err := json.Unmarshal(info.Payload, &p); err != nil {
-			return nil, "fetch", fmt.Errorf("fetch payload: %w", err)
-		}
-		what := fmt.Sprintf("%s fetch of %s/%s", p.Mode, p.Source, p.Resource)
-		res, err := resource(conf, p.Source, p.Resource)
-		if err != nil {
-			return nil, what, err
-		}
-		p.Trigger, p.Resume = jobs.TriggerRetry, true // continue where it stopped
-		t, err := jobs.NewFetch(p, append(jobs.FetchOptions(res), asynq.Queue(info.Queue))...)
-		return t, what, err
-	case jobs.TypeProbe:
-		var p jobs.ProbePayload
-		if err := json.Unmarshal(info.Payload, &p); err != nil {
-			return nil, "probe", fmt.Errorf("probe payload: %w", err)
-		}
-		what := fmt.Sprintf("probe of %s/%s", p.Source, p.Resource)
-		res, err := resource(conf, p.Source, p.Resource)
-		if err != nil {
-			return nil, what, err
-		}
-		p.Trigger = jobs.TriggerRetry
-		t, err := jobs.NewProbe(p, append(jobs.ProbeOptions(res), asynq.Queue(info.Queue))...)
-		return t, what, err
-	default:
-		// Other tasks (webhook deliveries) keep their payload and the
-		// options they were enqueued with, minus the spent retries.
-		opts := []asynq.Option{asynq.Queue(info.Queue), asynq.MaxRetry(info.MaxRetry)}
-		if info.Timeout > 0 {
-			opts = append(opts, asynq.Timeout(info.Timeout))
-		}
-		return asynq.NewTaskWithHeaders(info.Type, info.Payload, info.Headers, opts...), info.Type, nil
-	}
-}
-
-func resource(conf *config.Config, src, res string) (*config.Resource, error) {
-	if s := conf.Source(src); s != nil {
-		if r := s.Resource(res); r != nil {
-			return r, nil
-		}
-	}
-	return nil, fmt.Errorf("%s/%s is no longer in the config: left in the archive", src, res)
 }
 
 // oneLine keeps a task's last error to one short line.
