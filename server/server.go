@@ -1,6 +1,7 @@
 // Package server is tidemark's HTTP face: health endpoints for orchestrators,
-// the admin API (resources, runs, sync now, pause, resume), the live event
-// stream (SSE), inbound upstream webhooks, the dashboard and Asynqmon.
+// the admin API (resources and why they fail, runs, history, sync now,
+// pause, resume, retry dead tasks), the live event stream (SSE), inbound
+// upstream webhooks, the dashboard, the resource pages and Asynqmon.
 package server
 
 import (

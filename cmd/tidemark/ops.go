@@ -172,8 +172,13 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 			}
 		}
 		why := "-"
-		if v.Cause != nil {
+		switch {
+		case v.Cause != nil:
 			why = v.Cause.Text()
+		case v.LastRun != nil && v.LastRun.Status == store.StatusInterrupted && v.LastRun.Error != "":
+			// Not a failure, but why it may lag: handed back (rate
+			// limited) or taken over; it resumes from its checkpoint.
+			why = "last fetch interrupted: " + oneLine(v.LastRun.Error)
 		}
 		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures, why)

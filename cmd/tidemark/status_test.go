@@ -31,6 +31,7 @@ sources:
       - {name: orders, path: /orders, records: {id: id}, freshness: 1m}
       - {name: items, path: /items, records: {id: id}, freshness: 1m}
       - {name: fine, path: /fine, records: {id: id}, freshness: 1m}
+      - {name: limited, path: /limited, records: {id: id}, freshness: 1m}
 `
 	confPath := filepath.Join(t.TempDir(), "tidemark.yaml")
 	if err := os.WriteFile(confPath, []byte(confYAML), 0o600); err != nil {
@@ -97,6 +98,15 @@ sources:
 		}
 	}
 
+	// limited: its fetch handed back under a 429, not a failure.
+	run := store.Run{Source: "shop", Resource: "limited", Kind: store.KindDelta, Trigger: jobs.TriggerSchedule}
+	if err := st.StartRun(ctx, &run); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FinishRun(ctx, run.ID, store.RunOutcome{Status: store.StatusInterrupted, Error: "rate limited: handed back for 2s: GET http://127.0.0.1:1/limited: HTTP 429"}); err != nil {
+		t.Fatal(err)
+	}
+
 	env := map[string]string{"TIDEMARK_CONFIG": confPath, "TIDEMARK_DATABASE_URL": dbURL, "TIDEMARK_REDIS_URL": redisURL}
 	code, out, errOut := runCmd(t, env, "status")
 	if code != 0 {
@@ -119,6 +129,9 @@ sources:
 				t.Errorf("status row of %s lacks %q:\n%s", k, w, rows[k])
 			}
 		}
+	}
+	if !strings.HasSuffix(rows["shop/limited"], "last fetch interrupted: rate limited: handed back for 2s: GET http://127.0.0.1:1/limited: HTTP 429") {
+		t.Errorf("status row of shop/limited does not say its fetch was handed back:\n%s", rows["shop/limited"])
 	}
 	if !strings.HasSuffix(strings.TrimSpace(rows["shop/fine"]), " -") {
 		t.Errorf("a resource that is not failing has a cause:\n%s", rows["shop/fine"])
