@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/store"
 )
 
 // chromiumPath is Debian's Chromium; .ci/run installs it.
@@ -444,31 +445,54 @@ func quietProbesHidden(t *testing.T, ctx context.Context) {
 // driftOfTheLastFullSync: the drift column shows the last full sync's drift.
 func driftOfTheLastFullSync(t *testing.T, ctx context.Context, f *demoFleet) {
 	t.Helper()
-	// A full read of ticket_sales, then a delta (whose drift is null)
-	// after a change upstream.
-	const ts = `document.querySelector('#resources tr[data-key="demo/ticket_sales"]')`
-	maxRun := eval[int](t, ctx, `Math.max(0, ...[...document.querySelectorAll("#runs tr[data-run]")].map(tr => +tr.dataset.run))`)
-	click(t, ctx, "full sync of ticket_sales", `#resources tr[data-key="demo/ticket_sales"] button[data-act="sync?mode=full"]`)
-	waitPage(t, ctx, 15*time.Second, "ticket_sales: its full read finished", fmt.Sprintf(`/^#\d+ full succeeded/.test(%s.children[6].textContent) && +%s.children[6].textContent.slice(1).split(" ")[0] > %d`, ts, ts, maxRun))
+	// A full read of ticket_sales, then a delta (whose drift is null) after
+	// a change upstream: the row's last run is the delta.
+	type runs struct {
+		Runs []struct {
+			ID     int64
+			Kind   string
+			Status string
+			Drift  *int64
+		}
+	}
+	newest := func(kind string, after int64) (int64, *int64) {
+		var r runs
+		if err := f.getJSON("/api/runs?source=demo&resource=ticket_sales&status=succeeded&kind="+kind+"&limit=1", &r); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Runs) == 0 || r.Runs[0].ID <= after {
+			return 0, nil
+		}
+		return r.Runs[0].ID, r.Runs[0].Drift
+	}
+	before, _ := newest(store.KindFull, 0)
+	jsClick(t, ctx, "full sync of ticket_sales", `#resources tr[data-key="demo/ticket_sales"] button[data-act="sync?mode=full"]`)
+	var full int64
+	var drift *int64
+	wait(t, 15*time.Second, "ticket_sales: the full read finished", func() (bool, string) {
+		full, drift = newest(store.KindFull, before)
+		return full > 0, ""
+	})
+	if drift == nil {
+		t.Fatalf("ticket_sales: full run %d recorded no drift", full)
+	}
 	f.mutate(`{"resource":"ticket_sales","creates":1}`)
-	waitPage(t, ctx, 15*time.Second, "ticket_sales: a delta after the full read", fmt.Sprintf(`/^#\d+ delta succeeded/.test(%s.children[6].textContent)`, ts))
-	var after []struct {
-		Resource string
-		State    struct {
-			LastDrift *int64 `json:"last_drift"`
-		}
-	}
-	if err := f.getJSON("/api/resources", &after); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range after {
-		if v.Resource == "ticket_sales" {
-			if v.State.LastDrift == nil {
-				t.Fatal("ticket_sales: no drift recorded by its full read")
-			}
-			waitPage(t, ctx, 5*time.Second, "the drift column shows the last full read's drift",
-				fmt.Sprintf(`%s.children[8].textContent.trim() === "%d"`, ts, *v.State.LastDrift))
-		}
+	wait(t, 15*time.Second, "ticket_sales: a delta after the full read", func() (bool, string) {
+		id, _ := newest(store.KindDelta, full)
+		return id > 0, ""
+	})
+	waitPage(t, ctx, 15*time.Second, "the drift column shows the last full read's drift with a delta as the last run", fmt.Sprintf(
+		`(() => { const tr = document.querySelector('#resources tr[data-key="demo/ticket_sales"]');
+		   return /^#\d+ delta/.test(tr.children[6].textContent) && tr.children[8].textContent.trim() === "%d"; })()`, *drift))
+}
+
+// jsClick presses a button of the dashboard's tables from inside the page:
+// they are redrawn on every event, and a node looked up first may be gone by
+// the time a click reaches it.
+func jsClick(t *testing.T, ctx context.Context, what, sel string) {
+	t.Helper()
+	if !eval[bool](t, ctx, fmt.Sprintf(`(() => { const b = document.querySelector(%q); if (b) b.click(); return !!b; })()`, sel)) {
+		t.Fatalf("press %s: no %s on the page", what, sel)
 	}
 }
 
@@ -476,7 +500,7 @@ func driftOfTheLastFullSync(t *testing.T, ctx context.Context, f *demoFleet) {
 // draws its charts and shows the cause; its buttons work.
 func resourcePage(t *testing.T, ctx context.Context, f *demoFleet) {
 	t.Helper()
-	click(t, ctx, "the resource's link", `#resources tr[data-key="demo/settlements"] a.res`)
+	jsClick(t, ctx, "the resource's link", `#resources tr[data-key="demo/settlements"] a.res`)
 	waitPage(t, ctx, 10*time.Second, "the resource page", `location.pathname === "/resources/demo/settlements"`)
 	waitPage(t, ctx, 20*time.Second, "four charts drawn, the cause shown", `(() => {
 		const canvases = [...document.querySelectorAll(".chart canvas")].filter(c => c.width > 0 && c.height > 0 && c.getBoundingClientRect().width > 0);
@@ -489,7 +513,19 @@ func resourcePage(t *testing.T, ctx context.Context, f *demoFleet) {
 	if n := eval[int](t, ctx, `[...document.querySelectorAll("#runs tbody tr")].findIndex(tr => tr.children[3].textContent !== "failed" && tr.children[3].textContent !== "dead")`); n == 0 {
 		t.Error("the resource page's runs do not list failures first")
 	}
-	screenshot(t, ctx, "resource-page.png", chromedp.FullScreenshot(100))
+	// The whole page at 1280 px: a viewport as tall as the page, since a
+	// full-page capture drops the scrollbar and lays the page out wider.
+	if os.Getenv(screenshotsEnv) == "1" {
+		h := eval[int](t, ctx, `document.documentElement.scrollHeight`)
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, int64(h))); err != nil {
+			t.Fatal(err)
+		}
+		waitPage(t, ctx, 5*time.Second, "the charts laid out again", `[...document.querySelectorAll(".chart")].every(c => c.querySelector(".uplot").getBoundingClientRect().right <= c.getBoundingClientRect().right)`)
+		screenshot(t, ctx, "resource-page.png", chromedp.CaptureScreenshot())
+		if err := chromedp.Do(ctx, chromedp.EmulateReset()); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	click(t, ctx, "pause", "#pause")
 	waitPage(t, ctx, 10*time.Second, "paused after pressing pause",

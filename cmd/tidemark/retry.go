@@ -62,12 +62,10 @@ func (e env) retry(args []string) error {
 	var errs []error
 	for _, info := range dead {
 		fresh, what, err := jobs.Retry(e.ctx, conf, insp, client, info)
-		if err != nil && fresh == nil {
-			fmt.Fprintf(e.stdout, "skipped task %s (%s): %v\n", info.ID, what, err)
-			errs = append(errs, fmt.Errorf("task %s: %w", info.ID, err))
-			continue
-		}
 		if err != nil {
+			if fresh == nil { // not re-enqueued: still in the archive
+				fmt.Fprintf(e.stdout, "skipped task %s (%s): %v\n", info.ID, what, err)
+			}
 			errs = append(errs, fmt.Errorf("task %s: %w", info.ID, err))
 			continue
 		}
