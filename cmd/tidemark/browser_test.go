@@ -547,8 +547,12 @@ func resourcePage(t *testing.T, ctx context.Context, f *demoFleet) {
 		`document.querySelector("#health").textContent !== "paused" && document.querySelector("#pause").textContent === "pause"`)
 	click(t, ctx, "sync now", `#actions button[data-act="sync"]`)
 	waitPage(t, ctx, 10*time.Second, "a fetch enqueued by sync now", `/^enqueued (delta|full) fetch: task /.test(document.querySelector("#msg").textContent)`)
-	if eval[bool](t, ctx, `!document.querySelector("#retry").disabled`) {
-		click(t, ctx, "retry dead tasks", "#retry")
-		waitPage(t, ctx, 10*time.Second, "dead tasks retried", `/^retried \d+ dead task/.test(document.querySelector("#msg").textContent)`)
-	}
+
+	// A fetch that dies at once (an unusable body is not retried): its task
+	// is archived, and "retry dead tasks" re-enqueues it.
+	f.fault(`{"mode":"malformed_json","resource":"settlements"}`)
+	click(t, ctx, "full sync", `#actions button[data-act="sync?mode=full"]`)
+	waitPage(t, ctx, 20*time.Second, "a dead task to retry", `!document.querySelector("#retry").disabled && /\(([1-9]\d*)\)/.test(document.querySelector("#retry").textContent)`)
+	click(t, ctx, "retry dead tasks", "#retry")
+	waitPage(t, ctx, 10*time.Second, "dead tasks retried", `/^retried [1-9]\d* dead task/.test(document.querySelector("#msg").textContent)`)
 }
