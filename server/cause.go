@@ -157,11 +157,11 @@ func shorten(s string, n int) string {
 // nextFromQueue says what happens next from the task queues: the last failed
 // run's task waiting for its retry, archived (dead), or gone, when the next
 // scheduled probe is what comes next. A queue that cannot be read leaves
-// what the run said.
-func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *store.State, now time.Time) {
+// what the run said, and returns the error.
+func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *store.State, now time.Time) error {
 	if c.TaskID == "" {
 		c.nextProbe(res, st, now)
-		return
+		return nil
 	}
 	queue := jobs.Queue(res)
 	if c.RunKind == store.KindProbe {
@@ -174,7 +174,8 @@ func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *s
 		c.Dead = false
 		c.nextProbe(res, st, now)
 	case err != nil:
-		c.Next += " (the task queue cannot be read: " + shorten(err.Error(), 80) + ")"
+		c.unreadable(err)
+		return err
 	case info.State == asynq.TaskStateArchived:
 		c.markDead()
 	case info.State == asynq.TaskStateRetry || info.State == asynq.TaskStateScheduled:
@@ -188,6 +189,11 @@ func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *s
 		c.Dead = false
 		c.Next = "retrying now"
 	}
+	return nil
+}
+
+func (c *Cause) unreadable(err error) {
+	c.Next += " (the task queue cannot be read: " + shorten(err.Error(), 80) + ")"
 }
 
 // nextProbe says when the next probe runs: the scheduler's next_probe_at.
@@ -204,9 +210,11 @@ func (c *Cause) nextProbe(res *config.Resource, st *store.State, now time.Time) 
 // FillNext asks the task queues what happens next to each failing
 // resource of views (Resources leaves it to the run's status). asynq's
 // Inspector takes no context: a Redis that does not answer costs its
-// client's timeouts.
+// client's timeouts, once: after the first such error the others are not
+// asked.
 func FillNext(conf *config.Config, insp *asynq.Inspector, views []ResourceView) {
 	now := time.Now()
+	var down error
 	for i := range views {
 		v := &views[i]
 		if v.Cause == nil {
@@ -215,7 +223,11 @@ func FillNext(conf *config.Config, insp *asynq.Inspector, views []ResourceView) 
 		if v.State != nil && v.State.Paused {
 			continue // Resources said so
 		}
+		if down != nil {
+			v.Cause.unreadable(down)
+			continue
+		}
 		res := conf.Source(v.Source).Resource(v.Resource)
-		v.Cause.nextFromQueue(insp, res, v.State, now)
+		down = v.Cause.nextFromQueue(insp, res, v.State, now)
 	}
 }

@@ -112,6 +112,12 @@ func fillNext(s settings, conf *config.Config, views []server.ResourceView) {
 	if err != nil {
 		return
 	}
+	if opt, ok := redisOpt.(asynq.RedisClientOpt); ok {
+		// A Redis that is down must not hold the table for long: it is
+		// what an operator runs when things are broken.
+		opt.DialTimeout, opt.ReadTimeout = 2*time.Second, 2*time.Second
+		redisOpt = opt
+	}
 	insp := asynq.NewInspector(redisOpt)
 	defer insp.Close()
 	server.FillNext(conf, insp, views)

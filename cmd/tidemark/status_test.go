@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,4 +141,53 @@ sources:
 	if strings.Contains(out, "limit=100") {
 		t.Errorf("status shows a URL's query string:\n%s", out)
 	}
+
+	// With a Redis that does not answer: the table still comes, soon,
+	// saying what the runs say.
+	env["TIDEMARK_REDIS_URL"] = "redis://" + silentServer(t) + "/0"
+	began := time.Now()
+	code, out, errOut = runCmd(t, env, "status")
+	// About one 2 s read timeout: Redis is asked once, not once per
+	// failing resource, and not with go-redis's default timeouts (10 s here).
+	if took := time.Since(began); code != 0 || took > 4500*time.Millisecond {
+		t.Fatalf("status without Redis: exit %d after %s\n%s%s", code, took, out, errOut)
+	}
+	t.Logf("status with a silent Redis took %s", time.Since(began))
+	for _, want := range []string{"will retry (the task queue cannot be read: ", "dead: run `tidemark retry " + taskIDs["items"] + "` (the task queue cannot be read: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status without Redis lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// silentServer accepts TCP connections and never answers: a Redis that
+// hangs. It returns its address.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
