@@ -126,6 +126,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if _, err := s.store.PruneRequests(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("prune sync requests", "error", err)
 			}
+			if _, err := s.store.PruneProbeMinutes(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("prune probe minutes", "error", err)
+			}
 			collected = time.Now()
 		}
 		if took := time.Since(began); took > s.cfg.Tick {

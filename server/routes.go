@@ -26,6 +26,9 @@ var routes = []route{
 	{"GET /api/resources", false, func(s *Server) http.HandlerFunc { return s.resources }},
 	{"GET /api/runs", false, func(s *Server) http.HandlerFunc { return s.runs }},
 	{"GET /api/events", false, func(s *Server) http.HandlerFunc { return s.events }},
+	{"GET /api/resources/{source}/{resource}", false, func(s *Server) http.HandlerFunc { return s.resource }},
+	{"GET /api/resources/{source}/{resource}/history", false, func(s *Server) http.HandlerFunc { return s.history }},
+	{"POST /api/resources/{source}/{resource}/retry", false, func(s *Server) http.HandlerFunc { return s.retryDead }},
 	{"POST /api/resources/{source}/{resource}/sync", false, func(s *Server) http.HandlerFunc { return s.sync }},
 	{"POST /api/resources/{source}/{resource}/pause", false, func(s *Server) http.HandlerFunc { return s.pause(true) }},
 	{"POST /api/resources/{source}/{resource}/resume", false, func(s *Server) http.HandlerFunc { return s.pause(false) }},
@@ -57,6 +60,9 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(r.pattern, h)
 	}
 	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(dashboard)))
+	mux.Handle("GET /resources/{source}/{resource}", s.auth(http.HandlerFunc(s.resourcePage)))
+	// The vendored chart library: public code, served without the token.
+	mux.Handle("GET /static/", staticFiles())
 	mux.HandleFunc("GET /login", loginPage)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)

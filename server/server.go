@@ -1,6 +1,7 @@
 // Package server is tidemark's HTTP face: health endpoints for orchestrators,
-// the admin API (resources, runs, sync now, pause, resume), the live event
-// stream (SSE), inbound upstream webhooks, the dashboard and Asynqmon.
+// the admin API (resources and why they fail, runs, history, sync now,
+// pause, resume, retry dead tasks), the live event stream (SSE), inbound
+// upstream webhooks, the dashboard, the resource pages and Asynqmon.
 package server
 
 import (
@@ -230,6 +231,9 @@ type ResourceView struct {
 	LagSeconds *float64 `json:"lag_seconds"`
 	// Health is paused, syncing, failing, stale or fresh (first that applies).
 	Health string `json:"health"`
+	// Cause says why the resource is failing and what happens next; null
+	// while its last runs succeed.
+	Cause *Cause `json:"cause"`
 }
 
 // Health values of a ResourceView.
@@ -267,13 +271,20 @@ func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	FillNext(s.conf, s.inspector, views)
 	writeJSON(w, http.StatusOK, views)
 }
 
 // Resources joins the configured resources with their state, newest fetch
-// run and record count, in config order.
+// run, record count and the cause of their failures, in config order. What
+// happens next to a failing resource is said from its last run alone:
+// FillNext asks the task queues.
 func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]ResourceView, error) {
 	states, err := st.States(ctx)
+	if err != nil {
+		return nil, err
+	}
+	streaks, err := st.FailureStreaks(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +308,12 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 			Freshness: res.Freshness.D().String(), Records: counts[k], State: byKey[k]}
 		if run, ok := last[k]; ok {
 			v.LastRun = &run
+		}
+		if streak, ok := streaks[k]; ok && v.State != nil && v.State.ConsecutiveFailures > 0 {
+			v.Cause = newCause(streak)
+			if v.State.Paused {
+				v.Cause.Next = fmt.Sprintf("paused: nothing runs until `tidemark resume %s/%s`", src.Name, res.Name)
+			}
 		}
 		v.judge(res.Freshness.D(), now)
 		out = append(out, v)

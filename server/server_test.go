@@ -397,6 +397,14 @@ func TestBrowserPages(t *testing.T) {
 		{"monitoring delete needs the token", "DELETE", "/monitoring/api/queues/default", "", nil, 401, "admin token"},
 		{"monitoring with token", "GET", "/monitoring/", "tok", nil, 200, "<html"},
 		{"monitoring api with token", "GET", "/monitoring/api/queues", "tok", nil, 200, "queues"},
+		{"resource page with token", "GET", "/resources/shop/orders", "tok", nil, 200, `<script src="/static/uplot/uPlot.iife.min.js">`},
+		{"resource page sends browsers to login", "GET", "/resources/shop/orders", "", html, 303, ""},
+		{"resource page of an unknown resource", "GET", "/resources/shop/nope", "tok", nil, 404, `unknown resource \"nope\"`},
+		{"chart library, open", "GET", "/static/uplot/uPlot.iife.min.js", "", nil, 200, "uPlot"},
+		{"chart library's licence beside it", "GET", "/static/uplot/LICENSE", "", nil, 200, "Leon Sorokin"},
+		{"resource api needs the token", "GET", "/api/resources/shop/orders", "", nil, 401, "admin token"},
+		{"history api needs the token", "GET", "/api/resources/shop/orders/history", "", nil, 401, "admin token"},
+		{"retry api needs the token", "POST", "/api/resources/shop/orders/retry", "", nil, 401, "admin token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -264,7 +264,15 @@ func (s *Store) writeProbeTallies(ctx context.Context, batch map[Key]*probeTally
 	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `UPDATE sync_state AS s SET
+	// probe_minutes is written by the same statement (a data-modifying
+	// CTE): one round trip per flush, as before it existed.
+	_, err = db.ExecContext(ctx, `WITH minutes AS (
+			INSERT INTO probe_minutes AS m (source, resource, minute, unchanged, last_at)
+			SELECT source, resource, date_trunc('minute', at), n, at
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) AS v(source, resource, n, at)
+			ON CONFLICT (source, resource, minute) DO UPDATE
+			SET unchanged = m.unchanged + EXCLUDED.unchanged, last_at = greatest(m.last_at, EXCLUDED.last_at))
+		UPDATE sync_state AS s SET
 			probes_total = s.probes_total + v.n,
 			probes_not_modified = s.probes_not_modified + v.n,
 			in_sync_at = greatest(s.in_sync_at, v.at),

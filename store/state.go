@@ -222,6 +222,12 @@ func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error 
 		upd["in_sync_at"] = now
 	}
 	err := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).Updates(upd).Error
+	if err == nil && !out.Changed && !out.Known {
+		err = s.db.WithContext(ctx).Exec(`INSERT INTO probe_minutes AS m (source, resource, minute, unchanged, last_at)
+			VALUES (?, ?, date_trunc('minute', ?::timestamptz), 1, ?)
+			ON CONFLICT (source, resource, minute) DO UPDATE SET unchanged = m.unchanged + 1, last_at = greatest(m.last_at, EXCLUDED.last_at)`,
+			k.Source, k.Resource, now, now).Error
+	}
 	if err != nil {
 		return fmt.Errorf("record probe %s: %w", k, err)
 	}

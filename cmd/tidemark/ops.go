@@ -91,6 +91,7 @@ func (e env) status(args []string) error {
 	if err != nil {
 		return err
 	}
+	fillNext(s, conf, views)
 	printStatus(e, conf, views)
 	if missing := unsynced(views, began); *wait > 0 && len(missing) > 0 {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
@@ -121,9 +122,30 @@ func unsynced(views []server.ResourceView, since time.Time) []string {
 	return out
 }
 
+// fillNext asks the task queues what happens next to failing resources.
+// Without Redis the table says what their runs say.
+func fillNext(s settings, conf *config.Config, views []server.ResourceView) {
+	if !slices.ContainsFunc(views, func(v server.ResourceView) bool { return v.Cause != nil }) {
+		return
+	}
+	redisOpt, err := s.redisOpt()
+	if err != nil {
+		return
+	}
+	if opt, ok := redisOpt.(asynq.RedisClientOpt); ok {
+		// A Redis that is down must not hold the table for long: it is
+		// what an operator runs when things are broken.
+		opt.DialTimeout, opt.ReadTimeout = 2*time.Second, 2*time.Second
+		redisOpt = opt
+	}
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	server.FillNext(conf, insp, views)
+}
+
 func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES")
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES\tWHY / NEXT")
 	now := time.Now()
 	for _, v := range views {
 		res := conf.Source(v.Source).Resource(v.Resource)
@@ -175,8 +197,17 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 				state = "paused"
 			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n",
-			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures)
+		why := "-"
+		switch {
+		case v.Cause != nil:
+			why = v.Cause.Text()
+		case v.LastRun != nil && v.LastRun.Status == store.StatusInterrupted && v.LastRun.Error != "":
+			// Not a failure, but why it may lag: handed back (rate
+			// limited) or taken over; it resumes from its checkpoint.
+			why = "last fetch interrupted: " + oneLine(v.LastRun.Error)
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures, why)
 	}
 	tw.Flush()
 }

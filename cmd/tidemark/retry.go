@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -46,7 +45,7 @@ func (e env) retry(args []string) error {
 
 	var dead []*asynq.TaskInfo
 	if *all {
-		dead, err = archived(insp)
+		dead, err = jobs.Archived(insp)
 		if err != nil {
 			return err
 		}
@@ -71,16 +70,12 @@ func (e env) retry(args []string) error {
 
 // retryOne re-enqueues one dead task and says what it did in plain words.
 func (e env) retryOne(conf *config.Config, insp *asynq.Inspector, client *asynq.Client, info *asynq.TaskInfo) error {
-	task, what, err := retryTask(conf, info)
-	if err != nil {
+	fresh, what, err := jobs.Retry(e.ctx, conf, insp, client, info)
+	switch {
+	case err != nil && fresh == nil:
 		return fmt.Errorf("not re-enqueued: the %s (dead task %s): %w; the dead task is left as it is (delete it at /monitoring/ if it is no longer wanted)",
 			what, info.ID, err)
-	}
-	fresh, err := client.EnqueueContext(e.ctx, task)
-	if err != nil {
-		return fmt.Errorf("could not re-enqueue the %s (dead task %s): %w", what, info.ID, err)
-	}
-	if err := insp.DeleteTask(info.Queue, info.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+	case err != nil:
 		return fmt.Errorf("re-enqueued the %s as task %s, but could not remove dead task %s (delete it at /monitoring/, or the next retry --all runs it again): %w",
 			what, fresh.ID, info.ID, err)
 	}
@@ -109,27 +104,6 @@ func howItFailed(info *asynq.TaskInfo) string {
 
 // queueNames are the queues tasks live in, in a stable order.
 func queueNames() []string { return jobs.AllQueues() }
-
-// archived lists every archived task of every queue.
-func archived(insp *asynq.Inspector) ([]*asynq.TaskInfo, error) {
-	var out []*asynq.TaskInfo
-	for _, q := range queueNames() {
-		for page := 1; ; page++ {
-			infos, err := insp.ListArchivedTasks(q, asynq.PageSize(100), asynq.Page(page))
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list dead tasks of queue %s: %w", q, err)
-			}
-			out = append(out, infos...)
-			if len(infos) < 100 {
-				break
-			}
-		}
-	}
-	return out, nil
-}
 
 // namedDead finds the dead task each argument names: a task id, or a run
 // id (a number) whose task it looks up. An argument naming no dead task is
@@ -257,55 +231,6 @@ func doing(info *asynq.TaskInfo) string {
 	default:
 		return "is " + info.State.String()
 	}
-}
-
-// retryTask builds the fresh task for an archived one, and says what it is.
-func retryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, error) {
-	switch info.Type {
-	case jobs.TypeFetch:
-		var p jobs.FetchPayload
-		if err := json.Unmarshal(info.Payload, &p); err != nil {
-			return nil, "fetch", fmt.Errorf("fetch payload: %w", err)
-		}
-		what := fmt.Sprintf("%s fetch of %s/%s", p.Mode, p.Source, p.Resource)
-		res, err := resource(conf, p.Source, p.Resource)
-		if err != nil {
-			return nil, what, err
-		}
-		p.Trigger, p.Resume = jobs.TriggerRetry, true // continue where it stopped
-		t, err := jobs.NewFetch(p, append(jobs.FetchOptions(res), asynq.Queue(info.Queue))...)
-		return t, what, err
-	case jobs.TypeProbe:
-		var p jobs.ProbePayload
-		if err := json.Unmarshal(info.Payload, &p); err != nil {
-			return nil, "probe", fmt.Errorf("probe payload: %w", err)
-		}
-		what := fmt.Sprintf("probe of %s/%s", p.Source, p.Resource)
-		res, err := resource(conf, p.Source, p.Resource)
-		if err != nil {
-			return nil, what, err
-		}
-		p.Trigger = jobs.TriggerRetry
-		t, err := jobs.NewProbe(p, append(jobs.ProbeOptions(res), asynq.Queue(info.Queue))...)
-		return t, what, err
-	default:
-		// Other tasks (webhook deliveries) keep their payload and the
-		// options they were enqueued with, minus the spent retries.
-		opts := []asynq.Option{asynq.Queue(info.Queue), asynq.MaxRetry(info.MaxRetry)}
-		if info.Timeout > 0 {
-			opts = append(opts, asynq.Timeout(info.Timeout))
-		}
-		return asynq.NewTaskWithHeaders(info.Type, info.Payload, info.Headers, opts...), info.Type + " task", nil
-	}
-}
-
-func resource(conf *config.Config, src, res string) (*config.Resource, error) {
-	if s := conf.Source(src); s != nil {
-		if r := s.Resource(res); r != nil {
-			return r, nil
-		}
-	}
-	return nil, fmt.Errorf("%s/%s is no longer in the config", src, res)
 }
 
 // oneLine keeps a task's last error to one short line.

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/internal/testenv"
+	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
+)
+
+// TestStatusShowsTheCause: `tidemark status` says on a failing resource's
+// row why it fails in plain words, since when, how many attempts, and what
+// happens next, from the task queue: the next attempt of a task waiting for
+// its retry; for an archived one, the retry command to run.
+func TestStatusShowsTheCause(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	confYAML := `
+sources:
+  - name: shop
+    base_url: http://127.0.0.1:1
+    resources:
+      - {name: orders, path: /orders, records: {id: id}, freshness: 1m}
+      - {name: items, path: /items, records: {id: id}, freshness: 1m}
+      - {name: fine, path: /fine, records: {id: id}, freshness: 1m}
+      - {name: limited, path: /limited, records: {id: id}, freshness: 1m}
+`
+	confPath := filepath.Join(t.TempDir(), "tidemark.yaml")
+	if err := os.WriteFile(confPath, []byte(confYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := config.Parse(confPath, []byte(confYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, redisURL := testenv.Database(t), testenv.Redis(t)
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+
+	// orders: three failed fetches, its task waiting for a retry in an hour.
+	// items: one dead fetch, its task archived.
+	failures := []struct {
+		resource, status, msg string
+		n                     int
+		archive               bool
+	}{
+		{"orders", store.StatusFailed, "fetch shop/orders page 1: GET http://127.0.0.1:1/orders?limit=100: HTTP 503: {\"error\":\"busy\"}", 3, false},
+		{"items", store.StatusDead, "GET http://127.0.0.1:1/items: HTTP 401: unauthorized", 1, true},
+	}
+	taskIDs := map[string]string{}
+	for _, f := range failures {
+		res := conf.Source("shop").Resource(f.resource)
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: f.resource, Mode: jobs.ModeDelta, Trigger: jobs.TriggerSchedule},
+			append(jobs.FetchOptions(res), asynq.ProcessIn(time.Hour))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := client.Enqueue(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taskIDs[f.resource] = info.ID
+		if f.archive {
+			if err := insp.ArchiveTask(info.Queue, info.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range f.n {
+			run := store.Run{Source: "shop", Resource: f.resource, Kind: store.KindDelta, Trigger: jobs.TriggerSchedule, TaskID: info.ID}
+			if err := st.StartRun(ctx, &run); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.FinishRun(ctx, run.ID, store.RunOutcome{Status: f.status, Error: f.msg}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// limited: its fetch handed back under a 429, not a failure.
+	run := store.Run{Source: "shop", Resource: "limited", Kind: store.KindDelta, Trigger: jobs.TriggerSchedule}
+	if err := st.StartRun(ctx, &run); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FinishRun(ctx, run.ID, store.RunOutcome{Status: store.StatusInterrupted, Error: "rate limited: handed back for 2s: GET http://127.0.0.1:1/limited: HTTP 429"}); err != nil {
+		t.Fatal(err)
+	}
+
+	env := map[string]string{"TIDEMARK_CONFIG": confPath, "TIDEMARK_DATABASE_URL": dbURL, "TIDEMARK_REDIS_URL": redisURL}
+	code, out, errOut := runCmd(t, env, "status")
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("tidemark status:\n%s", out)
+	rows := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, _, ok := strings.Cut(line, " "); ok {
+			rows[k] = line
+		}
+	}
+	for k, want := range map[string][]string{
+		"shop/orders": {"the upstream failed (HTTP 503 Service Unavailable) at GET http://127.0.0.1:1/orders;", "failing since ", "(3 attempts)", "next attempt at "},
+		"shop/items": {"the upstream refused tidemark's credentials (HTTP 401 Unauthorized) at GET http://127.0.0.1:1/items;", "(1 attempt)",
+			"dead: run `tidemark retry " + taskIDs["items"] + "`"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(rows[k], w) {
+				t.Errorf("status row of %s lacks %q:\n%s", k, w, rows[k])
+			}
+		}
+	}
+	if !strings.HasSuffix(rows["shop/limited"], "last fetch interrupted: rate limited: handed back for 2s: GET http://127.0.0.1:1/limited: HTTP 429") {
+		t.Errorf("status row of shop/limited does not say its fetch was handed back:\n%s", rows["shop/limited"])
+	}
+	if !strings.HasSuffix(strings.TrimSpace(rows["shop/fine"]), " -") {
+		t.Errorf("a resource that is not failing has a cause:\n%s", rows["shop/fine"])
+	}
+	if strings.Contains(out, "limit=100") {
+		t.Errorf("status shows a URL's query string:\n%s", out)
+	}
+
+	// With a Redis that does not answer: the table still comes, soon,
+	// saying what the runs say.
+	env["TIDEMARK_REDIS_URL"] = "redis://" + silentServer(t) + "/0"
+	began := time.Now()
+	code, out, errOut = runCmd(t, env, "status")
+	// About one 2 s read timeout: Redis is asked once, not once per
+	// failing resource, and not with go-redis's default timeouts (10 s here).
+	if took := time.Since(began); code != 0 || took > 4500*time.Millisecond {
+		t.Fatalf("status without Redis: exit %d after %s\n%s%s", code, took, out, errOut)
+	}
+	t.Logf("status with a silent Redis took %s", time.Since(began))
+	for _, want := range []string{"will retry (the task queue cannot be read: ", "dead: run `tidemark retry " + taskIDs["items"] + "` (the task queue cannot be read: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status without Redis lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// silentServer accepts TCP connections and never answers: a Redis that
+// hangs. It returns its address.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
