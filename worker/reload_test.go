@@ -152,3 +152,26 @@ func TestReloadedSourceNewClient(t *testing.T) {
 		t.Error("the fetch after the reload sent nothing to the new base URL")
 	}
 }
+
+// TestAbandonedRunOfRemovedResourceEnds: a fetch whose worker died after
+// its resource was removed (its run running, its lock lapsed) is ended by
+// the takeover check, not left running for ever.
+func TestAbandonedRunOfRemovedResourceEnds(t *testing.T) {
+	t.Parallel()
+	up := demoapi.New(demoapi.Options{Seed: 7, Records: 10})
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	w := workertest.Start(t, demoConfig(t, srv.URL), worker.Config{Concurrency: 1, TakeoverCheck: 50 * time.Millisecond})
+	ctx := context.Background()
+	run := store.Run{Source: "demo", Resource: "gone", Kind: store.KindFull, Trigger: jobs.TriggerSchedule, TaskID: "died", Attempt: 1}
+	if err := w.Store.StartRun(ctx, &run); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the abandoned run ended", func() (bool, string) {
+		got, err := w.Store.Run(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Status == store.StatusInterrupted, got.Status + " " + got.Error
+	})
+}
