@@ -175,3 +175,27 @@ func TestAbandonedRunOfRemovedResourceEnds(t *testing.T) {
 		return got.Status == store.StatusInterrupted, got.Status + " " + got.Error
 	})
 }
+
+// TestRemovedWebhookDeliveryDropped: a delivery queued for a webhook a
+// reload has removed completes without posting, rather than dying.
+func TestRemovedWebhookDeliveryDropped(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { posts.Add(1) }))
+	t.Cleanup(hook.Close)
+	w := workertest.Start(t, demoConfig(t, "http://127.0.0.1:1"), worker.Config{Concurrency: 1}) // no webhooks
+	id := jobs.DeliveryID(7, 0)
+	task, err := jobs.NewWebhook(jobs.WebhookPayload{Webhook: 0, URLID: jobs.WebhookURLID(hook.URL), DeliveryID: id, Event: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Client.Enqueue(task, jobs.WebhookOptions(id)...); err != nil {
+		t.Fatal(err)
+	}
+	if s := taskEnds(t, w.Inspector, config.PriorityDefault, id); s != asynq.TaskStateCompleted {
+		t.Errorf("delivery to a removed webhook ended %s, want completed", s)
+	}
+	if n := posts.Load(); n != 0 {
+		t.Errorf("%d posts to a removed webhook", n)
+	}
+}
