@@ -144,8 +144,9 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	}
 	w.tally = st.NewProbeBatcher(0, func(err error) { log.Error("record unchanged probes (kept for the next flush)", "error", err) })
 	// Made now so that a source no client can be made for fails the start.
-	for i := range w.conf().Sources {
-		if _, err := w.clientFor(&w.conf().Sources[i]); err != nil {
+	initial := w.conf()
+	for i := range initial.Sources {
+		if _, err := w.clientFor(&initial.Sources[i]); err != nil {
 			rdb.Close()
 			return nil, err
 		}
