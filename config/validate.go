@@ -27,11 +27,14 @@ const (
 	// EventDeletesHeld: a full read would have tombstoned more than
 	// full_sync.max_delete_fraction of a resource, and tombstoned none.
 	EventDeletesHeld = "deletes.held"
+	// EventConfigRejected: a changed config file did not load or validate;
+	// the config in force stays.
+	EventConfigRejected = "config.rejected"
 )
 
 // Events lists every event type, in documentation order.
 var Events = []string{EventDataUpdated, EventRunFailed, EventResourceStale, EventResourceRecovered, EventRunProgress,
-	EventRecordsQuarantined, EventDeletesHeld}
+	EventRecordsQuarantined, EventDeletesHeld, EventConfigRejected}
 
 // Auth types.
 const (

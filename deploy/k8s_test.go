@@ -405,6 +405,16 @@ func checkConfigMount(t *testing.T, m *manifests, d *appsv1.Deployment, c *corev
 				t.Errorf("%s: volume %s names ConfigMap %q, not in the build", d.Name, v.Name, v.ConfigMap.Name)
 				return
 			}
+			// The roles reload the file when the ConfigMap changes: that
+			// needs the ConfigMap updated in place (not renamed by a hash
+			// of its content, which rolls the pods instead) and a directory
+			// mount (a subPath mount never sees an update).
+			if vm.SubPath != "" {
+				t.Errorf("%s: the config is mounted with subPath %q, which never sees a ConfigMap update", d.Name, vm.SubPath)
+			}
+			if cm.Name != "tidemark-config" {
+				t.Errorf("%s: ConfigMap %q: want it named tidemark-config, updated in place (disableNameSuffixHash)", d.Name, cm.Name)
+			}
 			data, ok := cm.Data[file]
 			if !ok {
 				t.Errorf("%s: ConfigMap %s has no key %s", d.Name, cm.Name, file)

@@ -90,12 +90,13 @@ func Subscribed(hook config.Webhook, event string) bool {
 	return len(hook.Events) == 0 || slices.Contains(hook.Events, event)
 }
 
-// WebhookSink enqueues one delivery task per event and subscribed webhook.
-// An already enqueued delivery is not an error: the relay hands an event
-// again after a crash, and the deterministic task id makes that a no-op.
-func WebhookSink(client *asynq.Client, hooks []config.Webhook) events.Sink {
+// WebhookSink enqueues one delivery task per event and subscribed webhook
+// of the config in force. An already enqueued delivery is not an error: the
+// relay hands an event again after a crash, and the deterministic task id
+// makes that a no-op.
+func WebhookSink(client *asynq.Client, conf config.Provider) events.Sink {
 	return func(ctx context.Context, ev events.Event) error {
-		for i, hook := range hooks {
+		for i, hook := range conf.Current().Webhooks {
 			if !Subscribed(hook, ev.Type) {
 				continue
 			}

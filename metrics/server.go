@@ -43,13 +43,14 @@ var (
 // Register it in the server role only: it reports what Postgres knows, the
 // same on every replica.
 type Freshness struct {
-	conf  *config.Config
+	conf  config.Provider
 	store *store.Store
 	now   func() time.Time
 }
 
-// NewFreshness returns the freshness collector for conf's resources.
-func NewFreshness(conf *config.Config, st *store.Store) *Freshness {
+// NewFreshness returns the freshness collector for conf's resources, read
+// afresh at every scrape.
+func NewFreshness(conf config.Provider, st *store.Store) *Freshness {
 	return &Freshness{conf: conf, store: st, now: time.Now}
 }
 
@@ -81,7 +82,7 @@ func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 		byKey[store.Key{Source: st.Source, Resource: st.Resource}] = st
 	}
 	now := f.now()
-	f.conf.Each(func(src *config.Source, res *config.Resource) {
+	f.conf.Current().Each(func(src *config.Source, res *config.Resource) {
 		st, ok := byKey[store.Key{Source: src.Name, Resource: res.Name}]
 		ch <- prometheus.MustNewConstMetric(targetDesc, prometheus.GaugeValue, res.Freshness.D().Seconds(), src.Name, res.Name)
 		if !ok {

@@ -45,7 +45,7 @@ type Config struct {
 // Scheduler enqueues each resource's fetch once per interval slot.
 type Scheduler struct {
 	cfg    Config
-	conf   *config.Config
+	live   config.Provider
 	store  *store.Store
 	client *asynq.Client
 	log    *slog.Logger
@@ -57,6 +57,9 @@ type Scheduler struct {
 	sent map[sentKey]sentSlot
 	// resources is how many resources the config has.
 	resources int
+	// known is the config whose resources have sync_state rows: a reload
+	// that adds resources gets theirs at the next tick.
+	known *config.Config
 	// epoch is the value of EpochKey this replica last saw.
 	epoch string
 }
@@ -76,8 +79,9 @@ type sentSlot struct {
 	at    time.Time // when this replica saw it in Redis
 }
 
-// New returns a scheduler; client is owned by the caller.
-func New(cfg Config, conf *config.Config, st *store.Store, client *asynq.Client, log *slog.Logger) *Scheduler {
+// New returns a scheduler for the resources of conf, read afresh every
+// tick; client is owned by the caller.
+func New(cfg Config, conf config.Provider, st *store.Store, client *asynq.Client, log *slog.Logger) *Scheduler {
 	cfg.Tick = cmp.Or(cfg.Tick, time.Second)
 	cfg.FailureThreshold = cmp.Or(cfg.FailureThreshold, 3)
 	cfg.Recheck = cmp.Or(cfg.Recheck, time.Minute)
@@ -85,13 +89,13 @@ func New(cfg Config, conf *config.Config, st *store.Store, client *asynq.Client,
 		cfg.Now = time.Now
 	}
 	n := 0
-	conf.Each(func(*config.Source, *config.Resource) { n++ })
-	return &Scheduler{cfg: cfg, conf: conf, store: st, client: client, log: log, sent: make(map[sentKey]sentSlot, n), resources: n}
+	conf.Current().Each(func(*config.Source, *config.Resource) { n++ })
+	return &Scheduler{cfg: cfg, live: conf, store: st, client: client, log: log, sent: make(map[sentKey]sentSlot, n), resources: n}
 }
 
 // Run ticks until ctx is done.
 func (s *Scheduler) Run(ctx context.Context) error {
-	if err := s.store.EnsureStates(ctx, store.KeysOf(s.conf)); err != nil {
+	if err := s.follow(ctx); err != nil {
 		return err
 	}
 	s.log.Info("scheduler started", "tick", s.cfg.Tick.String())
@@ -175,7 +179,7 @@ func (s *Scheduler) checkRedis(ctx context.Context) error {
 	}
 	var errs []error
 	for _, r := range reqs {
-		src := s.conf.Source(r.Source)
+		src := s.conf().Source(r.Source)
 		if src == nil || src.Resource(r.Resource) == nil {
 			continue
 		}
@@ -193,6 +197,34 @@ func (s *Scheduler) checkRedis(ctx context.Context) error {
 		s.log.Info("enqueued outstanding sync requests", "requests", len(reqs), "epoch", v)
 	}
 	return errors.Join(errs...)
+}
+
+// conf is the config in force.
+func (s *Scheduler) conf() *config.Config { return s.live.Current() }
+
+// follow takes up a config a reload put in force: its new resources get
+// their sync_state rows (and so their first probe and fetch this tick),
+// and what this replica remembers of removed ones is forgotten.
+func (s *Scheduler) follow(ctx context.Context) error {
+	conf := s.conf()
+	if conf == s.known {
+		return nil
+	}
+	keys := store.KeysOf(conf)
+	if err := s.store.EnsureStates(ctx, keys); err != nil {
+		return err
+	}
+	live := make(map[store.Key]bool, len(keys))
+	for _, k := range keys {
+		live[k] = true
+	}
+	for k := range s.sent {
+		if !live[k.key] {
+			delete(s.sent, k)
+		}
+	}
+	s.known, s.resources = conf, len(keys)
+	return nil
 }
 
 // NextTick is the first tick after now: ticks fall a tenth of a tick past
@@ -222,13 +254,16 @@ func NextTick(now time.Time, tick time.Duration) time.Time {
 // Each task's ID names its slot, so replicas enqueue it once. Ticks of one
 // Scheduler must not run concurrently (Run ticks one at a time).
 func (s *Scheduler) Tick(ctx context.Context) error {
+	if err := s.follow(ctx); err != nil {
+		return err
+	}
 	byKey, err := s.states(ctx)
 	if err != nil {
 		return err
 	}
 	now := s.cfg.Now()
 	var errs []error
-	s.conf.Each(func(src *config.Source, res *config.Resource) {
+	s.conf().Each(func(src *config.Source, res *config.Resource) {
 		key := store.Key{Source: src.Name, Resource: res.Name}
 		st := byKey[key]
 		if st.paused {
@@ -362,7 +397,7 @@ func SlotTaskID(taskType, source, resource, kind string, slot int64) string {
 // SSE and webhooks.
 func (s *Scheduler) CheckAlerts(ctx context.Context) error {
 	var targets []store.Target
-	s.conf.Each(func(src *config.Source, res *config.Resource) {
+	s.conf().Each(func(src *config.Source, res *config.Resource) {
 		if f := res.Freshness.D(); f > 0 {
 			targets = append(targets, store.Target{Source: src.Name, Resource: res.Name, Freshness: f})
 		}

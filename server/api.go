@@ -12,7 +12,7 @@ import (
 // lookup finds the resource a path names, or answers 404 and returns nil.
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*config.Source, *config.Resource) {
 	srcName, resName := r.PathValue("source"), r.PathValue("resource")
-	src := s.conf.Source(srcName)
+	src := s.conf().Source(srcName)
 	if src == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", srcName))
 		return nil, nil

@@ -80,7 +80,7 @@ const DemoAdminToken = "tidemark-demo-token"
 // Server serves the admin API.
 type Server struct {
 	cfg    Config
-	conf   *config.Config
+	live   config.Provider
 	store  *store.Store
 	hub    *events.Hub
 	client *asynq.Client
@@ -98,7 +98,7 @@ type Server struct {
 // (sync now, inbound hooks, Asynqmon); hub feeds /api/events and must be
 // running for it to answer. Close the server (Run does) to free its Redis
 // connections.
-func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisConnOpt, hub *events.Hub, log *slog.Logger) (*Server, error) {
+func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.RedisConnOpt, hub *events.Hub, log *slog.Logger) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
 	}
@@ -123,7 +123,7 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 	}
 	inspector := asynq.NewInspector(redisOpt)
 	return &Server{
-		cfg: cfg, conf: conf, store: st, hub: hub, log: log,
+		cfg: cfg, live: conf, store: st, hub: hub, log: log,
 		inspector: inspector,
 		metrics:   metrics.Handler(metrics.NewFreshness(conf, st), metrics.NewQueues(inspector)),
 		client:    asynq.NewClientFromRedisClient(rdb),
@@ -137,6 +137,9 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		}),
 	}, nil
 }
+
+// conf is the config in force: read it once per request.
+func (s *Server) conf() *config.Config { return s.live.Current() }
 
 // Close frees the server's Redis connections.
 func (s *Server) Close() error {
@@ -266,7 +269,7 @@ func (v *ResourceView) judge(freshness time.Duration, now time.Time) {
 }
 
 func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
-	views, err := Resources(r.Context(), s.conf, s.store)
+	views, err := Resources(r.Context(), s.conf(), s.store)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return

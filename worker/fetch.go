@@ -254,8 +254,12 @@ func basisOf(res *config.Resource) basis {
 // begin reads the resource's sync state, records the run, and sets up the
 // read: resumed from a checkpoint of the same mode, or new.
 func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *config.Source, res *config.Resource) (*run, error) {
+	client, err := h.clientFor(src)
+	if err != nil {
+		return nil, err
+	}
 	f := &run{h: h, p: p, src: src, res: res, key: store.Key{Source: p.Source, Resource: p.Resource},
-		client: h.clients[src.Name], began: time.Now(), basis: basisOf(res)}
+		client: client, began: time.Now(), basis: basisOf(res)}
 	st, err := h.store.State(ctx, f.key)
 	if errors.Is(err, store.ErrNotFound) {
 		if err = h.store.EnsureStates(ctx, []store.Key{f.key}); err == nil {
@@ -855,13 +859,10 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 }
 
 func (w *Worker) resource(source, resource string) (*config.Source, *config.Resource, error) {
-	src := w.conf.Source(source)
-	if src == nil {
-		return nil, nil, fmt.Errorf("%w: source %q is not in the config", jobs.ErrBadInput, source)
+	src := w.conf().Source(source)
+	if src == nil || src.Resource(resource) == nil {
+		return nil, nil, fmt.Errorf("%w: %w", jobs.ErrBadInput, notConfiguredError{source, resource})
 	}
 	res := src.Resource(resource)
-	if res == nil {
-		return nil, nil, fmt.Errorf("%w: resource %s/%s is not in the config", jobs.ErrBadInput, source, resource)
-	}
 	return src, res, nil
 }

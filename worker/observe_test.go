@@ -308,7 +308,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 	opt := f.redis.(asynq.RedisClientOpt)
 	rdb := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB})
 	t.Cleanup(func() { rdb.Close() })
-	relay := events.NewRelay(events.RelayConfig{PollInterval: 100 * time.Millisecond, Sink: jobs.WebhookSink(f.client, conf.Webhooks)}, f.store, rdb, testLogger(t))
+	relay := events.NewRelay(events.RelayConfig{PollInterval: 100 * time.Millisecond, Sink: jobs.WebhookSink(f.client, conf)}, f.store, rdb, testLogger(t))
 	run := func(fn func(context.Context) error) { wg.Add(1); go func() { defer wg.Done(); fn(ctx) }() }
 	run(relay.Run)
 	for range 2 { // two replicas: each transition still fires once

@@ -159,7 +159,10 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 // belong to a URL, and the delta URL moves with the watermark, so its
 // validator would differ after every fetch.
 func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
-	client := h.clients[src.Name]
+	client, cerr := h.clientFor(src)
+	if cerr != nil {
+		return store.ProbeOutcome{}, 0, cerr
+	}
 	target := upstream.FirstURL(client, res, probeQuery(res))
 	if res.Probe.Path != "" {
 		target = client.URL(res.Probe.Path, nil)

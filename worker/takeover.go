@@ -46,16 +46,17 @@ func (w *Worker) takeOver(ctx context.Context) error {
 	}
 	var errs []error
 	for _, r := range runs {
-		src, res, err := w.resource(r.Source, r.Resource)
-		if err != nil {
-			continue // not ours to take over: another config's resource
-		}
 		key := store.Key{Source: r.Source, Resource: r.Resource}
 		held, err := w.rdb.Exists(ctx, fetchLockKey(key)).Result()
 		if err != nil {
 			return fmt.Errorf("fetch lock of %s: %w", key, err)
 		}
 		if held > 0 {
+			continue
+		}
+		src, res, err := w.resource(r.Source, r.Resource)
+		if err != nil {
+			errs = append(errs, w.endRemoved(ctx, r))
 			continue
 		}
 		id := "takeover:" + strconv.FormatInt(r.ID, 10)
@@ -75,4 +76,20 @@ func (w *Worker) takeOver(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// endRemoved ends the abandoned run of a resource the config no longer
+// has: nothing will take it over, and left running it would show so for
+// ever. Interrupted, not failed: the resource did not fail, it went away.
+func (w *Worker) endRemoved(ctx context.Context, r store.RunningFetch) error {
+	err := w.store.FinishRun(ctx, r.ID, store.RunOutcome{Status: store.StatusInterrupted,
+		Error: "abandoned: its worker stopped renewing the fetch lock, and its resource is no longer in the config"})
+	switch {
+	case errors.Is(err, store.ErrSuperseded):
+		return nil // another worker ended it first
+	case err != nil:
+		return fmt.Errorf("end run %d of removed %s/%s: %w", r.ID, r.Source, r.Resource, err)
+	}
+	w.log.Info("ended the abandoned run of a resource no longer in the config", "source", r.Source, "resource", r.Resource, "run_id", r.ID)
+	return nil
 }

@@ -35,9 +35,12 @@ func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	hooks := h.w.conf.Webhooks
+	hooks := h.w.conf().Webhooks
 	if p.Webhook < 0 || p.Webhook >= len(hooks) || jobs.WebhookURLID(hooks[p.Webhook].URL) != p.URLID {
-		return fmt.Errorf("webhook delivery %s: webhook %d is no longer in the config: %w", p.DeliveryID, p.Webhook, asynq.SkipRetry)
+		// Removed (or moved) by a config reload: the operator no longer
+		// wants it, and a dead task would only page someone.
+		h.w.log.Info("webhook delivery dropped: its webhook is no longer in the config", "delivery_id", p.DeliveryID, "webhook", p.Webhook)
+		return nil
 	}
 	hook := hooks[p.Webhook]
 	var secret string
@@ -97,7 +100,7 @@ func sign(h http.Header, key []byte, secret, deliveryID string, now time.Time, b
 // secret: its deliveries go out unsigned and a receiver cannot tell them
 // from forgeries. The URL is left out (it may carry a token).
 func (w *Worker) warnUnsigned() {
-	for i, hook := range w.conf.Webhooks {
+	for i, hook := range w.conf().Webhooks {
 		if hook.SecretEnv == "" {
 			w.log.Warn("webhook has no secret_env: its deliveries are not signed", "webhook", i, "url_id", jobs.WebhookURLID(hook.URL))
 		}

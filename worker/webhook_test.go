@@ -111,7 +111,7 @@ func TestWebhookDelivery(t *testing.T) {
 	if _, err := client.Enqueue(downTask, append(jobs.WebhookOptions(jobs.DeliveryID(42, 1)), asynq.MaxRetry(1))...); err != nil {
 		t.Fatal(err)
 	}
-	sink := jobs.WebhookSink(client, conf.Webhooks)
+	sink := jobs.WebhookSink(client, conf)
 	for range 2 { // the relay handing the same event twice delivers it once
 		if err := sink(ctx, ev); err != nil {
 			t.Fatal(err)
@@ -183,7 +183,7 @@ func TestWebhookReceiverDownTenSeconds(t *testing.T) {
 		{URL: "http://" + addr + "/hook", SecretEnv: "TIDEMARK_TEST_OUTAGE_SECRET", Events: []string{"data.updated"}},
 	}}
 	redisOpt, client := startHookWorker(t, conf, testLogger(t))
-	sink := jobs.WebhookSink(client, conf.Webhooks)
+	sink := jobs.WebhookSink(client, conf)
 	down := time.Now()
 	want := map[string]string{} // delivery id → body
 	for i := range int64(nEvents) {

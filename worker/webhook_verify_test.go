@@ -212,7 +212,7 @@ func TestWebhookStandardSignature(t *testing.T) {
 	logs := &syncBuffer{}
 	_, client := startHookWorker(t, conf, slog.New(slog.NewJSONHandler(logs, nil)))
 	ev := events.Event{ID: 77, Type: "data.updated", Source: "shop", Resource: "orders", Data: json.RawMessage(`{"id":77,"event":"data.updated"}`)}
-	if err := jobs.WebhookSink(client, conf.Webhooks)(ctx, ev); err != nil {
+	if err := jobs.WebhookSink(client, conf)(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
 

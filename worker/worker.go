@@ -72,19 +72,28 @@ type Config struct {
 	// returns, as a crash at that point would: for in-process tests such
 	// as internal/sim, which cannot kill their own process. Default nil.
 	CrashHook func(point string) error
+	// Refresh, when set, is asked to pick up a config file changed since
+	// the last poll when a task names a resource the config lacks (a
+	// scheduler that reloaded first enqueued it); it reports whether a new
+	// config is in force. Default nil: such a task is dropped at once.
+	Refresh func() bool
 }
 
 // Worker runs tasks from the queues.
 type Worker struct {
-	cfg     Config
-	conf    *config.Config
-	store   *store.Store
-	rdb     redis.UniversalClient
-	redis   asynq.RedisConnOpt
-	client  *asynq.Client
-	clients map[string]*upstream.Client
-	limiter *ratelimit.Limiter
-	log     *slog.Logger
+	cfg    Config
+	live   config.Provider
+	store  *store.Store
+	rdb    redis.UniversalClient
+	redis  asynq.RedisConnOpt
+	client *asynq.Client
+	// clients holds an upstream client per source, made from the source's
+	// config: a reload that changes a source gets a new one for the tasks
+	// that start after it, while running tasks finish on the old.
+	clientsMu sync.Mutex
+	clients   map[string]sourceClient
+	limiter   *ratelimit.Limiter
+	log       *slog.Logger
 	// tally writes unchanged probes' bookkeeping behind, coalesced
 	// (store.ProbeBatcher); it runs for as long as Run.
 	tally *store.ProbeBatcher
@@ -98,8 +107,14 @@ type Worker struct {
 	inflight sync.WaitGroup
 }
 
-// New returns a worker for the sources of conf.
-func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisConnOpt, log *slog.Logger) (*Worker, error) {
+// sourceClient is a source's upstream client and the config it was made from.
+type sourceClient struct {
+	src    *config.Source
+	client *upstream.Client
+}
+
+// New returns a worker for the sources of conf, read afresh for every task.
+func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.RedisConnOpt, log *slog.Logger) (*Worker, error) {
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
 	cfg.ProbeConcurrency = cmp.Or(cfg.ProbeConcurrency, 4)
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, 2*time.Second)
@@ -125,31 +140,50 @@ func New(cfg Config, conf *config.Config, st *store.Store, redisOpt asynq.RedisC
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", redisOpt)
 	}
 	w := &Worker{
-		cfg: cfg, conf: conf, store: st, rdb: rdb, redis: redisOpt,
+		cfg: cfg, live: conf, store: st, rdb: rdb, redis: redisOpt,
 		client:  asynq.NewClientFromRedisClient(rdb),
-		clients: make(map[string]*upstream.Client),
+		clients: make(map[string]sourceClient),
 		limiter: ratelimit.New(rdb, ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait}),
 		log:     log,
 	}
 	w.runProgress = events.NewPublisher(st, rdb)
 	w.tally = st.NewProbeBatcher(0, func(err error) { log.Error("record unchanged probes (kept for the next flush)", "error", err) })
-	for i := range conf.Sources {
-		src := &conf.Sources[i]
-		c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: cfg.MaxWait})
-		if err != nil {
+	// Made now so that a source no client can be made for fails the start.
+	initial := w.conf()
+	for i := range initial.Sources {
+		if _, err := w.clientFor(&initial.Sources[i]); err != nil {
 			rdb.Close()
 			return nil, err
 		}
-		w.clients[src.Name] = c
 	}
 	return w, nil
+}
+
+// conf is the config in force: read it once per task.
+func (w *Worker) conf() *config.Config { return w.live.Current() }
+
+// clientFor returns the upstream client for src's config: the one made
+// before while the source's settings are the same, a new one once a reload
+// has changed them.
+func (w *Worker) clientFor(src *config.Source) (*upstream.Client, error) {
+	w.clientsMu.Lock()
+	defer w.clientsMu.Unlock()
+	if sc, ok := w.clients[src.Name]; ok && (sc.src == src || config.SameSource(sc.src, src)) {
+		return sc.client, nil
+	}
+	c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: w.cfg.MaxWait})
+	if err != nil {
+		return nil, err
+	}
+	w.clients[src.Name] = sourceClient{src: src, client: c}
+	return c, nil
 }
 
 // Run serves tasks until ctx is done, then shuts down gracefully: in-flight
 // tasks get ShutdownTimeout to finish, the rest go back to their queues.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.rdb.Close()
-	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf)); err != nil {
+	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf())); err != nil {
 		return err
 	}
 	// The probe tally flushes until every handler is done (deferred calls
@@ -190,11 +224,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues, w.cfg.PollInterval)
 	fetchMux := asynq.NewServeMux()
 	fetchMux.Use(w.track)
-	fetchMux.Handle(jobs.TypeFetch, w.handBack(fetchHandler{w}))
+	fetchMux.Handle(jobs.TypeFetch, w.dropUnconfigured(w.handBack(fetchHandler{w})))
 	fetchMux.Handle(jobs.TypeWebhook, webhookHandler{w})
 	probeMux := asynq.NewServeMux()
 	probeMux.Use(w.track)
-	probeMux.Handle(jobs.TypeProbe, w.handBack(probeHandler{w}))
+	probeMux.Handle(jobs.TypeProbe, w.dropUnconfigured(w.handBack(probeHandler{w})))
 	if err := fetches.Start(fetchMux); err != nil {
 		return fmt.Errorf("start worker fetch pool: %w", err)
 	}
@@ -259,5 +293,37 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 		w.inflight.Add(1)
 		defer w.inflight.Done()
 		return next.ProcessTask(ctx, t)
+	})
+}
+
+// notConfiguredError is a task's resource missing from the config: removed
+// by a reload since the task was enqueued.
+type notConfiguredError struct{ source, resource string }
+
+func (e notConfiguredError) Error() string {
+	return fmt.Sprintf("resource %s/%s is not in the config", e.source, e.resource)
+}
+
+// dropUnconfigured ends a task whose resource the config no longer has as
+// done, with an info line: the operator removed the resource, and retrying
+// the task (or archiving it as dead) would only page someone. The config
+// file is looked at once more first, in case it names the resource and this
+// process has not polled it yet.
+func (w *Worker) dropUnconfigured(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		err := next.ProcessTask(ctx, t)
+		var nc notConfiguredError
+		if !errors.As(err, &nc) {
+			return err
+		}
+		if w.cfg.Refresh != nil && w.cfg.Refresh() {
+			if err = next.ProcessTask(ctx, t); !errors.As(err, &nc) {
+				return err
+			}
+		}
+		id, _ := asynq.GetTaskID(ctx)
+		w.log.Info("task dropped: its resource is no longer in the config", "type", t.Type(), "task_id", id,
+			"source", nc.source, "resource", nc.resource)
+		return nil
 	})
 }

@@ -630,7 +630,6 @@ func TestWorkerPoolFlags(t *testing.T) {
 		{"bad env", map[string]string{"TIDEMARK_PROBE_CONCURRENCY": "lots"}, nil, `TIDEMARK_PROBE_CONCURRENCY="lots"`},
 		{"bad env weights", map[string]string{"TIDEMARK_QUEUE_WEIGHTS": "critical=6"}, nil, "TIDEMARK_QUEUE_WEIGHTS: no weight for priority"},
 		{"bad env shutdown timeout", map[string]string{"TIDEMARK_SHUTDOWN_TIMEOUT": "soon"}, nil, `TIDEMARK_SHUTDOWN_TIMEOUT="soon": want a duration`},
-		{"bad env failure threshold", map[string]string{"TIDEMARK_FAILURE_THRESHOLD": "three"}, nil, `TIDEMARK_FAILURE_THRESHOLD="three": want a whole number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

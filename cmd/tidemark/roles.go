@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strconv"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
@@ -51,60 +53,35 @@ func (e env) migrate(args []string) error {
 }
 
 // roles runs the scheduler, worker, server, or all three ("run"), until a
-// signal; the first role to fail stops the others.
+// signal; the first role to fail stops the others. The config file is
+// reloaded when it changes and on SIGHUP.
 func (e env) roles(role string, args []string) error {
 	var s settings
 	fs := e.flags(role, &s)
-	addr := fs.String("addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
-	adminToken := fs.String("admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
-	publishAddr := fs.String("publish-addr", e.getenv("TIDEMARK_PUBLISH_ADDR"), "address the server is published on when not --addr, as a container's published port; beyond loopback the demo token is refused (TIDEMARK_PUBLISH_ADDR)")
-	trustProxyDef, trustProxyErr := e.envBool("TIDEMARK_TRUST_PROXY", false)
-	trustProxy := fs.Bool("trust-proxy", trustProxyDef, "a TLS-terminating proxy is in front: trust its X-Forwarded-Proto: https, making the session cookie Secure (TIDEMARK_TRUST_PROXY)")
-	hookWindowDef, hookWindowErr := e.envDuration("TIDEMARK_HOOK_WINDOW", server.HookWindowDefault)
-	hookWindow := fs.Duration("hook-window", hookWindowDef, "inbound hooks of one resource enqueue at most one probe per window (TIDEMARK_HOOK_WINDOW)")
-	fetchConc, probeConc, weights, envErr := e.poolEnv()
-	fs.IntVar(&fetchConc, "fetch-concurrency", fetchConc, "fetch tasks a worker runs at once: the fetch pool (TIDEMARK_FETCH_CONCURRENCY)")
-	fs.IntVar(&fetchConc, "concurrency", fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
-	fs.IntVar(&probeConc, "probe-concurrency", probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
-	fs.StringVar(&weights, "queue-weights", weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
-	metricsAddr := fs.String("metrics-addr", e.getenv("TIDEMARK_METRICS_ADDR"), "worker and scheduler: serve /metrics and /healthz here; empty = off (TIDEMARK_METRICS_ADDR)")
-	thresholdDef, thresholdErr := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
-	failureThreshold := fs.Int("failure-threshold", thresholdDef, "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
-	shutdownDef, shutdownErr := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
-	shutdown := fs.Duration("shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
+	f, envErr := e.roleFlags(fs, role)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if err := errors.Join(envErr, thresholdErr, shutdownErr, trustProxyErr, hookWindowErr); err != nil {
-		return err
+	if envErr != nil {
+		return envErr
 	}
-	if fetchConc < 1 {
-		return usagef("--fetch-concurrency %d: want at least 1", fetchConc)
-	}
-	if probeConc < 1 {
-		return usagef("--probe-concurrency %d: want at least 1", probeConc)
-	}
-	fetchQueues, probeQueues, err := jobs.ParseWeights(weights)
-	if err != nil {
-		return usagef("--queue-weights: %v", err)
-	}
-	conf, err := s.loadConfig()
+	fetchQueues, probeQueues, err := f.check(role)
 	if err != nil {
 		return err
-	}
-	srvConf := server.Config{Addr: *addr, AdminToken: *adminToken, PublishAddr: *publishAddr, TrustProxy: *trustProxy, HookWindow: *hookWindow}
-	if role == "server" || role == "run" {
-		if err := srvConf.Check(); err != nil {
-			return usageError{err}
-		}
 	}
 	log, err := e.logger(s.logLevel)
 	if err != nil {
 		return err
 	}
+	watcher, rl, stopHUP, err := watchConfig(role, s.configPath, f.configPoll, log)
+	if err != nil {
+		return err
+	}
+	defer stopHUP()
+	conf := watcher.Live()
 	redisOpt, err := s.redisOpt()
 	if err != nil {
 		return err
@@ -114,18 +91,19 @@ func (e env) roles(role string, args []string) error {
 		return err
 	}
 	defer st.Close()
+	rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("unsupported Redis connection option %T", redisOpt)
+	}
+	defer rdb.Close()
+	rl.store, rl.rdb = st, rdb
 
-	var tasks []func(context.Context) error
+	tasks := []func(context.Context) error{watcher.Run}
 	if role == "server" || role == "run" {
-		rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
-		if !ok {
-			return fmt.Errorf("unsupported Redis connection option %T", redisOpt)
-		}
-		defer rdb.Close()
 		client := asynq.NewClientFromRedisClient(rdb)
 		hub := events.NewHub(events.HubConfig{}, st, rdb, log.With("role", "server"))
-		relay := events.NewRelay(events.RelayConfig{DatabaseURL: s.databaseURL, Sink: jobs.WebhookSink(client, conf.Webhooks)}, st, rdb, log.With("role", "relay"))
-		srv, err := server.New(srvConf, conf, st, redisOpt, hub, log.With("role", "server"))
+		relay := events.NewRelay(events.RelayConfig{DatabaseURL: s.databaseURL, Sink: jobs.WebhookSink(client, conf)}, st, rdb, log.With("role", "relay"))
+		srv, err := server.New(f.srv, conf, st, redisOpt, hub, log.With("role", "server"))
 		if err != nil {
 			return err
 		}
@@ -133,9 +111,9 @@ func (e env) roles(role string, args []string) error {
 	}
 	if role == "worker" || role == "run" {
 		w, err := worker.New(worker.Config{
-			Concurrency: fetchConc, ProbeConcurrency: probeConc,
+			Concurrency: f.fetchConc, ProbeConcurrency: f.probeConc,
 			Queues: fetchQueues, ProbeQueues: probeQueues,
-			ShutdownTimeout: *shutdown,
+			ShutdownTimeout: f.shutdown, Refresh: watcher.Refresh,
 		}, conf, st, redisOpt, log.With("role", "worker"))
 		if err != nil {
 			return err
@@ -143,18 +121,103 @@ func (e env) roles(role string, args []string) error {
 		tasks = append(tasks, w.Run)
 	}
 	if role == "scheduler" || role == "run" {
-		rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
-		if !ok {
-			return fmt.Errorf("unsupported Redis connection option %T", redisOpt)
-		}
-		defer rdb.Close()
 		client := asynq.NewClientFromRedisClient(rdb)
-		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: *failureThreshold, Redis: rdb}, conf, st, client, log.With("role", "scheduler")).Run)
+		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: f.failureThreshold, Redis: rdb}, conf, st, client, log.With("role", "scheduler")).Run)
 	}
 	if role == "worker" || role == "scheduler" {
-		tasks = append(tasks, func(ctx context.Context) error { return metrics.Serve(ctx, *metricsAddr) })
+		tasks = append(tasks, func(ctx context.Context) error { return metrics.Serve(ctx, f.metricsAddr) })
 	}
 	return together(e.ctx, tasks)
+}
+
+// roleFlags are the long-running roles' settings. Each role defines the
+// flags it uses and no others, so that its -h lists only those; run, all
+// roles in one process, has them all.
+type roleFlags struct {
+	configPoll time.Duration
+	// server
+	srv server.Config
+	// worker
+	fetchConc, probeConc int
+	weights              string
+	shutdown             time.Duration
+	// scheduler
+	failureThreshold int
+	// worker and scheduler: the server serves /metrics itself
+	metricsAddr string
+}
+
+// roleFlags defines role's flags on fs, with their defaults from the
+// environment; the error is a variable set to something invalid.
+func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
+	f := &roleFlags{}
+	var errs []error
+	pollDef, err := e.envDuration("TIDEMARK_CONFIG_POLL", config.PollDefault)
+	errs = append(errs, err)
+	fs.DurationVar(&f.configPoll, "config-poll", pollDef, "how often the config file is checked for changes, which are applied without a restart (also on SIGHUP); 0 = only on SIGHUP (TIDEMARK_CONFIG_POLL)")
+	serves, works, schedules := role == "server" || role == "run", role == "worker" || role == "run", role == "scheduler" || role == "run"
+	if serves {
+		fs.StringVar(&f.srv.Addr, "addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
+		fs.StringVar(&f.srv.AdminToken, "admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
+		fs.StringVar(&f.srv.PublishAddr, "publish-addr", e.getenv("TIDEMARK_PUBLISH_ADDR"), "address the server is published on when not --addr, as a container's published port; beyond loopback the demo token is refused (TIDEMARK_PUBLISH_ADDR)")
+		trustProxyDef, err := e.envBool("TIDEMARK_TRUST_PROXY", false)
+		errs = append(errs, err)
+		fs.BoolVar(&f.srv.TrustProxy, "trust-proxy", trustProxyDef, "a TLS-terminating proxy is in front: trust its X-Forwarded-Proto: https, making the session cookie Secure (TIDEMARK_TRUST_PROXY)")
+		hookWindowDef, err := e.envDuration("TIDEMARK_HOOK_WINDOW", server.HookWindowDefault)
+		errs = append(errs, err)
+		fs.DurationVar(&f.srv.HookWindow, "hook-window", hookWindowDef, "inbound hooks of one resource enqueue at most one probe per window (TIDEMARK_HOOK_WINDOW)")
+	}
+	if works {
+		var err error
+		f.fetchConc, f.probeConc, f.weights, err = e.poolEnv()
+		errs = append(errs, err)
+		fs.IntVar(&f.fetchConc, "fetch-concurrency", f.fetchConc, "fetch tasks a worker runs at once: the fetch pool (TIDEMARK_FETCH_CONCURRENCY)")
+		fs.IntVar(&f.fetchConc, "concurrency", f.fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
+		fs.IntVar(&f.probeConc, "probe-concurrency", f.probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
+		fs.StringVar(&f.weights, "queue-weights", f.weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
+		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
+		errs = append(errs, err)
+		fs.DurationVar(&f.shutdown, "shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
+	}
+	if schedules {
+		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
+		errs = append(errs, err)
+		fs.IntVar(&f.failureThreshold, "failure-threshold", thresholdDef, "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
+	}
+	if role == "worker" || role == "scheduler" {
+		fs.StringVar(&f.metricsAddr, "metrics-addr", e.getenv("TIDEMARK_METRICS_ADDR"), "serve /metrics and /healthz here; empty = off (TIDEMARK_METRICS_ADDR)")
+	}
+	return f, errors.Join(errs...)
+}
+
+// check validates the parsed flags of role and returns the worker's queue
+// weights.
+func (f *roleFlags) check(role string) (fetchQueues, probeQueues map[string]int, err error) {
+	if f.configPoll < 0 {
+		return nil, nil, usagef("--config-poll %s: want 0 (only on SIGHUP) or more", f.configPoll)
+	}
+	if f.configPoll == 0 {
+		f.configPoll = -1 // the watcher's "no polling"
+	}
+	if role == "server" || role == "run" {
+		if err := f.srv.Check(); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	if role != "worker" && role != "run" {
+		return nil, nil, nil
+	}
+	if f.fetchConc < 1 {
+		return nil, nil, usagef("--fetch-concurrency %d: want at least 1", f.fetchConc)
+	}
+	if f.probeConc < 1 {
+		return nil, nil, usagef("--probe-concurrency %d: want at least 1", f.probeConc)
+	}
+	fetchQueues, probeQueues, err = jobs.ParseWeights(f.weights)
+	if err != nil {
+		return nil, nil, usagef("--queue-weights: %v", err)
+	}
+	return fetchQueues, probeQueues, nil
 }
 
 // together runs fns until ctx is done or one fails; it returns the first error.

@@ -26,17 +26,17 @@ type Worker struct {
 	Redis     asynq.RedisConnOpt
 }
 
-// Start runs a worker for conf until the test ends. Zero fields of cfg take
-// the worker's defaults, but ShutdownTimeout defaults to 5s to keep tests
-// short.
-func Start(t testing.TB, conf *config.Config, cfg worker.Config) *Worker {
+// Start runs a worker for conf (a *config.Config, or a *config.Live a test
+// reloads) until the test ends. Zero fields of cfg take the worker's
+// defaults, but ShutdownTimeout defaults to 5s to keep tests short.
+func Start(t testing.TB, conf config.Provider, cfg worker.Config) *Worker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, testenv.Database(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
+	if err := st.EnsureStates(ctx, store.KeysOf(conf.Current())); err != nil {
 		t.Fatal(err)
 	}
 	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
