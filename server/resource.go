@@ -33,14 +33,19 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request) {
 	if res == nil {
 		return
 	}
-	views, err := Resources(r.Context(), s.conf, s.store)
+	conf := s.conf()
+	views, err := Resources(r.Context(), conf, s.store)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	i := slices.IndexFunc(views, func(v ResourceView) bool { return v.Source == src.Name && v.Resource == res.Name })
-	views = views[i : i+1] // lookup found it in the same config
-	FillNext(s.conf, s.inspector, views)
+	if i < 0 { // a reload removed it since lookup
+		writeError(w, http.StatusNotFound, fmt.Sprintf("%s/%s is no longer in the config", src.Name, res.Name))
+		return
+	}
+	views = views[i : i+1]
+	FillNext(conf, s.inspector, views)
 	d := ResourceDetail{ResourceView: views[0], Path: res.Path,
 		ProbeStrategy: res.Probe.Strategy, ProbeMethod: res.Probe.Method,
 		ProbeEverySeconds: res.Probe.Every.D().Seconds(), ProbeMaxSeconds: res.Probe.MaxEvery.D().Seconds(),
@@ -188,7 +193,7 @@ func (s *Server) retryDead(w http.ResponseWriter, r *http.Request) {
 		if sn, rn, ok := jobs.TaskResource(info); !ok || sn != src.Name || rn != res.Name {
 			continue
 		}
-		fresh, what, err := jobs.Retry(r.Context(), s.conf, s.inspector, s.client, info)
+		fresh, what, err := jobs.Retry(r.Context(), s.conf(), s.inspector, s.client, info)
 		one := retried{TaskID: info.ID, What: what}
 		if fresh != nil {
 			one.NewTaskID = fresh.ID

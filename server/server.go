@@ -269,12 +269,13 @@ func (v *ResourceView) judge(freshness time.Duration, now time.Time) {
 }
 
 func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
-	views, err := Resources(r.Context(), s.conf(), s.store)
+	conf := s.conf()
+	views, err := Resources(r.Context(), conf, s.store)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	FillNext(s.conf, s.inspector, views)
+	FillNext(conf, s.inspector, views)
 	writeJSON(w, http.StatusOK, views)
 }
 

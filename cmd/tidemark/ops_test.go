@@ -53,6 +53,22 @@ func TestDurationFlags(t *testing.T) {
 	}
 }
 
+// A duration variable without a unit gets the same words as a flag.
+func TestDurationVariables(t *testing.T) {
+	t.Parallel()
+	for role, name := range map[string]string{
+		"worker":    "TIDEMARK_SHUTDOWN_TIMEOUT",
+		"server":    "TIDEMARK_HOOK_WINDOW",
+		"scheduler": "TIDEMARK_CONFIG_POLL",
+	} {
+		code, _, errOut := runCmd(t, map[string]string{name: "10"}, role)
+		want := name + `="10": a duration needs a unit: want e.g. 5m, 30s or 1h30m`
+		if code != 2 || !strings.Contains(errOut, want) {
+			t.Errorf("%s=10 tidemark %s: exit %d, want 2 and %q\n%s", name, role, code, want, errOut)
+		}
+	}
+}
+
 func TestRunsStatusFilter(t *testing.T) {
 	t.Parallel()
 	code, _, errOut := runCmd(t, nil, "runs", "--status", "faild")

@@ -300,9 +300,9 @@ func (e env) envDuration(name string, def time.Duration) (time.Duration, error) 
 	if v == "" {
 		return def, nil
 	}
-	d, err := time.ParseDuration(v)
+	d, err := parseDuration(v)
 	if err != nil {
-		return def, usagef("%s=%q: want a duration such as 25s", name, v)
+		return def, usagef("%s=%q: %v", name, v, err)
 	}
 	return d, nil
 }
