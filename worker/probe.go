@@ -44,6 +44,9 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if _, back := jobs.HandBack(err); back {
 		return err // not a failure: back to the queue, no retry spent
 	}
+	if errors.As(err, new(notConfiguredError)) {
+		return err // dropUnconfigured looks at the config file once more
+	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.cfg.RetryDelay(retried, err, t) < every {

@@ -629,7 +629,7 @@ func TestWorkerPoolFlags(t *testing.T) {
 		{"zero weight", nil, []string{"--queue-weights", "critical=0,default=3,low=1"}, `"critical=0": weight must be a whole number of at least 1`},
 		{"bad env", map[string]string{"TIDEMARK_PROBE_CONCURRENCY": "lots"}, nil, `TIDEMARK_PROBE_CONCURRENCY="lots"`},
 		{"bad env weights", map[string]string{"TIDEMARK_QUEUE_WEIGHTS": "critical=6"}, nil, "TIDEMARK_QUEUE_WEIGHTS: no weight for priority"},
-		{"bad env shutdown timeout", map[string]string{"TIDEMARK_SHUTDOWN_TIMEOUT": "soon"}, nil, `TIDEMARK_SHUTDOWN_TIMEOUT="soon": want a duration`},
+		{"bad env shutdown timeout", map[string]string{"TIDEMARK_SHUTDOWN_TIMEOUT": "soon"}, nil, `TIDEMARK_SHUTDOWN_TIMEOUT="soon": not a duration: want e.g. 5m`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
