@@ -181,7 +181,13 @@ func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *s
 	case info.State == asynq.TaskStateRetry || info.State == asynq.TaskStateScheduled:
 		at := info.NextProcessAt
 		c.Dead, c.NextAt = false, &at
-		c.Next = fmt.Sprintf("next attempt at %s UTC (retry %d of %d)", at.UTC().Format(time.TimeOnly), info.Retried+1, info.MaxRetry)
+		c.Next = fmt.Sprintf("next attempt at %s UTC", at.UTC().Format(time.TimeOnly))
+		if info.State == asynq.TaskStateRetry && info.Retried > 0 {
+			// asynq counts a failed attempt's retry when it schedules it:
+			// the attempt to come is retry number Retried. (A hand-back
+			// waits without counting one.)
+			c.Next += fmt.Sprintf(" (retry %d of %d)", info.Retried, info.MaxRetry)
+		}
 	case info.State == asynq.TaskStateCompleted:
 		c.Dead = false
 		c.nextProbe(res, st, now)

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -237,4 +238,53 @@ func deref(p *float64) any {
 		return nil
 	}
 	return *p
+}
+
+// TestCauseCountsRetries: a task waiting for its first retry says "retry 1
+// of N" (asynq counts a retry when it schedules it), never one past its
+// budget.
+func TestCauseCountsRetries(t *testing.T) {
+	t.Parallel()
+	e := setup(t, server.Config{})
+	const taskID = "probe-task-retried"
+	e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders: HTTP 503")
+
+	res := e.conf.Source("shop").Resource("orders")
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "shop", Resource: "orders", Trigger: "schedule"},
+		append(jobs.ProbeOptions(res), asynq.TaskID(taskID), asynq.MaxRetry(2))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(e.redisOpt)
+	defer client.Close()
+	if _, err := client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	// A worker whose attempt fails once: the task waits an hour for retry 1.
+	srv := asynq.NewServer(e.redisOpt, asynq.Config{
+		Queues:         map[string]int{jobs.ProbeQueue(res): 1},
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
+		LogLevel:       asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return errors.New("503") })); err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(e.redisOpt)
+	defer insp.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := insp.GetTaskInfo(jobs.ProbeQueue(res), taskID)
+		if err == nil && info.State == asynq.TaskStateRetry {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task never waited for its retry: %v %v", info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	srv.Shutdown()
+	c := e.view("orders").Cause
+	if c == nil || !strings.HasSuffix(c.Next, "(retry 1 of 2)") {
+		t.Fatalf("cause = %+v, want the next attempt as retry 1 of 2", c)
+	}
 }

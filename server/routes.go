@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"net/http"
+	"regexp"
 	"net/url"
 	"strings"
 )
@@ -59,7 +60,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(r.pattern, h)
 	}
-	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(dashboard)))
+	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(s.dashboard)))
 	mux.Handle("GET /resources/{source}/{resource}", s.auth(http.HandlerFunc(s.resourcePage)))
 	// The vendored chart library: public code, served without the token.
 	mux.Handle("GET /static/", staticFiles())
@@ -91,10 +92,18 @@ func openapi(w http.ResponseWriter, _ *http.Request) {
 //go:embed dashboard.html
 var dashboardHTML []byte
 
-func dashboard(w http.ResponseWriter, _ *http.Request) {
+// logoutForm is the dashboard's log-out button: left out when no admin
+// token is configured, as there is no session to end.
+var logoutForm = regexp.MustCompile(`<form id="logout".*?</form>`)
+
+func (s *Server) dashboard(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(dashboardHTML)
+	page := dashboardHTML
+	if s.cfg.AdminToken == "" {
+		page = logoutForm.ReplaceAll(page, nil)
+	}
+	w.Write(page)
 }
 
 // authorized reports whether r carries the admin token as a bearer token,

@@ -390,6 +390,7 @@ func TestBrowserPages(t *testing.T) {
 		contains                  string
 	}{
 		{"dashboard with token", "GET", "/", "tok", nil, 200, "new EventSource(\"/api/events\")"},
+		{"dashboard has a log-out button", "GET", "/", "tok", nil, 200, `action="/logout"`},
 		{"dashboard sends browsers to login", "GET", "/", "", html, 303, ""},
 		{"login form", "GET", "/login?next=/monitoring/", "", nil, 200, `value="/monitoring/"`},
 		{"monitoring needs the token", "GET", "/monitoring/", "", nil, 401, "admin token"},
@@ -469,5 +470,15 @@ func TestRefusesOpenAddressWithoutToken(t *testing.T) {
 	}
 	if err := (server.Config{Addr: "0.0.0.0:8080", AdminToken: "x"}).Check(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Without an admin token there is no session, so no log-out button.
+func TestDashboardWithoutLoginHasNoLogout(t *testing.T) {
+	t.Parallel()
+	e := setup(t, server.Config{})
+	resp, body := e.do("GET", "/", "", nil, "")
+	if resp.StatusCode != 200 || !strings.Contains(body, "new EventSource") || strings.Contains(body, "/logout") {
+		t.Fatalf("GET / = %d %.200s; want the dashboard without a log-out button", resp.StatusCode, body)
 	}
 }

@@ -145,7 +145,7 @@ func fillNext(s settings, conf *config.Config, views []server.ResourceView) {
 
 func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST RUN\tFAILURES\tWHY / NEXT")
+	fmt.Fprintln(tw, "RESOURCE\tSTATE\tRECORDS\tQUARANTINED\tDELETES HELD\tPROBE\tLAST CHANGE\tLAG / TARGET\tWATERMARK\tLAST FULL (DRIFT)\tLAST FETCH\tFAILURES\tWHY / NEXT")
 	now := time.Now()
 	for _, v := range views {
 		res := conf.Source(v.Source).Resource(v.Resource)
