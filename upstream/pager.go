@@ -44,6 +44,9 @@ type Page struct {
 	// before ended with. Records moved (were deleted or reordered) during
 	// the read, and the read may have skipped some.
 	Shifted bool
+	// Decision says why the page is the last, or where Next came from, in
+	// an operator's words (tidemark preview shows it).
+	Decision string
 }
 
 // Position is where a walk of a resource's pages is: the next request and
@@ -96,6 +99,8 @@ type Pager struct {
 	// each page's ids and of its first id (page and offset styles) to the
 	// page it came with: one coming back is a loop.
 	seen map[[32]byte]int
+	// why is nextURL's reason for its decision (Page.Decision).
+	why string
 }
 
 // FirstURL is the URL of a resource's first page, with extra parameters (the
@@ -189,6 +194,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	p.pos.Read += int64(len(page.Records) + len(page.Rejected))
 	p.pos.Next = next
 	page.Next = next
+	page.Decision = p.why
 	return page, nil
 }
 
@@ -299,34 +305,22 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 	pg := p.res.Pagination
 	switch pg.Style {
 	case config.PaginationNone, "":
+		p.why = "last page: pagination style none reads one page"
 		return "", nil
 	case config.PaginationCursor:
-		tok, ok := doc.Lookup(pg.NextField)
-		if !ok || tok == nil || served == 0 {
-			return "", nil
-		}
-		var s string
-		switch v := tok.(type) {
-		case string:
-			s = v
-		case json.Number:
-			s = v.String()
-		default:
-			return "", fmt.Errorf("cursor field %q is not a string or number", pg.NextField)
-		}
-		if s == "" {
-			return "", nil
-		}
-		return setParam(current, pg.CursorParam, s)
+		return p.cursorNext(current, doc, served)
 	case config.PaginationLink:
 		link := nextLink(resp.Header.Values("Link"))
 		if link == "" {
+			p.why = `last page: no Link header with rel="next"`
 			return "", nil
 		}
+		p.why = `next page: the Link header's rel="next"`
 		return resolve(resp.URL, link)
 	case config.PaginationNextURL:
 		v, ok := doc.Lookup(pg.NextField)
 		if !ok || v == nil {
+			p.why = fmt.Sprintf("last page: the response has no %s", pg.NextField)
 			return "", nil
 		}
 		s, isStr := v.(string)
@@ -334,8 +328,10 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			return "", fmt.Errorf("next URL field %q is not a string", pg.NextField)
 		}
 		if s == "" {
+			p.why = fmt.Sprintf("last page: %s is empty", pg.NextField)
 			return "", nil
 		}
+		p.why = fmt.Sprintf("next page: the URL in the response's %s", pg.NextField)
 		return resolve(resp.URL, s)
 	case config.PaginationPage, config.PaginationOffset:
 		last, err := p.lastPage(doc, page, served)
@@ -348,6 +344,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			if err != nil {
 				return "", err
 			}
+			p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.PageParam, n+1, p.why)
 			return setParam(current, pg.PageParam, strconv.Itoa(n+1))
 		}
 		off, err := intParam(current, pg.OffsetParam, 0)
@@ -364,9 +361,39 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 		} else {
 			p.pos.Unproven = true
 		}
+		p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.OffsetParam, off, p.why)
 		return setParam(current, pg.OffsetParam, strconv.Itoa(off))
 	}
 	return "", fmt.Errorf("unknown pagination style %q", pg.Style)
+}
+
+// cursorNext is the cursor style's next URL: the cursor the response's
+// next_field holds, in cursor_param; "" when there is none.
+func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string, error) {
+	pg := p.res.Pagination
+	tok, ok := doc.Lookup(pg.NextField)
+	if !ok || tok == nil || served == 0 {
+		p.why = fmt.Sprintf("last page: the response has no %s", pg.NextField)
+		if served == 0 {
+			p.why = "last page: the page is empty"
+		}
+		return "", nil
+	}
+	var s string
+	switch v := tok.(type) {
+	case string:
+		s = v
+	case json.Number:
+		s = v.String()
+	default:
+		return "", fmt.Errorf("cursor field %q is not a string or number", pg.NextField)
+	}
+	if s == "" {
+		p.why = fmt.Sprintf("last page: %s is empty", pg.NextField)
+		return "", nil
+	}
+	p.why = fmt.Sprintf("next page: %s=%.60q, from the response's %s", pg.CursorParam, s, pg.NextField)
+	return setParam(current, pg.CursorParam, s)
 }
 
 // lastPage decides whether a page or offset page is the last (see nextURL).
@@ -378,26 +405,47 @@ func (p *Pager) lastPage(doc *extract.Doc, page *Page, served int) (bool, error)
 	}
 	switch {
 	case served == 0 || unread <= 0 && p.pos.LastID != "":
+		p.why = "last page: the page holds no record not read before"
+		if served == 0 {
+			p.why = "last page: the page is empty"
+		}
 		return true, nil
 	case pg.TotalField != "":
 		total, err := p.total(doc)
 		if err != nil {
 			return false, err
 		}
+		read := p.pos.Read + int64(unread)
 		if pg.Style == config.PaginationOffset {
 			off, err := intParam(page.URL, pg.OffsetParam, 0)
-			return int64(off+served) >= total, err
+			read = int64(off + served)
+			if err != nil {
+				return false, err
+			}
 		}
-		return p.pos.Read+int64(unread) >= total, nil
+		p.why = fmt.Sprintf("%d of %s %d read", read, pg.TotalField, total)
+		if read >= total {
+			p.why = "last page: " + p.why
+		}
+		return read >= total, nil
 	case pg.HasMoreField != "":
 		v, ok := doc.Lookup(pg.HasMoreField)
 		more, isBool := v.(bool)
 		if !ok || !isBool {
 			return false, fmt.Errorf("has-more field %q is not true or false", pg.HasMoreField)
 		}
+		p.why = fmt.Sprintf("%s is %t", pg.HasMoreField, more)
+		if !more {
+			p.why = "last page: " + p.why
+		}
 		return !more, nil
 	}
-	return served < p.pos.Served, nil
+	if served < p.pos.Served {
+		p.why = fmt.Sprintf("last page: %d records, fewer than the %d of the largest page served", served, p.pos.Served)
+		return true, nil
+	}
+	p.why = fmt.Sprintf("%d records, as many as the largest page served: the read ends at an empty or a shorter page", served)
+	return false, nil
 }
 
 // total is the page's total_field: -1 when none is configured, an error

@@ -398,16 +398,25 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 
 // lowerBound is the delta's lower bound: the watermark less the overlap.
 func (f *run) lowerBound() (string, bool) {
-	d := f.res.Delta
 	if f.st.Watermark == "" || f.ignoreMark {
 		return "", false
 	}
-	wm, err := parseCursor(f.st.Watermark, d.Format)
+	lb, err := DeltaLowerBound(f.res.Delta, f.st.Watermark)
 	if err != nil {
-		f.note("the stored watermark %q is unreadable as %s (%v): the delta reads from the start", f.st.Watermark, d.Format, err)
+		f.note("%v: the delta reads from the start", err)
 		return "", false
 	}
-	return wm.minus(d.Overlap.D()).format(d.Format), true
+	return lb, true
+}
+
+// DeltaLowerBound is the lower bound a delta read sends for a stored
+// watermark: the watermark less delta.overlap, in the delta's format.
+func DeltaLowerBound(d *config.Delta, watermark string) (string, error) {
+	wm, err := parseCursor(watermark, d.Format)
+	if err != nil {
+		return "", fmt.Errorf("the stored watermark %q is unreadable as %s (%v)", watermark, d.Format, err)
+	}
+	return wm.minus(d.Overlap.D()).format(d.Format), nil
 }
 
 // read walks the pages from the checkpoint, applying each with the

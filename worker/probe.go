@@ -157,25 +157,42 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 	h.log.Info("task finished", append(attrs, "changed", true)...)
 }
 
-// probe asks the upstream whether the resource changed. It probes the first
-// page of the full read (or probe.path), not of the delta read: validators
-// belong to a URL, and the delta URL moves with the watermark, so its
-// validator would differ after every fetch.
+// probe asks the upstream whether the resource changed.
 func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
 	client, cerr := h.clientFor(src)
 	if cerr != nil {
 		return store.ProbeOutcome{}, 0, cerr
 	}
-	target := upstream.FirstURL(client, res, probeQuery(res))
-	if res.Probe.Path != "" {
-		target = client.URL(res.Probe.Path, nil)
+	out, requests, err := Probe(ctx, client, res, st)
+	if err != nil {
+		return out, requests, fmt.Errorf("probe %s/%s: %w", src.Name, res.Name, err)
 	}
+	return out, requests, nil
+}
+
+// ProbeURL is the URL a resource's probe asks: the first page of the full
+// read (or probe.path), not of the delta read: validators belong to a URL,
+// and the delta URL moves with the watermark, so its validator would differ
+// after every fetch.
+func ProbeURL(client *upstream.Client, res *config.Resource) string {
+	if res.Probe.Path != "" {
+		return client.URL(res.Probe.Path, nil)
+	}
+	return upstream.FirstURL(client, res, probeQuery(res))
+}
+
+// Probe runs one probe of res against the resource's sync state st, as the
+// probe task does, and returns its outcome and the HTTP requests it took.
+// It writes nothing: the task records the outcome (tidemark preview shows
+// it).
+func Probe(ctx context.Context, client *upstream.Client, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
+	target := ProbeURL(client, res)
 	out := store.ProbeOutcome{HeadUnsupported: st.HeadUnsupported}
 	requests := 0
 	var err error
 	switch res.Probe.Strategy {
 	case config.ProbeETag, config.ProbeLastModified:
-		out.Kind, out.Validator, requests, out.HeadUnsupported, err = h.validator(ctx, client, res, target, st)
+		out.Kind, out.Validator, requests, out.HeadUnsupported, err = validator(ctx, client, res, target, st)
 	case config.ProbeHash:
 		out.Kind = store.ValidatorHash
 		var resp *upstream.Response
@@ -189,7 +206,7 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 		return out, 0, fmt.Errorf("%w: probe strategy %q does not probe", jobs.ErrBadInput, res.Probe.Strategy)
 	}
 	if err != nil {
-		return out, requests, fmt.Errorf("probe %s/%s: %w", src.Name, res.Name, err)
+		return out, requests, err
 	}
 	out.Changed = out.Validator != st.Confirmed(out.Kind)
 	out.Interval = nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), out.Changed)
@@ -212,7 +229,7 @@ func probeQuery(res *config.Resource) url.Values {
 // (weak W/ tags included), so an unchanged upstream answers 304 without
 // building the page. An upstream that refuses HEAD (405, 501) gets
 // conditional GETs from then on.
-func (h probeHandler) validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
+func validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
 	kind, header, cond := store.ValidatorETag, "ETag", "If-None-Match"
 	if res.Probe.Strategy == config.ProbeLastModified {
 		kind, header, cond = store.ValidatorLastModified, "Last-Modified", "If-Modified-Since"

@@ -54,6 +54,7 @@ Operations:
   pause SOURCE[/RESOURCE]     stop scheduling (survives restarts)
   resume SOURCE[/RESOURCE]    start scheduling again
   config check [FILE]         validate a config file
+  preview SOURCE/RESOURCE [--pages N --delta --records N --json]   read the first pages, write nothing: records, ids, cursors, what would change
   discover URL [--header K:V --auth-env VAR --max-requests N --out FILE]   propose a config for an API
 
 Every flag also reads an environment variable (see 'tidemark <command> -h').
@@ -105,6 +106,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return e.pause(cmd, rest)
 	case "discover":
 		return e.discover(rest)
+	case "preview":
+		return e.preview(rest)
 	case "config":
 		if len(rest) > 0 && rest[0] == "schema" {
 			return e.configSchema(rest[1:])
