@@ -16,6 +16,7 @@
 #   TIDEMARK_ADDR          [127.0.0.1:8080]
 #   DEMO_UPSTREAM_ADDR     [127.0.0.1:9000]   DEMO_UPSTREAM_URL [http://$DEMO_UPSTREAM_ADDR]
 #   DEMO_RECORDS           [2000]             DEMO_CHANGE_RATE  [2]
+#   DEMO_RATE              [0]    requests/s the demo upstream allows (0 = any); beyond: 429
 #   DEMO_SYNC_WAIT         [60s]  how long `tidemark status --wait` may take
 #
 # shellcheck disable=SC2317 # functions called from traps and wait_until look unreachable
@@ -34,6 +35,7 @@ DEMO_UPSTREAM_ADDR="${DEMO_UPSTREAM_ADDR:-127.0.0.1:9000}"
 export DEMO_UPSTREAM_URL="${DEMO_UPSTREAM_URL:-http://$DEMO_UPSTREAM_ADDR}"
 DEMO_RECORDS="${DEMO_RECORDS:-2000}"
 DEMO_CHANGE_RATE="${DEMO_CHANGE_RATE:-2}"
+DEMO_RATE="${DEMO_RATE:-0}"
 DEMO_SYNC_WAIT="${DEMO_SYNC_WAIT:-60s}"
 
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
@@ -355,7 +357,7 @@ port_free "$TM_HOST" "$TM_PORT" TIDEMARK_ADDR
 
 log "starting demo-upstream on $DEMO_UPSTREAM_ADDR ($DEMO_RECORDS records per resource, $DEMO_CHANGE_RATE changes/s)"
 start_bg demo-upstream "$DEMO_DIR/demo-upstream.log" bin/demo-upstream --addr "$DEMO_UPSTREAM_ADDR" \
-	--records "$DEMO_RECORDS" --change-rate "$DEMO_CHANGE_RATE"
+	--records "$DEMO_RECORDS" --change-rate "$DEMO_CHANGE_RATE" --rate "$DEMO_RATE"
 up_pid=$(last_pid)
 upstream_ready() {
 	kill -0 "$up_pid" 2>/dev/null || return 99
@@ -410,10 +412,14 @@ cat <<EOF
 
 tidemark is running against the demo upstream. Where to look:
 
+  dashboard       $web/   (click a resource for its page)
+  queues          $web/monitoring/
   resources       $web/api/resources
   runs            $web/api/runs
   health          $web/healthz  $web/readyz
   upstream stats  $upstream/_stats
+  break it        curl -X POST $upstream/_faults -d '{"mode":"error_500","resource":"transactions"}'
+                  (docs/demo-upstream.md lists the modes; curl -X DELETE $upstream/_faults mends it)
   logs            .demo/tidemark.log  .demo/demo-upstream.log
 
   $env_prefix bin/tidemark status
