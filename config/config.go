@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Config is the whole tidemark configuration file (tidemark.yaml).
 type Config struct {
@@ -44,14 +47,19 @@ type Source struct {
 // Auth says how to authenticate to a source. Secrets are read from the
 // environment or a file at request time, never stored in the config.
 type Auth struct {
-	// Type is bearer | header | basic. Required.
+	// Type is bearer | header | query | basic. Required.
 	Type string `yaml:"type"`
-	// TokenEnv names the environment variable holding the token (bearer, header).
+	// TokenEnv names the environment variable holding the token (bearer, header, query).
 	TokenEnv string `yaml:"token_env"`
-	// TokenFile names a file holding the token (bearer, header); an alternative to TokenEnv.
+	// TokenFile names a file holding the token (bearer, header, query); an alternative to TokenEnv.
 	TokenFile string `yaml:"token_file"`
 	// Header is the header name for type header (for example X-Api-Key).
 	Header string `yaml:"header"`
+	// Param is the query parameter that carries the key for type query (for
+	// example api_key). tidemark adds it to every request it sends, never
+	// stores it (a next link the upstream echoes it in is stored without
+	// it) and redacts it wherever a URL is shown.
+	Param string `yaml:"param"`
 	// UsernameEnv and PasswordEnv name the environment variables for type basic.
 	UsernameEnv string `yaml:"username_env"`
 	PasswordEnv string `yaml:"password_env"`
@@ -98,6 +106,26 @@ type Resource struct {
 	Delta *Delta `yaml:"delta"`
 	// FullSync is the periodic safety-net read of everything.
 	FullSync FullSync `yaml:"full_sync"`
+	// OnStatus maps an HTTP status (400-599, not 429) the upstream answers
+	// a read or probe of this resource with to what it means: empty (the
+	// collection is empty: a page without records and the last one), fail
+	// (the run fails at once, no retries) or retry (transient: retried with
+	// backoff). Default none: 4xx other than 408 fail at once, 408 and 5xx
+	// are retried.
+	OnStatus map[string]string `yaml:"on_status"`
+}
+
+// OnStatus actions.
+const (
+	OnStatusEmpty = "empty"
+	OnStatusFail  = "fail"
+	OnStatusRetry = "retry"
+)
+
+// StatusAction is the on_status action of an HTTP status for r, "" when none
+// is configured.
+func (r *Resource) StatusAction(code int) string {
+	return r.OnStatus[strconv.Itoa(code)]
 }
 
 // Records locates the records in a response body.

@@ -65,9 +65,10 @@ var meta = map[string]keyMeta{
 	"Source.Resources":      {required: "yes", rule: "at least one", example: "resources: [{name: ticket_sales, path: /v1/ticket_sales, records: {path: data, id: id}}]"},
 
 	"Auth.Type":        {required: "yes", example: "type: bearer"},
-	"Auth.TokenEnv":    {required: "bearer and header: this or token_file", rule: "environment variable name", example: "token_env: BOXOFFICE_TOKEN"},
-	"Auth.TokenFile":   {required: "bearer and header: this or token_env", example: "token_file: /run/secrets/boxoffice_token"},
+	"Auth.TokenEnv":    {required: "bearer, header and query: this or token_file", rule: "environment variable name", example: "token_env: BOXOFFICE_TOKEN"},
+	"Auth.TokenFile":   {required: "bearer, header and query: this or token_env", example: "token_file: /run/secrets/boxoffice_token"},
 	"Auth.Header":      {required: "for type header", rule: "RFC 9110 header name", example: "header: X-Api-Key"},
+	"Auth.Param":       {required: "for type query", rule: "letters, digits and . _ ~ -", example: "param: api_key"},
 	"Auth.UsernameEnv": {required: "for type basic", rule: "environment variable name", example: "username_env: LEDGER_USER"},
 	"Auth.PasswordEnv": {required: "for type basic", rule: "environment variable name", example: "password_env: LEDGER_PASSWORD"},
 
@@ -86,6 +87,7 @@ var meta = map[string]keyMeta{
 	"Resource.Probe":        {dflt: "strategy none", example: "probe: {strategy: etag, method: HEAD, every: 5s, max_every: 1m}"},
 	"Resource.Delta":        {dflt: "none: every change triggers a full read", example: "delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 5s}"},
 	"Resource.FullSync":     {example: "full_sync: {every: 24h, detect_deletes: true}"},
+	"Resource.OnStatus":     {rule: "keys: HTTP statuses 400-599 except 429; values: empty | fail | retry", example: "on_status: {404: empty, 410: empty, 403: fail}"},
 
 	"Records.Path": {dflt: `"" (the body is the array)`, rule: "dotted path", example: "path: data.items"},
 	"Records.ID":   {required: "yes", rule: "dotted path", example: "id: settlement.id"},
@@ -129,7 +131,7 @@ var meta = map[string]keyMeta{
 // enums lists the accepted values of the enumerated keys, as validate.go
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
-	"Auth.Type":         {AuthBearer, AuthHeader, AuthBasic},
+	"Auth.Type":         authTypes,
 	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
 	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
 	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},

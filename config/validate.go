@@ -1,10 +1,12 @@
 package config
 
 import (
+	"net/http"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -13,6 +15,8 @@ var (
 	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// headerName is an RFC 9110 token.
 	headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	// queryParamName is a parameter name that needs no escaping.
+	queryParamName = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
 )
 
 // Event types a webhook may subscribe to.
@@ -41,7 +45,12 @@ const (
 	AuthBearer = "bearer"
 	AuthHeader = "header"
 	AuthBasic  = "basic"
+	// AuthQuery sends the key in a query parameter (auth.param).
+	AuthQuery = "query"
 )
+
+// authTypes lists the auth types in documentation order.
+var authTypes = []string{AuthBearer, AuthHeader, AuthQuery, AuthBasic}
 
 func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
 
@@ -130,7 +139,7 @@ func (c *checker) source(sp string, s *Source) {
 		hp := join(join(sp, "headers"), k)
 		switch {
 		case strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Proxy-Authorization"):
-			c.report(hp, "credentials do not belong in headers: use auth (type bearer, header or basic)")
+			c.report(hp, "credentials do not belong in headers: use auth (type bearer, header, query or basic)")
 		case !headerName.MatchString(k):
 			c.report(hp, "invalid header name %q", k)
 		case strings.ContainsAny(s.Headers[k], "\r\n\x00"):
@@ -164,6 +173,19 @@ func (c *checker) source(sp string, s *Source) {
 		rp := index(join(sp, "resources"), j)
 		c.name(join(rp, "name"), r.Name, "resource", first)
 		c.resource(rp, r)
+		if a := s.Auth; a != nil && a.Type == AuthQuery && a.Param != "" {
+			c.keyNotInPath(join(rp, "path"), r.Path, a.Param)
+			c.keyNotInPath(join(join(rp, "probe"), "path"), r.Probe.Path, a.Param)
+		}
+	}
+}
+
+// keyNotInPath reports a path whose query carries the auth key parameter:
+// auth adds it to every request from the environment, and a key written
+// into the config would be a secret in the file.
+func (c *checker) keyNotInPath(path, p, param string) {
+	if u, err := url.Parse(p); err == nil && u.Query().Has(param) {
+		c.report(path, "must not carry %s: auth (type query) adds it to every request", param)
 	}
 }
 
@@ -177,7 +199,7 @@ func (c *checker) auth(ap string, a *Auth) {
 	c.env(join(ap, "username_env"), a.UsernameEnv)
 	c.env(join(ap, "password_env"), a.PasswordEnv)
 	switch a.Type {
-	case AuthBearer, AuthHeader:
+	case AuthBearer, AuthHeader, AuthQuery:
 		switch {
 		case a.TokenEnv == "" && a.TokenFile == "":
 			c.report(ap, "auth type %s needs token_env or token_file", a.Type)
@@ -194,6 +216,16 @@ func (c *checker) auth(ap string, a *Auth) {
 		} else {
 			notFor("header", a.Header)
 		}
+		if a.Type == AuthQuery {
+			switch {
+			case a.Param == "":
+				c.report(join(ap, "param"), "required for auth type query")
+			case !queryParamName.MatchString(a.Param):
+				c.report(join(ap, "param"), "invalid query parameter name %q", a.Param)
+			}
+		} else {
+			notFor("param", a.Param)
+		}
 		notFor("username_env", a.UsernameEnv)
 		notFor("password_env", a.PasswordEnv)
 	case AuthBasic:
@@ -206,10 +238,11 @@ func (c *checker) auth(ap string, a *Auth) {
 		notFor("token_env", a.TokenEnv)
 		notFor("token_file", a.TokenFile)
 		notFor("header", a.Header)
+		notFor("param", a.Param)
 	case "":
-		c.report(join(ap, "type"), "required (%s)", choices(AuthBearer, AuthHeader, AuthBasic))
+		c.report(join(ap, "type"), "required (%s)", choices(authTypes...))
 	default:
-		c.report(join(ap, "type"), "unknown auth type %q (want %s)", a.Type, choices(AuthBearer, AuthHeader, AuthBasic))
+		c.report(join(ap, "type"), "unknown auth type %q (want %s)", a.Type, choices(authTypes...))
 	}
 }
 
@@ -273,6 +306,7 @@ func (c *checker) resource(rp string, r *Resource) {
 			c.report(join(dp, "clock_skew"), "must not be negative")
 		}
 	}
+	c.onStatus(join(rp, "on_status"), r.OnStatus)
 	fp := join(rp, "full_sync")
 	c.positive(join(fp, "every"), int64(r.FullSync.Every))
 	if f := r.FullSync.MaxDeleteFraction; f <= 0 || f > 1 || c.zeros[join(fp, "max_delete_fraction")] {
@@ -357,6 +391,28 @@ func (c *checker) probe(pp string, p *Probe, pg *Pagination) {
 		c.report(lp, "not with probe.path: put the page size in the path's query")
 	case pg.LimitParam == "":
 		c.report(lp, "needs pagination.limit_param to send the page size in")
+	}
+}
+
+// onStatus checks on_status: statuses 400-599 written as plain numbers,
+// not 429 (a rate limit: the source's cooldown) and known actions. 304 and
+// other non-error statuses have fixed meanings and are refused too.
+func (c *checker) onStatus(op string, m map[string]string) {
+	actions := []string{OnStatusEmpty, OnStatusFail, OnStatusRetry}
+	for _, k := range sortedKeys(m) {
+		kp := join(op, k)
+		code, err := strconv.Atoi(k)
+		switch {
+		case err != nil || strconv.Itoa(code) != k:
+			c.report(kp, "%q is not an HTTP status code (want a number from 400 to 599)", k)
+		case code == http.StatusTooManyRequests:
+			c.report(kp, "429 cannot be mapped: it always pauses the source for its Retry-After (a rate limit)")
+		case code < 400 || code > 599:
+			c.report(kp, "status %d cannot be mapped: only error statuses 400 to 599 can (2xx, 3xx and 304 have fixed meanings)", code)
+		}
+		if !oneOf(m[k], actions...) {
+			c.report(kp, "unknown action %q (want %s)", m[k], choices(actions...))
+		}
 	}
 }
 

@@ -187,6 +187,12 @@ func Permanent(err error) bool {
 	}
 	var se *upstream.StatusError
 	if errors.As(err, &se) {
+		switch se.Action { // the resource's on_status decides first
+		case config.OnStatusFail:
+			return true
+		case config.OnStatusRetry:
+			return false
+		}
 		return se.Code >= 400 && se.Code < 500 &&
 			se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 	}
@@ -227,7 +233,7 @@ func HandBack(err error) (time.Duration, bool) {
 		switch {
 		case se.Code == http.StatusTooManyRequests:
 			return max(se.RetryAfter, minHandBack), true
-		case se.Code == http.StatusServiceUnavailable && se.RetryAfter > 0:
+		case se.Code == http.StatusServiceUnavailable && se.RetryAfter > 0 && se.Action != config.OnStatusFail:
 			return max(se.RetryAfter, minHandBack), true
 		}
 	}

@@ -25,6 +25,9 @@ func TestClassify(t *testing.T) {
 		{"429 retries", &upstream.StatusError{Code: 429}, false},
 		{"500 retries", &upstream.StatusError{Code: 500}, false},
 		{"503 retries", &upstream.StatusError{Code: 503}, false},
+		{"on_status 404: retry", &upstream.StatusError{Code: 404, Action: "retry"}, false},
+		{"on_status 500: fail", &upstream.StatusError{Code: 500, Action: "fail"}, true},
+		{"on_status 503: fail, with Retry-After", &upstream.StatusError{Code: 503, Action: "fail", RetryAfter: time.Second}, true},
 		{"bad response", fmt.Errorf("page: %w", upstream.ErrBadResponse), true},
 		{"bad input", fmt.Errorf("x: %w", jobs.ErrBadInput), true},
 		{"network", errors.New("connection refused"), false},
@@ -54,5 +57,17 @@ func TestRetryDelay(t *testing.T) {
 	}
 	if d := jobs.RetryDelay(0, &upstream.StatusError{Code: 429, RetryAfter: time.Minute}, nil); d != time.Minute {
 		t.Errorf("retry after a 429 with Retry-After 60 = %s, want 1m", d)
+	}
+}
+
+// TestHandBackOnStatusFail: a 503 with Retry-After goes back to the queue,
+// unless on_status maps 503 to fail.
+func TestHandBackOnStatusFail(t *testing.T) {
+	t.Parallel()
+	if _, back := jobs.HandBack(&upstream.StatusError{Code: 503, RetryAfter: time.Second}); !back {
+		t.Error("503 with Retry-After is not handed back")
+	}
+	if _, back := jobs.HandBack(&upstream.StatusError{Code: 503, RetryAfter: time.Second, Action: "fail"}); back {
+		t.Error("503 mapped to fail is handed back")
 	}
 }

@@ -133,8 +133,14 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 		if a := c.src.Auth; a != nil && a.Header != "" {
 			req.Header.Del(a.Header)
 		}
+		// A key in the query stays with its origin too, even where the
+		// Location echoes it.
+		req.URL.RawQuery = strings.TrimPrefix(c.StripKey("?"+req.URL.RawQuery), "?")
+		return nil
 	}
-	return nil
+	// Within the origin the key goes along, as with a header: a Location
+	// built without it would otherwise be refused.
+	return c.addKey(req)
 }
 
 // URL resolves a resource path (which may carry its own query) against the
@@ -170,12 +176,22 @@ type StatusError struct {
 	Code       int
 	RetryAfter time.Duration // from Retry-After, when present
 	Body       string        // the start of the body, for the run's error
+	// Header is the response's header (an on_status empty answer's Date
+	// dates the read).
+	Header http.Header
+	// Action is the resource's on_status action for Code (fail or retry),
+	// set by the Pager and the probe; "" when none is configured, and the
+	// usual classification applies.
+	Action string
 }
 
 func (e *StatusError) Error() string {
 	msg := fmt.Sprintf("%s %s: HTTP %d", e.Method, e.URL, e.Code)
 	if e.Body != "" {
 		msg += ": " + e.Body
+	}
+	if e.Action != "" {
+		msg += fmt.Sprintf(" (on_status %d: %s)", e.Code, e.Action)
 	}
 	return msg
 }
@@ -289,10 +305,10 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	if method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
 		// No body, whatever Content-Length says (a HEAD's is the GET's).
 		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
-			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode,
+			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: res.Header,
 				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now())}
 		}
-		return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: res.Header}, nil
+		return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: res.Header}, nil
 	}
 	limit := int64(c.src.MaxBody)
 	if limit <= 0 {
@@ -317,12 +333,12 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	}
 	if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 		return nil, &StatusError{
-			Method: method, URL: redact(rawURL), Code: res.StatusCode,
+			Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: hdr,
 			RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()),
 			Body:       snippet(c.scrubCredentials(body, req)),
 		}
 	}
-	return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: hdr, Body: body}, nil
+	return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: hdr, Body: c.scrubKey(body, req)}, nil
 }
 
 func encodingNote(res *http.Response) string {
@@ -421,6 +437,23 @@ func readLimited(r io.Reader, limit, length int64, identity bool) ([]byte, error
 	return out, nil
 }
 
+// secret reads a credential from file, or else from the environment
+// variable env.
+func (c *Client) secret(env, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("source %s: read token_file: %w", c.src.Name, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	v := c.getenv(env)
+	if v == "" {
+		return "", fmt.Errorf("source %s: environment variable %s is empty", c.src.Name, env)
+	}
+	return v, nil
+}
+
 // authenticate adds the source's credentials, read now from the environment
 // or a file so that a rotated token is picked up without a restart.
 func (c *Client) authenticate(req *http.Request) error {
@@ -428,20 +461,7 @@ func (c *Client) authenticate(req *http.Request) error {
 	if a == nil {
 		return nil
 	}
-	secret := func(env, file string) (string, error) {
-		if file != "" {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return "", fmt.Errorf("source %s: read token_file: %w", c.src.Name, err)
-			}
-			return strings.TrimSpace(string(b)), nil
-		}
-		v := c.getenv(env)
-		if v == "" {
-			return "", fmt.Errorf("source %s: environment variable %s is empty", c.src.Name, env)
-		}
-		return v, nil
-	}
+	secret := c.secret
 	switch a.Type {
 	case config.AuthBearer:
 		tok, err := secret(a.TokenEnv, a.TokenFile)
@@ -455,6 +475,8 @@ func (c *Client) authenticate(req *http.Request) error {
 			return err
 		}
 		req.Header.Set(a.Header, tok)
+	case config.AuthQuery:
+		return c.addKey(req)
 	case config.AuthBasic:
 		user, err := secret(a.UsernameEnv, "")
 		if err != nil {
@@ -466,6 +488,24 @@ func (c *Client) authenticate(req *http.Request) error {
 		}
 		req.SetBasicAuth(user, pass)
 	}
+	return nil
+}
+
+// addKey sets the source's key parameter (auth type query) on req's URL,
+// replacing any value it had there: the key is read now, like every
+// credential, and never taken from a URL the upstream sent.
+func (c *Client) addKey(req *http.Request) error {
+	p := c.keyParam()
+	if p == "" {
+		return nil
+	}
+	tok, err := c.secret(c.src.Auth.TokenEnv, c.src.Auth.TokenFile)
+	if err != nil {
+		return err
+	}
+	q := req.URL.Query()
+	q.Set(p, tok)
+	req.URL.RawQuery = q.Encode()
 	return nil
 }
 
@@ -528,6 +568,36 @@ func snippet(body []byte) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
+// scrubKey replaces the query key (auth type query) with [REDACTED] in a
+// response body: APIs that take the key in the query often echo it in the
+// URLs they return (next links, each record's self link), and neither the
+// records, their hashes nor the checkpoint may hold it. A next URL
+// scrubbed so still works: the key parameter is dropped and sent anew.
+func (c *Client) scrubKey(body []byte, req *http.Request) []byte {
+	p := c.keyParam()
+	if p == "" {
+		return body
+	}
+	return replaceSecrets(body, keyForms(req.URL.Query().Get(p)))
+}
+
+// keyForms are the ways a query key may be quoted back: as sent, and
+// escaped for a query or a path.
+func keyForms(v string) []string { return []string{v, url.QueryEscape(v), url.PathEscape(v)} }
+
+// replaceSecrets replaces each of secrets (of 4 bytes or more) in body
+// with [REDACTED], longest first so that a token is not half replaced by a
+// shorter one.
+func replaceSecrets(body []byte, secrets []string) []byte {
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, s := range secrets {
+		if len(s) >= 4 && bytes.Contains(body, []byte(s)) {
+			body = bytes.ReplaceAll(body, []byte(s), []byte("[REDACTED]"))
+		}
+	}
+	return body
+}
+
 // scrubCredentials replaces the credentials the request carried with
 // [REDACTED] in an upstream's body: an error body may quote the request back
 // (echo services, verbose gateways), and its start becomes part of the run's
@@ -548,12 +618,8 @@ func (c *Client) scrubCredentials(body []byte, req *http.Request) []byte {
 	if user, pass, ok := req.BasicAuth(); ok {
 		secrets = append(secrets, user+":"+pass, pass)
 	}
-	// Longest first, so that a token is not half replaced by a shorter one.
-	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
-	for _, s := range secrets {
-		if len(s) >= 4 {
-			body = bytes.ReplaceAll(body, []byte(s), []byte("[REDACTED]"))
-		}
+	if p := c.keyParam(); p != "" {
+		secrets = append(secrets, keyForms(req.URL.Query().Get(p))...)
 	}
-	return body
+	return replaceSecrets(body, secrets)
 }

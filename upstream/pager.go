@@ -40,6 +40,9 @@ type Page struct {
 	// Date is the upstream's clock when it answered (its Date header);
 	// zero when it sent none.
 	Date time.Time
+	// EmptyStatus is the HTTP status that on_status maps to empty when the
+	// page is such an answer (no records, the last page); 0 otherwise.
+	EmptyStatus int
 	// Shifted: this offset page did not begin with the record the page
 	// before ended with. Records moved (were deleted or reordered) during
 	// the read, and the read may have skipped some.
@@ -149,7 +152,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	}
 	resp, err := p.c.Do(ctx, http.MethodGet, current, nil)
 	if err != nil {
-		return nil, err
+		return p.onStatus(current, err)
 	}
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).
@@ -195,6 +198,39 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	p.pos.Next = next
 	page.Next = next
 	page.Decision = p.why
+	return page, nil
+}
+
+// onStatus applies the resource's on_status to a failed request: a status
+// mapped to empty is a page without records and the last one; fail and
+// retry mark the error for the task's retry decision (StatusError.Action).
+// Any other error is returned as it is.
+func (p *Pager) onStatus(current string, err error) (*Page, error) {
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return nil, err
+	}
+	se.Action = p.res.StatusAction(se.Code)
+	if se.Action != config.OnStatusEmpty {
+		return nil, err
+	}
+	p.pages++
+	// An offset page asked to begin with the previous page's last record
+	// and got none: records moved, as with an empty 200 (see Next).
+	shifted := p.pos.LastID != ""
+	p.pos.Next, p.pos.LastID = "", ""
+	page := &Page{URL: current, Header: se.Header, Requests: Requests(err), EmptyStatus: se.Code, Shifted: shifted}
+	if page.Header == nil {
+		page.Header = http.Header{}
+	}
+	// Dated like any page: the read's start on the upstream's clock
+	// decides whether a Last-Modified seen before it is safe to confirm.
+	if d, err := http.ParseTime(page.Header.Get("Date")); err == nil {
+		page.Date = d
+		if p.pos.Date.IsZero() && p.pos.Read == 0 {
+			p.pos.Date = d
+		}
+	}
 	return page, nil
 }
 
@@ -316,7 +352,8 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			return "", nil
 		}
 		p.why = `next page: the Link header's rel="next"`
-		return resolve(resp.URL, link)
+		next, err := resolve(resp.URL, link)
+		return p.c.StripKey(next), err
 	case config.PaginationNextURL:
 		v, ok := doc.Lookup(pg.NextField)
 		if !ok || v == nil {
@@ -332,7 +369,8 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			return "", nil
 		}
 		p.why = fmt.Sprintf("next page: the URL in the response's %s", pg.NextField)
-		return resolve(resp.URL, s)
+		next, err := resolve(resp.URL, s)
+		return p.c.StripKey(next), err
 	case config.PaginationPage, config.PaginationOffset:
 		last, err := p.lastPage(doc, page, served)
 		if err != nil || last {

@@ -450,10 +450,11 @@ func (f *run) read(ctx context.Context) error {
 
 // continuationRejected: a request that is not the read's first answered a
 // client error other than 408 and 429 (the continuation expired, was used
-// once already, or is unknown), and the read has not restarted already.
+// once already, or is unknown) that on_status does not map, and the read
+// has not restarted already.
 func (f *run) continuationRejected(err error) bool {
 	var se *upstream.StatusError
-	return !f.restarted && f.cp.Next != f.cp.First && errors.As(err, &se) &&
+	return !f.restarted && f.cp.Next != f.cp.First && errors.As(err, &se) && se.Action == "" &&
 		se.Code >= 400 && se.Code < 500 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -206,6 +207,9 @@ func Probe(ctx context.Context, client *upstream.Client, res *config.Resource, s
 		return out, 0, fmt.Errorf("%w: probe strategy %q does not probe", jobs.ErrBadInput, res.Probe.Strategy)
 	}
 	if err != nil {
+		out.Validator, err = emptyByStatus(res, out.Kind, err)
+	}
+	if err != nil {
 		return out, requests, err
 	}
 	out.Changed = out.Validator != st.Confirmed(out.Kind)
@@ -237,7 +241,7 @@ func validator(ctx context.Context, client *upstream.Client, res *config.Resourc
 	confirmed := st.Confirmed(kind)
 	headUnsupported = st.HeadUnsupported
 	hdr := http.Header{}
-	if confirmed != "" {
+	if confirmed != "" && !strings.HasPrefix(confirmed, emptyValidatorPrefix) {
 		hdr.Set(cond, confirmed)
 	}
 	if res.Probe.Method == http.MethodHead && !headUnsupported {
@@ -301,6 +305,38 @@ func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {
 	doc, err := extract.Decode(resp.Body)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", upstream.ErrBadResponse, err)
+	}
+	return extract.New(res).HashBody(doc)
+}
+
+// emptyValidatorPrefix begins the validator of an answer that on_status
+// maps to empty under the etag and last_modified strategies: it is no
+// upstream's validator, so it is never sent back in a conditional request.
+const emptyValidatorPrefix = "tidemark:empty:"
+
+// emptyByStatus turns a probe's error into the validator of an empty
+// collection where the resource's on_status maps its status to empty: a
+// stable state (the same validator every time), not a failure. The hash
+// strategy gets the hash of a 200 answer with no records, so an upstream
+// that switches between the two is not a change. Other statuses with an
+// action are marked for the retry decision; other errors return as they are.
+func emptyByStatus(res *config.Resource, kind string, err error) (string, error) {
+	var se *upstream.StatusError
+	if !errors.As(err, &se) {
+		return "", err
+	}
+	if se.Action = res.StatusAction(se.Code); se.Action != config.OnStatusEmpty {
+		return "", err
+	}
+	if kind != store.ValidatorHash {
+		return emptyValidatorPrefix + "0", nil
+	}
+	var doc any = []any{}
+	if p := res.Records.Path; p != "" {
+		parts := strings.Split(p, ".")
+		for i := len(parts) - 1; i >= 0; i-- {
+			doc = map[string]any{parts[i]: doc}
+		}
 	}
 	return extract.New(res).HashBody(doc)
 }

@@ -23,7 +23,8 @@ import (
 // TestSecretTokenNeverLeaks configures a bearer token (a fresh random value)
 // for three sources: one syncs normally, two fail with an error body that
 // quotes the request's Authorization header back (HTTP 500: retried, HTTP
-// 403: dead). Afterwards the token must appear zero times in every key and
+// 403: dead); and the same value as a query key (auth type query) for two
+// more: one syncs, one fails quoting the request URL back. Afterwards the token must appear zero times in every key and
 // value of the test's Redis DB, the worker and server logs, every row of
 // sync_runs, sync_state and outbox, /metrics, the admin API and the Asynqmon
 // API responses.
@@ -55,25 +56,52 @@ func TestSecretTokenNeverLeaks(t *testing.T) {
 		return s
 	}
 	e500, e403 := echo(http.StatusInternalServerError), echo(http.StatusForbidden)
+	// The same token as a query key (auth type query): one source syncs
+	// with it, one fails with an error body quoting the request URL.
+	var keyed atomic.Int64
+	qOK := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("api_key") != token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		keyed.Add(1)
+		up.ServeHTTP(w, r)
+	}))
+	t.Cleanup(qOK.Close)
+	qEcho := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		echoed.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `{"error":"rejected","url":%q}`, r.URL.String())
+	}))
+	t.Cleanup(qEcho.Close)
 	auth := "    auth: {type: bearer, token_env: TIDEMARK_TEST_SOURCE_TOKEN}\n"
+	queryAuth := "    auth: {type: query, param: api_key, token_env: TIDEMARK_TEST_SOURCE_TOKEN}\n"
 	redisURL := testenv.Redis(t)
 	r := newRig(t,
 		ticketSalesYAML("sec_ok", okSrv.URL, true, 20, auth)+
 			ticketSalesYAML("sec_e500", e500.URL, true, 20, auth)+
-			ticketSalesYAML("sec_e403", e403.URL, true, 20, auth),
+			ticketSalesYAML("sec_e403", e403.URL, true, 20, auth)+
+			ticketSalesYAML("sec_q", qOK.URL, true, 20, queryAuth)+
+			ticketSalesYAML("sec_q500", qEcho.URL, true, 20, queryAuth),
 		testenv.Database(t), redisURL, "TIDEMARK_TEST_SOURCE_TOKEN="+token)
 	addr := freeAddr(t)
 	_, serverLog := startLogged(t, "server", append(r.env, "TIDEMARK_ADDR="+addr), r.bin, "server")
 	waitTCP(t, addr)
 	_, workerLog := startLogged(t, "worker", append(r.env, "TIDEMARK_LOG_LEVEL=debug"), r.bin, "worker")
-	for _, s := range []string{"sec_ok", "sec_e500", "sec_e403"} {
+	for _, s := range []string{"sec_ok", "sec_e500", "sec_e403", "sec_q", "sec_q500"} {
 		r.sync(s + "/ticket_sales")
 	}
 	r.waitRun("sec_ok", 30*time.Second, func(run store.Run) bool { return run.Status == store.StatusSucceeded })
 	r.waitRun("sec_e500", 30*time.Second, func(run store.Run) bool { return run.Status == store.StatusFailed })
 	r.waitRun("sec_e403", 30*time.Second, func(run store.Run) bool { return run.Status == store.StatusDead })
+	r.waitRun("sec_q", 30*time.Second, func(run store.Run) bool { return run.Status == store.StatusSucceeded })
+	r.waitRun("sec_q500", 30*time.Second, func(run store.Run) bool { return run.Status == store.StatusFailed })
 	if n := r.count(`SELECT count(*) FROM records WHERE source = 'sec_ok'`); n != 50 || authorized.Load() == 0 {
 		t.Fatalf("the authorized source synced %d records with %d authorized requests, want 50", n, authorized.Load())
+	}
+	if n := r.count(`SELECT count(*) FROM records WHERE source = 'sec_q'`); n != 50 || keyed.Load() == 0 {
+		t.Fatalf("the query-key source synced %d records with %d keyed requests, want 50", n, keyed.Load())
 	}
 
 	get := func(path string) (int, string) {

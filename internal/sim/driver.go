@@ -41,6 +41,8 @@ type Result struct {
 	Runs      int
 	Took      time.Duration
 	Requests  int
+	// EmptyAnswers counts the upstream's answers with API.EmptyStatus.
+	EmptyAnswers int
 	// Quarantined is how many records ended set aside.
 	Quarantined int
 }
@@ -80,6 +82,7 @@ func RunSeed(ctx context.Context, lane *Lane, seed uint64) Result {
 	}
 	if d.up != nil {
 		d.out.Requests = d.up.Requests()
+		d.out.EmptyAnswers = d.up.EmptyAnswers()
 	}
 	return d.out
 }

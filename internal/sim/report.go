@@ -15,8 +15,12 @@ func Table(results []Result, took time.Duration) string {
 	failing := []uint64{}
 	var runs []int
 	var secs []time.Duration
-	quarantined := 0
+	quarantined, emptySeeds, empties := 0, 0, 0
 	for _, r := range results {
+		if r.Scenario.API.EmptyStatus != 0 {
+			emptySeeds++
+			empties += r.EmptyAnswers
+		}
 		for _, v := range r.Violations {
 			byKind[v.Kind]++
 		}
@@ -38,6 +42,7 @@ func Table(results []Result, took time.Duration) string {
 	fmt.Fprintf(&b, "| runs to convergence p50 / p99 / max | %d / %d / %d |\n", pct(runs, 50), pct(runs, 99), pct(runs, 100))
 	fmt.Fprintf(&b, "| seconds to convergence p50 / p99 | %.2f / %.2f |\n", pct(secs, 50).Seconds(), pct(secs, 99).Seconds())
 	fmt.Fprintf(&b, "| records quarantined (all seeds) | %d |\n", quarantined)
+	fmt.Fprintf(&b, "| seeds answering empty with 404 (on_status) / 404 answers | %d / %d |\n", emptySeeds, empties)
 	if len(failing) > 0 {
 		slices.Sort(failing)
 		fmt.Fprintf(&b, "failing seeds (replay one with make sim SEED=N): %v\n", failing)

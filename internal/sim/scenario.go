@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -133,6 +134,12 @@ func NewScenario(seed uint64) Scenario {
 		}
 	}
 
+	// From a stream of its own, so that every other draw of a seed stays
+	// what it was before on_status came.
+	if rand.New(rand.NewPCG(seed, 0x404)).IntN(3) == 0 {
+		s.API.EmptyStatus = http.StatusNotFound
+	}
+
 	for range 6 + pick(9) {
 		s.Steps = append(s.Steps, s.step(rng))
 	}
@@ -197,6 +204,9 @@ func (s Scenario) Describe() string {
 	} else {
 		b.WriteString(" delta=none")
 	}
+	if s.API.EmptyStatus != 0 {
+		fmt.Fprintf(&b, " empty_status=%d", s.API.EmptyStatus)
+	}
 	fmt.Fprintf(&b, " skew=%s stamp_res=%s\nsteps:", s.Skew, s.StampRes)
 	for i, st := range s.Steps {
 		fmt.Fprintf(&b, " %d:%s;", i+1, st)
@@ -249,5 +259,8 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 		}
 	}
 	b.WriteString("        full_sync: {every: 24h, detect_deletes: true}\n")
+	if s.API.EmptyStatus != 0 {
+		fmt.Fprintf(&b, "        on_status: {%d: empty}\n", s.API.EmptyStatus)
+	}
 	return b.String()
 }

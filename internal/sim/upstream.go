@@ -33,6 +33,11 @@ type API struct {
 	// or seq > it (number).
 	DeltaParam string
 	Format     string
+	// EmptyStatus, when set (404), is the status of an answer with no
+	// records (an empty collection, an empty delta, a page past the end),
+	// as APIs do that report "nothing here" as not found; the config maps
+	// it to empty (on_status).
+	EmptyStatus int
 }
 
 // Faults are the misbehaviours the driver turns on for a while. The zero
@@ -62,6 +67,7 @@ type Upstream struct {
 	faults   Faults
 	rng      *rand.Rand
 	requests int
+	empties  int // answers with api.EmptyStatus
 	tokens   map[string]*token
 	issued   []string
 }
@@ -94,6 +100,13 @@ func (u *Upstream) Requests() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.requests
+}
+
+// EmptyAnswers is how many answers had the status API.EmptyStatus.
+func (u *Upstream) EmptyAnswers() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.empties
 }
 
 // ProbePath is the request a hash probe reads: the newest change first, one
@@ -266,6 +279,12 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	from = min(max(from, 0), len(all))
 	to := min(from+size, len(all))
 	page := all[from:to]
+	if u.api.EmptyStatus != 0 && len(page) == 0 {
+		u.mu.Lock() // under m.mu, as issue and redeem take it
+		u.empties++
+		u.mu.Unlock()
+		return errorBody("not found"), hdr, u.api.EmptyStatus
+	}
 
 	var b bytes.Buffer
 	b.WriteString(`{"data":[`)

@@ -31,6 +31,13 @@ type Worker struct {
 // defaults, but ShutdownTimeout defaults to 5s to keep tests short.
 func Start(t testing.TB, conf config.Provider, cfg worker.Config) *Worker {
 	t.Helper()
+	return StartLogged(t, conf, cfg, Logger())
+}
+
+// StartLogged is Start with the worker logging to log: a test that checks
+// what the worker logs (that no secret does) captures it there.
+func StartLogged(t testing.TB, conf config.Provider, cfg worker.Config, log *slog.Logger) *Worker {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, testenv.Database(t))
 	if err != nil {
@@ -46,7 +53,7 @@ func Start(t testing.TB, conf config.Provider, cfg worker.Config) *Worker {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
-	w, err := worker.New(cfg, conf, st, redisOpt, Logger())
+	w, err := worker.New(cfg, conf, st, redisOpt, log)
 	if err != nil {
 		t.Fatal(err)
 	}
