@@ -170,6 +170,10 @@ type StatusError struct {
 	Code       int
 	RetryAfter time.Duration // from Retry-After, when present
 	Body       string        // the start of the body, for the run's error
+	// RateLimited marks a 403 or 429 whose rate-limit headers say the budget
+	// is spent (remaining 0): GitHub answers its primary limit with a 403.
+	// The source is cooling down until the reset; a retry then succeeds.
+	RateLimited bool
 }
 
 func (e *StatusError) Error() string {
@@ -282,7 +286,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	defer res.Body.Close()
 	if c.lim != nil {
 		// Before the body: a 429's cooldown reaches the fleet at once.
-		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, res.StatusCode, res.Header); err != nil {
+		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, c.limits, res.StatusCode, res.Header); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
 		}
 	}
@@ -290,7 +294,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		// No body, whatever Content-Length says (a HEAD's is the GET's).
 		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode,
-				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now())}
+				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()), RateLimited: c.budgetSpent(res)}
 		}
 		return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: res.Header}, nil
 	}
@@ -318,8 +322,9 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 		return nil, &StatusError{
 			Method: method, URL: redact(rawURL), Code: res.StatusCode,
-			RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()),
-			Body:       snippet(c.scrubCredentials(body, req)),
+			RetryAfter:  retryAfter(res.Header.Get("Retry-After"), time.Now()),
+			Body:        snippet(c.scrubCredentials(body, req)),
+			RateLimited: c.budgetSpent(res),
 		}
 	}
 	return &Response{URL: res.Request.URL.String(), Status: res.StatusCode, Header: hdr, Body: body}, nil
@@ -485,6 +490,16 @@ func transient(ctx context.Context, err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// budgetSpent reports whether a refusal says the source's rate-limit budget
+// is spent (unless the source ignores its rate-limit headers).
+func (c *Client) budgetSpent(res *http.Response) bool {
+	if c.limits.IgnoreHeaders || (res.StatusCode != http.StatusForbidden && res.StatusCode != http.StatusTooManyRequests) {
+		return false
+	}
+	q, _ := ratelimit.ReadQuota(res.Header, time.Now(), 24*time.Hour)
+	return q.Remaining == 0
 }
 
 func retryAfter(v string, now time.Time) time.Duration {
