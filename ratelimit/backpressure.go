@@ -61,11 +61,12 @@ func (l *Limiter) CooldownLeft(ctx context.Context, source string) (time.Duratio
 //   - the budget the upstream announces (see [ReadQuota]), unless
 //     lim.IgnoreHeaders (the source's rate_limit_headers: ignore). At or
 //     below Options.Reserve remaining, the source pauses until the reset;
-//     at or below the low mark (Options.LowRemaining, or a quarter of an
-//     announced limit if that is more), the requests left above the
-//     reserve are spread evenly until the reset; above it, an earlier
-//     slow-down ends. The spread is the fastest pace that makes the budget
-//     last: never slower than needed.
+//     at or below the low mark (Options.LowRemaining, or twice
+//     lim.MaxConcurrency if that is more, so that the requests already on
+//     the wire when the slow-down starts still fit), the requests left
+//     above the reserve are spread evenly until the reset; above it, an
+//     earlier slow-down ends. The spread is the fastest pace that makes
+//     the budget last: never slower than needed.
 //
 // Headers that are malformed or absurd (a reset beyond Options.MaxReset)
 // are ignored: logged at debug level and reported to Options.OnIgnored,
@@ -103,12 +104,11 @@ func (l *Limiter) Observe(ctx context.Context, source string, lim Limits, status
 	if q.Remaining < 0 {
 		return nil // no budget announced
 	}
-	return l.pace(ctx, source, q)
+	return l.pace(ctx, source, q, max(l.opt.LowRemaining, 2*lim.MaxConcurrency))
 }
 
 // pace applies an announced budget: pause, spread, or let go.
-func (l *Limiter) pace(ctx context.Context, source string, q Quota) error {
-	low := max(l.opt.LowRemaining, q.Limit/4)
+func (l *Limiter) pace(ctx context.Context, source string, q Quota, low int) error {
 	key := l.key(source, "pace")
 	switch {
 	case q.Remaining > low:

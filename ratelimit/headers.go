@@ -14,7 +14,8 @@ type Quota struct {
 	// Remaining is how many requests the window has left; -1 when no
 	// header names it.
 	Remaining int
-	// Limit is the window's whole budget; 0 when not announced.
+	// Limit is the window's whole budget; 0 when not announced. For
+	// information: the pacing needs only Remaining and Reset.
 	Limit int
 	// Reset is the time until the window resets (and Remaining is whole
 	// again); 0 when not announced or already past.

@@ -273,6 +273,7 @@ func TestObserve(t *testing.T) {
 		status   int
 		header   http.Header
 		ignore   bool          // rate_limit_headers: ignore
+		inFlight int           // max_concurrency
 		cooldown time.Duration // want about this much
 		paced    time.Duration // want the second request this far behind
 	}{
@@ -288,8 +289,8 @@ func TestObserve(t *testing.T) {
 		{name: "remaining low, reset epoch", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"5"}, "X-Ratelimit-Reset": {fmt.Sprint(now.Unix() + 2)}}, paced: 500 * time.Millisecond},
 		{name: "combined RateLimit header", status: 200, header: http.Header{"Ratelimit": {"limit=100, remaining=3, reset=1"}}, paced: 500 * time.Millisecond},
 		{name: "RateLimit policies, fewest remaining binds", status: 200, header: http.Header{"Ratelimit": {`"daily";r=3;t=1, "burst";r=50;t=1`}}, paced: 500 * time.Millisecond},
-		{name: "a quarter of the limit is low", status: 200, header: http.Header{"X-Ratelimit-Limit": {"1000"}, "X-Ratelimit-Remaining": {"201"}, "X-Ratelimit-Reset": {"100"}}, paced: 500 * time.Millisecond},
-		{name: "above a quarter of the limit", status: 200, header: http.Header{"X-Ratelimit-Limit": {"1000"}, "X-Ratelimit-Remaining": {"300"}, "X-Ratelimit-Reset": {"100"}}},
+		{name: "twice max_concurrency is low", inFlight: 50, status: 200, header: http.Header{"X-Ratelimit-Remaining": {"100"}, "X-Ratelimit-Reset": {"99"}}, paced: time.Second},
+		{name: "above twice max_concurrency", inFlight: 50, status: 200, header: http.Header{"X-Ratelimit-Remaining": {"101"}, "X-Ratelimit-Reset": {"100"}}},
 		{name: "remaining zero", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"2"}}, cooldown: 2 * time.Second},
 		{name: "remaining at the reserve", status: 200, header: http.Header{"Ratelimit-Remaining": {"1"}, "Ratelimit-Reset": {"2"}}, cooldown: 2 * time.Second},
 		{name: "429 announcing its reset", status: 429, header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"3"}}, cooldown: 3 * time.Second},
@@ -303,7 +304,7 @@ func TestObserve(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := fmt.Sprintf("src%d", i)
-			if err := l.Observe(t.Context(), src, ratelimit.Limits{IgnoreHeaders: tt.ignore}, tt.status, tt.header); err != nil {
+			if err := l.Observe(t.Context(), src, ratelimit.Limits{IgnoreHeaders: tt.ignore, MaxConcurrency: tt.inFlight}, tt.status, tt.header); err != nil {
 				t.Fatal(err)
 			}
 			left, err := l.CooldownLeft(t.Context(), src)

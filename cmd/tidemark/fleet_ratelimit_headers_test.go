@@ -237,10 +237,10 @@ func assertRemainingGauge(t *testing.T, addrs []string) {
 // Retry-After (or the default 1 s cooldown) holds the fleet back, and the
 // upstream answers 429s. Both finish the sync.
 //
-// Scenario "busy" has 16 requests in flight: more than the fixed low mark
-// of 10 remaining, so slowing down only from there would overrun the
-// budget with the requests already on the wire; a quarter of the
-// announced limit (25) is the low mark instead.
+// Scenario "busy" has up to 16 requests in flight (max_concurrency): more
+// than the fixed low mark of 10 remaining, so slowing down only from there
+// could overrun the budget with the requests already on the wire; twice
+// max_concurrency (32) is the low mark instead.
 func TestFleetRateLimitHeaders(t *testing.T) {
 	t.Parallel()
 	const allowed429 = 2
