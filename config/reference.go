@@ -52,18 +52,19 @@ var meta = map[string]keyMeta{
 	"Config.Sources":  {required: "yes", rule: "at least one", example: "sources: [{name: shop, base_url: https://api.example.com, resources: [...]}]"},
 	"Config.Webhooks": {example: "webhooks: [{url: https://hooks.example.com/tidemark, secret_env: HOOK_SECRET}]"},
 
-	"Source.Name":             {required: "yes", rule: "[a-z0-9_]+, unique", example: "name: boxoffice"},
-	"Source.BaseURL":          {required: "yes", rule: "absolute http(s) URL, no query, no credentials, no #fragment", example: "base_url: https://api.example.com/v1"},
-	"Source.Headers":          {rule: "no Authorization or Proxy-Authorization; RFC 9110 header names", example: "headers: {Accept: application/json}"},
-	"Source.Auth":             {dflt: "none (no credentials sent)", example: "auth: {type: bearer, token_env: BOXOFFICE_TOKEN}"},
-	"Source.RateLimit":        {dflt: "unlimited", example: "rate_limit: {requests: 20, per: 1s, burst: 5}"},
+	"Source.Name":           {required: "yes", rule: "[a-z0-9_]+, unique", example: "name: boxoffice"},
+	"Source.BaseURL":        {required: "yes", rule: "absolute http(s) URL, no query, no credentials, no #fragment", example: "base_url: https://api.example.com/v1"},
+	"Source.Headers":        {rule: "no Authorization or Proxy-Authorization; RFC 9110 header names", example: "headers: {Accept: application/json}"},
+	"Source.Auth":           {dflt: "none (no credentials sent)", example: "auth: {type: bearer, token_env: BOXOFFICE_TOKEN}"},
+	"Source.RateLimit":      {dflt: "unlimited", example: "rate_limit: {requests: 20, per: 1s, burst: 5}"},
+	"Source.MaxConcurrency": {rule: positive, example: "max_concurrency: 4"},
+	"Source.Timeout":        {rule: positive, example: "timeout: 10s"},
+	"Source.MaxBody":        {rule: positive, example: "max_body: 64MiB"},
+	"Source.AllowPrivate":   {example: "allow_private: true"},
+	"Source.AllowHosts":     {rule: "host names, IP addresses or CIDR prefixes", example: "allow_hosts: [10.0.0.0/8, metadata.internal]"},
+	"Source.Resources":      {required: "yes", rule: "at least one", example: "resources: [{name: ticket_sales, path: /v1/ticket_sales, records: {path: data, id: id}}]"},
+
 	"Source.RateLimitHeaders": {example: "rate_limit_headers: ignore"},
-	"Source.MaxConcurrency":   {rule: positive, example: "max_concurrency: 4"},
-	"Source.Timeout":          {rule: positive, example: "timeout: 10s"},
-	"Source.MaxBody":          {rule: positive, example: "max_body: 64MiB"},
-	"Source.AllowPrivate":     {example: "allow_private: true"},
-	"Source.AllowHosts":       {rule: "host names, IP addresses or CIDR prefixes", example: "allow_hosts: [10.0.0.0/8, metadata.internal]"},
-	"Source.Resources":        {required: "yes", rule: "at least one", example: "resources: [{name: ticket_sales, path: /v1/ticket_sales, records: {path: data, id: id}}]"},
 
 	"Auth.Type":        {required: "yes", example: "type: bearer"},
 	"Auth.TokenEnv":    {required: "bearer and header: this or token_file", rule: "environment variable name", example: "token_env: BOXOFFICE_TOKEN"},
@@ -130,14 +131,15 @@ var meta = map[string]keyMeta{
 // enums lists the accepted values of the enumerated keys, as validate.go
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
-	"Auth.Type":               {AuthBearer, AuthHeader, AuthBasic},
+	"Auth.Type":         {AuthBearer, AuthHeader, AuthBasic},
+	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
+	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
+	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Method":      {"HEAD", "GET"},
+	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
+	"Webhook.Events":    Events,
+
 	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
-	"Resource.Priority":       {PriorityCritical, PriorityDefault, PriorityLow},
-	"Pagination.Style":        {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":          {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
-	"Probe.Method":            {"HEAD", "GET"},
-	"Delta.Format":            {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
-	"Webhook.Events":          Events,
 }
 
 // defaultRE finds the default a field comment states: "Default 30s.",
