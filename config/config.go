@@ -27,6 +27,11 @@ type Source struct {
 	Auth *Auth `yaml:"auth"`
 	// RateLimit caps requests per period for all workers together. Nil: unlimited.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// RateLimitHeaders is honour | ignore: whether the budget the upstream announces
+	// (RateLimit-Remaining/-Reset, X-RateLimit-*, RateLimit) slows the fleet before a 429.
+	// Ignore it where the headers describe another budget than the source's requests
+	// spend (a per-endpoint or search quota). Default "honour".
+	RateLimitHeaders string `yaml:"rate_limit_headers"`
 	// MaxConcurrency caps in-flight requests fleet-wide. Default 4.
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// Timeout bounds one HTTP request, body included. Default 30s.
@@ -74,6 +79,12 @@ type RateLimit struct {
 	// Burst defaults to 1.
 	Burst int `yaml:"burst"`
 }
+
+// RateLimitHeaders values.
+const (
+	HeadersHonour = "honour"
+	HeadersIgnore = "ignore"
+)
 
 // Priority values pick a resource's queue.
 const (

@@ -35,6 +35,7 @@ func (c *Config) SetDefaults() {
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		s.MaxConcurrency = cmp.Or(s.MaxConcurrency, defaultMaxConcurrency)
+		s.RateLimitHeaders = cmp.Or(s.RateLimitHeaders, HeadersHonour)
 		s.Timeout = cmp.Or(s.Timeout, defaultTimeout)
 		s.MaxBody = cmp.Or(s.MaxBody, defaultMaxBody)
 		if s.RateLimit != nil {

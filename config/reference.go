@@ -64,6 +64,8 @@ var meta = map[string]keyMeta{
 	"Source.AllowHosts":     {rule: "host names, IP addresses or CIDR prefixes", example: "allow_hosts: [10.0.0.0/8, metadata.internal]"},
 	"Source.Resources":      {required: "yes", rule: "at least one", example: "resources: [{name: ticket_sales, path: /v1/ticket_sales, records: {path: data, id: id}}]"},
 
+	"Source.RateLimitHeaders": {example: "rate_limit_headers: ignore"},
+
 	"Auth.Type":        {required: "yes", example: "type: bearer"},
 	"Auth.TokenEnv":    {required: "bearer, header and query: this or token_file", rule: "environment variable name", example: "token_env: BOXOFFICE_TOKEN"},
 	"Auth.TokenFile":   {required: "bearer, header and query: this or token_env", example: "token_file: /run/secrets/boxoffice_token"},
@@ -138,6 +140,8 @@ var enums = map[string][]string{
 	"Probe.Method":      {"HEAD", "GET"},
 	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
 	"Webhook.Events":    Events,
+
+	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
 }
 
 // defaultRE finds the default a field comment states: "Default 30s.",

@@ -80,6 +80,7 @@ var fieldDocs = map[string]string{
 	"Source.MaxConcurrency":      "MaxConcurrency caps in-flight requests fleet-wide. Default 4.",
 	"Source.Name":                "Name identifies the source in tables, tasks and metrics: [a-z0-9_]+, unique.",
 	"Source.RateLimit":           "RateLimit caps requests per period for all workers together. Nil: unlimited.",
+	"Source.RateLimitHeaders":    "RateLimitHeaders is honour | ignore: whether the budget the upstream announces (RateLimit-Remaining/-Reset, X-RateLimit-*, RateLimit) slows the fleet before a 429. Ignore it where the headers describe another budget than the source's requests spend (a per-endpoint or search quota). Default \"honour\".",
 	"Source.Resources":           "Resources are the collections synced from this source. At least one.",
 	"Source.Timeout":             "Timeout bounds one HTTP request, body included. Default 30s.",
 	"Webhook":                    "Webhook is an outbound event subscription.",

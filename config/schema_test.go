@@ -178,6 +178,8 @@ func TestSchemaEnums(t *testing.T) {
 		"Probe.Method":      {"probe.method", "        probe: {method: %s}\n"},
 		"Delta.Format":      {"delta.format", "        delta: {param: p, field: f, format: %s}\n"},
 		"Webhook.Events":    {"events[0]", "webhooks: [{url: https://h.example.com, events: [%s]}]\n"},
+
+		"Source.RateLimitHeaders": {"rate_limit_headers", "    rate_limit_headers: %s\n"},
 	}
 	for id, values := range enums {
 		where, ok := at[id]
@@ -191,7 +193,7 @@ func TestSchemaEnums(t *testing.T) {
 			switch {
 			case strings.HasPrefix(line, "webhooks"):
 				cfg = line + cfg
-			case strings.HasPrefix(line, "    auth"):
+			case strings.HasPrefix(line, "    auth"), strings.HasPrefix(line, "    rate_limit_headers"):
 				cfg = strings.Replace(cfg, "    resources:\n", line+"    resources:\n", 1)
 			default:
 				cfg += line

@@ -155,6 +155,9 @@ func (c *checker) source(sp string, s *Source) {
 		c.positive(join(rp, "per"), int64(rl.Per))
 		c.positive(join(rp, "burst"), int64(rl.Burst))
 	}
+	if !oneOf(s.RateLimitHeaders, HeadersHonour, HeadersIgnore) {
+		c.report(join(sp, "rate_limit_headers"), "unknown value %q (want %s)", s.RateLimitHeaders, choices(HeadersHonour, HeadersIgnore))
+	}
 	for i, h := range s.AllowHosts {
 		if !validHost(h) {
 			c.report(index(join(sp, "allow_hosts"), i), "%q is not a host name, IP address or CIDR prefix", h)

@@ -27,6 +27,8 @@ func TestHandBack(t *testing.T) {
 		{"503 without is a failure", &upstream.StatusError{Code: 503}, false, 0},
 		{"500 is a failure", &upstream.StatusError{Code: 500}, false, 0},
 		{"404 is a failure", &upstream.StatusError{Code: 404}, false, 0},
+		{"403 with the budget spent", &upstream.StatusError{Code: 403, RateLimited: true}, true, 100 * time.Millisecond},
+		{"403 is a failure", &upstream.StatusError{Code: 403}, false, 0},
 		{"nil", nil, false, 0},
 	}
 	for _, tt := range tests {

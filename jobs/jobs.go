@@ -178,7 +178,8 @@ func FetchOptions(res *config.Resource) []asynq.Option {
 }
 
 // Permanent reports whether err will fail the same way however often it is
-// retried: bad input from the upstream, a 4xx other than 408/429, a bad
+// retried: bad input from the upstream, a 4xx other than 408/429 (and a
+// 403 that says the rate-limit budget is spent), a bad
 // payload, or an explicit asynq.SkipRetry.
 func Permanent(err error) bool {
 	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) ||
@@ -193,7 +194,7 @@ func Permanent(err error) bool {
 		case config.OnStatusRetry:
 			return false
 		}
-		return se.Code >= 400 && se.Code < 500 &&
+		return se.Code >= 400 && se.Code < 500 && !se.RateLimited &&
 			se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 	}
 	return false
@@ -218,7 +219,8 @@ func Classify(err error) error {
 // HandBack reports whether err means "not now" rather than "failed": the
 // fleet-wide limiter would make the request wait longer than a handler may
 // block (a *ratelimit.DelayError), or the upstream answered 429 (or 503 with
-// Retry-After), which has put the source in cooldown. The task goes back to
+// Retry-After, or 403 with its budget spent), which has put the source in
+// cooldown. The task goes back to
 // its queue for the returned delay; it is not a failure, does not use up a
 // retry and is never archived for it.
 func HandBack(err error) (time.Duration, bool) {
@@ -231,7 +233,9 @@ func HandBack(err error) (time.Duration, bool) {
 	var se *upstream.StatusError
 	if errors.As(err, &se) {
 		switch {
-		case se.Code == http.StatusTooManyRequests:
+		case se.Code == http.StatusTooManyRequests, se.RateLimited:
+			// The limiter's cooldown (to the reset, or Retry-After)
+			// hands the task back again with the exact delay.
 			return max(se.RetryAfter, minHandBack), true
 		case se.Code == http.StatusServiceUnavailable && se.RetryAfter > 0 && se.Action != config.OnStatusFail:
 			return max(se.RetryAfter, minHandBack), true

@@ -23,6 +23,8 @@ func TestClassify(t *testing.T) {
 		{"401", &upstream.StatusError{Code: 401}, true},
 		{"408 retries", &upstream.StatusError{Code: 408}, false},
 		{"429 retries", &upstream.StatusError{Code: 429}, false},
+		{"403 with the budget spent retries", &upstream.StatusError{Code: 403, RateLimited: true}, false},
+		{"403", &upstream.StatusError{Code: 403}, true},
 		{"500 retries", &upstream.StatusError{Code: 500}, false},
 		{"503 retries", &upstream.StatusError{Code: 503}, false},
 		{"on_status 404: retry", &upstream.StatusError{Code: 404, Action: "retry"}, false},

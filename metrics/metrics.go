@@ -58,6 +58,19 @@ var (
 		Help:    "Time requests waited for their source's fleet-wide rate limit or concurrency slot.",
 		Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"source"})
+	// RateLimitRemaining is the budget an upstream last announced
+	// (RateLimit-Remaining, X-RateLimit-Remaining or RateLimit) to this
+	// process; the fleet slows down as it nears zero.
+	RateLimitRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tidemark_ratelimit_remaining",
+		Help: "Requests left in the upstream's rate-limit window, as its last response to this process announced.",
+	}, []string{"source"})
+	// RateLimitHeadersIgnored counts rate-limit headers that were present
+	// but unusable, by reason (malformed|absurd|no_reset).
+	RateLimitHeadersIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidemark_ratelimit_headers_ignored_total",
+		Help: "Upstream rate-limit headers ignored as malformed, absurd (reset too far away) or without a reset.",
+	}, []string{"source", "reason"})
 	// Drift counts changes full reads found that the deltas had missed.
 	Drift = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tidemark_drift_records_total",
@@ -66,7 +79,7 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(Runs, RecordsChanged, UpstreamRequests, UpstreamDuration, Probes, RateLimitWait, Drift,
+	Registry.MustRegister(Runs, RecordsChanged, UpstreamRequests, UpstreamDuration, Probes, RateLimitWait, RateLimitRemaining, RateLimitHeadersIgnored, Drift,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -97,6 +110,16 @@ func ObserveDrift(source, resource string, n int64) {
 // rate limiter.
 func ObserveRateLimitWait(source string, d time.Duration) {
 	RateLimitWait.WithLabelValues(source).Observe(d.Seconds())
+}
+
+// ObserveRateLimitRemaining records the budget an upstream announced.
+func ObserveRateLimitRemaining(source string, remaining int) {
+	RateLimitRemaining.WithLabelValues(source).Set(float64(remaining))
+}
+
+// ObserveRateLimitHeadersIgnored counts unusable rate-limit headers.
+func ObserveRateLimitHeadersIgnored(source, reason string) {
+	RateLimitHeadersIgnored.WithLabelValues(source, reason).Inc()
 }
 
 // ObserveUpstream records one HTTP request to an upstream: its status code,

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -57,13 +58,20 @@ func (l *Limiter) CooldownLeft(ctx context.Context, source string) (time.Duratio
 //   - 429 or 503 with Retry-After (seconds or HTTP date): a cooldown until
 //     then; a 429 without a usable Retry-After cools down for
 //     Options.DefaultCooldown.
-//   - RateLimit-Remaining or X-RateLimit-Remaining (or the combined
-//     RateLimit header) at or below Options.LowRemaining, with a reset
-//     (RateLimit-Reset / X-RateLimit-Reset: delta seconds, epoch seconds or
-//     an HTTP date): the remaining requests are spread evenly until the
-//     reset; 0 remaining is a cooldown until the reset. A higher remaining
-//     ends an earlier slow-down.
-func (l *Limiter) Observe(ctx context.Context, source string, status int, header http.Header) error {
+//   - the budget the upstream announces (see [ReadQuota]), unless
+//     lim.IgnoreHeaders (the source's rate_limit_headers: ignore). At or
+//     below Options.Reserve remaining, the source pauses until the reset;
+//     at or below the low mark (Options.LowRemaining, or twice
+//     lim.MaxConcurrency if that is more, so that the requests already on
+//     the wire when the slow-down starts still fit), the requests left
+//     above the reserve are spread evenly until the reset; above it, an
+//     earlier slow-down ends. The spread is the fastest pace that makes
+//     the budget last: never slower than needed.
+//
+// Headers that are malformed or absurd (a reset beyond Options.MaxReset)
+// are ignored: logged at debug level and reported to Options.OnIgnored,
+// never a stall.
+func (l *Limiter) Observe(ctx context.Context, source string, lim Limits, status int, header http.Header) error {
 	now := l.opt.Now()
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		d, ok := ParseRetryAfter(header.Get("Retry-After"), now)
@@ -76,73 +84,48 @@ func (l *Limiter) Observe(ctx context.Context, source string, status int, header
 			}
 		}
 	}
-	remaining, reset, ok := quota(header, now)
-	if !ok {
+	if lim.IgnoreHeaders {
 		return nil
 	}
-	pace := l.key(source, "pace")
+	q, err := ReadQuota(header, now, l.opt.MaxReset)
+	if q.Remaining >= 0 && l.opt.OnRemaining != nil {
+		l.opt.OnRemaining(source, q.Remaining)
+	}
+	if err != nil {
+		var bad *QuotaError
+		if errors.As(err, &bad) {
+			l.opt.Logger.Debug("rate-limit headers ignored", "source", source, "reason", bad.Reason, "error", err)
+			if l.opt.OnIgnored != nil {
+				l.opt.OnIgnored(source, bad.Reason)
+			}
+		}
+		return nil
+	}
+	if q.Remaining < 0 {
+		return nil // no budget announced
+	}
+	return l.pace(ctx, source, q, max(l.opt.LowRemaining, 2*lim.MaxConcurrency))
+}
+
+// pace applies an announced budget: pause, spread, or let go.
+func (l *Limiter) pace(ctx context.Context, source string, q Quota, low int) error {
+	key := l.key(source, "pace")
 	switch {
-	case remaining > l.opt.LowRemaining:
-		if err := l.rdb.Del(ctx, pace).Err(); err != nil {
+	case q.Remaining > low:
+		if err := l.rdb.Del(ctx, key).Err(); err != nil {
 			return fmt.Errorf("end slow-down of source %s: %w", source, err)
 		}
-	case reset <= 0:
-		// Low, but no window to spread over: nothing sensible to do.
-	case remaining == 0:
-		return l.Cooldown(ctx, source, now.Add(reset))
+	case q.Reset <= 0:
+		// The window is over (or the reset unknown): nothing to spread over.
+	case q.Remaining <= l.opt.Reserve:
+		return l.Cooldown(ctx, source, l.opt.Now().Add(q.Reset))
 	default:
-		interval := max(reset/time.Duration(remaining), time.Millisecond)
-		if err := paceScript.Run(ctx, l.rdb, []string{pace}, interval.Milliseconds(), reset.Milliseconds()).Err(); err != nil {
+		interval := max(q.Reset/time.Duration(q.Remaining-l.opt.Reserve), time.Millisecond)
+		if err := paceScript.Run(ctx, l.rdb, []string{key}, interval.Milliseconds(), q.Reset.Milliseconds()).Err(); err != nil {
 			return fmt.Errorf("slow down source %s: %w", source, err)
 		}
 	}
 	return nil
-}
-
-// quota reads the remaining requests and the time to reset from the
-// RateLimit-* / X-RateLimit-* headers, or from the combined RateLimit
-// header ("limit=100, remaining=5, reset=30" or "...;r=5;t=30").
-func quota(h http.Header, now time.Time) (remaining int, reset time.Duration, ok bool) {
-	rv := first(h, "RateLimit-Remaining", "X-RateLimit-Remaining")
-	tv := first(h, "RateLimit-Reset", "X-RateLimit-Reset")
-	if rv == "" {
-		rv, tv = combined(h.Get("RateLimit"))
-	}
-	if rv == "" {
-		return 0, 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(rv))
-	if err != nil || n < 0 {
-		return 0, 0, false
-	}
-	reset, _ = ParseReset(tv, now)
-	return n, reset, true
-}
-
-func first(h http.Header, names ...string) string {
-	for _, n := range names {
-		if v := h.Get(n); v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// combined reads remaining and reset from an IETF-draft RateLimit header.
-func combined(v string) (remaining, reset string) {
-	for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' }) {
-		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			continue
-		}
-		switch strings.ToLower(k) {
-		case "remaining", "r":
-			remaining = val
-		case "reset", "t":
-			reset = val
-		}
-	}
-	return remaining, reset
 }
 
 // ParseRetryAfter parses a Retry-After value: delay seconds or an HTTP

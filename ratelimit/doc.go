@@ -15,20 +15,24 @@
 //     unaffected.
 //   - Slow-down: when a response says few requests remain
 //     (RateLimit-Remaining / X-RateLimit-Remaining with RateLimit-Reset /
-//     X-RateLimit-Reset), the remaining requests are spread evenly over the
-//     reset window, fleet-wide, instead of hitting the wall.
+//     X-RateLimit-Reset, or the combined RateLimit header; see
+//     [ReadQuota]), the remaining requests are spread evenly over the
+//     reset window, fleet-wide, instead of hitting the wall; at the
+//     reserve (default 1 request) the source pauses until the reset. See
+//     [Limiter.Observe] for the policy.
 //
 // The HTTP client calls [Limiter.Wait] before every request and
 // [Limiter.Observe] after every response:
 //
-//	permit, err := lim.Wait(ctx, src.Name, ratelimit.LimitsFor(src, 2*time.Second))
+//	limits := ratelimit.LimitsFor(src, 2*time.Second)
+//	permit, err := lim.Wait(ctx, src.Name, limits)
 //	if err != nil {
 //		return err // a *DelayError: hand the task back with RetryIn, not a failure
 //	}
 //	resp, err := httpClient.Do(req) // and read the body
 //	permit.Release()
 //	if err == nil {
-//		lim.Observe(ctx, src.Name, resp.StatusCode, resp.Header)
+//		lim.Observe(ctx, src.Name, limits, resp.StatusCode, resp.Header)
 //	}
 //
 // Wait waits in process (honouring ctx) as long as the total wait stays
@@ -42,5 +46,8 @@
 //
 // The package has no metrics dependency: [Options.OnWait] and
 // [Permit.Waited] report how long each call waited, for
-// tidemark_ratelimit_wait_seconds{source}.
+// tidemark_ratelimit_wait_seconds{source}; [Options.OnRemaining] and
+// [Options.OnIgnored] report the budgets upstreams announce and the headers
+// ignored, for tidemark_ratelimit_remaining{source} and
+// tidemark_ratelimit_headers_ignored_total{source,reason}.
 package ratelimit

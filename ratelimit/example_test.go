@@ -42,5 +42,5 @@ func Example() {
 	defer resp.Body.Close()
 	// A 429/503 Retry-After pauses the source fleet-wide; a low
 	// RateLimit-Remaining spreads the rest of the window's requests.
-	_ = lim.Observe(ctx, src.Name, resp.StatusCode, resp.Header)
+	_ = lim.Observe(ctx, src.Name, ratelimit.LimitsFor(src, 2*time.Second), resp.StatusCode, resp.Header)
 }

@@ -38,6 +38,21 @@ type Options struct {
 	// Observe spreads the remaining requests over the reset window.
 	// Default 10.
 	LowRemaining int
+	// Reserve is how many requests of an upstream's announced budget are
+	// kept back: at or below it the source pauses until the reset. It
+	// absorbs a request of another client of the same API key, or one
+	// that lands just past a window's edge. Default 1; negative: none.
+	Reserve int
+	// MaxReset is the longest reset an upstream may announce: a reset
+	// further away is taken for a broken header and ignored, not a
+	// pause of days. Default 24h (daily quotas are real).
+	MaxReset time.Duration
+	// OnRemaining, when set, is called with every remaining budget an
+	// upstream announces: feed tidemark_ratelimit_remaining{source}.
+	OnRemaining func(source string, remaining int)
+	// OnIgnored, when set, is called when an upstream's rate-limit
+	// headers are present but unusable, with the QuotaError's Reason.
+	OnIgnored func(source, reason string)
 	// DefaultCooldown pauses a source after a 429 without a usable
 	// Retry-After. Default 1s.
 	DefaultCooldown time.Duration
@@ -73,6 +88,13 @@ func New(rdb redis.UniversalClient, opt Options) *Limiter {
 	opt.PollInterval = cmp.Or(opt.PollInterval, 50*time.Millisecond)
 	opt.SemaphoreRetryIn = cmp.Or(opt.SemaphoreRetryIn, time.Second)
 	opt.LowRemaining = cmp.Or(opt.LowRemaining, 10)
+	switch {
+	case opt.Reserve == 0:
+		opt.Reserve = 1
+	case opt.Reserve < 0:
+		opt.Reserve = 0
+	}
+	opt.MaxReset = cmp.Or(opt.MaxReset, 24*time.Hour)
 	opt.DefaultCooldown = cmp.Or(opt.DefaultCooldown, time.Second)
 	opt.MaxCooldown = cmp.Or(opt.MaxCooldown, time.Hour)
 	if opt.Now == nil {
@@ -95,11 +117,15 @@ type Limits struct {
 	// MaxWait is the longest Wait blocks in process; a longer wait returns a
 	// *DelayError instead. 0: never block, always hand back.
 	MaxWait time.Duration
+	// IgnoreHeaders makes Observe disregard the budget an upstream
+	// announces in rate-limit headers (Retry-After still counts).
+	IgnoreHeaders bool
 }
 
 // LimitsFor returns the limits of a configured source.
 func LimitsFor(src *config.Source, maxWait time.Duration) Limits {
-	return Limits{Rate: src.RateLimit, MaxConcurrency: src.MaxConcurrency, MaxWait: maxWait}
+	return Limits{Rate: src.RateLimit, MaxConcurrency: src.MaxConcurrency, MaxWait: maxWait,
+		IgnoreHeaders: src.RateLimitHeaders == config.HeadersIgnore}
 }
 
 // DelayError says a request may not start for RetryIn: longer than the

@@ -272,6 +272,8 @@ func TestObserve(t *testing.T) {
 		name     string
 		status   int
 		header   http.Header
+		ignore   bool          // rate_limit_headers: ignore
+		inFlight int           // max_concurrency
 		cooldown time.Duration // want about this much
 		paced    time.Duration // want the second request this far behind
 	}{
@@ -282,16 +284,27 @@ func TestObserve(t *testing.T) {
 		{name: "200 ignores Retry-After", status: 200, header: http.Header{"Retry-After": {"30"}}},
 		{name: "Retry-After capped", status: 429, header: http.Header{"Retry-After": {"999999999"}}, cooldown: time.Hour},
 		{name: "remaining plenty", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"500"}, "X-Ratelimit-Reset": {"60"}}},
-		{name: "remaining low, reset seconds", status: 200, header: http.Header{"Ratelimit-Remaining": {"2"}, "Ratelimit-Reset": {"1"}}, paced: 500 * time.Millisecond},
-		{name: "remaining low, reset epoch", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"4"}, "X-Ratelimit-Reset": {fmt.Sprint(now.Unix() + 2)}}, paced: 500 * time.Millisecond},
-		{name: "combined RateLimit header", status: 200, header: http.Header{"Ratelimit": {"limit=100, remaining=2, reset=1"}}, paced: 500 * time.Millisecond},
+		// Low remaining: the requests above the reserve (1) spread until the reset.
+		{name: "remaining low, reset seconds", status: 200, header: http.Header{"Ratelimit-Remaining": {"3"}, "Ratelimit-Reset": {"1"}}, paced: 500 * time.Millisecond},
+		{name: "remaining low, reset epoch", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"5"}, "X-Ratelimit-Reset": {fmt.Sprint(now.Unix() + 2)}}, paced: 500 * time.Millisecond},
+		{name: "combined RateLimit header", status: 200, header: http.Header{"Ratelimit": {"limit=100, remaining=3, reset=1"}}, paced: 500 * time.Millisecond},
+		{name: "RateLimit policies, fewest remaining binds", status: 200, header: http.Header{"Ratelimit": {`"daily";r=3;t=1, "burst";r=50;t=1`}}, paced: 500 * time.Millisecond},
+		{name: "twice max_concurrency is low", inFlight: 50, status: 200, header: http.Header{"X-Ratelimit-Remaining": {"100"}, "X-Ratelimit-Reset": {"99"}}, paced: time.Second},
+		{name: "above twice max_concurrency", inFlight: 50, status: 200, header: http.Header{"X-Ratelimit-Remaining": {"101"}, "X-Ratelimit-Reset": {"100"}}},
 		{name: "remaining zero", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"2"}}, cooldown: 2 * time.Second},
+		{name: "remaining at the reserve", status: 200, header: http.Header{"Ratelimit-Remaining": {"1"}, "Ratelimit-Reset": {"2"}}, cooldown: 2 * time.Second},
+		{name: "429 announcing its reset", status: 429, header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"3"}}, cooldown: 3 * time.Second},
+		{name: "headers ignored by config", ignore: true, status: 200, header: http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"2"}}},
+		{name: "malformed remaining", status: 200, header: http.Header{"Ratelimit-Remaining": {"few"}, "Ratelimit-Reset": {"2"}}},
+		{name: "malformed reset", status: 200, header: http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"soon"}}},
+		{name: "absurd reset", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {fmt.Sprint(now.Add(72 * time.Hour).Unix())}}},
+		{name: "no reset", status: 200, header: http.Header{"X-Ratelimit-Remaining": {"0"}}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := fmt.Sprintf("src%d", i)
-			if err := l.Observe(t.Context(), src, tt.status, tt.header); err != nil {
+			if err := l.Observe(t.Context(), src, ratelimit.Limits{IgnoreHeaders: tt.ignore, MaxConcurrency: tt.inFlight}, tt.status, tt.header); err != nil {
 				t.Fatal(err)
 			}
 			left, err := l.CooldownLeft(t.Context(), src)
@@ -330,7 +343,7 @@ func TestSlowDownEnds(t *testing.T) {
 	t.Parallel()
 	ls, _ := fleet(t, 2, ratelimit.Options{})
 	a, b := ls[0], ls[1]
-	if err := a.Observe(t.Context(), "shop", 200, http.Header{"Ratelimit-Remaining": {"1"}, "Ratelimit-Reset": {"30"}}); err != nil {
+	if err := a.Observe(t.Context(), "shop", ratelimit.Limits{}, 200, http.Header{"Ratelimit-Remaining": {"2"}, "Ratelimit-Reset": {"30"}}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := b.Wait(t.Context(), "shop", ratelimit.Limits{})
@@ -342,7 +355,7 @@ func TestSlowDownEnds(t *testing.T) {
 	if de := delayOf(t, err); de.RetryIn < 29*time.Second {
 		t.Errorf("slow-down retry in %s, want about 30s", de.RetryIn)
 	}
-	if err := b.Observe(t.Context(), "shop", 200, http.Header{"Ratelimit-Remaining": {"99"}, "Ratelimit-Reset": {"30"}}); err != nil {
+	if err := b.Observe(t.Context(), "shop", ratelimit.Limits{}, 200, http.Header{"Ratelimit-Remaining": {"99"}, "Ratelimit-Reset": {"30"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Wait(t.Context(), "shop", ratelimit.Limits{}); err != nil {
@@ -485,6 +498,102 @@ func TestParseReset(t *testing.T) {
 			got, ok := ratelimit.ParseReset(tt.in, now)
 			if got != tt.want || ok != tt.ok {
 				t.Errorf("ParseReset(%q) = %s, %v; want %s, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestObserveReports: every announced remaining reaches OnRemaining (the
+// gauge), and headers present but unusable reach OnIgnored (the counter)
+// with their reason, and pause nothing.
+func TestObserveReports(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	remaining := map[string]int{}
+	ignored := map[string]string{}
+	ls, _ := fleet(t, 1, ratelimit.Options{
+		OnRemaining: func(src string, n int) { mu.Lock(); remaining[src] = n; mu.Unlock() },
+		OnIgnored:   func(src, reason string) { mu.Lock(); ignored[src] = reason; mu.Unlock() },
+	})
+	l := ls[0]
+	far := fmt.Sprint(time.Now().Add(72 * time.Hour).Unix())
+	tests := []struct {
+		source    string
+		header    http.Header
+		remaining int    // -1: not reported
+		reason    string // "": not ignored
+	}{
+		{"plenty", http.Header{"Ratelimit-Remaining": {"42"}, "Ratelimit-Reset": {"5"}}, 42, ""},
+		{"none", http.Header{"Content-Type": {"application/json"}}, -1, ""},
+		{"garbled", http.Header{"X-Ratelimit-Remaining": {"lots"}, "X-Ratelimit-Reset": {"5"}}, -1, ratelimit.ReasonMalformed},
+		{"badreset", http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"tomorrow"}}, 0, ratelimit.ReasonMalformed},
+		{"faraway", http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {far}}, 0, ratelimit.ReasonAbsurd},
+		{"noreset", http.Header{"X-Ratelimit-Remaining": {"0"}}, 0, ratelimit.ReasonNoReset},
+	}
+	for _, tt := range tests {
+		if err := l.Observe(t.Context(), tt.source, ratelimit.Limits{}, 200, tt.header); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		n, seen := remaining[tt.source]
+		reason := ignored[tt.source]
+		mu.Unlock()
+		if want := tt.remaining >= 0; seen != want || (seen && n != tt.remaining) {
+			t.Errorf("%s: remaining reported %v (%d), want %v (%d)", tt.source, seen, n, want, tt.remaining)
+		}
+		if reason != tt.reason {
+			t.Errorf("%s: ignored as %q, want %q", tt.source, reason, tt.reason)
+		}
+		p, err := l.Wait(t.Context(), tt.source, ratelimit.Limits{})
+		if err != nil {
+			t.Errorf("%s: a request after the response was held back: %v", tt.source, err)
+			continue
+		}
+		p.Release()
+	}
+}
+
+func TestReadQuota(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	epoch := func(d time.Duration) string { return fmt.Sprint(now.Add(d).Unix()) }
+	tests := []struct {
+		name   string
+		header http.Header
+		want   ratelimit.Quota
+		reason string // the QuotaError's, "" for none
+	}{
+		{"no headers", http.Header{}, ratelimit.Quota{Remaining: -1}, ""},
+		{"IETF delta seconds", http.Header{"Ratelimit-Limit": {"100"}, "Ratelimit-Remaining": {"7"}, "Ratelimit-Reset": {"30"}}, ratelimit.Quota{Remaining: 7, Limit: 100, Reset: 30 * time.Second}, ""},
+		{"X- delta seconds", http.Header{"X-Ratelimit-Remaining": {"7"}, "X-Ratelimit-Reset": {"60"}}, ratelimit.Quota{Remaining: 7, Reset: time.Minute}, ""},
+		{"X- epoch seconds (GitHub)", http.Header{"X-Ratelimit-Limit": {"5000"}, "X-Ratelimit-Remaining": {"4999"}, "X-Ratelimit-Reset": {epoch(40 * time.Minute)}}, ratelimit.Quota{Remaining: 4999, Limit: 5000, Reset: 40 * time.Minute}, ""},
+		{"epoch in the past", http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {epoch(-time.Minute)}}, ratelimit.Quota{Remaining: 0}, ""},
+		{"IETF wins over X-", http.Header{"Ratelimit-Remaining": {"3"}, "Ratelimit-Reset": {"2"}, "X-Ratelimit-Remaining": {"90"}, "X-Ratelimit-Reset": {"9"}}, ratelimit.Quota{Remaining: 3, Reset: 2 * time.Second}, ""},
+		{"combined, one policy", http.Header{"Ratelimit": {"limit=10, remaining=4, reset=3"}}, ratelimit.Quota{Remaining: 4, Limit: 10, Reset: 3 * time.Second}, ""},
+		{"combined, policies", http.Header{"Ratelimit": {`"minute";r=40;t=20, "hour";q=1000;r=5;t=600`}}, ratelimit.Quota{Remaining: 5, Limit: 1000, Reset: 10 * time.Minute}, ""},
+		{"spaces", http.Header{"Ratelimit-Remaining": {" 2 "}, "Ratelimit-Reset": {" 4 "}}, ratelimit.Quota{Remaining: 2, Reset: 4 * time.Second}, ""},
+		{"malformed remaining", http.Header{"Ratelimit-Remaining": {"2.5"}, "Ratelimit-Reset": {"4"}}, ratelimit.Quota{Remaining: -1}, ratelimit.ReasonMalformed},
+		{"negative remaining", http.Header{"X-Ratelimit-Remaining": {"-3"}, "X-Ratelimit-Reset": {"4"}}, ratelimit.Quota{Remaining: -1}, ratelimit.ReasonMalformed},
+		{"malformed combined", http.Header{"Ratelimit": {`"default";r=many;t=4`}}, ratelimit.Quota{Remaining: -1}, ratelimit.ReasonMalformed},
+		{"malformed reset", http.Header{"Ratelimit-Remaining": {"2"}, "Ratelimit-Reset": {"soon"}}, ratelimit.Quota{Remaining: 2}, ratelimit.ReasonMalformed},
+		{"no reset", http.Header{"Ratelimit-Remaining": {"2"}}, ratelimit.Quota{Remaining: 2}, ratelimit.ReasonNoReset},
+		{"reset days away (epoch)", http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {epoch(72 * time.Hour)}}, ratelimit.Quota{Remaining: 0}, ratelimit.ReasonAbsurd},
+		{"reset days away (delta)", http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"999999"}}, ratelimit.Quota{Remaining: 0}, ratelimit.ReasonAbsurd},
+		{"a day is not absurd", http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"86400"}}, ratelimit.Quota{Remaining: 0, Reset: 24 * time.Hour}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ratelimit.ReadQuota(tt.header, now, 24*time.Hour)
+			var qe *ratelimit.QuotaError
+			reason := ""
+			if errors.As(err, &qe) {
+				reason = qe.Reason
+			} else if err != nil {
+				t.Fatalf("error %v is not a *QuotaError", err)
+			}
+			if got != tt.want || reason != tt.reason {
+				t.Errorf("ReadQuota = %+v, %v; want %+v, reason %q", got, err, tt.want, tt.reason)
 			}
 		})
 	}

@@ -183,6 +183,10 @@ type StatusError struct {
 	// set by the Pager and the probe; "" when none is configured, and the
 	// usual classification applies.
 	Action string
+	// RateLimited marks a 403 or 429 whose rate-limit headers say the budget
+	// is spent (remaining 0): GitHub answers its primary limit with a 403.
+	// The source is cooling down until the reset; a retry then succeeds.
+	RateLimited bool
 }
 
 func (e *StatusError) Error() string {
@@ -298,7 +302,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	defer res.Body.Close()
 	if c.lim != nil {
 		// Before the body: a 429's cooldown reaches the fleet at once.
-		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, res.StatusCode, res.Header); err != nil {
+		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, c.limits, res.StatusCode, res.Header); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
 		}
 	}
@@ -306,7 +310,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		// No body, whatever Content-Length says (a HEAD's is the GET's).
 		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: res.Header,
-				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now())}
+				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()), RateLimited: c.budgetSpent(res)}
 		}
 		return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: res.Header}, nil
 	}
@@ -334,8 +338,9 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
 		return nil, &StatusError{
 			Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: hdr,
-			RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()),
-			Body:       snippet(c.scrubCredentials(body, req)),
+			RetryAfter:  retryAfter(res.Header.Get("Retry-After"), time.Now()),
+			Body:        snippet(c.scrubCredentials(body, req)),
+			RateLimited: c.budgetSpent(res),
 		}
 	}
 	return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: hdr, Body: c.scrubKey(body, req)}, nil
@@ -525,6 +530,16 @@ func transient(ctx context.Context, err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// budgetSpent reports whether a refusal says the source's rate-limit budget
+// is spent (unless the source ignores its rate-limit headers).
+func (c *Client) budgetSpent(res *http.Response) bool {
+	if c.limits.IgnoreHeaders || (res.StatusCode != http.StatusForbidden && res.StatusCode != http.StatusTooManyRequests) {
+		return false
+	}
+	q, _ := ratelimit.ReadQuota(res.Header, time.Now(), 24*time.Hour)
+	return q.Remaining == 0
 }
 
 func retryAfter(v string, now time.Time) time.Duration {

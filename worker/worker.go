@@ -139,11 +139,13 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", redisOpt)
 	}
+	limOpt := ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait,
+		OnRemaining: metrics.ObserveRateLimitRemaining, OnIgnored: metrics.ObserveRateLimitHeadersIgnored}
 	w := &Worker{
 		cfg: cfg, live: conf, store: st, rdb: rdb, redis: redisOpt,
 		client:  asynq.NewClientFromRedisClient(rdb),
 		clients: make(map[string]sourceClient),
-		limiter: ratelimit.New(rdb, ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait}),
+		limiter: ratelimit.New(rdb, limOpt),
 		log:     log,
 	}
 	w.runProgress = events.NewPublisher(st, rdb)
