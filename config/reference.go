@@ -51,6 +51,9 @@ const positive = "> 0"
 var meta = map[string]keyMeta{
 	"Config.Sources":  {required: "yes", rule: "at least one", example: "sources: [{name: shop, base_url: https://api.example.com, resources: [...]}]"},
 	"Config.Webhooks": {example: "webhooks: [{url: https://hooks.example.com/tidemark, secret_env: HOOK_SECRET}]"},
+	"Config.Views":    {example: "views: {schema: tidemark_data}"},
+
+	"Views.Schema": {rule: "[a-z0-9_]+, at most 63 bytes, not a pg_ schema", example: "schema: mirror"},
 
 	"Source.Name":           {required: "yes", rule: "[a-z0-9_]+, unique", example: "name: boxoffice"},
 	"Source.BaseURL":        {required: "yes", rule: "absolute http(s) URL, no query, no credentials, no #fragment", example: "base_url: https://api.example.com/v1"},
@@ -81,6 +84,7 @@ var meta = map[string]keyMeta{
 	"Resource.Freshness":    {rule: positive, example: "freshness: 30s"},
 	"Resource.Records":      {required: "yes (records.id)", example: "records: {path: data, id: id}"},
 	"Resource.Fields":       {dflt: "none: the raw record is stored", rule: "values are dotted paths", example: "fields: {amount: price.cents, state: status}"},
+	"Resource.FieldTypes":   {dflt: "inferred from the newest 200 records when the view is made", rule: "keys: names in fields (or top-level record keys without fields), at most 63 bytes", example: "field_types: {amount: numeric, state: text}"},
 	"Resource.IgnoreFields": {rule: "dotted paths", example: "ignore_fields: [meta.request_id]"},
 	"Resource.Pagination":   {dflt: "style none", example: "pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor}"},
 	"Resource.Probe":        {dflt: "strategy none", example: "probe: {strategy: etag, method: HEAD, every: 5s, max_every: 1m}"},
@@ -129,13 +133,14 @@ var meta = map[string]keyMeta{
 // enums lists the accepted values of the enumerated keys, as validate.go
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
-	"Auth.Type":         {AuthBearer, AuthHeader, AuthBasic},
-	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
-	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
-	"Probe.Method":      {"HEAD", "GET"},
-	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
-	"Webhook.Events":    Events,
+	"Auth.Type":           {AuthBearer, AuthHeader, AuthBasic},
+	"Resource.Priority":   {PriorityCritical, PriorityDefault, PriorityLow},
+	"Resource.FieldTypes": ViewTypes,
+	"Pagination.Style":    {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
+	"Probe.Strategy":      {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Method":        {"HEAD", "GET"},
+	"Delta.Format":        {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
+	"Webhook.Events":      Events,
 }
 
 // defaultRE finds the default a field comment states: "Default 30s.",
