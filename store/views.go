@@ -121,9 +121,6 @@ func (s *Store) refreshViews(ctx context.Context, conf *config.Config, count boo
 	if err != nil {
 		return results, err
 	}
-	if !count {
-		return results, failedErr(failed, len(configured))
-	}
 	if err := pruneCastFailures(ctx, db, results); err != nil {
 		return results, err
 	}
@@ -157,6 +154,9 @@ func refreshView(ctx context.Context, db *sql.DB, schema, source string, res *co
 		return fail(err)
 	}
 	if !count {
+		if err := forgetChangedCounts(ctx, db, r.Key, r.Columns); err != nil {
+			return fail(err)
+		}
 		return r
 	}
 	if err := countCastFailures(ctx, db, r.Key, r.Columns); err != nil {
@@ -523,6 +523,25 @@ ORDER BY c.relname`, schema, viewMarker+"%")
 		}
 	}
 	return stale, nil
+}
+
+// forgetChangedCounts forgets the stored counts of the resource's columns
+// that are gone or have another type now: they no longer say anything
+// true, and an uncounted refresh has no new ones.
+func forgetChangedCounts(ctx context.Context, db *sql.DB, k Key, cols []ViewColumn) error {
+	var fields, types []string
+	for _, c := range cols {
+		fields, types = append(fields, c.Name), append(types, c.Type)
+	}
+	_, err := db.ExecContext(ctx, `
+DELETE FROM view_cast_failures f
+WHERE f.source = $1 AND f.resource = $2
+  AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS c(field, type)
+                  WHERE c.field = f.field AND c.type = f.type)`, k.Source, k.Resource, fields, types)
+	if err != nil {
+		return fmt.Errorf("forget cast failure counts: %w", err)
+	}
+	return nil
 }
 
 // pruneCastFailures forgets the counts of resources no longer configured.

@@ -121,7 +121,11 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		}
 	}()
 
-	second, err := config.Parse("t.yaml", []byte(strings.Replace(viewsConfig, "state: status}", "state: status, zone: zone}", 1)))
+	if err := st.DB().Exec(`UPDATE view_cast_failures SET failures = 7 WHERE field = 'amount'`).Error; err != nil {
+		t.Fatal(err)
+	}
+	second, err := config.Parse("t.yaml", []byte(strings.Replace(strings.Replace(viewsConfig, "state: status}", "state: status, zone: zone}", 1),
+		"field_types: {amount: numeric}", "field_types: {amount: boolean}", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +139,20 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("shop_orders has no zone column 10s after the reload")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The count of amount as a number says nothing of amount as a boolean.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		counts, err := st.CastFailures(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(counts) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counts 10s after the type changed: %+v; want none", counts)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
