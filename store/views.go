@@ -37,6 +37,8 @@ const (
 	// viewMarker starts the comment on every view tidemark made: only such
 	// views are ever replaced or dropped.
 	viewMarker = "tidemark view of "
+	// awaitingMarker is in the comment of a view whose columns wait for records.
+	awaitingMarker = "; awaiting records to infer its columns"
 	// viewsLock is the advisory lock key that serialises view changes
 	// between processes (several migrate jobs at once).
 	viewsLock = 0x7469_6465_7669 // "tidevi"
@@ -63,7 +65,10 @@ type ViewResult struct {
 	Columns []ViewColumn
 	// Notes are keys or fields left without a column, and why.
 	Notes []string
-	Err   error
+	// Awaiting is true for a view of raw records made before there were any
+	// to infer its columns from: the scheduler refreshes it once there are.
+	Awaiting bool
+	Err      error
 }
 
 // View actions.
@@ -83,17 +88,19 @@ const (
 // a failed result, and the others are still done; the error then says how
 // many failed.
 func (s *Store) RefreshViews(ctx context.Context, conf *config.Config) ([]ViewResult, error) {
-	return s.refreshViews(ctx, conf, true)
+	return s.refreshViews(ctx, conf, true, nil)
 }
 
 // RefreshViewsUncounted is RefreshViews without counting the values that
 // do not cast, which takes a pass over every resource's records: what a
 // config reload runs (the stored counts stay as tidemark views last made them).
 func (s *Store) RefreshViewsUncounted(ctx context.Context, conf *config.Config) ([]ViewResult, error) {
-	return s.refreshViews(ctx, conf, false)
+	return s.refreshViews(ctx, conf, false, nil)
 }
 
-func (s *Store) refreshViews(ctx context.Context, conf *config.Config, count bool) ([]ViewResult, error) {
+// refreshViews refreshes the views of conf's resources, or only those in
+// only (then no view is dropped).
+func (s *Store) refreshViews(ctx context.Context, conf *config.Config, count bool, only map[Key]bool) ([]ViewResult, error) {
 	db, err := s.db.DB()
 	if err != nil {
 		return nil, err
@@ -109,6 +116,9 @@ func (s *Store) refreshViews(ctx context.Context, conf *config.Config, count boo
 	configured := map[string]bool{}
 	failed := 0
 	conf.Each(func(src *config.Source, res *config.Resource) {
+		if only != nil && !only[Key{src.Name, res.Name}] {
+			return
+		}
 		r := refreshView(ctx, db, schema, src.Name, res, count)
 		configured[r.View] = true
 		if r.Err != nil {
@@ -116,6 +126,9 @@ func (s *Store) refreshViews(ctx context.Context, conf *config.Config, count boo
 		}
 		results = append(results, r)
 	})
+	if only != nil {
+		return results, failedErr(failed, len(configured))
+	}
 	dropped, err := dropStaleViews(ctx, db, schema, configured)
 	results = append(results, dropped...)
 	if err != nil {
@@ -146,6 +159,7 @@ func refreshView(ctx context.Context, db *sql.DB, schema, source string, res *co
 		return fail(err)
 	}
 	r.Columns, r.Notes = planColumns(res, sample)
+	r.Awaiting = len(res.Fields) == 0 && len(sample) == 0
 	err = inViewTx(ctx, db, func(tx *sql.Tx) error {
 		r.Action, err = applyView(ctx, tx, schema, &r)
 		return err
@@ -340,7 +354,8 @@ func keepOrder(cols []ViewColumn, existing []string) []ViewColumn {
 // looking at what is there now (under the advisory lock, so two processes
 // do not act on each other's stale view).
 func applyView(ctx context.Context, tx *sql.Tx, schema string, r *ViewResult) (string, error) {
-	existing, names, ours, err := existingView(ctx, tx, schema, r.View)
+	existing, names, oldComment, err := existingView(ctx, tx, schema, r.View)
+	ours := strings.HasPrefix(oldComment, viewMarker)
 	if err != nil {
 		return "", err
 	}
@@ -350,10 +365,21 @@ func applyView(ctx context.Context, tx *sql.Tx, schema string, r *ViewResult) (s
 	r.Columns = keepOrder(r.Columns, names)
 	want := viewShape(r.Columns)
 	name := pgx.Identifier{schema, r.View}.Sanitize()
+	comment := viewMarker + r.Key.String()
+	if r.Awaiting {
+		comment += awaitingMarker
+	}
+	comment += "; made by tidemark views, replaced when the config changes"
+	setComment := func() error {
+		_, err := tx.ExecContext(ctx, "COMMENT ON VIEW "+name+" IS "+literal(comment))
+		return err
+	}
 	action := ViewCreated
 	switch {
-	case slices.Equal(existing, want):
+	case slices.Equal(existing, want) && comment == oldComment:
 		return ViewUnchanged, nil
+	case slices.Equal(existing, want):
+		return ViewUnchanged, setComment()
 	case existing != nil && len(existing) < len(want) && slices.Equal(existing, want[:len(existing)]):
 		// CREATE OR REPLACE VIEW may only add columns at the end.
 		action = ViewReplaced
@@ -366,17 +392,16 @@ func applyView(ctx context.Context, tx *sql.Tx, schema string, r *ViewResult) (s
 	if _, err := tx.ExecContext(ctx, "CREATE OR REPLACE VIEW "+name+" AS "+viewQuery(r.Key, r.Columns)); err != nil {
 		return "", err
 	}
-	comment := viewMarker + r.Key.String() + "; made by tidemark views, replaced when the config changes"
-	if _, err := tx.ExecContext(ctx, "COMMENT ON VIEW "+name+" IS "+literal(comment)); err != nil {
+	if err := setComment(); err != nil {
 		return "", err
 	}
 	return action, nil
 }
 
 // existingView returns the columns of schema.name as viewShape writes them
-// and their names (nil if there is no such relation), and whether tidemark
-// made it.
-func existingView(ctx context.Context, tx *sql.Tx, schema, name string) (shape, names []string, ours bool, err error) {
+// and their names (nil if there is no such relation), and the comment of the
+// view ("" for a relation that is not a view).
+func existingView(ctx context.Context, tx *sql.Tx, schema, name string) (shape, names []string, viewComment string, err error) {
 	var kind string
 	var comment sql.NullString
 	err = tx.QueryRowContext(ctx, `
@@ -384,30 +409,32 @@ SELECT c.relkind::text, obj_description(c.oid, 'pg_class')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`, schema, name).Scan(&kind, &comment)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, false, nil
+		return nil, nil, "", nil
 	}
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, "", err
 	}
-	ours = kind == "v" && strings.HasPrefix(comment.String, viewMarker)
+	if kind == "v" {
+		viewComment = comment.String
+	}
 	rows, err := tx.QueryContext(ctx, `
 SELECT a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`, schema, name)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, "", err
 	}
 	defer rows.Close()
 	shape = []string{}
 	for rows.Next() {
 		var col, typ string
 		if err := rows.Scan(&col, &typ); err != nil {
-			return nil, nil, false, err
+			return nil, nil, "", err
 		}
 		shape, names = append(shape, col+" "+typ), append(names, col)
 	}
-	return shape, names, ours, rows.Err()
+	return shape, names, viewComment, rows.Err()
 }
 
 // viewQuery is the view's SELECT. records is resolved when the view is made
@@ -575,4 +602,52 @@ func (s *Store) CastFailures(ctx context.Context) ([]CastFailure, error) {
 	err := s.db.WithContext(ctx).Raw(`SELECT source, resource, field, type, failures, checked_at
 		FROM view_cast_failures ORDER BY source, resource, field`).Scan(&out).Error
 	return out, err
+}
+
+// RefreshAwaitingViews refreshes, without counting, the views of conf that
+// were made before their resource had records to infer columns from, once
+// it has some. It is cheap enough to call every few seconds: one catalog
+// query, and an index probe of records per awaiting view.
+func (s *Store) RefreshAwaitingViews(ctx context.Context, conf *config.Config) ([]ViewResult, error) {
+	db, err := s.db.DB()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, `
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') LIKE $2`,
+		conf.Views.SchemaName(), viewMarker+"%"+awaitingMarker+"%")
+	if err != nil {
+		return nil, fmt.Errorf("views: list awaiting: %w", err)
+	}
+	awaiting := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		awaiting[name] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(awaiting) == 0 {
+		return nil, err
+	}
+	only := map[Key]bool{}
+	var errs []error
+	conf.Each(func(src *config.Source, res *config.Resource) {
+		if !awaiting[config.ViewName(src.Name, res.Name)] || len(res.Fields) > 0 {
+			return
+		}
+		var has bool
+		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM records WHERE source = $1 AND resource = $2)`, src.Name, res.Name).Scan(&has)
+		errs = append(errs, err)
+		if has {
+			only[Key{src.Name, res.Name}] = true
+		}
+	})
+	if err := errors.Join(errs...); err != nil || len(only) == 0 {
+		return nil, err
+	}
+	return s.refreshViews(ctx, conf, false, only)
 }

@@ -89,6 +89,9 @@ func printViews(w io.Writer, schema string, results []store.ViewResult) {
 		if len(failures) > 0 {
 			fmt.Fprintf(w, "  values that do not cast (NULL in the view): %s\n", strings.Join(failures, ", "))
 		}
+		if r.Awaiting {
+			fmt.Fprintln(w, "  no records yet to infer columns from: the scheduler adds them after the first sync")
+		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(w, "  note: %s\n", n)
 		}
@@ -96,20 +99,23 @@ func printViews(w io.Writer, schema string, results []store.ViewResult) {
 }
 
 // Views after a reload: how often the scheduler looks for a config that
-// changes them, and how long it waits after a failed change to try again.
+// changes them (and for views waiting for records), and how long it waits
+// after a failed change to try again.
 const (
 	viewsFollowEvery = 5 * time.Second
 	viewsRetryAfter  = time.Minute
 )
 
-// followViews is the scheduler's task that refreshes the views when a
-// reload changes what they show (the schema, a resource, its fields or
-// their types). It runs beside the ticks, never in them, and each view
-// change is a short transaction that gives up on a lock rather than wait
-// (store.RefreshViews), so a view never holds up a sync. It does not count
-// values that do not cast (a pass over every record); tidemark views does.
-// Types inferred from the data are not followed either: run tidemark views
-// after a resource's first sync.
+// followViews is the scheduler's task that keeps the views in step between
+// tidemark views runs: it refreshes them when a reload changes what they
+// show (the schema, a resource, its fields or their types), and gives a
+// view of raw records made before there were any (by the first migrate)
+// its columns once the first sync has stored some. It runs beside the
+// ticks, never in them, and each view change is a short transaction that
+// gives up on a lock rather than wait (store.RefreshViews), so a view never
+// holds up a sync. It does not count values that do not cast (a pass over
+// every record), and does not follow types that change with the data:
+// tidemark views does both.
 func followViews(conf config.Provider, st *store.Store, log *slog.Logger, every time.Duration) func(context.Context) error {
 	// What migrate made the views from, taken now: a reload before the
 	// task runs is followed too.
@@ -123,28 +129,37 @@ func followViews(conf config.Provider, st *store.Store, log *slog.Logger, every 
 			case <-ctx.Done():
 				return nil
 			case now := <-t.C:
-				cur := conf.Current()
-				sig := viewsSignature(cur)
-				if sig == done || now.Before(retryAt) {
+				if now.Before(retryAt) {
 					continue
 				}
-				results, err := st.RefreshViewsUncounted(ctx, cur)
-				for _, r := range results {
-					view := cur.Views.SchemaName() + "." + r.View
-					switch {
-					case r.Err != nil:
-						log.Warn("view not refreshed after a config reload", "view", view, "error", r.Err)
-					case r.Action != store.ViewUnchanged:
-						log.Info("view refreshed after a config reload", "view", view, "action", r.Action)
-					}
+				cur := conf.Current()
+				sig := viewsSignature(cur)
+				why := "config reload"
+				refresh := st.RefreshViewsUncounted
+				if sig == done {
+					why, refresh = "first records", st.RefreshAwaitingViews
 				}
+				results, err := refresh(ctx, cur)
+				logViews(log, cur, why, results)
 				if err != nil && ctx.Err() == nil {
-					log.Warn("views not refreshed after a config reload; trying again in a minute (or run tidemark views)", "error", err)
+					log.Warn("views not refreshed; trying again in a minute (or run tidemark views)", "after", why, "error", err)
 					retryAt = now.Add(viewsRetryAfter)
 					continue
 				}
 				done = sig
 			}
+		}
+	}
+}
+
+func logViews(log *slog.Logger, conf *config.Config, why string, results []store.ViewResult) {
+	for _, r := range results {
+		view := conf.Views.SchemaName() + "." + r.View
+		switch {
+		case r.Err != nil:
+			log.Warn("view not refreshed", "view", view, "after", why, "error", r.Err)
+		case r.Action != store.ViewUnchanged:
+			log.Info("view refreshed", "view", view, "after", why, "action", r.Action)
 		}
 	}
 }

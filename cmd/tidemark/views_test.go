@@ -105,8 +105,12 @@ func TestFollowViewsAfterReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.RefreshViews(ctx, first); err != nil {
+	results, err := st.RefreshViews(ctx, first)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if r := results[1]; r.View != "shop_refunds" || !r.Awaiting {
+		t.Fatalf("shop_refunds before any record: %+v, want awaiting", r)
 	}
 	live := config.NewLive(first)
 	fctx, cancel := context.WithCancel(ctx)
@@ -142,6 +146,25 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// shop/refunds (raw records) had none when its view was made: its
+	// first records give it columns, without a reload or tidemark views.
+	if err := st.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash)
+		VALUES ('shop', 'refunds', 'r1', '{"reason": "damaged"}', 'h')`).Error; err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var n int64
+		st.DB().Raw(`SELECT count(*) FROM information_schema.columns
+			WHERE table_schema = 'tidemark_data' AND table_name = 'shop_refunds' AND column_name = 'reason'`).Scan(&n)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("shop_refunds has no reason column 10s after its first record")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
 	// The count of amount as a number says nothing of amount as a boolean.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		counts, err := st.CastFailures(ctx)
