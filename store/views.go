@@ -604,48 +604,59 @@ func (s *Store) CastFailures(ctx context.Context) ([]CastFailure, error) {
 	return out, err
 }
 
-// RefreshAwaitingViews refreshes, without counting, the views of conf that
-// were made before their resource had records to infer columns from, once
-// it has some. It is cheap enough to call every few seconds: one catalog
-// query, and an index probe of records per awaiting view.
-func (s *Store) RefreshAwaitingViews(ctx context.Context, conf *config.Config) ([]ViewResult, error) {
+// RefreshPendingViews makes, without counting, the views of conf that do
+// not exist (a migrate that ran without the config file, as in the
+// Kubernetes base), and refreshes those made before their resource had
+// records to infer columns from, once it has some. It is cheap enough to
+// call every few seconds: one catalog query, and an index probe of records
+// per view still waiting for records.
+func (s *Store) RefreshPendingViews(ctx context.Context, conf *config.Config) ([]ViewResult, error) {
 	db, err := s.db.DB()
 	if err != nil {
 		return nil, err
 	}
 	rows, err := db.QueryContext(ctx, `
-SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.relname, obj_description(c.oid, 'pg_class') LIKE $3
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') LIKE $2`,
-		conf.Views.SchemaName(), viewMarker+"%"+awaitingMarker+"%")
+		conf.Views.SchemaName(), viewMarker+"%", viewMarker+"%"+awaitingMarker+"%")
 	if err != nil {
-		return nil, fmt.Errorf("views: list awaiting: %w", err)
+		return nil, fmt.Errorf("views: list: %w", err)
 	}
-	awaiting := map[string]bool{}
+	awaiting := map[string]bool{} // view → waiting for records
 	for rows.Next() {
 		var name string
-		if err := rows.Scan(&name); err != nil {
+		var waits bool
+		if err := rows.Scan(&name, &waits); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		awaiting[name] = true
+		awaiting[name] = waits
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil || len(awaiting) == 0 {
+	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	only := map[Key]bool{}
 	var errs []error
 	conf.Each(func(src *config.Source, res *config.Resource) {
-		if !awaiting[config.ViewName(src.Name, res.Name)] || len(res.Fields) > 0 {
-			return
-		}
-		var has bool
-		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM records WHERE source = $1 AND resource = $2)`, src.Name, res.Name).Scan(&has)
-		errs = append(errs, err)
-		if has {
-			only[Key{src.Name, res.Name}] = true
+		k := Key{src.Name, res.Name}
+		waits, exists := awaiting[config.ViewName(src.Name, res.Name)]
+		switch {
+		case !exists:
+			only[k] = true
+		case waits && len(res.Fields) == 0:
+			var has bool
+			err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM records WHERE source = $1 AND resource = $2)`, src.Name, res.Name).Scan(&has)
+			errs = append(errs, err)
+			only[k] = has
 		}
 	})
+	for k, v := range only {
+		if !v {
+			delete(only, k)
+		}
+	}
 	if err := errors.Join(errs...); err != nil || len(only) == 0 {
 		return nil, err
 	}

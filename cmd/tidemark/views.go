@@ -108,9 +108,10 @@ const (
 
 // followViews is the scheduler's task that keeps the views in step between
 // tidemark views runs: it refreshes them when a reload changes what they
-// show (the schema, a resource, its fields or their types), and gives a
-// view of raw records made before there were any (by the first migrate)
-// its columns once the first sync has stored some. It runs beside the
+// show (the schema, a resource, its fields or their types), makes those
+// missing (a migrate without the config file), and gives a view of raw
+// records made before there were any (by the first migrate) its columns
+// once the first sync has stored some. It runs beside the
 // ticks, never in them, and each view change is a short transaction that
 // gives up on a lock rather than wait (store.RefreshViews), so a view never
 // holds up a sync. It does not count values that do not cast (a pass over
@@ -137,7 +138,7 @@ func followViews(conf config.Provider, st *store.Store, log *slog.Logger, every 
 				why := "config reload"
 				refresh := st.RefreshViewsUncounted
 				if sig == done {
-					why, refresh = "first records", st.RefreshAwaitingViews
+					why, refresh = "pending", st.RefreshPendingViews
 				}
 				results, err := refresh(ctx, cur)
 				logViews(log, cur, why, results)

@@ -188,3 +188,39 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// A migrate without the config file (the Kubernetes base's init containers)
+// makes no views; the scheduler's follower makes them.
+func TestFollowViewsMakesMissingViews(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	conf, err := config.Parse("t.yaml", []byte(viewsConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- followViews(conf, st, slog.New(slog.NewTextHandler(tWriter{t}, nil)), 10*time.Millisecond)(fctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var n int64
+		st.DB().Raw(`SELECT count(*) FROM information_schema.views WHERE table_schema = 'tidemark_data'`).Scan(&n)
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d views 10s after the follower started, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
