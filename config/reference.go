@@ -133,14 +133,16 @@ var meta = map[string]keyMeta{
 // enums lists the accepted values of the enumerated keys, as validate.go
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
-	"Auth.Type":           {AuthBearer, AuthHeader, AuthBasic},
-	"Resource.Priority":   {PriorityCritical, PriorityDefault, PriorityLow},
+	"Auth.Type":         {AuthBearer, AuthHeader, AuthBasic},
+	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
+	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
+	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Method":      {"HEAD", "GET"},
+	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
+	"Webhook.Events":    Events,
+
+	// The types of view columns, the values of the field_types mapping.
 	"Resource.FieldTypes": ViewTypes,
-	"Pagination.Style":    {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":      {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
-	"Probe.Method":        {"HEAD", "GET"},
-	"Delta.Format":        {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
-	"Webhook.Events":      Events,
 }
 
 // defaultRE finds the default a field comment states: "Default 30s.",

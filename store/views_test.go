@@ -298,17 +298,14 @@ func TestViewsQuoteIdentifiers(t *testing.T) {
 	if len(got.Notes) != 2 {
 		t.Errorf("notes = %q, want two: external_id taken, a key too long", got.Notes)
 	}
-	var row struct {
-		Weird int64  `gorm:"column:we\"ird"`
-		Its   string `gorm:"column:it's"`
-		XY    string `gorm:"column:x?y"`
-	}
+	var weird int64
+	var its, xy string
 	db, _ := s.DB().DB()
-	if err := db.QueryRow(`SELECT "we""ird", "it's", "x?y" FROM tidemark_data.shop_odd`).Scan(&row.Weird, &row.Its, &row.XY); err != nil {
+	if err := db.QueryRow(`SELECT "we""ird", "it's", "x?y" FROM tidemark_data.shop_odd`).Scan(&weird, &its, &xy); err != nil {
 		t.Fatal(err)
 	}
-	if row.Weird != 1 || row.Its != "a" || row.XY != "@z" {
-		t.Errorf("row = %+v", row)
+	if weird != 1 || its != "a" || xy != "@z" {
+		t.Errorf("row = %d %q %q, want 1 a @z", weird, its, xy)
 	}
 	var n int64
 	if err := s.DB().Raw(`SELECT count(*) FROM records`).Scan(&n).Error; err != nil || n != 1 {
