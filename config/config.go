@@ -11,7 +11,31 @@ type Config struct {
 	Sources []Source `yaml:"sources"`
 	// Webhooks receive tidemark's events (data.updated, resource.stale, ...).
 	Webhooks []Webhook `yaml:"webhooks"`
+	// Views says where the typed views of the records are kept.
+	Views Views `yaml:"views"`
 }
+
+// Views configures the read-only typed views tidemark keeps over its
+// records: one per resource, named {source}_{resource}, made by tidemark
+// migrate and tidemark views.
+type Views struct {
+	// Schema is the Postgres schema the views live in. tidemark creates it,
+	// and drops only the views it made there. Default tidemark_data.
+	Schema string `yaml:"schema"`
+}
+
+// View column types (values of a resource's field_types).
+const (
+	TypeText        = "text"
+	TypeNumeric     = "numeric"
+	TypeBoolean     = "boolean"
+	TypeTimestamptz = "timestamptz"
+	TypeJSONB       = "jsonb"
+)
+
+// ViewTypes lists the view column types, narrowest first: inference picks
+// the first that every sampled value fits.
+var ViewTypes = []string{TypeBoolean, TypeNumeric, TypeTimestamptz, TypeText, TypeJSONB}
 
 // Source is one external system: where it is, how to authenticate, and how
 // hard the whole fleet may call it.
@@ -107,6 +131,11 @@ type Resource struct {
 	Records Records `yaml:"records"`
 	// Fields, when set, stores this projection {column: dotted.path} instead of the raw record.
 	Fields map[string]string `yaml:"fields"`
+	// FieldTypes declares the type of view columns {column: type}, each
+	// text | numeric | boolean | timestamptz | jsonb: a name of fields, or
+	// without fields a top-level key of the records. Default: inferred from
+	// the newest records when the view is made.
+	FieldTypes map[string]string `yaml:"field_types"`
 	// IgnoreFields are dotted paths left out of change detection (volatile fields).
 	IgnoreFields []string `yaml:"ignore_fields"`
 	// Pagination says how to walk the pages.
@@ -275,6 +304,9 @@ type FullSync struct {
 	// for cursor and none pagination, 2 for page, offset, link and next_url.
 	DeleteAfterReads int `yaml:"delete_after_reads"`
 }
+
+// ViewName is the name of the resource's typed view: {source}_{resource}.
+func ViewName(source, resource string) string { return source + "_" + resource }
 
 // Webhook is an outbound event subscription.
 type Webhook struct {

@@ -25,6 +25,7 @@ const (
 	defaultResumeWithin   = Duration(time.Hour)
 	defaultClockSkew      = Duration(5 * time.Second)
 	defaultMaxDelete      = 0.2
+	defaultViewsSchema    = "tidemark_data"
 )
 
 // SetDefaults fills every unset field that has a default (see the field
@@ -32,6 +33,7 @@ const (
 // Load and Parse call it; a config built in code should call it before
 // Validate.
 func (c *Config) SetDefaults() {
+	c.Views.Schema = cmp.Or(c.Views.Schema, defaultViewsSchema)
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		s.MaxConcurrency = cmp.Or(s.MaxConcurrency, defaultMaxConcurrency)

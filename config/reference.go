@@ -51,6 +51,9 @@ const positive = "> 0"
 var meta = map[string]keyMeta{
 	"Config.Sources":  {required: "yes", rule: "at least one", example: "sources: [{name: shop, base_url: https://api.example.com, resources: [...]}]"},
 	"Config.Webhooks": {example: "webhooks: [{url: https://hooks.example.com/tidemark, secret_env: HOOK_SECRET}]"},
+	"Config.Views":    {example: "views: {schema: tidemark_data}"},
+
+	"Views.Schema": {rule: "[a-z0-9_]+, at most 63 bytes, not a pg_ schema", example: "schema: mirror"},
 
 	"Source.Name":           {required: "yes", rule: "[a-z0-9_]+, unique", example: "name: boxoffice"},
 	"Source.BaseURL":        {required: "yes", rule: "absolute http(s) URL, no query, no credentials, no #fragment", example: "base_url: https://api.example.com/v1"},
@@ -84,6 +87,7 @@ var meta = map[string]keyMeta{
 	"Resource.Freshness":    {rule: positive, example: "freshness: 30s"},
 	"Resource.Records":      {required: "yes (records.id)", example: "records: {path: data, id: id}"},
 	"Resource.Fields":       {dflt: "none: the raw record is stored", rule: "values are dotted paths", example: "fields: {amount: price.cents, state: status}"},
+	"Resource.FieldTypes":   {dflt: "inferred from the newest 200 records when the view is made", rule: "keys: names in fields (or top-level record keys without fields), at most 63 bytes", example: "field_types: {amount: numeric, state: text}"},
 	"Resource.IgnoreFields": {rule: "dotted paths", example: "ignore_fields: [meta.request_id]"},
 	"Resource.Pagination":   {dflt: "style none", example: "pagination: {style: cursor, cursor_param: starting_after, next_field: next_cursor}"},
 	"Resource.Probe":        {dflt: "strategy none", example: "probe: {strategy: etag, method: HEAD, every: 5s, max_every: 1m}"},
@@ -142,6 +146,8 @@ var enums = map[string][]string{
 	"Webhook.Events":    Events,
 
 	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
+	// The types of view columns, the values of the field_types mapping.
+	"Resource.FieldTypes": ViewTypes,
 }
 
 // defaultRE finds the default a field comment states: "Default 30s.",

@@ -88,6 +88,8 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 	case "Probe.Method":
 		// Load upper-cases the method.
 		p.Enum = []any{"GET", "HEAD", "get", "head"}
+	case "Resource.FieldTypes":
+		p.AdditionalProperties.Enum = strs(k.Allowed)
 	case "Webhook.Events":
 		p.Items.Enum = strs(k.Allowed)
 		p.UniqueItems = true

@@ -71,6 +71,7 @@ func (c *checker) validate(cfg *Config) {
 	for i := range cfg.Webhooks {
 		c.webhook(index("webhooks", i), &cfg.Webhooks[i])
 	}
+	c.views(cfg)
 }
 
 // name checks a source or resource name: required, pattern, unique in seen

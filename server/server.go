@@ -125,7 +125,7 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	return &Server{
 		cfg: cfg, live: conf, store: st, hub: hub, log: log,
 		inspector: inspector,
-		metrics:   metrics.Handler(metrics.NewFreshness(conf, st), metrics.NewQueues(inspector)),
+		metrics:   metrics.Handler(metrics.NewFreshness(conf, st), metrics.NewQueues(inspector), metrics.NewViewCasts(st)),
 		client:    asynq.NewClientFromRedisClient(rdb),
 		rdb:       rdb,
 		monitor: asynqmon.New(asynqmon.Options{

@@ -45,7 +45,8 @@ Roles:
   run                         all roles in one process
 
 Operations:
-  migrate [--create-db]       apply pending database migrations
+  migrate [--create-db]       apply pending database migrations, then make the typed views
+  views                       create, replace or drop the typed views of the resources
   status [--wait D] [SOURCE[/RESOURCE]]   resources: state, last run, freshness
   runs [--source S --resource R --status S --limit N]   recent runs, with their task ids
   sync SOURCE/RESOURCE [--full [--confirm-deletes] [--resume]]   enqueue a fetch now
@@ -108,6 +109,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return e.discover(rest)
 	case "preview":
 		return e.preview(rest)
+	case "views":
+		return e.views(rest)
 	case "config":
 		if len(rest) > 0 && rest[0] == "schema" {
 			return e.configSchema(rest[1:])

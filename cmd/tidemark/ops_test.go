@@ -19,7 +19,7 @@ import (
 // commands are the operator's and the roles' commands with flags.
 var commands = [][]string{
 	{"migrate"}, {"scheduler"}, {"worker"}, {"server"}, {"run"}, {"status"}, {"runs"}, {"sync"},
-	{"reset"}, {"retry"}, {"pause"}, {"resume"}, {"discover"}, {"preview"}, {"config", "check"},
+	{"reset"}, {"retry"}, {"pause"}, {"resume"}, {"discover"}, {"preview"}, {"config", "check"}, {"views"},
 }
 
 // TestDurationFlags finds every duration flag of every command in its -h

@@ -49,7 +49,7 @@ func (e env) migrate(args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "migrations applied")
-	return nil
+	return e.migrateViews(s, st)
 }
 
 // roles runs the scheduler, worker, server, or all three ("run"), until a
@@ -122,7 +122,8 @@ func (e env) roles(role string, args []string) error {
 	}
 	if role == "scheduler" || role == "run" {
 		client := asynq.NewClientFromRedisClient(rdb)
-		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: f.failureThreshold, Redis: rdb}, conf, st, client, log.With("role", "scheduler")).Run)
+		tasks = append(tasks, scheduler.New(scheduler.Config{FailureThreshold: f.failureThreshold, Redis: rdb}, conf, st, client, log.With("role", "scheduler")).Run,
+			followViews(conf, st, log.With("role", "scheduler"), viewsFollowEvery))
 	}
 	if role == "worker" || role == "scheduler" {
 		tasks = append(tasks, func(ctx context.Context) error { return metrics.Serve(ctx, f.metricsAddr) })
