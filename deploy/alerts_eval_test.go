@@ -29,11 +29,14 @@ func TestAlertRulesFireOnlyWhenActionable(t *testing.T) {
 	gauge := func(name string, v float64, kv ...string) series {
 		return series{labels.FromStrings(append([]string{"__name__", name}, kv...)...), v}
 	}
-	resource := func(source, res string, lag, target, paused float64) []series {
+	// stale is what the server reports (store.State.Freshness): 0 while
+	// paused, and for a target after a resume however far behind.
+	resource := func(source, res string, lag, target, paused, stale float64) []series {
 		return []series{
 			gauge("tidemark_freshness_lag_seconds", lag, "source", source, "resource", res),
 			gauge("tidemark_freshness_target_seconds", target, "source", source, "resource", res),
 			gauge("tidemark_resource_paused", paused, "source", source, "resource", res),
+			gauge("tidemark_resource_stale", stale, "source", source, "resource", res),
 		}
 	}
 	archived := func(queue string, n float64) series {
@@ -48,9 +51,10 @@ func TestAlertRulesFireOnlyWhenActionable(t *testing.T) {
 			name:  "stale unless paused",
 			alert: "TidemarkResourceStale",
 			samples: slices.Concat(
-				resource("box", "late", 600, 30, 0),
-				resource("box", "paused_late", 600, 30, 1),
-				resource("box", "fresh", 10, 30, 0),
+				resource("box", "late", 600, 30, 0, 1),
+				resource("box", "paused_late", 600, 30, 1, 0),
+				resource("box", "just_resumed", 600, 30, 0, 0),
+				resource("box", "fresh", 10, 30, 0, 0),
 			),
 			want: []string{"box/late"},
 		},

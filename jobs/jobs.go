@@ -315,6 +315,10 @@ type ProbePayload struct {
 	Source   string `json:"source"`
 	Resource string `json:"resource"`
 	Trigger  string `json:"trigger"`
+	// NextProbeAt, on a scheduled probe, is when the resource's next
+	// scheduled probe is due (the end of this probe's slot): a retry after
+	// it would only run beside that probe. Zero on other probes.
+	NextProbeAt time.Time `json:"next_probe_at,omitzero"`
 }
 
 // NewProbe returns a probe task for a resource.

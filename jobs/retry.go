@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -90,6 +91,7 @@ func RetryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, 
 			return nil, what, err
 		}
 		p.Trigger = TriggerRetry
+		p.NextProbeAt = time.Time{} // its slot is past: retried as an operator's probe
 		t, err := NewProbe(p, append(ProbeOptions(res), asynq.Queue(info.Queue))...)
 		return t, what, err
 	default:

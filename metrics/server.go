@@ -17,13 +17,13 @@ const scrapeTimeout = 5 * time.Second
 
 var (
 	lagDesc = prometheus.NewDesc("tidemark_freshness_lag_seconds",
-		"Seconds since the resource was last known in step with its upstream (an unchanged probe or a successful fetch).",
+		"Seconds since the resource was last known in step with its upstream (an unchanged probe or a successful fetch); never synced yet, since it was configured.",
 		[]string{"source", "resource"}, nil)
 	targetDesc = prometheus.NewDesc("tidemark_freshness_target_seconds",
 		"The resource's freshness target: lag beyond it is stale.",
 		[]string{"source", "resource"}, nil)
 	staleDesc = prometheus.NewDesc("tidemark_resource_stale",
-		"1 while the resource is stale (lag beyond its freshness target), as the scheduler last decided; 0 while it is paused.",
+		"1 while the resource is stale (lag beyond its freshness target, as the scheduler's resource.stale judges it); 0 while it is paused, and for a target after a resume.",
 		[]string{"source", "resource"}, nil)
 	pausedDesc = prometheus.NewDesc("tidemark_resource_paused",
 		"1 while the resource is paused (tidemark pause): nothing syncs it, and its lag raises no alert.",
@@ -67,8 +67,9 @@ func (f *Freshness) Describe(ch chan<- *prometheus.Desc) {
 	ch <- deletesHeldDesc
 }
 
-// Collect implements prometheus.Collector. A resource never in sync yet has
-// no lag sample (its failures and stale state still show).
+// Collect implements prometheus.Collector. A resource never in sync yet
+// has a lag too, since it was configured: one whose first sync never
+// finishes turns stale like any other.
 func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
@@ -88,13 +89,13 @@ func (f *Freshness) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			return
 		}
-		if st.InSyncAt != nil {
-			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, max(now.Sub(*st.InSyncAt).Seconds(), 0), src.Name, res.Name)
-		}
-		// A paused resource is not stale: an operator paused it to stop
-		// the noise (its lag still shows, for the dashboard's sake).
+		// store.State.Freshness is the rule the scheduler's events follow:
+		// a paused resource is not stale (an operator paused it to stop the
+		// noise; its lag still shows, for the dashboard's sake).
+		fr := st.Freshness(res.Freshness.D(), now)
+		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, fr.Lag.Seconds(), src.Name, res.Name)
 		stale, paused := 0.0, 0.0
-		if st.Stale && !st.Paused {
+		if fr.Stale {
 			stale = 1
 		}
 		if st.Paused {

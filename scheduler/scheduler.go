@@ -292,7 +292,10 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 			return
 		}
 		id := SlotTaskID(jobs.TypeProbe, src.Name, res.Name, interval.String(), slot)
-		task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule},
+		// The payload says when the next slot's probe comes: the worker
+		// retries a failed probe only before it.
+		next := time.Unix(0, (slot+1)*int64(interval)).UTC()
+		task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule, NextProbeAt: next},
 			append(jobs.ProbeOptions(res), asynq.TaskID(id), asynq.Retention(interval))...)
 		if err == nil {
 			err = s.enqueue(ctx, task, id, sk, sentSlot{every: interval, slot: slot, at: now})
@@ -391,10 +394,12 @@ func SlotTaskID(taskType, source, resource, kind string, slot int64) string {
 // CheckAlerts fires the fleet's alert events: resource.stale when a
 // resource's lag passes its freshness target, resource.recovered when it is
 // back within it, and run.failed when a failure streak reaches
-// FailureThreshold. Each transition is decided and written in one SQL
-// statement (store.CheckFreshness, store.CheckFailures), so with any number
-// of scheduler replicas each fires exactly once; the outbox carries it to
-// SSE and webhooks.
+// FailureThreshold. Staleness is store.State.Freshness's to judge, the
+// rule the metrics, the API and `tidemark status` follow too. Each
+// transition is written, flag and event, in one SQL statement
+// (store.CheckFreshness, store.CheckFailures), so with any number of
+// scheduler replicas each fires exactly once; the outbox carries it to SSE
+// and webhooks.
 func (s *Scheduler) CheckAlerts(ctx context.Context) error {
 	var targets []store.Target
 	s.conf().Each(func(src *config.Source, res *config.Resource) {

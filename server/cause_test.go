@@ -65,11 +65,14 @@ func TestResourcesShowTheCause(t *testing.T) {
 	if v := e.view("orders"); v.Cause != nil {
 		t.Fatalf("a resource whose last run succeeded has a cause: %+v", v.Cause)
 	}
-	// A failure, a success, then the streak of three.
+	// A failure, a successful fetch, then the streak of three: the run of
+	// a probe that saw a change, in between, ends no streak (its fetch has
+	// yet to bring the resource in step).
 	e.fail(store.KindDelta, store.StatusFailed, "old", "GET http://127.0.0.1:1/orders: HTTP 500")
-	e.fail(store.KindProbe, store.StatusSucceeded, "ok", "")
+	e.fail(store.KindDelta, store.StatusSucceeded, "ok", "")
 	const taskID = "probe-task-1"
 	first := e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
+	e.fail(store.KindProbe, store.StatusSucceeded, "changed", "")
 	e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
 	last := e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
 

@@ -230,9 +230,15 @@ type ResourceView struct {
 	LastRun   *store.Run   `json:"last_run"`
 	// FreshnessSeconds is the freshness target in seconds.
 	FreshnessSeconds float64 `json:"freshness_seconds"`
-	// LagSeconds is the time since the last successful run; null before one.
+	// LagSeconds is the time since the resource was last known in step
+	// with its upstream (an unchanged probe or a successful fetch); never
+	// synced yet, since it was configured. Null without a sync state.
 	LagSeconds *float64 `json:"lag_seconds"`
-	// Health is paused, syncing, failing, stale or fresh (first that applies).
+	// Health is paused, syncing, failing, stale or fresh (first that
+	// applies): syncing while a fetch runs, or while a resource catches
+	// up inside its target (never synced yet, or just resumed after a
+	// pause); stale as store.State.Freshness
+	// judges it (as the scheduler's resource.stale and the metrics do).
 	Health string `json:"health"`
 	// Cause says why the resource is failing and what happens next; null
 	// while its last runs succeed.
@@ -250,8 +256,10 @@ const (
 
 func (v *ResourceView) judge(freshness time.Duration, now time.Time) {
 	v.FreshnessSeconds = freshness.Seconds()
-	if v.State != nil && v.State.LastSuccessAt != nil {
-		lag := now.Sub(*v.State.LastSuccessAt).Seconds()
+	var f store.Freshness
+	if v.State != nil {
+		f = v.State.Freshness(freshness, now)
+		lag := f.Lag.Seconds()
 		v.LagSeconds = &lag
 	}
 	switch {
@@ -261,8 +269,12 @@ func (v *ResourceView) judge(freshness time.Duration, now time.Time) {
 		v.Health = HealthSyncing
 	case v.State != nil && v.State.ConsecutiveFailures > 0:
 		v.Health = HealthFailing
-	case v.LagSeconds == nil || *v.LagSeconds > v.FreshnessSeconds:
+	case f.Stale:
 		v.Health = HealthStale
+	case !f.Synced || f.Lag > freshness:
+		// Catching up, not (yet) stale: its first sync, inside its
+		// target; or a target after a resume.
+		v.Health = HealthSyncing
 	default:
 		v.Health = HealthFresh
 	}

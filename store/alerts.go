@@ -16,11 +16,9 @@ const (
 
 // Target is a resource's freshness target, for CheckFreshness.
 type Target struct {
-	Source    string        `json:"source"`
-	Resource  string        `json:"resource"`
-	Freshness time.Duration `json:"-"`
-	// FreshnessMS is Freshness for the query; filled by CheckFreshness.
-	FreshnessMS int64 `json:"freshness_ms"`
+	Source    string
+	Resource  string
+	Freshness time.Duration
 }
 
 // Transition is an alert state change CheckFreshness or CheckFailures made
@@ -32,24 +30,40 @@ type Transition struct {
 	OutboxID int64  `gorm:"column:id"`
 }
 
-// CheckFreshness turns resources stale whose lag (now minus in_sync_at)
-// exceeds their target, and fresh again when it no longer does, writing a
-// resource.stale or resource.recovered event for each transition. The flag
-// flip and the event are one statement: however many schedulers run it at
-// once, each transition happens, and is announced, once (a concurrent
-// UPDATE waits for the row lock, then re-checks "NOT stale" and skips).
-// Paused resources and resources never in sync are left alone, and so is a
-// resource resumed less than its target ago (its lag is what it built up
-// while paused; its first probe after the resume catches up). Time is the
-// database's clock, the same for every replica.
+// CheckFreshness turns resources stale that State.Freshness judges so, and
+// fresh again when it no longer does, writing a resource.stale or
+// resource.recovered event for each transition. Each flip and its event are
+// one statement, and a flip happens only while the row still holds what it
+// was judged from (its flag, paused, in_sync_at, last_success_at,
+// resumed_at): however many schedulers run it at once, each transition
+// happens, and is announced, once (a concurrent UPDATE waits for the row
+// lock, then re-checks and skips). Paused resources are left alone: their
+// flag stays as it was until they are resumed. Time is the database's
+// clock, the same for every replica.
 func (s *Store) CheckFreshness(ctx context.Context, targets []Target) ([]Transition, error) {
 	if len(targets) == 0 {
 		return nil, nil
 	}
-	for i := range targets {
-		targets[i].FreshnessMS = targets[i].Freshness.Milliseconds()
+	states, now, err := s.freshnessStates(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check freshness: %w", err)
 	}
-	body, err := json.Marshal(targets)
+	var flips []freshnessFlip
+	for _, t := range targets {
+		st, ok := states[Key{t.Source, t.Resource}]
+		if !ok || st.Paused {
+			continue
+		}
+		if f := st.Freshness(t.Freshness, now); f.Stale != st.Stale {
+			flips = append(flips, freshnessFlip{Source: t.Source, Resource: t.Resource, Stale: f.Stale,
+				InSyncAt: st.InSyncAt, LastSuccessAt: st.LastSuccessAt, ResumedAt: st.ResumedAt,
+				LagMS: f.Lag.Milliseconds(), Synced: f.Synced, FreshnessMS: t.Freshness.Milliseconds()})
+		}
+	}
+	if len(flips) == 0 {
+		return nil, nil
+	}
+	body, err := json.Marshal(flips)
 	if err != nil {
 		return nil, fmt.Errorf("check freshness: %w", err)
 	}
@@ -57,28 +71,27 @@ func (s *Store) CheckFreshness(ctx context.Context, targets []Target) ([]Transit
 	// One statement per direction: the CTE updates the flags and the
 	// INSERT writes the events from what it returned, atomically.
 	for _, q := range []string{`
-		WITH t AS (SELECT * FROM jsonb_to_recordset(CAST(? AS jsonb)) AS t(source text, resource text, freshness_ms bigint)),
+		WITH f AS (SELECT * FROM jsonb_to_recordset(CAST(? AS jsonb)) AS f(source text, resource text, stale boolean,
+			in_sync_at timestamptz, last_success_at timestamptz, resumed_at timestamptz, lag_ms bigint, synced boolean, freshness_ms bigint)),
 		flipped AS (
 			UPDATE sync_state s SET stale = true, stale_since = now(), updated_at = now()
-			FROM t
-			WHERE s.source = t.source AND s.resource = t.resource AND NOT s.stale AND NOT s.paused
-			  AND s.in_sync_at IS NOT NULL AND s.in_sync_at < now() - t.freshness_ms * interval '1 millisecond'
-			  AND (s.resumed_at IS NULL OR s.resumed_at < now() - t.freshness_ms * interval '1 millisecond')
-			RETURNING s.source, s.resource, s.in_sync_at, t.freshness_ms, s.consecutive_failures)
+			FROM f
+			WHERE f.stale AND ` + unchangedSince + `
+			RETURNING s.source, s.resource, s.in_sync_at, f.lag_ms, f.synced, f.freshness_ms, s.consecutive_failures)
 		INSERT INTO outbox (event, source, resource, payload)
 		SELECT 'resource.stale', source, resource, jsonb_build_object(
-			'source', source, 'resource', resource, 'in_sync_at', in_sync_at,
-			'lag_seconds', round(extract(epoch FROM now() - in_sync_at)::numeric, 3),
+			'source', source, 'resource', resource, 'in_sync_at', in_sync_at, 'never_synced', NOT synced,
+			'lag_seconds', round(lag_ms / 1000.0, 3),
 			'freshness_seconds', freshness_ms / 1000.0,
 			'consecutive_failures', consecutive_failures, 'at', now())
 		FROM flipped ORDER BY source, resource
 		RETURNING id, event, source, resource`, `
-		WITH t AS (SELECT * FROM jsonb_to_recordset(CAST(? AS jsonb)) AS t(source text, resource text, freshness_ms bigint)),
+		WITH f AS (SELECT * FROM jsonb_to_recordset(CAST(? AS jsonb)) AS f(source text, resource text, stale boolean,
+			in_sync_at timestamptz, last_success_at timestamptz, resumed_at timestamptz)),
 		flipped AS (
 			UPDATE sync_state s SET stale = false, updated_at = now()
-			FROM t
-			WHERE s.source = t.source AND s.resource = t.resource AND s.stale
-			  AND s.in_sync_at IS NOT NULL AND s.in_sync_at >= now() - t.freshness_ms * interval '1 millisecond'
+			FROM f
+			WHERE NOT f.stale AND ` + unchangedSince + `
 			RETURNING s.source, s.resource, s.in_sync_at, s.stale_since)
 		INSERT INTO outbox (event, source, resource, payload)
 		SELECT 'resource.recovered', source, resource, jsonb_build_object(
@@ -94,6 +107,54 @@ func (s *Store) CheckFreshness(ctx context.Context, targets []Target) ([]Transit
 		out = append(out, rows...)
 	}
 	return out, nil
+}
+
+// unchangedSince is CheckFreshness's guard: the row f was judged from is
+// still as it was (another replica's flip, a pause, a probe or fetch in
+// between make this round skip it; the next round judges it afresh).
+const unchangedSince = `s.source = f.source AND s.resource = f.resource AND s.stale <> f.stale AND NOT s.paused
+	AND s.in_sync_at IS NOT DISTINCT FROM f.in_sync_at AND s.last_success_at IS NOT DISTINCT FROM f.last_success_at
+	AND s.resumed_at IS NOT DISTINCT FROM f.resumed_at`
+
+// freshnessFlip is a transition CheckFreshness judged due, with what it
+// judged it from.
+type freshnessFlip struct {
+	Source        string     `json:"source"`
+	Resource      string     `json:"resource"`
+	Stale         bool       `json:"stale"`
+	InSyncAt      *time.Time `json:"in_sync_at"`
+	LastSuccessAt *time.Time `json:"last_success_at"`
+	ResumedAt     *time.Time `json:"resumed_at"`
+	LagMS         int64      `json:"lag_ms"`
+	Synced        bool       `json:"synced"`
+	FreshnessMS   int64      `json:"freshness_ms"`
+}
+
+// freshnessStates reads the columns State.Freshness needs of every
+// resource, and the database's clock. The scheduler runs it every tick:
+// by hand, not through GORM's reflection (see scheduler.states).
+func (s *Store) freshnessStates(ctx context.Context) (map[Key]State, time.Time, error) {
+	var now time.Time
+	db, err := s.db.DB()
+	if err != nil {
+		return nil, now, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT source, resource, paused, stale, in_sync_at, last_success_at, resumed_at, created_at, now()
+		FROM sync_state`)
+	if err != nil {
+		return nil, now, err
+	}
+	defer rows.Close()
+	out := make(map[Key]State)
+	for rows.Next() {
+		var st State
+		if err := rows.Scan(&st.Source, &st.Resource, &st.Paused, &st.Stale, &st.InSyncAt, &st.LastSuccessAt,
+			&st.ResumedAt, &st.CreatedAt, &now); err != nil {
+			return nil, now, err
+		}
+		out[Key{st.Source, st.Resource}] = st
+	}
+	return out, now, rows.Err()
 }
 
 // CheckFailures writes one run.failed event, carrying the last run's error,

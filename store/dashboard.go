@@ -20,9 +20,10 @@ type FailureStreak struct {
 
 // FailureStreaks returns the streak of every resource whose last runs
 // failed. The streak is the newest consecutive_failures failed or dead
-// runs: FinishRun adds one per such run and a success resets it, so these
-// are exactly the failures since the resource last worked (interrupted runs
-// count for neither).
+// runs: FinishRun adds one per such run, and only what brings the resource
+// in step (a successful fetch, an unchanged probe) resets it, so these are
+// exactly the failures since the resource last worked (interrupted runs and
+// the runs of probes that saw a change count for neither).
 func (s *Store) FailureStreaks(ctx context.Context) (map[Key]FailureStreak, error) {
 	var rows []struct {
 		Attempts int

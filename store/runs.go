@@ -116,9 +116,10 @@ type RunOutcome struct {
 }
 
 // FinishRun closes a run and updates the resource's sync state in one
-// transaction: a success clears the checkpoint of its kind and the failure
-// streak; a failure keeps the checkpoint so the retry resumes from it. Only
-// a run still running can be finished: one that another took over from
+// transaction: a fetch's success clears the checkpoint of its kind and the
+// failure streak (a probe's, which only saw a change, does not); a failure
+// keeps the checkpoint so the retry resumes from it. Only a run still
+// running can be finished: one that another took over from
 // (AbandonRunning) gets ErrSuperseded, so its late outcome never overwrites
 // what the run that took over recorded.
 func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) error {
@@ -157,8 +158,9 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 			}
 			if run.Kind == KindProbe {
 				// A probe's run row documents the change it saw; the
-				// resource is in step only once the fetch succeeds.
-				err = state.Updates(map[string]any{"consecutive_failures": 0, "updated_at": now}).Error
+				// resource is in step only once the fetch succeeds, so
+				// the failure streak stands until then.
+				err = state.Updates(map[string]any{"updated_at": now}).Error
 				break
 			}
 			if run.Kind == KindFull {

@@ -47,9 +47,14 @@ type State struct {
 	Quarantined int64 `gorm:"column:quarantined" json:"quarantined"`
 	// DeletesHeld counts deletions waiting for the next full read to agree;
 	// DeletesHeldMass says the max_delete_fraction brake held them.
-	DeletesHeld     int64     `gorm:"column:deletes_held" json:"deletes_held"`
-	DeletesHeldMass bool      `gorm:"column:deletes_held_mass" json:"deletes_held_mass"`
-	UpdatedAt       time.Time `gorm:"column:updated_at" json:"updated_at"`
+	DeletesHeld     int64 `gorm:"column:deletes_held" json:"deletes_held"`
+	DeletesHeldMass bool  `gorm:"column:deletes_held_mass" json:"deletes_held_mass"`
+	// ResumedAt is when the resource was last resumed (SetPaused).
+	ResumedAt *time.Time `gorm:"column:resumed_at" json:"resumed_at,omitempty"`
+	// CreatedAt is when the resource was first configured: a resource
+	// never synced counts its lag from then (Freshness).
+	CreatedAt time.Time `gorm:"column:created_at" json:"created_at"`
+	UpdatedAt time.Time `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // Validator kinds, one per probe strategy that keeps one.
@@ -198,15 +203,15 @@ type ProbeOutcome struct {
 
 // RecordProbe updates a resource's state after a probe. An unchanged probe
 // writes nothing else: no run row, no record. It marks the resource in sync
-// now, since its data equals what the last successful fetch saw.
+// now, since its data equals what the last successful fetch saw, and so
+// ends its failure streak; a changed one leaves the streak as it is.
 func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error {
 	now := time.Now().UTC()
 	upd := map[string]any{
-		"probes_total":         gorm.Expr("probes_total + 1"),
-		"consecutive_failures": 0, // the upstream answered
-		"probe_interval_ms":    out.Interval.Milliseconds(),
-		"next_probe_at":        now.Add(out.Interval),
-		"updated_at":           now,
+		"probes_total":      gorm.Expr("probes_total + 1"),
+		"probe_interval_ms": out.Interval.Milliseconds(),
+		"next_probe_at":     now.Add(out.Interval),
+		"updated_at":        now,
 	}
 	if out.HeadUnsupported {
 		upd["head_unsupported"] = true
@@ -220,6 +225,11 @@ func (s *Store) RecordProbe(ctx context.Context, k Key, out ProbeOutcome) error 
 	default:
 		upd["probes_not_modified"] = gorm.Expr("probes_not_modified + 1")
 		upd["in_sync_at"] = now
+		// The copy is current: only this ends a failure streak, not any
+		// probe that answered. A probe that saw a change leaves the streak
+		// to its fetch, which has yet to bring the resource in step (a
+		// fetch that dies every time must not look like one failure).
+		upd["consecutive_failures"] = 0
 	}
 	err := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).Updates(upd).Error
 	if err == nil && !out.Changed && !out.Known {

@@ -351,3 +351,137 @@ sources:
 		t.Errorf("%d probe tasks archived (dead) after a blip", n)
 	}
 }
+
+// TestUnscheduledProbeRetriesBeforeTheNextProbe: a probe that carries no
+// slot (an operator's, a hook's) is retried only while the sum of its
+// delays so far and the next one stays within the probe interval: with
+// 0.4 s, then 0.8 s against 1 s, once.
+func TestUnscheduledProbeRetriesBeforeTheNextProbe(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	conf, err := config.Parse("manual.yaml", []byte(`
+sources:
+  - name: manual
+    base_url: `+srv.URL+`
+    allow_private: true
+    resources:
+      - name: items
+        path: /items
+        records: {path: data, id: id}
+        probe: {strategy: etag, method: GET, every: 1s, max_every: 1s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doubling := func(n int, err error, task *asynq.Task) time.Duration {
+		if d, ok := jobs.HandBack(err); ok {
+			return d
+		}
+		return 400 * time.Millisecond << n
+	}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 2, RetryDelay: doubling})
+	res := conf.Source("manual").Resource("items")
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "manual", Resource: "items", Trigger: jobs.TriggerManual},
+		append(jobs.ProbeOptions(res), asynq.TaskID("manual-probe"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := w.Client.Enqueue(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() []int {
+		t.Helper()
+		runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "manual"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		for _, r := range runs {
+			out = append(out, r.Attempt)
+		}
+		return out
+	}
+	// The task ends (leaves its queue) after its last attempt.
+	waitFor(t, 15*time.Second, "the probe task to end", func() (bool, string) {
+		_, err := w.Inspector.GetTaskInfo(info.Queue, info.ID)
+		return errors.Is(err, asynq.ErrTaskNotFound), fmt.Sprint(err)
+	})
+	if got := attempts(); len(got) != 2 || got[0] != 2 {
+		t.Errorf("probe runs' attempts (newest first) %v, want [2 1]: one retry, the second would pass the next probe", got)
+	}
+}
+
+// TestProbeRetryNeverPassesTheNextProbe runs the scheduler and a worker with
+// the real backoff (2 s, then 4 s) and a 5 s probe interval against an
+// upstream that answers 503: a probe is retried after 2 s, but not after 4
+// s more, which would run after the next slot's probe (and count one
+// failure twice). Every attempt of a slot's probe starts before the next
+// slot.
+func TestProbeRetryNeverPassesTheNextProbe(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	conf, err := config.Parse("slots.yaml", []byte(`
+sources:
+  - name: slots
+    base_url: `+srv.URL+`
+    allow_private: true
+    resources:
+      - name: items
+        path: /items
+        records: {path: data, id: id}
+        probe: {strategy: etag, method: GET, every: 5s, max_every: 5s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+	// slotEnd is when the next probe after the one of task id is due: its
+	// id ends in its slot's number, of 5 s slots.
+	slotEnd := func(id string) time.Time {
+		n, err := strconv.ParseInt(id[strings.LastIndex(id, ":")+1:], 10, 64)
+		if err != nil {
+			t.Fatalf("probe task id %q: %v", id, err)
+		}
+		return time.Unix(0, (n+1)*int64(5*time.Second))
+	}
+	// A retried probe whose slot is over and the next slot's retried too:
+	// by then a retry after 4 s more (at 6 s or later) would have run.
+	var runs []store.Run
+	waitFor(t, 40*time.Second, "two slots' probes retried", func() (bool, string) {
+		runs, err = w.Store.Runs(ctx, store.RunFilter{Source: "slots", Kind: store.KindProbe, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		retriedSlots := map[string]bool{}
+		for _, r := range runs {
+			if r.Attempt > 1 {
+				retriedSlots[r.TaskID] = true
+			}
+		}
+		return len(retriedSlots) >= 2, fmt.Sprintf("%d probe runs, %d slots retried", len(runs), len(retriedSlots))
+	})
+	for _, r := range runs {
+		t.Logf("probe %s attempt %d at %s", r.TaskID, r.Attempt, r.StartedAt.Format("15:04:05.000"))
+		if end := slotEnd(r.TaskID); !r.StartedAt.Before(end) {
+			t.Errorf("probe %s attempt %d ran at %s, after the next probe was due (%s)", r.TaskID, r.Attempt,
+				r.StartedAt.Format("15:04:05.000"), end.Format("15:04:05.000"))
+		}
+	}
+}

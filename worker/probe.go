@@ -33,10 +33,11 @@ type probeHandler struct {
 // scheduler probes the resource again at its next slot anyway, so a dead
 // probe would only fire the dead-task alert and, replayed by `tidemark
 // retry --all`, ask a stale question. A transient failure is retried with
-// jobs.RetryDelay's backoff while the retry comes sooner than the next
-// probe would and the task has retries left; otherwise the task ends
-// there, and the next scheduled probe is its retry. The failure itself is
-// on the probe's run row and in sync_state.consecutive_failures.
+// jobs.RetryDelay's backoff while the retry would run before the next
+// probe (retryBeforeNextProbe) and the task has retries left; otherwise
+// the task ends there, and the next scheduled probe is its retry. The
+// failure itself is on the probe's run row and in
+// sync_state.consecutive_failures.
 func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	every, err := h.process(ctx, t)
 	if err == nil {
@@ -50,13 +51,30 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.cfg.RetryDelay(retried, err, t) < every {
+	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
 		return err
 	}
 	id, _ := asynq.GetTaskID(ctx)
 	h.log.Info("probe failed: the next scheduled probe is its retry", "task_id", id, "attempt", retried+1,
 		"every", every.String(), "error", err.Error())
 	return nil
+}
+
+// retryBeforeNextProbe reports whether the probe's next attempt, after
+// retries retried so far, would run before the resource's next scheduled
+// probe: later, the two would overlap and count one failure twice. A
+// scheduled probe knows when its next slot begins (NextProbeAt); for any
+// other (a hook's, an operator's) the next probe comes within every of its
+// first attempt, which was the sum of the delays so far ago.
+func (h probeHandler) retryBeforeNextProbe(t *asynq.Task, err error, retried int, every time.Duration, now time.Time) bool {
+	delay := h.cfg.RetryDelay(retried, err, t)
+	if p, perr := jobs.ParseProbe(t); perr == nil && !p.NextProbeAt.IsZero() {
+		return now.Add(delay).Before(p.NextProbeAt)
+	}
+	for n := range retried {
+		delay += h.cfg.RetryDelay(n, err, t)
+	}
+	return delay < every
 }
 
 // process runs one probe attempt. It returns the resource's probe.every

@@ -179,16 +179,19 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 					full += fmt.Sprintf(" (%d)", *st.LastDrift)
 				}
 			}
-			if in := inSync(st); in != nil {
-				l := now.Sub(*in)
-				lag = fmt.Sprintf("%s / %s", round(l), res.Freshness.D())
+			// The rule the scheduler's resource.stale, the metrics and the
+			// API follow; a resource never synced counts from when it was
+			// configured, and reads "never synced" inside its target.
+			f := st.Freshness(res.Freshness.D(), now)
+			lag = fmt.Sprintf("%s / %s", round(f.Lag), res.Freshness.D())
+			switch {
+			case f.Synced && f.Lag > res.Freshness.D():
+				state = "catching up" // a target after its resume
+			case f.Synced:
 				state = "fresh"
-				if l > res.Freshness.D() {
-					state = "stale"
-				}
 			}
-			if st.Stale {
-				state = "stale" // as the scheduler decided (and alerted)
+			if f.Stale {
+				state = "stale"
 			}
 			if st.ConsecutiveFailures > 0 {
 				state = "failing"
@@ -210,15 +213,6 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures, why)
 	}
 	tw.Flush()
-}
-
-// inSync is the last moment the resource was known to be in step with its
-// upstream: an unchanged probe or a successful fetch.
-func inSync(st *store.State) *time.Time {
-	if st.InSyncAt != nil {
-		return st.InSyncAt
-	}
-	return st.LastSuccessAt
 }
 
 func ago(now, t time.Time) string { return round(now.Sub(t)).String() }
