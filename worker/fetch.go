@@ -91,7 +91,8 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if done, err := h.nothingLeft(ctx, p); err != nil || done {
 		return err
 	}
-	lock := newFetchLock(h.rdb, key, h.cfg.LockLease)
+	taskID, _ := asynq.GetTaskID(ctx)
+	lock := newFetchLock(h.rdb, key, h.cfg.LockLease, cmp.Or(p.Read, taskID))
 	mark := markOf(p)
 	if p.TakeOver != 0 {
 		mark = "" // a takeover finding the resource busy has nothing to add
@@ -112,7 +113,8 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			"source", p.Source, "resource", p.Resource, "mode", p.Mode, "trigger", p.Trigger, "take_over", p.TakeOver)
 		return nil
 	}
-	defer h.release(lock, src, res)
+	var handedBack time.Duration // > 0: the read goes back to its queue and keeps the lock
+	defer func() { h.release(lock, src, res, handedBack) }()
 
 	var progress atomic.Int64
 	progress.Store(time.Now().UnixNano())
@@ -121,7 +123,11 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	stall := src.Timeout.D() + h.cfg.LockLease
 	lctx, stop := lock.Keep(ctx, func() time.Time { return time.Unix(0, progress.Load()) }, stall)
 	defer stop()
-	return jobs.Classify(h.fetch(lctx, p, src, res, &progress))
+	err = h.fetch(lctx, p, src, res, &progress)
+	if d, ok := jobs.HandBack(err); ok {
+		handedBack = d
+	}
+	return jobs.Classify(err)
 }
 
 // nothingLeft reports a fetch task with nothing to do: a takeover of a run
@@ -135,6 +141,18 @@ func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload) (boo
 		}
 		if err == nil && run.Status == store.StatusRunning {
 			return false, nil
+		}
+		if err == nil && run.TakenOverBy != nil {
+			// Ended because this task took it over: a later attempt (after
+			// a hand-back, say) goes on with the read it began.
+			taskID, _ := asynq.GetTaskID(ctx)
+			mine, err := h.store.Run(ctx, *run.TakenOverBy)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return false, err
+			}
+			if err == nil && mine.TaskID == taskID && mine.Status == store.StatusInterrupted {
+				return false, nil
+			}
 		}
 		h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
 		return true, nil
@@ -158,10 +176,20 @@ func markOf(p jobs.FetchPayload) string {
 }
 
 // release frees the lock and enqueues the one follow-up fetch asked for while
-// this one ran.
-func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource) {
+// this one ran. A read handed back for handedBack keeps the lock instead
+// (fetchLock.Hold), for as long as its task may take to come back: the
+// delay, the fetch pool's check for tasks whose delay is over, and a
+// minute in its queue behind other tasks.
+func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource, handedBack time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if handedBack > 0 {
+		hold := handedBack + cmp.Or(h.cfg.RetryCheckInterval, 5*time.Second) + h.cfg.LockLease + time.Minute
+		if err := lock.Hold(ctx, hold); err != nil {
+			h.log.Error("keep the fetch lock for the handed-back read", "source", src.Name, "resource", res.Name, "error", err)
+		}
+		return
+	}
 	mode, trigger, err := lock.Release(ctx)
 	if err != nil {
 		h.log.Error("release fetch lock", "source", src.Name, "resource", res.Name, "error", err)
