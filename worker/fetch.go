@@ -134,36 +134,50 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // that has ended meanwhile, or a task whose run another took over (asynq
 // recovering a dead worker's task after the fleet took its work over).
 func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload) (bool, error) {
-	if p.TakeOver != 0 {
-		run, err := h.store.Run(ctx, p.TakeOver)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return false, err
-		}
-		if err == nil && run.Status == store.StatusRunning {
-			return false, nil
-		}
-		if err == nil && run.TakenOverBy != nil {
-			// Ended because this task took it over: a later attempt (after
-			// a hand-back, say) goes on with the read it began.
-			taskID, _ := asynq.GetTaskID(ctx)
-			mine, err := h.store.Run(ctx, *run.TakenOverBy)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return false, err
-			}
-			if err == nil && mine.TaskID == taskID && mine.Status == store.StatusInterrupted {
-				return false, nil
-			}
-		}
-		h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
-		return true, nil
-	}
 	taskID, _ := asynq.GetTaskID(ctx)
+	if p.TakeOver != 0 {
+		ended, err := h.takeoverEnded(ctx, p.TakeOver, taskID)
+		if err != nil || ended {
+			if ended {
+				h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
+			}
+			return ended, err
+		}
+	}
 	by, taken, err := h.store.TakenOver(ctx, taskID)
 	if err != nil || !taken {
 		return false, err
 	}
 	h.log.Info("the task's run was taken over: nothing left to do", "source", p.Source, "resource", p.Resource, "task_id", taskID, "taken_over_by", by)
 	return true, nil
+}
+
+// takeoverEnded reports whether run, which the takeover task taskID was
+// sent to take over, has ended other than by the task's own hand: a later
+// attempt of the task (after a hand-back, say) finds it ended by the run
+// its first attempt began, and goes on with that read (unless that run was
+// taken over in turn, which nothingLeft checks next).
+func (h fetchHandler) takeoverEnded(ctx context.Context, run int64, taskID string) (bool, error) {
+	r, err := h.store.Run(ctx, run)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	case r.Status == store.StatusRunning:
+		return false, nil
+	case r.TakenOverBy == nil:
+		return true, nil
+	}
+	mine, err := h.store.Run(ctx, *r.TakenOverBy)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	goesOn := mine.TaskID == taskID && (mine.Status == store.StatusInterrupted || mine.Status == store.StatusRunning)
+	return !goesOn, nil
 }
 
 // markOf is the mode a fetch leaves in the lock's pending mark when
