@@ -131,7 +131,9 @@ func (l *fetchLock) Acquire(ctx context.Context, mode, trigger string) (bool, er
 func (l *fetchLock) Keep(ctx context.Context, lastProgress func() time.Time, stall time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		every := l.lease / 3
 		t := time.NewTicker(every)
 		defer t.Stop()
@@ -163,7 +165,9 @@ func (l *fetchLock) Keep(ctx context.Context, lastProgress func() time.Time, sta
 			}
 		}
 	}()
-	return ctx, func() { close(done); cancel(nil) }
+	// stop waits for the renewals to end: one still in flight would
+	// otherwise shorten a Hold that follows.
+	return ctx, func() { close(done); cancel(nil); <-exited }
 }
 
 // Release frees the lock and returns the pending mark's mode and trigger
