@@ -53,7 +53,7 @@ func TestHandBack(t *testing.T) {
 func TestResubmit(t *testing.T) {
 	t.Parallel()
 	orig := asynq.NewTask(jobs.TypeProbe, []byte(`{"source":"s","resource":"r"}`))
-	cp := jobs.Resubmit(orig, "probe_critical", 0, 3*time.Second)
+	cp := jobs.Resubmit(orig, "task-1", "probe_critical", 0, 3*time.Second)
 	if cp.Type() != orig.Type() || string(cp.Payload()) != string(orig.Payload()) {
 		t.Errorf("copy %s %s, want %s %s", cp.Type(), cp.Payload(), orig.Type(), orig.Payload())
 	}

@@ -4,6 +4,7 @@
 package jobs
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,6 +146,10 @@ type FetchPayload struct {
 	// once when that run has ended meanwhile, or another fetch holds the
 	// resource.
 	TakeOver int64 `json:"take_over,omitempty"`
+	// Read is the task whose read this one continues, when not itself: a
+	// copy Resubmit made of it. The read's fetch lock, held across its
+	// hand-backs, is the read's, so the copy takes it up.
+	Read string `json:"read,omitempty"`
 }
 
 // NewFetch returns a fetch task for a resource.
@@ -256,13 +261,13 @@ func IsFailure(err error) bool {
 	return !back
 }
 
-// Resubmit is a copy of t to enqueue in queue after d, for a hand-back at
-// the retry limit: asynq archives a task whose retries are used up whatever
-// IsFailure says, so the handler revokes the task (asynq.RevokeTask) and
-// enqueues this copy instead. The copy keeps the retries left (0: its next
-// real failure makes it dead), and gets a new task id, since the original
-// is still active while it is enqueued.
-func Resubmit(t *asynq.Task, queue string, retriesLeft int, d time.Duration) *asynq.Task {
+// Resubmit is a copy of t (the task id) to enqueue in queue after d, for a
+// hand-back at the retry limit: asynq archives a task whose retries are
+// used up whatever IsFailure says, so the handler revokes the task
+// (asynq.RevokeTask) and enqueues this copy instead. The copy keeps the
+// retries left (0: its next real failure makes it dead), and gets a new
+// task id, since the original is still active while it is enqueued.
+func Resubmit(t *asynq.Task, id, queue string, retriesLeft int, d time.Duration) *asynq.Task {
 	timeout := time.Hour
 	payload := t.Payload()
 	switch t.Type() {
@@ -271,10 +276,11 @@ func Resubmit(t *asynq.Task, queue string, retriesLeft int, d time.Duration) *as
 	case TypeWebhook:
 		timeout = time.Minute
 	case TypeFetch:
-		// The copy continues the original's read.
+		// The copy continues the original's read, under its fetch lock.
 		var p FetchPayload
 		if json.Unmarshal(payload, &p) == nil {
 			p.Resume = true
+			p.Read = cmp.Or(p.Read, id)
 			if b, err := json.Marshal(p); err == nil {
 				payload = b
 			}

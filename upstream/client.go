@@ -216,6 +216,13 @@ func (c *Client) Do(ctx context.Context, method, rawURL string, header http.Head
 		attempts++
 		r, err := c.once(ctx, method, rawURL, header)
 		if err != nil {
+			if _, refused := ratelimit.AsDelay(err); refused {
+				// The limiter turned it away: no request was sent, and
+				// a run handed back over and over must not count one
+				// per hand-back.
+				attempts--
+				return backoff.Permanent(err)
+			}
 			if transient(ctx, err) && attempts < 4 {
 				return err
 			}

@@ -91,7 +91,8 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if done, err := h.nothingLeft(ctx, p); err != nil || done {
 		return err
 	}
-	lock := newFetchLock(h.rdb, key, h.cfg.LockLease)
+	taskID, _ := asynq.GetTaskID(ctx)
+	lock := newFetchLock(h.rdb, key, h.cfg.LockLease, cmp.Or(p.Read, taskID))
 	mark := markOf(p)
 	if p.TakeOver != 0 {
 		mark = "" // a takeover finding the resource busy has nothing to add
@@ -112,7 +113,8 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			"source", p.Source, "resource", p.Resource, "mode", p.Mode, "trigger", p.Trigger, "take_over", p.TakeOver)
 		return nil
 	}
-	defer h.release(lock, src, res)
+	var handedBack time.Duration // > 0: the read goes back to its queue and keeps the lock
+	defer func() { h.release(lock, src, res, handedBack) }()
 
 	var progress atomic.Int64
 	progress.Store(time.Now().UnixNano())
@@ -121,31 +123,61 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	stall := src.Timeout.D() + h.cfg.LockLease
 	lctx, stop := lock.Keep(ctx, func() time.Time { return time.Unix(0, progress.Load()) }, stall)
 	defer stop()
-	return jobs.Classify(h.fetch(lctx, p, src, res, &progress))
+	err = h.fetch(lctx, p, src, res, &progress)
+	if d, ok := jobs.HandBack(err); ok {
+		handedBack = d
+	}
+	return jobs.Classify(err)
 }
 
 // nothingLeft reports a fetch task with nothing to do: a takeover of a run
 // that has ended meanwhile, or a task whose run another took over (asynq
 // recovering a dead worker's task after the fleet took its work over).
 func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload) (bool, error) {
-	if p.TakeOver != 0 {
-		run, err := h.store.Run(ctx, p.TakeOver)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return false, err
-		}
-		if err == nil && run.Status == store.StatusRunning {
-			return false, nil
-		}
-		h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
-		return true, nil
-	}
 	taskID, _ := asynq.GetTaskID(ctx)
+	if p.TakeOver != 0 {
+		ended, err := h.takeoverEnded(ctx, p.TakeOver, taskID)
+		if err != nil || ended {
+			if ended {
+				h.log.Info("nothing to take over: the run has ended", "source", p.Source, "resource", p.Resource, "run_id", p.TakeOver)
+			}
+			return ended, err
+		}
+	}
 	by, taken, err := h.store.TakenOver(ctx, taskID)
 	if err != nil || !taken {
 		return false, err
 	}
 	h.log.Info("the task's run was taken over: nothing left to do", "source", p.Source, "resource", p.Resource, "task_id", taskID, "taken_over_by", by)
 	return true, nil
+}
+
+// takeoverEnded reports whether run, which the takeover task taskID was
+// sent to take over, has ended other than by the task's own hand: a later
+// attempt of the task (after a hand-back, say) finds it ended by the run
+// its first attempt began, and goes on with that read (unless that run was
+// taken over in turn, which nothingLeft checks next).
+func (h fetchHandler) takeoverEnded(ctx context.Context, run int64, taskID string) (bool, error) {
+	r, err := h.store.Run(ctx, run)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	case r.Status == store.StatusRunning:
+		return false, nil
+	case r.TakenOverBy == nil:
+		return true, nil
+	}
+	mine, err := h.store.Run(ctx, *r.TakenOverBy)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	goesOn := mine.TaskID == taskID && (mine.Status == store.StatusInterrupted || mine.Status == store.StatusRunning)
+	return !goesOn, nil
 }
 
 // markOf is the mode a fetch leaves in the lock's pending mark when
@@ -158,10 +190,20 @@ func markOf(p jobs.FetchPayload) string {
 }
 
 // release frees the lock and enqueues the one follow-up fetch asked for while
-// this one ran.
-func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource) {
+// this one ran. A read handed back for handedBack keeps the lock instead
+// (fetchLock.Hold), for as long as its task may take to come back: the
+// delay, the fetch pool's check for tasks whose delay is over, and a
+// minute in its queue behind other tasks.
+func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.Resource, handedBack time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if handedBack > 0 {
+		hold := handedBack + cmp.Or(h.cfg.RetryCheckInterval, 5*time.Second) + h.cfg.LockLease + time.Minute
+		if err := lock.Hold(ctx, hold); err != nil {
+			h.log.Error("keep the fetch lock for the handed-back read", "source", src.Name, "resource", res.Name, "error", err)
+		}
+		return
+	}
 	mode, trigger, err := lock.Release(ctx)
 	if err != nil {
 		h.log.Error("release fetch lock", "source", src.Name, "resource", res.Name, "error", err)

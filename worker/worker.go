@@ -278,9 +278,10 @@ func (w *Worker) handBack(h asynq.Handler) asynq.Handler {
 			return err
 		}
 		queue, _ := asynq.GetQueueName(ctx)
+		id, _ := asynq.GetTaskID(ctx)
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, queue, maxRetry-retried, d)); eerr != nil {
+		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, id, queue, maxRetry-retried, d)); eerr != nil {
 			// Not revoked: asynq archives it, and tidemark retry brings it back.
 			return fmt.Errorf("%w (hand-back at the retry limit failed: %w)", err, eerr)
 		}
