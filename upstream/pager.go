@@ -544,7 +544,13 @@ func resolve(base, ref string) (string, error) {
 	}
 	r, err := url.Parse(ref)
 	if err != nil {
-		return "", fmt.Errorf("next link %q: %w", ref, err)
+		// Not the link itself: it may carry a credential the upstream
+		// echoed, and the error ends up in run rows and logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("the next link is not a valid URL: %w", err)
 	}
 	u := b.ResolveReference(r)
 	if u.Scheme != "http" && u.Scheme != "https" {
