@@ -180,7 +180,7 @@ func TestSchemaEnums(t *testing.T) {
 		"Webhook.Events":    {"events[0]", "webhooks: [{url: https://h.example.com, events: [%s]}]\n"},
 
 		"Source.RateLimitHeaders": {"rate_limit_headers", "    rate_limit_headers: %s\n"},
-		"Resource.FieldTypes": {"field_types.a", "        field_types: {a: %s}\n"},
+		"Resource.FieldTypes":     {"field_types.a", "        field_types: {a: %s}\n"},
 	}
 	for id, values := range enums {
 		where, ok := at[id]

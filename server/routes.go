@@ -4,8 +4,8 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"net/http"
-	"regexp"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
