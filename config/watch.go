@@ -136,13 +136,11 @@ func (w *Watcher) ReloadNow() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	data, sum, err := w.read()
-	w.pending = ""
+	w.pending, w.rejected = "", ""
 	if sum == w.applied {
-		w.rejected = ""
 		w.cfg.Log.Info("config file unchanged: nothing to reload", "file", w.path, "sha256", short(sum))
 		return
 	}
-	w.rejected = ""
 	w.load(data, sum, err)
 }
 

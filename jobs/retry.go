@@ -50,7 +50,7 @@ func TaskResource(info *asynq.TaskInfo) (source, resource string, ok bool) {
 // payload and queue, trigger "retry", the options its type gets today). It
 // returns the new task and says in words what the task is.
 func Retry(ctx context.Context, conf *config.Config, insp *asynq.Inspector, client *asynq.Client, info *asynq.TaskInfo) (*asynq.TaskInfo, string, error) {
-	task, what, err := RetryTask(conf, info)
+	task, what, err := retryTask(conf, info)
 	if err != nil {
 		return nil, what, err
 	}
@@ -64,8 +64,8 @@ func Retry(ctx context.Context, conf *config.Config, insp *asynq.Inspector, clie
 	return fresh, what, nil
 }
 
-// RetryTask builds the fresh task for an archived one, and says what it is.
-func RetryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, error) {
+// retryTask builds the fresh task for an archived one, and says what it is.
+func retryTask(conf *config.Config, info *asynq.TaskInfo) (*asynq.Task, string, error) {
 	switch info.Type {
 	case TypeFetch:
 		var p FetchPayload

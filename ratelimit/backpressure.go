@@ -104,11 +104,11 @@ func (l *Limiter) Observe(ctx context.Context, source string, lim Limits, status
 	if q.Remaining < 0 {
 		return nil // no budget announced
 	}
-	return l.pace(ctx, source, q, max(l.opt.LowRemaining, 2*lim.MaxConcurrency))
+	return l.pace(ctx, source, now, q, max(l.opt.LowRemaining, 2*lim.MaxConcurrency))
 }
 
 // pace applies an announced budget: pause, spread, or let go.
-func (l *Limiter) pace(ctx context.Context, source string, q Quota, low int) error {
+func (l *Limiter) pace(ctx context.Context, source string, now time.Time, q Quota, low int) error {
 	key := l.key(source, "pace")
 	switch {
 	case q.Remaining > low:
@@ -118,7 +118,7 @@ func (l *Limiter) pace(ctx context.Context, source string, q Quota, low int) err
 	case q.Reset <= 0:
 		// The window is over (or the reset unknown): nothing to spread over.
 	case q.Remaining <= l.opt.Reserve:
-		return l.Cooldown(ctx, source, l.opt.Now().Add(q.Reset))
+		return l.Cooldown(ctx, source, now.Add(q.Reset))
 	default:
 		interval := max(q.Reset/time.Duration(q.Remaining-l.opt.Reserve), time.Millisecond)
 		if err := paceScript.Run(ctx, l.rdb, []string{key}, interval.Milliseconds(), q.Reset.Milliseconds()).Err(); err != nil {

@@ -19,6 +19,10 @@ import (
 	"github.com/tidemark/tidemark/config"
 )
 
+// MaxResetDefault is the default Options.MaxReset: daily quotas are real,
+// longer windows are not.
+const MaxResetDefault = 24 * time.Hour
+
 // Options tune a Limiter; zero values take the defaults noted.
 type Options struct {
 	// Prefix starts every Redis key the limiter writes. Default "tidemark:ratelimit:".
@@ -45,7 +49,7 @@ type Options struct {
 	Reserve int
 	// MaxReset is the longest reset an upstream may announce: a reset
 	// further away is taken for a broken header and ignored, not a
-	// pause of days. Default 24h (daily quotas are real).
+	// pause of days. Default MaxResetDefault.
 	MaxReset time.Duration
 	// OnRemaining, when set, is called with every remaining budget an
 	// upstream announces: feed tidemark_ratelimit_remaining{source}.
@@ -94,7 +98,7 @@ func New(rdb redis.UniversalClient, opt Options) *Limiter {
 	case opt.Reserve < 0:
 		opt.Reserve = 0
 	}
-	opt.MaxReset = cmp.Or(opt.MaxReset, 24*time.Hour)
+	opt.MaxReset = cmp.Or(opt.MaxReset, MaxResetDefault)
 	opt.DefaultCooldown = cmp.Or(opt.DefaultCooldown, time.Second)
 	opt.MaxCooldown = cmp.Or(opt.MaxCooldown, time.Hour)
 	if opt.Now == nil {

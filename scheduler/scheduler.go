@@ -177,13 +177,17 @@ func (s *Scheduler) checkRedis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	conf := s.conf()
 	var errs []error
 	for _, r := range reqs {
-		src := s.conf().Source(r.Source)
-		if src == nil || src.Resource(r.Resource) == nil {
+		src := conf.Source(r.Source)
+		if src == nil {
 			continue
 		}
 		res := src.Resource(r.Resource)
+		if res == nil {
+			continue
+		}
 		id := fmt.Sprintf("request:%d:%s", r.ID, v)
 		task, err := jobs.NewFetch(jobs.Requested(r), append(jobs.FetchOptions(res), asynq.TaskID(id), asynq.Retention(time.Hour))...)
 		if err == nil {

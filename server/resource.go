@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 )
@@ -57,17 +59,27 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request) {
 	if res.Delta != nil {
 		d.DeltaParam = res.Delta.Param
 	}
-	dead, err := jobs.Archived(s.inspector)
+	dead, err := s.deadTasks(src.Name, res.Name)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "read the task queues: "+err.Error())
 		return
 	}
 	for _, info := range dead {
-		if sn, rn, ok := jobs.TaskResource(info); ok && sn == src.Name && rn == res.Name {
-			d.DeadTasks = append(d.DeadTasks, info.ID)
-		}
+		d.DeadTasks = append(d.DeadTasks, info.ID)
 	}
 	writeJSON(w, http.StatusOK, d)
+}
+
+// deadTasks are the archived probe and fetch tasks of a resource.
+func (s *Server) deadTasks(source, resource string) ([]*asynq.TaskInfo, error) {
+	all, err := jobs.Archived(s.inspector)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(info *asynq.TaskInfo) bool {
+		sn, rn, ok := jobs.TaskResource(info)
+		return !ok || sn != source || rn != resource
+	}), nil
 }
 
 // History is what the resource page charts: the last hours of a resource.
@@ -177,7 +189,7 @@ func (s *Server) retryDead(w http.ResponseWriter, r *http.Request) {
 	if res == nil {
 		return
 	}
-	dead, err := jobs.Archived(s.inspector)
+	dead, err := s.deadTasks(src.Name, res.Name)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "read the task queues: "+err.Error())
 		return
@@ -190,9 +202,6 @@ func (s *Server) retryDead(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []retried{}
 	for _, info := range dead {
-		if sn, rn, ok := jobs.TaskResource(info); !ok || sn != src.Name || rn != res.Name {
-			continue
-		}
 		fresh, what, err := jobs.Retry(r.Context(), s.conf(), s.inspector, s.client, info)
 		one := retried{TaskID: info.ID, What: what}
 		if fresh != nil {
@@ -220,8 +229,8 @@ func (s *Server) resourcePage(w http.ResponseWriter, r *http.Request) {
 }
 
 // static holds the vendored chart library (uPlot, MIT, its LICENSE beside
-// it): served from the binary, so the dashboard needs no network beyond
-// tidemark.
+// it) and the pages' shared helpers (page.js): served from the binary, so
+// the dashboard needs no network beyond tidemark.
 //
 //go:embed static
 var static embed.FS

@@ -92,16 +92,16 @@ func openapi(w http.ResponseWriter, _ *http.Request) {
 //go:embed dashboard.html
 var dashboardHTML []byte
 
-// logoutForm is the dashboard's log-out button: left out when no admin
-// token is configured, as there is no session to end.
-var logoutForm = regexp.MustCompile(`<form id="logout".*?</form>`)
+// dashboardNoLogoutHTML is the dashboard without its log-out button, served
+// when no admin token is configured, as there is no session to end.
+var dashboardNoLogoutHTML = regexp.MustCompile(`<form id="logout".*?</form>`).ReplaceAll(dashboardHTML, nil)
 
 func (s *Server) dashboard(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	page := dashboardHTML
 	if s.cfg.AdminToken == "" {
-		page = logoutForm.ReplaceAll(page, nil)
+		page = dashboardNoLogoutHTML
 	}
 	w.Write(page)
 }

@@ -403,6 +403,7 @@ func TestBrowserPages(t *testing.T) {
 		{"resource page of an unknown resource", "GET", "/resources/shop/nope", "tok", nil, 404, `unknown resource \"nope\"`},
 		{"chart library, open", "GET", "/static/uplot/uPlot.iife.min.js", "", nil, 200, "uPlot"},
 		{"chart library's licence beside it", "GET", "/static/uplot/LICENSE", "", nil, 200, "Leon Sorokin"},
+		{"page helpers, open", "GET", "/static/page.js", "", nil, 200, "function api("},
 		{"resource api needs the token", "GET", "/api/resources/shop/orders", "", nil, 401, "admin token"},
 		{"history api needs the token", "GET", "/api/resources/shop/orders/history", "", nil, 401, "admin token"},
 		{"retry api needs the token", "POST", "/api/resources/shop/orders/retry", "", nil, 401, "admin token"},

@@ -62,14 +62,14 @@ func (s *Store) WouldApply(ctx context.Context, k Key, recs []Record) (Outlook, 
 	for rows.Next() {
 		var id string
 		var stored *string
-		var deleted *bool
+		var deleted bool // false, not NULL, when no row matched
 		if err := rows.Scan(&id, &stored, &deleted); err != nil {
 			return Outlook{}, err
 		}
 		switch {
 		case stored == nil:
 			out.Ops[id] = WouldCreate
-		case *deleted:
+		case deleted:
 			out.Ops[id] = WouldCreate
 			out.Tombstoned[id] = true
 		case *stored != hashes[id]:

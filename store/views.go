@@ -27,8 +27,8 @@ import (
 // GORM for a placeholder.
 
 const (
-	// ViewSample is how many of a resource's newest records type inference reads.
-	ViewSample = 200
+	// viewSample is how many of a resource's newest records type inference reads.
+	viewSample = 200
 	// maxInferredColumns bounds the columns inferred from raw records
 	// (Postgres allows 1,600 per view); keys beyond it are left in payload.
 	maxInferredColumns = 200
@@ -167,13 +167,12 @@ func refreshView(ctx context.Context, db *sql.DB, schema, source string, res *co
 	if err != nil {
 		return fail(err)
 	}
-	if !count {
-		if err := forgetChangedCounts(ctx, db, r.Key, r.Columns); err != nil {
-			return fail(err)
-		}
-		return r
+	if count {
+		err = countCastFailures(ctx, db, r.Key, r.Columns)
+	} else {
+		err = forgetChangedCounts(ctx, db, r.Key, r.Columns)
 	}
-	if err := countCastFailures(ctx, db, r.Key, r.Columns); err != nil {
+	if err != nil {
 		return fail(err)
 	}
 	return r
@@ -223,7 +222,7 @@ SELECT e.k,
 	coalesce(bool_and(tidemark_try_timestamptz(e.v) IS NOT NULL) FILTER (WHERE jsonb_typeof(e.v) <> 'null'), false),
 	coalesce(bool_and(jsonb_typeof(e.v) IN ('string', 'number', 'boolean')) FILTER (WHERE jsonb_typeof(e.v) <> 'null'), true)
 FROM sample, jsonb_each(sample.payload) AS e(k, v)
-GROUP BY e.k ORDER BY e.k`, k.Source, k.Resource, ViewSample)
+GROUP BY e.k ORDER BY e.k`, k.Source, k.Resource, viewSample)
 	if err != nil {
 		return nil, fmt.Errorf("sample records: %w", err)
 	}
@@ -355,11 +354,10 @@ func keepOrder(cols []ViewColumn, existing []string) []ViewColumn {
 // do not act on each other's stale view).
 func applyView(ctx context.Context, tx *sql.Tx, schema string, r *ViewResult) (string, error) {
 	existing, names, oldComment, err := existingView(ctx, tx, schema, r.View)
-	ours := strings.HasPrefix(oldComment, viewMarker)
 	if err != nil {
 		return "", err
 	}
-	if existing != nil && !ours {
+	if existing != nil && !strings.HasPrefix(oldComment, viewMarker) {
 		return "", fmt.Errorf("a relation of that name exists that tidemark did not make: rename or drop it, or set views.schema")
 	}
 	r.Columns = keepOrder(r.Columns, names)
@@ -647,16 +645,13 @@ WHERE n.nspname = $1 AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') 
 			only[k] = true
 		case waits && len(res.Fields) == 0:
 			var has bool
-			err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM records WHERE source = $1 AND resource = $2)`, src.Name, res.Name).Scan(&has)
-			errs = append(errs, err)
-			only[k] = has
+			if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM records WHERE source = $1 AND resource = $2)`, src.Name, res.Name).Scan(&has); err != nil {
+				errs = append(errs, err)
+			} else if has {
+				only[k] = true
+			}
 		}
 	})
-	for k, v := range only {
-		if !v {
-			delete(only, k)
-		}
-	}
 	if err := errors.Join(errs...); err != nil || len(only) == 0 {
 		return nil, err
 	}

@@ -473,16 +473,15 @@ func (c *Client) authenticate(req *http.Request) error {
 	if a == nil {
 		return nil
 	}
-	secret := c.secret
 	switch a.Type {
 	case config.AuthBearer:
-		tok, err := secret(a.TokenEnv, a.TokenFile)
+		tok, err := c.secret(a.TokenEnv, a.TokenFile)
 		if err != nil {
 			return err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	case config.AuthHeader:
-		tok, err := secret(a.TokenEnv, a.TokenFile)
+		tok, err := c.secret(a.TokenEnv, a.TokenFile)
 		if err != nil {
 			return err
 		}
@@ -490,11 +489,11 @@ func (c *Client) authenticate(req *http.Request) error {
 	case config.AuthQuery:
 		return c.addKey(req)
 	case config.AuthBasic:
-		user, err := secret(a.UsernameEnv, "")
+		user, err := c.secret(a.UsernameEnv, "")
 		if err != nil {
 			return err
 		}
-		pass, err := secret(a.PasswordEnv, "")
+		pass, err := c.secret(a.PasswordEnv, "")
 		if err != nil {
 			return err
 		}
@@ -545,7 +544,7 @@ func (c *Client) budgetSpent(res *http.Response) bool {
 	if c.limits.IgnoreHeaders || (res.StatusCode != http.StatusForbidden && res.StatusCode != http.StatusTooManyRequests) {
 		return false
 	}
-	q, _ := ratelimit.ReadQuota(res.Header, time.Now(), 24*time.Hour)
+	q, _ := ratelimit.ReadQuota(res.Header, time.Now(), ratelimit.MaxResetDefault)
 	return q.Remaining == 0
 }
 

@@ -244,6 +244,22 @@ func TestProbeBlipLeavesNoDeadTasks(t *testing.T) {
 	}
 }
 
+// runScheduler runs a scheduler ticking every 100 ms for w until the test
+// ends.
+func runScheduler(t *testing.T, conf config.Provider, w *workertest.Worker) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+}
+
 func probeBlip(t *testing.T, retryDelay func(int, error, *asynq.Task) time.Duration, maxAttempt int) {
 	var down atomic.Bool
 	down.Store(true)
@@ -273,16 +289,7 @@ sources:
 		t.Fatal(err)
 	}
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2, RetryDelay: retryDelay})
-	ctx, cancel := context.WithCancel(context.Background())
-	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
-	done := make(chan error, 1)
-	go func() { done <- sched.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	runScheduler(t, conf, w)
 	runs := func() []store.Run {
 		t.Helper()
 		rs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "blip", Limit: 200})
@@ -442,16 +449,8 @@ sources:
 		t.Fatal(err)
 	}
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
-	ctx, cancel := context.WithCancel(context.Background())
-	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
-	done := make(chan error, 1)
-	go func() { done <- sched.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	runScheduler(t, conf, w)
+	ctx := context.Background()
 	// slotEnd is when the next probe after the one of task id is due: its
 	// id ends in its slot's number, of 5 s slots.
 	slotEnd := func(id string) time.Time {

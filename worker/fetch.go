@@ -88,10 +88,10 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return jobs.Classify(err)
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	if done, err := h.nothingLeft(ctx, p); err != nil || done {
+	taskID, _ := asynq.GetTaskID(ctx)
+	if done, err := h.nothingLeft(ctx, p, taskID); err != nil || done {
 		return err
 	}
-	taskID, _ := asynq.GetTaskID(ctx)
 	lock := newFetchLock(h.rdb, key, h.cfg.LockLease, cmp.Or(p.Read, taskID))
 	mark := markOf(p)
 	if p.TakeOver != 0 {
@@ -133,8 +133,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // nothingLeft reports a fetch task with nothing to do: a takeover of a run
 // that has ended meanwhile, or a task whose run another took over (asynq
 // recovering a dead worker's task after the fleet took its work over).
-func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload) (bool, error) {
-	taskID, _ := asynq.GetTaskID(ctx)
+func (h fetchHandler) nothingLeft(ctx context.Context, p jobs.FetchPayload, taskID string) (bool, error) {
 	if p.TakeOver != 0 {
 		ended, err := h.takeoverEnded(ctx, p.TakeOver, taskID)
 		if err != nil || ended {
@@ -911,10 +910,10 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 }
 
 func (w *Worker) resource(source, resource string) (*config.Source, *config.Resource, error) {
-	src := w.conf().Source(source)
-	if src == nil || src.Resource(resource) == nil {
-		return nil, nil, fmt.Errorf("%w: %w", jobs.ErrBadInput, notConfiguredError{source, resource})
+	if src := w.conf().Source(source); src != nil {
+		if res := src.Resource(resource); res != nil {
+			return src, res, nil
+		}
 	}
-	res := src.Resource(resource)
-	return src, res, nil
+	return nil, nil, fmt.Errorf("%w: %w", jobs.ErrBadInput, notConfiguredError{source, resource})
 }

@@ -80,9 +80,9 @@ on_status: {404: empty}`)
 	}
 }
 
-// TestOnStatusFailAndWithout: 403 mapped to fail fails the run at once with
-// the mapping named in its error, and is not taken for an expired
-// continuation (which restarts the read); unmapped, a 404 fails as before.
+// TestOnStatusFail: 403 mapped to fail fails the run at once with the
+// mapping named in its error, and is not taken for an expired continuation
+// (which restarts the read).
 func TestOnStatusFail(t *testing.T) {
 	t.Parallel()
 	api := &scripted{recs: numbered(10, time.Now())}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/workertest"
-	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
 )
@@ -54,16 +53,8 @@ sources:
 	// RefetchAfter: each dies (a bad response is permanent), and the next
 	// probe comes before the next fetch.
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2, RefetchAfter: 500 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	sched := scheduler.New(scheduler.Config{Tick: 100 * time.Millisecond}, conf, w.Store, w.Client, workertest.Logger())
-	done := make(chan error, 1)
-	go func() { done <- sched.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	runScheduler(t, conf, w)
+	ctx := context.Background()
 	key := store.Key{Source: "streak", Resource: "items"}
 	// history reads the failed fetches, oldest first, and counts the runs
 	// of changed probes after the first of them.

@@ -123,7 +123,7 @@ func TestRetry(t *testing.T) {
 			t.Fatalf("archived %s with %d retries, want %d", dead.ID, dead.Retried, want[dead.ID])
 		}
 	}
-	fetchRun, probeRun, noTaskRun := run(t, "ticket_sales", store.KindFull, fetchInfo.ID), "", run(t, "transactions", store.KindDelta, "")
+	fetchRun, noTaskRun := run(t, "ticket_sales", store.KindFull, fetchInfo.ID), run(t, "transactions", store.KindDelta, "")
 
 	// A probe archived by hand, in the queue its resource's priority picks.
 	probe, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: "settlements", Trigger: jobs.TriggerSchedule}, asynq.Queue("low"))
@@ -134,7 +134,7 @@ func TestRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeRun = run(t, "settlements", store.KindProbe, probeInfo.ID)
+	probeRun := run(t, "settlements", store.KindProbe, probeInfo.ID)
 	// A pending task is not dead: retry refuses it, by task and by run.
 	expect(t, []string{"retry", probeInfo.ID}, 2, "", "task "+probeInfo.ID+" is not dead: it is waiting in its queue to run (queue low); nothing to retry")
 	expect(t, []string{"retry", probeRun}, 2, "", "run "+probeRun+" (probe of demo/settlements, running) ran as task "+probeInfo.ID+

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,8 +11,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tidemark/tidemark/config"
-	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/server"
@@ -41,23 +37,7 @@ sources:
       - {name: starting, path: /starting, records: {id: id}, freshness: 1h}
       - {name: resumed, path: /resumed, records: {id: id}, freshness: 30s}
 `
-	confPath := filepath.Join(t.TempDir(), "tidemark.yaml")
-	if err := os.WriteFile(confPath, []byte(confYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf, err := config.Parse(confPath, []byte(confYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dbURL, redisURL := testenv.Database(t), testenv.Redis(t)
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
-		t.Fatal(err)
-	}
+	conf, st, redisOpt, env := statusRig(t, confYAML)
 	for _, q := range []string{
 		`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes' WHERE resource IN ('late', 'resumed')`,
 		`UPDATE sync_state SET created_at = now() - interval '2 minutes' WHERE resource = 'never'`,
@@ -74,10 +54,6 @@ sources:
 	wantStale := []string{"late", "never"}
 
 	// The scheduler's events.
-	redisOpt, err := asynq.ParseRedisURI(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
 	sched := scheduler.New(scheduler.Config{}, conf, st, client, slog.New(slog.DiscardHandler))
@@ -160,7 +136,6 @@ sources:
 	}
 
 	// tidemark status.
-	env := map[string]string{"TIDEMARK_CONFIG": confPath, "TIDEMARK_DATABASE_URL": dbURL, "TIDEMARK_REDIS_URL": redisURL}
 	code, out, errOut := runCmd(t, env, "status")
 	if code != 0 {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)

@@ -35,27 +35,7 @@ sources:
       - {name: fine, path: /fine, records: {id: id}, freshness: 1m}
       - {name: limited, path: /limited, records: {id: id}, freshness: 1m}
 `
-	confPath := filepath.Join(t.TempDir(), "tidemark.yaml")
-	if err := os.WriteFile(confPath, []byte(confYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf, err := config.Parse(confPath, []byte(confYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dbURL, redisURL := testenv.Database(t), testenv.Redis(t)
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.EnsureStates(ctx, store.KeysOf(conf)); err != nil {
-		t.Fatal(err)
-	}
-	redisOpt, err := asynq.ParseRedisURI(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conf, st, redisOpt, env := statusRig(t, confYAML)
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
 	insp := asynq.NewInspector(redisOpt)
@@ -109,7 +89,6 @@ sources:
 		t.Fatal(err)
 	}
 
-	env := map[string]string{"TIDEMARK_CONFIG": confPath, "TIDEMARK_DATABASE_URL": dbURL, "TIDEMARK_REDIS_URL": redisURL}
 	code, out, errOut := runCmd(t, env, "status")
 	if code != 0 {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
@@ -158,6 +137,32 @@ sources:
 			t.Errorf("status without Redis lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// statusRig writes confYAML to a config file and gives its config, a
+// store of the test's own database holding the sync state of every
+// resource, the test's own Redis, and the environment that points tidemark
+// at all three.
+func statusRig(t *testing.T, confYAML string) (*config.Config, *store.Store, asynq.RedisConnOpt, map[string]string) {
+	t.Helper()
+	confPath := filepath.Join(t.TempDir(), "tidemark.yaml")
+	if err := os.WriteFile(confPath, []byte(confYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := config.Parse(confPath, []byte(confYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, redisURL := testenv.Database(t), testenv.Redis(t)
+	st := openStore(t, dbURL)
+	if err := st.EnsureStates(context.Background(), store.KeysOf(conf)); err != nil {
+		t.Fatal(err)
+	}
+	redisOpt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conf, st, redisOpt, map[string]string{"TIDEMARK_CONFIG": confPath, "TIDEMARK_DATABASE_URL": dbURL, "TIDEMARK_REDIS_URL": redisURL}
 }
 
 // silentServer accepts TCP connections and never answers: a Redis that

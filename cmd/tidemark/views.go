@@ -45,13 +45,13 @@ func (e env) views(args []string) error {
 // does not fail the migration: views are a convenience, and a deployment
 // that waits for migrate must not stop syncing for one.
 func (e env) migrateViews(s settings, st *store.Store) error {
-	conf, err := config.Load(s.configPath)
+	conf, err := s.loadConfig()
 	if errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(e.stdout, "views: no config file %s, none made (tidemark views makes them)\n", s.configPath)
 		return nil
 	}
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	results, err := st.RefreshViews(e.ctx, conf)
 	printViews(e.stdout, conf.Views.SchemaName(), results)
