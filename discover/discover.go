@@ -16,6 +16,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
+	"github.com/tidemark/tidemark/upstream"
 )
 
 // Options tune a discovery; zero values take the defaults noted.
@@ -65,6 +66,10 @@ type Result struct {
 	// Notes are keyed by the config field they explain: records, pagination,
 	// probe, delta, ignore_fields, rate_limit, allow_private, auth, headers.
 	Notes map[string]Note
+	// Hints are config discovery saw evidence for but does not propose
+	// live; the YAML shows them as commented suggestions. Set on errors too
+	// (the auth a 401 asks for).
+	Hints []Hint
 	// Requests is how many requests were sent; Methods counts them by method.
 	Requests int
 	Methods  map[string]int
@@ -92,6 +97,7 @@ func notUnderstood(found, needs string) error { return &NotUnderstoodError{Found
 type session struct {
 	p        *prober
 	url      string
+	source   string
 	resource string
 	page1    *response
 	doc      any
@@ -101,6 +107,8 @@ type session struct {
 	ids1     []string
 	res      config.Resource
 	notes    map[string]Note
+	hints    []Hint
+	conn     *connection // the GraphQL connection the records are in
 
 	seen        map[string]map[string]any
 	diffs       map[string]int
@@ -150,35 +158,17 @@ func Discover(ctx context.Context, rawURL string, opts Options) (*Result, error)
 			}
 		}
 	}
-	transport := opts.Transport
-	if transport == nil {
-		transport = http.DefaultTransport
-	}
-	header := http.Header{}
-	for k, vs := range opts.Header {
-		header[http.CanonicalHeaderKey(k)] = vs
-	}
-	if header.Get("Accept") == "" {
-		header.Set("Accept", "application/json")
-	}
-	header.Set("User-Agent", "tidemark-discover")
-	if opts.Token != "" {
-		header.Set("Authorization", "Bearer "+opts.Token)
-	}
 	s := &session{
-		p: &prober{
-			client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, 30*time.Second)},
-			header: header, max: maxReq, methods: map[string]int{},
-			sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, 30*time.Second),
-		},
+		p:     newProber(opts, maxReq, sleep, now),
 		url:   u.String(),
 		notes: map[string]Note{},
 		seen:  map[string]map[string]any{},
 		diffs: map[string]int{},
 	}
 	s.resource = cmp.Or(opts.Resource, resourceName(u.Path))
+	s.source = cmp.Or(opts.Source, sourceName(u.Hostname()))
 	result := func() *Result {
-		return &Result{URL: redact(s.url), Requests: s.p.sent, Methods: s.p.methods, Waited: s.p.waited, Notes: s.notes}
+		return &Result{URL: upstream.Redact(s.url), Requests: s.p.sent, Methods: s.p.methods, Waited: s.p.waited, Notes: s.notes, Hints: s.hints}
 	}
 	if err := s.first(ctx); err != nil {
 		return result(), err
@@ -193,6 +183,7 @@ func Discover(ctx context.Context, rawURL string, opts Options) (*Result, error)
 	}
 	s.delta(ctx, reserve)
 	s.volatile(ctx)
+	s.parentHints()
 
 	r := result()
 	r.Config = s.proposal(u, opts)
@@ -213,12 +204,17 @@ func (s *session) first(ctx context.Context) error {
 	case resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden:
 		found := fmt.Sprintf("HTTP %d %s", resp.status, http.StatusText(resp.status))
 		if wa := resp.header.Get("WWW-Authenticate"); wa != "" {
-			found += fmt.Sprintf(" (WWW-Authenticate: %s)", snippet([]byte(wa), 100))
+			found += fmt.Sprintf(" (WWW-Authenticate: %s)", s.redactToken(snippet([]byte(wa), 100)))
+		}
+		s.authHint(ctx, resp)
+		hinted := ""
+		if len(s.hints) > 0 {
+			hinted = " (the auth hint shows what the challenge asks for)"
 		}
 		if s.p.header.Get("Authorization") != "" {
-			return notUnderstood(found+" with the token given", "credentials the API accepts for this resource")
+			return notUnderstood(found+" with the token given", "credentials the API accepts for this resource"+hinted)
 		}
-		return notUnderstood(found, "credentials: pass a bearer token with --auth-env VAR, or the API's key header with --header")
+		return notUnderstood(found, "credentials: pass a bearer token with --auth-env VAR, or the API's key header with --header"+hinted)
 	case resp.status == http.StatusTooManyRequests:
 		return notUnderstood("HTTP 429 Too Many Requests, still after waiting", "a later try, or a larger rate limit")
 	case resp.status < 200 || resp.status > 299:
@@ -256,6 +252,10 @@ func (s *session) first(ctx context.Context) error {
 		return notUnderstood(err.Error(), "an id in every record")
 	}
 	s.recs1, s.ids1 = recs, ids
+	if c, ok := graphQLConnection(doc, path); ok {
+		s.conn = &c
+		s.graphQLHint(c)
+	}
 	s.remember(recs, ids)
 	s.res.Records = config.Records{Path: path, ID: id}
 	conf := "high"
@@ -277,7 +277,6 @@ func (s *session) proposal(u *url.URL, opts Options) *config.Config {
 		path += "?" + u.RawQuery
 	}
 	src := config.Source{
-		Name:    cmp.Or(opts.Source, sourceName(u.Hostname())),
 		BaseURL: base.String(),
 	}
 	headers := map[string]string{}
@@ -288,6 +287,7 @@ func (s *session) proposal(u *url.URL, opts Options) *config.Config {
 		headers[k] = vs[0]
 	}
 	src.Headers = headers
+	src.Name = s.source
 	if opts.Token != "" && opts.AuthEnv != "" {
 		src.Auth = &config.Auth{Type: config.AuthBearer, TokenEnv: opts.AuthEnv}
 		s.note("auth", "high", "the token discovery used, read at request time from "+opts.AuthEnv)
@@ -297,6 +297,11 @@ func (s *session) proposal(u *url.URL, opts Options) *config.Config {
 		s.note("allow_private", "high", u.Hostname()+" is a loopback or private address")
 	}
 	src.RateLimit = s.rateLimit()
+	if s.p.rate.quota {
+		src.RateLimitHeaders = config.HeadersHonour
+		s.note("rate_limit_headers", "high", "the responses announce their remaining budget and its reset ("+s.p.rate.quotaHeaders()+
+			"): with honour (the default) the fleet slows as the budget runs low, before a 429")
+	}
 
 	res := s.res
 	res.Name = s.resource
@@ -327,12 +332,15 @@ func (s *session) rateLimit() *config.RateLimit {
 			window, conf, how = time.Minute, "low", "the window is not stated: assumed one minute, check the API's docs"
 		}
 		req := max(r.limit*9/10, 1)
-		s.note("rate_limit", conf, fmt.Sprintf("%s say %d requests per %s (%s); proposing 90%% of it for headroom",
-			strings.Join(r.headers, ", "), r.limit, fmtDuration(window), how))
+		s.note("rate_limit", conf, fmt.Sprintf("%s: %d requests per %s (%s); proposing 90%% of it for headroom",
+			r.evidence(), r.limit, fmtDuration(window), how))
 		return &config.RateLimit{Requests: req, Per: config.Duration(window), Burst: 1}
 	case r.got429:
 		s.note("rate_limit", "low", "the API answered 429 during discovery without saying its limit: one request per second is a cautious guess")
 		return &config.RateLimit{Requests: 1, Per: config.Duration(time.Second), Burst: 1}
+	case r.quota:
+		s.note("rate_limit", "medium", r.evidence()+": the remaining budget is announced but not the limit: none proposed (rate_limit_headers paces by what remains)")
+		return nil
 	default:
 		s.note("rate_limit", "medium", "no rate-limit headers (RateLimit-*, X-RateLimit-*, Retry-After) seen: none proposed; add one if the API documents a limit")
 		return nil

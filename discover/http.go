@@ -1,6 +1,7 @@
 package discover
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tidemark/tidemark/ratelimit"
+	"github.com/tidemark/tidemark/upstream"
 )
 
 // errBudget is returned instead of a request once the budget is spent.
@@ -48,10 +52,12 @@ type prober struct {
 
 // rateInfo is what the rate-limit headers said.
 type rateInfo struct {
-	headers    []string // header names seen
+	headers    []string          // header names seen, in order
+	values     map[string]string // the last value of each
 	limit      int
 	remaining  int
 	hasRemain  bool
+	quota      bool // the budget is announced as the fleet reads it (ratelimit.ReadQuota)
 	reset      time.Duration
 	window     time.Duration
 	windowFrom string // "policy" or "reset"
@@ -59,11 +65,53 @@ type rateInfo struct {
 	got429     bool
 }
 
+// newProber builds the prober for a discovery: opts' transport and headers,
+// with the token as a bearer Authorization.
+func newProber(opts Options, maxReq int, sleep func(context.Context, time.Duration) error, now func() time.Time) *prober {
+	transport := opts.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	header := http.Header{}
+	for k, vs := range opts.Header {
+		header[http.CanonicalHeaderKey(k)] = vs
+	}
+	if header.Get("Accept") == "" {
+		header.Set("Accept", "application/json")
+	}
+	header.Set("User-Agent", "tidemark-discover")
+	if opts.Token != "" {
+		header.Set("Authorization", "Bearer "+opts.Token)
+	}
+	return &prober{
+		client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, 30*time.Second)},
+		header: header, max: maxReq, methods: map[string]int{},
+		sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, 30*time.Second),
+	}
+}
+
 func (p *prober) remaining() int { return p.max - p.sent }
 
-// do sends one request. Any method but GET and HEAD is refused here, so no
-// code path of discovery can write to the API.
+// do sends one request with discovery's headers (the token among them) and
+// extra. Any method but GET and HEAD is refused here, so no code path of
+// discovery can write to the API.
 func (p *prober) do(ctx context.Context, method, rawURL string, extra http.Header) (*response, error) {
+	h := p.header.Clone()
+	for k, vs := range extra {
+		h[k] = vs
+	}
+	return p.send(ctx, method, rawURL, h)
+}
+
+// public GETs a document that may live on another host (OAuth metadata):
+// without the token, which only the API itself may see.
+func (p *prober) public(ctx context.Context, rawURL string) (*response, error) {
+	h := p.header.Clone()
+	h.Del("Authorization")
+	return p.send(ctx, http.MethodGet, rawURL, h)
+}
+
+func (p *prober) send(ctx context.Context, method, rawURL string, header http.Header) (*response, error) {
 	if method != http.MethodGet && method != http.MethodHead {
 		return nil, fmt.Errorf("discover: refusing to send %s: discovery only reads", method)
 	}
@@ -76,14 +124,9 @@ func (p *prober) do(ctx context.Context, method, rawURL string, extra http.Heade
 		}
 		req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), err)
 		}
-		for k, vs := range p.header {
-			req.Header[k] = vs
-		}
-		for k, vs := range extra {
-			req.Header[k] = vs
-		}
+		req.Header = header
 		p.sent++
 		p.methods[method]++
 		p.last = p.now()
@@ -93,15 +136,15 @@ func (p *prober) do(ctx context.Context, method, rawURL string, extra http.Heade
 			if errors.As(err, &ue) {
 				err = ue.Err // its copy of the URL may carry a token in the query
 			}
-			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), err)
 		}
 		body, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
 		res.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: read body: %w", method, redact(rawURL), err)
+			return nil, fmt.Errorf("%s %s: read body: %w", method, upstream.Redact(rawURL), err)
 		}
 		if len(body) > maxBody {
-			return nil, fmt.Errorf("%s %s: response larger than %d bytes", method, redact(rawURL), maxBody)
+			return nil, fmt.Errorf("%s %s: response larger than %d bytes", method, upstream.Redact(rawURL), maxBody)
 		}
 		p.observe(res.Header, res.StatusCode)
 		if res.StatusCode == http.StatusTooManyRequests && p.sent < p.max {
@@ -136,32 +179,23 @@ func (p *prober) pace(ctx context.Context) error {
 }
 
 var (
-	limitHeaders     = []string{"RateLimit-Limit", "X-RateLimit-Limit", "X-Rate-Limit-Limit"}
-	remainingHeaders = []string{"RateLimit-Remaining", "X-RateLimit-Remaining", "X-Rate-Limit-Remaining"}
-	resetHeaders     = []string{"RateLimit-Reset", "X-RateLimit-Reset", "X-Rate-Limit-Reset"}
+	limitHeaders = []string{"RateLimit-Limit", "X-RateLimit-Limit", "X-Rate-Limit-Limit"}
+	resetHeaders = []string{"RateLimit-Reset", "X-RateLimit-Reset", "X-Rate-Limit-Reset"}
+	// rateHeaders are all the headers shown as evidence for the rate limit.
+	rateHeaders = []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit",
+		"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Used", "X-RateLimit-Resource",
+		"X-Rate-Limit-Limit", "X-Rate-Limit-Remaining", "X-Rate-Limit-Reset", "Retry-After"}
 )
 
 // observe reads the rate-limit headers of a response and updates pacing.
+// The budget (remaining, reset, limit) is read as the fleet reads it, by
+// ratelimit.ReadQuota, so what discovery says is honoured is what tidemark
+// honours; only the window a limit counts over is read here.
 func (p *prober) observe(h http.Header, status int) {
 	r := &p.rate
-	seen := func(name string) {
-		for _, n := range r.headers {
-			if n == name {
-				return
-			}
-		}
-		r.headers = append(r.headers, name)
-	}
-	first := func(names []string) (string, string) {
-		for _, n := range names {
-			if v := h.Get(n); v != "" {
-				return n, v
-			}
-		}
-		return "", ""
-	}
-	if n, v := first(limitHeaders); n != "" {
-		seen(n)
+	r.record(h)
+	now := p.now()
+	if _, v := firstHeader(h, limitHeaders); v != "" {
 		if l, w, ok := parseLimit(v); ok {
 			r.limit = l
 			if w > 0 {
@@ -169,60 +203,25 @@ func (p *prober) observe(h http.Header, status int) {
 			}
 		}
 	}
-	if v := h.Get("RateLimit-Policy"); v != "" {
-		seen("RateLimit-Policy")
-		if l, w, ok := parseLimit(v); ok {
-			if r.limit == 0 {
-				r.limit = l
-			}
-			if w > 0 {
-				r.window, r.windowFrom = w, "policy"
-			}
+	if l, w, ok := parseLimit(h.Get("RateLimit-Policy")); ok {
+		r.limit = cmp.Or(r.limit, l)
+		if w > 0 {
+			r.window, r.windowFrom = w, "policy"
 		}
 	}
-	// The structured field of the newer draft: RateLimit: limit=100, remaining=50, reset=30.
-	if v := h.Get("RateLimit"); v != "" && strings.Contains(v, "=") {
-		seen("RateLimit")
-		for part := range strings.SplitSeq(v, ",") {
-			k, val, _ := strings.Cut(strings.TrimSpace(part), "=")
-			n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
-			if err != nil {
-				continue
-			}
-			switch strings.ToLower(strings.TrimSpace(k)) {
-			case "limit":
-				r.limit = n
-			case "remaining", "r":
-				r.remaining, r.hasRemain = n, true
-			case "reset", "t":
-				r.reset = time.Duration(n) * time.Second
-			}
-		}
+	q, err := ratelimit.ReadQuota(h, now, ratelimit.MaxResetDefault)
+	if q.Remaining >= 0 {
+		r.remaining, r.hasRemain = q.Remaining, true
+		r.quota = r.quota || err == nil
+		r.limit = cmp.Or(r.limit, q.Limit)
 	}
-	if n, v := first(remainingHeaders); n != "" {
-		seen(n)
-		if x, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-			r.remaining, r.hasRemain = x, true
-		}
+	if _, v := firstHeader(h, resetHeaders); err == nil && q.Remaining >= 0 {
+		r.reset = q.Reset
+	} else if d, ok := ratelimit.ParseReset(v, now); ok {
+		r.reset = d
 	}
-	if n, v := first(resetHeaders); n != "" {
-		seen(n)
-		if x, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && x >= 0 {
-			if x > 1e9 { // an epoch time, not a delta
-				r.reset = time.Unix(int64(x), 0).Sub(p.now())
-			} else {
-				r.reset = time.Duration(x * float64(time.Second))
-			}
-			r.reset = max(r.reset, 0)
-		}
-	}
-	if v := h.Get("Retry-After"); v != "" {
-		seen("Retry-After")
-		if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-			r.retryAfter = time.Duration(s) * time.Second
-		} else if t, err := http.ParseTime(v); err == nil {
-			r.retryAfter = max(t.Sub(p.now()), 0)
-		}
+	if d, ok := ratelimit.ParseRetryAfter(h.Get("Retry-After"), now); ok {
+		r.retryAfter = d
 	}
 	if status == http.StatusTooManyRequests {
 		r.got429 = true
@@ -235,34 +234,81 @@ func (p *prober) observe(h http.Header, status int) {
 		p.interval = r.window / time.Duration(r.limit)
 	}
 	if r.hasRemain && r.remaining <= 0 {
-		wait := r.reset
-		if wait <= 0 {
-			wait = r.retryAfter
-		}
-		if wait > 0 {
-			p.waitUntil = p.now().Add(wait)
+		if wait := cmp.Or(r.reset, r.retryAfter); wait > 0 {
+			p.waitUntil = now.Add(wait)
 		}
 	}
 }
 
-// parseLimit reads "100", "100;w=60" or "100, 100;w=60".
+// record keeps the rate-limit headers present, to show as evidence.
+func (r *rateInfo) record(h http.Header) {
+	for _, name := range rateHeaders {
+		v := h.Get(name)
+		if v == "" {
+			continue
+		}
+		if r.values == nil {
+			r.values = map[string]string{}
+		}
+		if _, ok := r.values[name]; !ok {
+			r.headers = append(r.headers, name)
+		}
+		r.values[name] = snippet([]byte(v), 60)
+	}
+}
+
+// evidence lists the headers seen with their last values.
+func (r *rateInfo) evidence() string {
+	parts := make([]string, len(r.headers))
+	for i, n := range r.headers {
+		parts[i] = n + ": " + r.values[n]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// quotaHeaders names the headers that announce the remaining budget.
+func (r *rateInfo) quotaHeaders() string {
+	var names []string
+	for _, n := range r.headers {
+		if strings.HasSuffix(n, "Remaining") || strings.HasSuffix(n, "Reset") || n == "RateLimit" {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func firstHeader(h http.Header, names []string) (string, string) {
+	for _, n := range names {
+		if v := h.Get(n); v != "" {
+			return n, v
+		}
+	}
+	return "", ""
+}
+
+// parseLimit reads "100", "100;w=60", "100, 100;w=60" or the newer
+// draft's policy list `"default";q=100;w=60`: the first limit, and the first window.
 func parseLimit(v string) (limit int, window time.Duration, ok bool) {
 	for part := range strings.SplitSeq(v, ",") {
 		fields := strings.Split(strings.TrimSpace(part), ";")
 		n, err := strconv.Atoi(strings.TrimSpace(fields[0]))
-		if err != nil || n <= 0 {
-			continue
-		}
-		if !ok {
-			limit, ok = n, true
-		}
+		var w time.Duration
 		for _, f := range fields[1:] {
 			k, val, _ := strings.Cut(strings.TrimSpace(f), "=")
-			if strings.TrimSpace(k) == "w" {
-				if s, err := strconv.Atoi(strings.TrimSpace(val)); err == nil && s > 0 {
-					window = time.Duration(s) * time.Second
-				}
+			x, perr := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
+			switch {
+			case perr != nil || x <= 0:
+			case strings.TrimSpace(k) == "w":
+				w = time.Duration(x) * time.Second
+			case strings.TrimSpace(k) == "q" && err != nil:
+				n, err = x, nil
 			}
+		}
+		if err == nil && n > 0 && !ok {
+			limit, ok = n, true
+		}
+		if window == 0 {
+			window = w
 		}
 	}
 	return limit, window, ok
@@ -276,16 +322,6 @@ func roundUpWindow(d time.Duration) time.Duration {
 		}
 	}
 	return time.Duration(math.Ceil(d.Hours()/24)) * 24 * time.Hour
-}
-
-// redact drops the query string, which may carry tokens.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.RawQuery, u.User, u.Fragment = "", nil, ""
-	return u.String()
 }
 
 // withParams returns raw with params set (replacing values of the same name).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
+	"github.com/tidemark/tidemark/upstream"
 )
 
 // limitNames are page-size parameters, most common first.
@@ -63,27 +64,14 @@ func (s *session) pagination(ctx context.Context) error {
 	n := len(s.ids1)
 	doc, _ := s.doc.(map[string]any)
 	pg := &s.res.Pagination
-
-	// 1. RFC 8288 Link rel=next.
-	if link := nextLink(s.page1.header.Values("Link")); link != "" {
-		next, err := resolve(s.page1.url, link)
-		if err != nil {
-			return notUnderstood("a Link rel=next header that is not a usable URL: "+err.Error(), "a valid next link")
-		}
-		pg.Style = config.PaginationLink
-		ok, limitParam, ev := s.follow(ctx, next)
-		s.setLimit(limitParam, n)
-		if ok {
-			s.note("pagination", "high", "Link rel=\"next\" header; following it returned the next page (no id seen twice)"+ev)
-		} else {
-			s.note("pagination", "medium", "Link rel=\"next\" header; not confirmed: "+ev)
-		}
+	if s.conn != nil {
+		s.graphQLPagination()
 		return nil
 	}
-	if len(s.page1.header.Values("Link")) > 0 && strings.Contains(strings.ToLower(strings.Join(s.page1.header.Values("Link"), ",")), "rel=") {
-		pg.Style = config.PaginationLink
-		s.note("pagination", "medium", "Link header without rel=\"next\" on the first page: the first page is also the last")
-		return nil
+
+	// 1. RFC 8288 Link rel=next.
+	if found, err := s.linkPagination(ctx); found || err != nil {
+		return err
 	}
 
 	// 2. A next-URL field in the body.
@@ -93,7 +81,7 @@ func (s *session) pagination(ctx context.Context) error {
 			s.note("pagination", "medium", fmt.Sprintf("field %q is null on the first page (the only page); not confirmed by following", path))
 			return nil
 		}
-		next, err := resolve(s.page1.url, val)
+		next, err := upstream.ResolveLink(s.page1.url, val)
 		if err != nil {
 			return notUnderstood(fmt.Sprintf("field %q holds %q, not a usable URL", path, val), "a valid next-page URL")
 		}
@@ -184,6 +172,33 @@ func (s *session) pagination(ctx context.Context) error {
 	}
 	s.note("pagination", conf, ev)
 	return nil
+}
+
+// linkPagination pages by an RFC 8288 Link header, if the first page has one.
+func (s *session) linkPagination(ctx context.Context) (bool, error) {
+	n := len(s.ids1)
+	pg := &s.res.Pagination
+	if link := upstream.NextLink(s.page1.header.Values("Link")); link != "" {
+		next, err := upstream.ResolveLink(s.page1.url, link)
+		if err != nil {
+			return true, notUnderstood("a Link rel=next header that is not a usable URL: "+err.Error(), "a valid next link")
+		}
+		pg.Style = config.PaginationLink
+		ok, limitParam, ev := s.follow(ctx, next)
+		s.setLimit(limitParam, n)
+		if ok {
+			s.note("pagination", "high", "Link rel=\"next\" header; following it returned the next page (no id seen twice)"+ev)
+		} else {
+			s.note("pagination", "medium", "Link rel=\"next\" header; not confirmed: "+ev)
+		}
+		return true, nil
+	}
+	if len(s.page1.header.Values("Link")) > 0 && strings.Contains(strings.ToLower(strings.Join(s.page1.header.Values("Link"), ",")), "rel=") {
+		pg.Style = config.PaginationLink
+		s.note("pagination", "medium", "Link header without rel=\"next\" on the first page: the first page is also the last")
+		return true, nil
+	}
+	return false, nil
 }
 
 // follow fetches a candidate next page, also trying a smaller page size, and
@@ -499,46 +514,4 @@ func disjoint(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-// resolve makes a link absolute against the URL it came from.
-func resolve(base, ref string) (string, error) {
-	b, err := url.Parse(base)
-	if err != nil {
-		return "", err
-	}
-	r, err := url.Parse(ref)
-	if err != nil {
-		return "", err
-	}
-	u := b.ResolveReference(r)
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("scheme %q", u.Scheme)
-	}
-	return u.String(), nil
-}
-
-// nextLink returns the target of rel="next" in RFC 8288 Link header values.
-func nextLink(values []string) string {
-	for _, v := range values {
-		for part := range strings.SplitSeq(v, ",") {
-			part = strings.TrimSpace(part)
-			end := strings.Index(part, ">")
-			if !strings.HasPrefix(part, "<") || end < 0 {
-				continue
-			}
-			for param := range strings.SplitSeq(part[end+1:], ";") {
-				k, val, ok := strings.Cut(strings.TrimSpace(param), "=")
-				if !ok || !strings.EqualFold(strings.TrimSpace(k), "rel") {
-					continue
-				}
-				for rel := range strings.FieldsSeq(strings.Trim(strings.TrimSpace(val), `"`)) {
-					if strings.EqualFold(rel, "next") {
-						return part[1:end]
-					}
-				}
-			}
-		}
-	}
-	return ""
 }

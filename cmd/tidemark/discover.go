@@ -94,6 +94,9 @@ func (e env) discover(args []string) error {
 	if err != nil {
 		if res != nil {
 			fmt.Fprintf(e.stderr, "tidemark discover: %d requests sent\n", res.Requests)
+			if len(res.Hints) > 0 {
+				e.stderr.Write(res.YAML())
+			}
 		}
 		if errors.Is(err, discover.ErrInvalidOptions) {
 			return usageError{err}
