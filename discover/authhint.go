@@ -180,9 +180,13 @@ func (s *session) oauthMetadata(ctx context.Context, metaURL string) oauthServer
 	return srv
 }
 
-// publicJSON GETs a JSON object without the token.
+// publicJSON GETs a JSON object without the token: only over https (RFC
+// 9728 and 8414 require it), or on the API's own host, so that an API
+// cannot point discovery at a plain-http address of the operator's network.
 func (s *session) publicJSON(ctx context.Context, rawURL string) (map[string]any, bool) {
-	if _, err := upstream.ResolveLink(s.url, rawURL); err != nil {
+	u, err := url.Parse(rawURL)
+	api, _ := url.Parse(s.url)
+	if _, rerr := upstream.ResolveLink(s.url, rawURL); err != nil || rerr != nil || !u.IsAbs() || (u.Scheme != "https" && u.Host != api.Host) {
 		return nil, false
 	}
 	resp, err := s.p.public(ctx, rawURL)

@@ -11,6 +11,14 @@
 // sends only GET and HEAD, never more than Options.MaxRequests requests, and
 // spaces them as the rate-limit headers it sees ask.
 //
+// Beside the live config it shows hints, commented out under what was seen:
+// the auth a 401's WWW-Authenticate asks for (oauth2 with the token URL from
+// RFC 9728 and RFC 8414 metadata where the challenge points at it, bearer or
+// basic otherwise), a POST resource paging a GraphQL connection by its
+// pageInfo, and child resources for the collections records link to on the
+// same host (GitHub's comments_url) or the parent a shared *_id field names.
+// Rate-limit headers the fleet honours are said so (rate_limit_headers).
+//
 // Where it cannot tell, it says so in the proposal and takes the safe
 // choice: a full read instead of a delta, a hash probe instead of a
 // validator. Where it cannot propose a config that would sync the whole

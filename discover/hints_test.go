@@ -46,6 +46,7 @@ func TestAuthHints(t *testing.T) {
 		challenge func(base string) string
 		token     string
 		want      func(base string) []string
+		requests  int // when set, the requests discovery may send
 	}{
 		{name: "RFC 9728 resource metadata, expired token echoed", token: "s3cret",
 			challenge: func(base string) string {
@@ -63,6 +64,13 @@ func TestAuthHints(t *testing.T) {
 			want: func(string) []string {
 				return []string{"# auth hint (medium)", `token_url: "https://login.example.com/tenant1/oauth2/token"`, `scopes: ["api.read"]`}
 			}},
+		{name: "metadata over plain http on another host is not fetched",
+			challenge: func(string) string {
+				return `Bearer resource_metadata="http://127.0.0.2:9/.well-known/oauth-protected-resource"`
+			},
+			want: func(string) []string {
+				return []string{"# auth hint (low)", `token_url: "https://TODO/token"`}
+			}, requests: 1},
 		{name: "plain bearer",
 			challenge: func(string) string { return `Bearer realm="api"` },
 			want: func(string) []string {
@@ -112,6 +120,9 @@ func TestAuthHints(t *testing.T) {
 				t.Fatalf("err = %v, want not understood", err)
 			}
 			assertReadOnly(t, c, 12, res)
+			if tt.requests > 0 && res.Requests != tt.requests {
+				t.Errorf("%d requests, want %d", res.Requests, tt.requests)
+			}
 			yaml := string(res.YAML())
 			wantLines(t, yaml, tt.want(base)...)
 			if strings.Contains(yaml, "s3cret") || strings.Contains(err.Error(), "s3cret") {

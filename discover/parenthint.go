@@ -95,7 +95,8 @@ func (s *session) childLink(base *url.URL, f, name string) (childLink, bool) {
 		if err != nil || u.Host != base.Host || u.Scheme != base.Scheme {
 			return l, false
 		}
-		if last := strings.ToLower(u.Path[strings.LastIndex(u.Path, "/")+1:]); last != name && !strings.HasSuffix(name, "_"+last) {
+		dir := strings.TrimSuffix(u.Path, "/")
+		if last := strings.ToLower(dir[strings.LastIndex(dir, "/")+1:]); last != name && !strings.HasSuffix(name, "_"+last) {
 			return l, false // the record's own URL, or one of its parent, not a collection
 		}
 		path, key, ok := templatePath(u.EscapedPath(), s.recs1[i], s.id)

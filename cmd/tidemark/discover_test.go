@@ -24,6 +24,11 @@ func TestDiscoverCommand(t *testing.T) {
 		w.Write([]byte(`[{"id":1},{"id":2}]`))
 	}))
 	t.Cleanup(locked.Close)
+	challenged := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="things"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(challenged.Close)
 	out := filepath.Join(t.TempDir(), "proposal.yaml")
 
 	tests := []struct {
@@ -41,6 +46,8 @@ func TestDiscoverCommand(t *testing.T) {
 			args: []string{"discover", "--auth-env", "TOK", locked.URL + "/things"}, code: 0, out: []string{`token_env: "TOK"`}},
 		{name: "401 without a token", args: []string{"discover", locked.URL + "/things"}, code: 1,
 			errLines: []string{"HTTP 401 Unauthorized", "--auth-env"}},
+		{name: "401 with a challenge prints the auth hint", args: []string{"discover", challenged.URL + "/things"}, code: 1,
+			errLines: []string{`WWW-Authenticate: Bearer realm="things"`, `# auth: {type: bearer, token_env: "API_TOKEN"}`}},
 		{name: "no URL", args: []string{"discover"}, code: 2, errLines: []string{"exactly one URL"}},
 		{name: "two URLs", args: []string{"discover", demo.URL, demo.URL}, code: 2, errLines: []string{"exactly one URL"}},
 		{name: "not http", args: []string{"discover", "ftp://example.com/x"}, code: 2, errLines: []string{"not an absolute http"}},
