@@ -146,6 +146,30 @@ func TestOAuth2ExampleSyncs(t *testing.T) {
 	}
 }
 
+// TestOAuth2ExampleNeedsKey: a worker for the OAuth2 example does not
+// start without TIDEMARK_SECRET_KEY, and says why.
+func TestOAuth2ExampleNeedsKey(t *testing.T) {
+	t.Parallel()
+	conf, err := config.Load("oauth2_api.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	redisOpt, err := asynq.ParseRedisURI(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = worker.New(worker.Config{}, conf, st, redisOpt, slog.New(slog.DiscardHandler))
+	want := "source xero: auth type oauth2 needs TIDEMARK_SECRET_KEY to store the refresh tokens its endpoint rotates, encrypted"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("worker.New without a key: %v, want %q", err, want)
+	}
+}
+
 // xeroAPI answers GET /api.xro/2.0/Invoices as Xero does, for a bearer
 // token the fake endpoint issued and that has not expired.
 type xeroAPI struct {
