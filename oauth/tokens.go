@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,6 +75,11 @@ type Tokens struct {
 	sem chan struct{}
 	// memo is the token this process last saw; guarded by sem.
 	memo token
+	// failGen counts the refusals this process met; lastFail is the last
+	// (guarded by sem). A caller that waited for sem while the one before
+	// it met a refusal fails with it rather than asking again.
+	failGen  atomic.Int64
+	lastFail error
 	// cacheKey names the token in Redis: the source and a fingerprint of
 	// what bought it, so that a changed config does not use an old token.
 	cacheKey string
@@ -153,6 +159,7 @@ func (t *Tokens) fingerprint() string {
 
 // Token returns a current access token; see upstream.Tokens.
 func (t *Tokens) Token(ctx context.Context, stale string) (string, error) {
+	failGen := t.failGen.Load()
 	select {
 	case t.sem <- struct{}{}:
 		defer func() { <-t.sem }()
@@ -161,6 +168,9 @@ func (t *Tokens) Token(ctx context.Context, stale string) (string, error) {
 	}
 	if t.memo.usable(stale, time.Now()) {
 		return t.memo.Value, nil
+	}
+	if t.failGen.Load() != failGen {
+		return "", t.lastFail
 	}
 	var (
 		tok token
@@ -172,6 +182,10 @@ func (t *Tokens) Token(ctx context.Context, stale string) (string, error) {
 		tok, err = t.fleetToken(ctx, stale)
 	}
 	if err != nil {
+		if _, ok := errors.AsType[*upstream.TokenError](err); ok {
+			t.lastFail = err
+			t.failGen.Add(1)
+		}
 		return "", err
 	}
 	t.memo = tok
@@ -185,9 +199,16 @@ func (t *Tokens) fleetToken(ctx context.Context, stale string) (token, error) {
 	owner := rand.Text()
 	// The lock outlives a refresh that hangs to the source's timeout.
 	lease := cmp.Or(t.cfg.Source.Timeout.D(), 30*time.Second) + 5*time.Second
+	failures, err := t.failures(ctx)
+	if err != nil {
+		return token{}, err
+	}
 	for {
 		if tok, err := t.cached(ctx); err != nil || tok.usable(stale, time.Now()) {
 			return tok, err
+		}
+		if err := t.failedMeanwhile(ctx, failures); err != nil {
+			return token{}, err
 		}
 		locked, err := t.cfg.Redis.SetNX(ctx, lockKey, owner, lease).Result()
 		if err != nil {
@@ -216,15 +237,85 @@ func (t *Tokens) refreshLocked(ctx context.Context, stale, lockKey, owner string
 	}
 	tok, err := t.refresh(ctx)
 	if err != nil {
+		t.shareFailure(ctx, err)
 		return tok, err
 	}
-	ttl := time.Until(tok.Refresh)
-	sealed := t.seal.seal(mustJSON(tok), t.cacheKey)
-	if err := t.cfg.Redis.Set(ctx, t.cacheKey, sealed, ttl).Err(); err != nil {
-		// The token is good: this process uses it; the others refresh.
-		t.cfg.Log.Warn("oauth2 access token not shared through Redis", "source", t.cfg.Source.Name, "error", err)
+	// A token due at once is not shared: Redis would keep one with a
+	// negative expiry for ever.
+	if ttl := time.Until(tok.Refresh); ttl >= time.Millisecond {
+		sealed := t.seal.seal(mustJSON(tok), t.cacheKey)
+		if err := t.cfg.Redis.Set(ctx, t.cacheKey, sealed, ttl).Err(); err != nil {
+			// The token is good: this process uses it; the others refresh.
+			t.cfg.Log.Warn("oauth2 access token not shared through Redis", "source", t.cfg.Source.Name, "error", err)
+		}
 	}
 	return tok, nil
+}
+
+// failureTTL is how long a failed refresh's cause stays for the workers
+// that waited on it.
+const failureTTL = time.Minute
+
+// failures is the fleet's count of failed refreshes of this token.
+func (t *Tokens) failures(ctx context.Context) (int64, error) {
+	n, err := t.cfg.Redis.Get(ctx, t.cacheKey+":failures").Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("source %s: read oauth2 token state from Redis: %w", t.cfg.Source.Name, err)
+	}
+	return n, nil
+}
+
+// shareFailure records a token endpoint's refusal for the workers waiting
+// on this refresh: they fail with its cause rather than each asking the
+// endpoint again. Other failures (the environment, the store) are this
+// worker's own, and the next worker tries for itself.
+func (t *Tokens) shareFailure(ctx context.Context, err error) {
+	var te *upstream.TokenError
+	if !errors.As(err, &te) {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	pipe := t.cfg.Redis.TxPipeline()
+	pipe.Set(ctx, t.cacheKey+":failure", mustJSON(sharedFailure{Source: te.Source, URL: te.URL, Status: te.Status,
+		Code: te.Code, Description: te.Description, Cause: errText(te.Err)}), failureTTL)
+	pipe.Incr(ctx, t.cacheKey+":failures")
+	pipe.Expire(ctx, t.cacheKey+":failures", failureTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.cfg.Log.Warn("oauth2 refresh failure not shared through Redis", "source", t.cfg.Source.Name, "error", err)
+	}
+}
+
+// sharedFailure is a TokenError as kept in Redis: no credential, only what
+// the error shows.
+type sharedFailure struct {
+	Source, URL, Code, Description, Cause string
+	Status                                int
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// failedMeanwhile is the refusal another worker met while this one waited
+// (the fleet's failure count moved past before), or nil.
+func (t *Tokens) failedMeanwhile(ctx context.Context, before int64) error {
+	now, err := t.failures(ctx)
+	if err != nil || now == before {
+		return err
+	}
+	var f sharedFailure
+	b, err := t.cfg.Redis.Get(ctx, t.cacheKey+":failure").Bytes()
+	if err != nil || json.Unmarshal(b, &f) != nil {
+		return nil // gone already: try for ourselves
+	}
+	te := &upstream.TokenError{Source: f.Source, URL: f.URL, Status: f.Status, Code: f.Code, Description: f.Description}
+	if f.Cause != "" {
+		te.Err = errors.New(f.Cause)
+	}
+	return te
 }
 
 // cached is the fleet's token in Redis; the zero token when there is none,

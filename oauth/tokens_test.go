@@ -113,6 +113,63 @@ func TestFleetRefreshesOnce(t *testing.T) {
 	}
 }
 
+// TestFleetFailsOnce: while one worker's refresh is refused, the callers
+// waiting for it on every worker fail with its cause instead of each
+// asking the endpoint again.
+func TestFleetFailsOnce(t *testing.T) {
+	t.Parallel()
+	d := setup(t)
+	auth := oauthtest.New(t, clientID, clientSecret, seedToken, time.Hour)
+	gate := make(chan struct{})
+	auth.Fail(func() (int, string) {
+		<-gate // held until every caller is waiting
+		return http.StatusBadRequest, `{"error":"invalid_grant","error_description":"refresh token revoked"}`
+	})
+	src := source(auth.TokenURL(), config.GrantRefreshToken)
+	var started, done sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 4 {
+		w := d.worker(t, src, env(seedToken))
+		for range 8 {
+			started.Add(1)
+			done.Go(func() {
+				started.Done()
+				_, err := w.Token(context.Background(), "")
+				errs <- err
+			})
+		}
+	}
+	started.Wait()
+	waitFor(t, func() bool { return auth.Hits() == 1 })
+	close(gate)
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		var te *upstream.TokenError
+		if !errors.As(err, &te) || te.Code != "invalid_grant" || !jobs.Permanent(err) {
+			t.Errorf("a caller got %v, want the endpoint's invalid_grant", err)
+		}
+	}
+	// A worker whose first caller came after the refusal asks again: at
+	// most one more; without sharing the refusal, each of the 32 callers
+	// would ask.
+	if n := auth.Hits(); n > 2 {
+		t.Errorf("32 callers on 4 workers, a refused refresh: %d token requests, want 1 (2 at most)", n)
+	}
+}
+
+// waitFor waits up to 10s for cond.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of the condition
+	}
+}
+
 // TestStaleTokenRefreshedOnce: a token the upstream refused (401) is
 // replaced once for every worker that saw the refusal, not once each.
 func TestStaleTokenRefreshedOnce(t *testing.T) {

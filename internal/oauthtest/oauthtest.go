@@ -71,7 +71,8 @@ func (s *Server) RefreshTokensSent() []string {
 	return append([]string(nil), s.grants...)
 }
 
-// Fail makes every token request answer status and body (nil: succeed).
+// Fail makes every token request answer what f returns (nil: succeed); f
+// is called without the server's lock, and may block.
 func (s *Server) Fail(f func() (status int, body string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,13 +102,16 @@ func (s *Server) AccessTokens() []string {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.hits++
-	if s.fail != nil {
-		status, body := s.fail()
+	fail := s.fail
+	s.mu.Unlock()
+	if fail != nil { // outside the lock: it may block until the test lets it answer
+		status, body := fail()
 		writeJSON(w, status, json.RawMessage(body))
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
 		return
