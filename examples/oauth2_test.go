@@ -58,19 +58,8 @@ func TestOAuth2ExampleSyncs(t *testing.T) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 
-	conf, err := config.Load("oauth2_api.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conf := xeroConfig(t, srv.URL, auth.TokenURL())
 	src := &conf.Sources[0]
-	src.BaseURL, src.AllowPrivate, src.RateLimit = srv.URL, true, nil
-	src.Auth.TokenURL = auth.TokenURL()
-	src.Resources[0].Pagination.Limit = xeroPageSize
-	// A second resource over the same invoices, so that both workers
-	// fetch at once and need tokens at once.
-	twin := src.Resources[0]
-	twin.Name = "invoices_twin"
-	src.Resources = append(src.Resources, twin)
 
 	dbURL, redisURL := testenv.Database(t), testenv.Redis(t)
 	logs := &lockedBuffer{}
@@ -132,11 +121,62 @@ func TestOAuth2ExampleSyncs(t *testing.T) {
 		t.Errorf("after the restart the worker did not send the stored refresh token first (%d sent before, %d after)", before, len(sent))
 	}
 
-	// No token anywhere it could be read back.
-	secrets := append(append(auth.AccessTokens(), auth.RefreshTokensSent()...), auth.RefreshToken(), xeroClientSecret)
+	assertNoSecrets(t, fl.store, rdb, logs.String(), append(append(auth.AccessTokens(), auth.RefreshTokensSent()...), auth.RefreshToken(), xeroClientSecret))
+}
+
+// xeroConfig is the example as written but for its URLs and page size,
+// with a second resource over the same invoices, so that two workers
+// fetch at once and need tokens at once.
+func xeroConfig(t *testing.T, apiURL, tokenURL string) *config.Config {
+	t.Helper()
+	conf, err := config.Load("oauth2_api.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &conf.Sources[0]
+	src.BaseURL, src.AllowPrivate, src.RateLimit = apiURL, true, nil
+	src.Auth.TokenURL = tokenURL
+	src.Resources[0].Pagination.Limit = xeroPageSize
+	twin := src.Resources[0]
+	twin.Name = "invoices_twin"
+	src.Resources = append(src.Resources, twin)
+	return conf
+}
+
+// assertNoSecrets fails the test if any of secrets is in a run, an outbox
+// event, the logs, or anything in Redis (task payloads and errors among
+// it; the token cache is encrypted).
+func assertNoSecrets(t *testing.T, st *store.Store, rdb *redis.Client, logs string, secrets []string) {
+	t.Helper()
+	ctx := context.Background()
 	var rows []string
-	fl.store.DB().Raw(`SELECT row_to_json(r)::text FROM sync_runs r UNION ALL SELECT row_to_json(o)::text FROM outbox o`).Scan(&rows)
-	places := map[string]string{"sync_runs and outbox": strings.Join(rows, "\n"), "logs": logs.String()}
+	if err := st.DB().Raw(`SELECT row_to_json(r)::text FROM sync_runs r UNION ALL SELECT row_to_json(o)::text FROM outbox o`).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	var inRedis strings.Builder // every key and value: task payloads, errors, caches
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		var vals []string
+		switch typ, _ := rdb.Type(ctx, k).Result(); typ {
+		case "string":
+			vals = []string{rdb.Get(ctx, k).Val()}
+		case "hash":
+			for f, v := range rdb.HGetAll(ctx, k).Val() {
+				vals = append(vals, f, v)
+			}
+		case "list":
+			vals = rdb.LRange(ctx, k, 0, -1).Val()
+		case "set":
+			vals = rdb.SMembers(ctx, k).Val()
+		case "zset":
+			vals = rdb.ZRange(ctx, k, 0, -1).Val()
+		}
+		inRedis.WriteString(k + " " + strings.Join(vals, " ") + "\n")
+	}
+	places := map[string]string{"sync_runs and outbox": strings.Join(rows, "\n"), "logs": logs, "Redis": inRedis.String()}
 	for where, text := range places {
 		for _, s := range secrets {
 			if strings.Contains(text, s) {
