@@ -46,7 +46,8 @@ type Config struct {
 	// Required with Redis or for grant refresh_token.
 	Key []byte
 	// HTTP sends the token requests. Default: a client through the
-	// source's address guard (upstream.NewTransport).
+	// source's address guard (upstream.NewTransport) that follows no
+	// redirect.
 	HTTP *http.Client
 	// Getenv reads the client's credentials. Default os.Getenv.
 	Getenv func(string) string
@@ -135,7 +136,9 @@ func New(cfg Config) (*Tokens, error) {
 		if err != nil {
 			return nil, err
 		}
-		t.cfg.HTTP = &http.Client{Transport: tr}
+		// A redirect would carry the client's credentials (a 307 or 308
+		// resends the form) to wherever the answer points: none is followed.
+		t.cfg.HTTP = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	t.cfg.Log = cmp.Or(t.cfg.Log, slog.New(slog.DiscardHandler))
 	t.cfg.WaitPoll = cmp.Or(t.cfg.WaitPoll, DefaultWaitPoll)

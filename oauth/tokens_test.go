@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,5 +384,28 @@ func TestClientAuthStyle(t *testing.T) {
 	}
 	if _, err := basic.Token(context.Background(), ""); err != nil {
 		t.Fatalf("auth_style basic: %v", err)
+	}
+}
+
+// TestNoRedirect: a token endpoint that redirects does not get the
+// client's credentials sent on; the redirect is the refresh's failure.
+func TestNoRedirect(t *testing.T) {
+	t.Parallel()
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(other.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/token", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirecting.Close)
+	w, err := oauth.New(oauth.Config{Source: source(redirecting.URL+"/token", config.GrantClientCredentials), Getenv: env("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Token(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "HTTP 307") {
+		t.Errorf("error %v, want the endpoint's HTTP 307", err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times", n)
 	}
 }
