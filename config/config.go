@@ -76,7 +76,7 @@ type Source struct {
 // Auth says how to authenticate to a source. Secrets are read from the
 // environment or a file at request time, never stored in the config.
 type Auth struct {
-	// Type is bearer | header | query | basic. Required.
+	// Type is bearer | header | query | basic | oauth2. Required.
 	Type string `yaml:"type"`
 	// TokenEnv names the environment variable holding the token (bearer, header, query).
 	TokenEnv string `yaml:"token_env"`
@@ -92,6 +92,39 @@ type Auth struct {
 	// UsernameEnv and PasswordEnv name the environment variables for type basic.
 	UsernameEnv string `yaml:"username_env"`
 	PasswordEnv string `yaml:"password_env"`
+
+	// GrantType is the OAuth2 grant for type oauth2: client_credentials
+	// (the client's own id and secret buy each access token) or
+	// refresh_token (a refresh token, often rotated by the token endpoint
+	// on every use, buys them). Required for type oauth2.
+	GrantType string `yaml:"grant_type"`
+	// TokenURL is the OAuth2 token endpoint access tokens are requested
+	// from (type oauth2). It is reached through the same address guard as
+	// base_url, and shown without its query.
+	TokenURL string `yaml:"token_url"`
+	// ClientIDEnv names the environment variable holding the OAuth2 client
+	// id (type oauth2).
+	ClientIDEnv string `yaml:"client_id_env"`
+	// ClientSecretEnv names the environment variable holding the OAuth2
+	// client secret (type oauth2; a public client of grant refresh_token
+	// has none).
+	ClientSecretEnv string `yaml:"client_secret_env"`
+	// RefreshTokenEnv names the environment variable holding the initial
+	// refresh token (grant refresh_token). A token the endpoint rotates is
+	// stored encrypted in Postgres and wins over this one from then on,
+	// until this variable is given a different token (a re-seed).
+	RefreshTokenEnv string `yaml:"refresh_token_env"`
+	// Scopes are requested with every token (the scope parameter, space
+	// separated). Default none: the endpoint's default scopes.
+	Scopes []string `yaml:"scopes"`
+	// TokenParams are extra form parameters sent to the token endpoint
+	// (for example audience). Never secrets: they are part of the config.
+	// Default none.
+	TokenParams map[string]string `yaml:"token_params"`
+	// AuthStyle is how the client id and secret reach the token endpoint:
+	// body (form parameters client_id and client_secret) or basic (an HTTP
+	// Basic Authorization header, RFC 6749 section 2.3.1). Default body.
+	AuthStyle string `yaml:"auth_style"`
 }
 
 // RateLimit is a GCRA rate: Requests per Per, with Burst extra.

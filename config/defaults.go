@@ -40,6 +40,9 @@ func (c *Config) SetDefaults() {
 		s.RateLimitHeaders = cmp.Or(s.RateLimitHeaders, HeadersHonour)
 		s.Timeout = cmp.Or(s.Timeout, defaultTimeout)
 		s.MaxBody = cmp.Or(s.MaxBody, defaultMaxBody)
+		if s.Auth != nil && s.Auth.Type == AuthOAuth2 {
+			s.Auth.AuthStyle = cmp.Or(s.Auth.AuthStyle, AuthStyleBody)
+		}
 		if s.RateLimit != nil {
 			s.RateLimit.Burst = cmp.Or(s.RateLimit.Burst, defaultBurst)
 		}

@@ -76,6 +76,16 @@ var meta = map[string]keyMeta{
 	"Auth.Param":       {required: "for type query", rule: "letters, digits and . _ ~ -", example: "param: api_key"},
 	"Auth.UsernameEnv": {required: "for type basic", rule: "environment variable name", example: "username_env: LEDGER_USER"},
 	"Auth.PasswordEnv": {required: "for type basic", rule: "environment variable name", example: "password_env: LEDGER_PASSWORD"},
+	"Auth.GrantType":   {required: "for type oauth2", example: "grant_type: client_credentials"},
+	"Auth.TokenURL":    {required: "for type oauth2", rule: "absolute http(s) URL", example: "token_url: https://auth.example.com/oauth/token"},
+	"Auth.ClientIDEnv": {required: "for type oauth2", rule: "environment variable name", example: "client_id_env: LEDGER_CLIENT_ID"},
+	"Auth.ClientSecretEnv": {required: "for grant_type client_credentials", rule: "environment variable name",
+		example: "client_secret_env: LEDGER_CLIENT_SECRET"},
+	"Auth.RefreshTokenEnv": {required: "for grant_type refresh_token", rule: "environment variable name",
+		example: "refresh_token_env: LEDGER_REFRESH_TOKEN"},
+	"Auth.Scopes":      {dflt: "none (the endpoint's default scopes)", rule: "no spaces, quotes or backslashes", example: "scopes: [read:ledger]"},
+	"Auth.TokenParams": {dflt: "none", rule: "not grant_type, client_id, client_secret, refresh_token or scope", example: "token_params: {audience: https://api.example.com}"},
+	"Auth.AuthStyle":   {example: "auth_style: basic"},
 
 	"RateLimit.Requests": {required: "yes", rule: positive, example: "requests: 20"},
 	"RateLimit.Per":      {required: "yes", rule: positive, example: "per: 1s"},
@@ -138,6 +148,8 @@ var meta = map[string]keyMeta{
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
 	"Auth.Type":         authTypes,
+	"Auth.GrantType":    grantTypes,
+	"Auth.AuthStyle":    authStyles,
 	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
 	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
 	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},

@@ -172,6 +172,8 @@ func TestSchemaEnums(t *testing.T) {
 	t.Parallel()
 	at := map[string]struct{ key, tmpl string }{
 		"Auth.Type":         {"auth.type", "    auth: {type: %s, token_env: T, username_env: U, password_env: P, header: X-Key}\n"},
+		"Auth.GrantType":    {"auth.grant_type", "    auth: {type: oauth2, grant_type: %s, token_url: https://a.example/t, client_id_env: I}\n"},
+		"Auth.AuthStyle":    {"auth.auth_style", "    auth: {type: oauth2, auth_style: %s, token_url: https://a.example/t, client_id_env: I}\n"},
 		"Resource.Priority": {"priority", "        priority: %s\n"},
 		"Pagination.Style":  {"pagination.style", "        pagination: {style: %s}\n"},
 		"Probe.Strategy":    {"probe.strategy", "        probe: {strategy: %s}\n"},

@@ -47,10 +47,28 @@ const (
 	AuthBasic  = "basic"
 	// AuthQuery sends the key in a query parameter (auth.param).
 	AuthQuery = "query"
+	// AuthOAuth2 sends an access token bought from auth.token_url.
+	AuthOAuth2 = "oauth2"
 )
 
 // authTypes lists the auth types in documentation order.
-var authTypes = []string{AuthBearer, AuthHeader, AuthQuery, AuthBasic}
+var authTypes = []string{AuthBearer, AuthHeader, AuthQuery, AuthBasic, AuthOAuth2}
+
+// OAuth2 grant types and client authentication styles.
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantRefreshToken      = "refresh_token"
+	AuthStyleBody          = "body"
+	AuthStyleBasic         = "basic"
+)
+
+var (
+	grantTypes = []string{GrantClientCredentials, GrantRefreshToken}
+	authStyles = []string{AuthStyleBody, AuthStyleBasic}
+	// reservedTokenParams are the token request's own parameters, which
+	// token_params may not set.
+	reservedTokenParams = []string{"grant_type", "client_id", "client_secret", "refresh_token", "scope"}
+)
 
 func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
 
@@ -202,6 +220,9 @@ func (c *checker) auth(ap string, a *Auth) {
 	c.env(join(ap, "token_env"), a.TokenEnv)
 	c.env(join(ap, "username_env"), a.UsernameEnv)
 	c.env(join(ap, "password_env"), a.PasswordEnv)
+	if a.Type != AuthOAuth2 {
+		c.notOAuth2(ap, a)
+	}
 	switch a.Type {
 	case AuthBearer, AuthHeader, AuthQuery:
 		switch {
@@ -243,10 +264,97 @@ func (c *checker) auth(ap string, a *Auth) {
 		notFor("token_file", a.TokenFile)
 		notFor("header", a.Header)
 		notFor("param", a.Param)
+	case AuthOAuth2:
+		c.oauth2(ap, a)
+		notFor("token_env", a.TokenEnv)
+		notFor("token_file", a.TokenFile)
+		notFor("header", a.Header)
+		notFor("param", a.Param)
+		notFor("username_env", a.UsernameEnv)
+		notFor("password_env", a.PasswordEnv)
 	case "":
 		c.report(join(ap, "type"), "required (%s)", choices(authTypes...))
 	default:
 		c.report(join(ap, "type"), "unknown auth type %q (want %s)", a.Type, choices(authTypes...))
+	}
+}
+
+// oauth2 checks the keys of auth type oauth2.
+func (c *checker) oauth2(ap string, a *Auth) {
+	c.env(join(ap, "client_id_env"), a.ClientIDEnv)
+	c.env(join(ap, "client_secret_env"), a.ClientSecretEnv)
+	c.env(join(ap, "refresh_token_env"), a.RefreshTokenEnv)
+	if a.TokenURL == "" {
+		c.report(join(ap, "token_url"), "required for auth type oauth2")
+	} else {
+		c.httpURL(join(ap, "token_url"), a.TokenURL)
+	}
+	if a.ClientIDEnv == "" {
+		c.report(join(ap, "client_id_env"), "required for auth type oauth2")
+	}
+	switch a.GrantType {
+	case GrantClientCredentials:
+		if a.ClientSecretEnv == "" {
+			c.report(join(ap, "client_secret_env"), "required for grant_type client_credentials")
+		}
+		if a.RefreshTokenEnv != "" {
+			c.report(join(ap, "refresh_token_env"), "not used by grant_type client_credentials")
+		}
+	case GrantRefreshToken:
+		if a.RefreshTokenEnv == "" {
+			c.report(join(ap, "refresh_token_env"), "required for grant_type refresh_token")
+		}
+	case "":
+		c.report(join(ap, "grant_type"), "required for auth type oauth2 (%s)", choices(grantTypes...))
+	default:
+		c.report(join(ap, "grant_type"), "unknown grant type %q (want %s)", a.GrantType, choices(grantTypes...))
+	}
+	if !oneOf(a.AuthStyle, authStyles...) {
+		c.report(join(ap, "auth_style"), "unknown value %q (want %s)", a.AuthStyle, choices(authStyles...))
+	}
+	for i, s := range a.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			c.report(index(join(ap, "scopes"), i), "invalid scope %q (no spaces, quotes or backslashes)", s)
+		}
+	}
+	for _, k := range sortedKeys(a.TokenParams) {
+		switch {
+		case slices.Contains(reservedTokenParams, k):
+			c.report(join(join(ap, "token_params"), k), "set by tidemark itself: use %s", oauth2KeyFor(k))
+		case !queryParamName.MatchString(k):
+			c.report(join(join(ap, "token_params"), k), "invalid parameter name %q", k)
+		}
+	}
+}
+
+// oauth2KeyFor names the auth key that sets a reserved token parameter.
+func oauth2KeyFor(param string) string {
+	if param == "scope" {
+		return "scopes"
+	}
+	if param == "grant_type" {
+		return "grant_type"
+	}
+	return param + "_env"
+}
+
+// notOAuth2 reports oauth2 keys set on another auth type.
+func (c *checker) notOAuth2(ap string, a *Auth) {
+	if a.Type == "" {
+		return // the missing type is the error
+	}
+	for _, f := range []struct {
+		key string
+		set bool
+	}{
+		{"grant_type", a.GrantType != ""}, {"token_url", a.TokenURL != ""},
+		{"client_id_env", a.ClientIDEnv != ""}, {"client_secret_env", a.ClientSecretEnv != ""},
+		{"refresh_token_env", a.RefreshTokenEnv != ""}, {"scopes", len(a.Scopes) > 0},
+		{"token_params", len(a.TokenParams) > 0}, {"auth_style", a.AuthStyle != ""},
+	} {
+		if f.set {
+			c.report(join(ap, f.key), "not used by auth type %s", a.Type)
+		}
 	}
 }
 

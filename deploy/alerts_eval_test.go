@@ -27,7 +27,13 @@ func TestAlertRulesFireOnlyWhenActionable(t *testing.T) {
 	t.Parallel()
 	rules := alertExprs(t)
 	gauge := func(name string, v float64, kv ...string) series {
-		return series{labels.FromStrings(append([]string{"__name__", name}, kv...)...), v}
+		return series{labels: labels.FromStrings(append([]string{"__name__", name}, kv...)...), value: v}
+	}
+	// counter went from was, 10m before the evaluation, to v.
+	counter := func(name string, was, v float64, kv ...string) series {
+		s := gauge(name, v, kv...)
+		s.was = &was
+		return s
 	}
 	// stale is what the server reports (store.State.Freshness): 0 while
 	// paused, and for a target after a resume however far behind.
@@ -65,6 +71,20 @@ func TestAlertRulesFireOnlyWhenActionable(t *testing.T) {
 				archived("default", 2), archived("critical", 0), archived("probe_default", 40), archived("probe_critical", 3),
 			},
 			want: []string{"default"},
+		},
+		{
+			name:  "token refreshes failing, none succeeding",
+			alert: "TidemarkAuthRefreshFailing",
+			samples: []series{
+				// xero: refused every time; ledger: one failure, then
+				// refreshed; quiet: nothing failed.
+				counter("tidemark_auth_refresh_failures_total", 0, 4, "source", "xero"),
+				counter("tidemark_auth_refreshes_total", 3, 3, "source", "xero"),
+				counter("tidemark_auth_refresh_failures_total", 0, 1, "source", "ledger"),
+				counter("tidemark_auth_refreshes_total", 3, 4, "source", "ledger"),
+				counter("tidemark_auth_refresh_failures_total", 2, 2, "source", "quiet"),
+			},
+			want: []string{"xero/"},
 		},
 	}
 	for _, tt := range tests {
@@ -109,10 +129,12 @@ func alertExprs(t *testing.T) map[string]string {
 	return out
 }
 
-// series is one gauge with one sample, at evalAt.
+// series is one gauge with one sample, at evalAt; or a counter with a
+// sample 10m earlier too.
 type series struct {
 	labels labels.Labels
 	value  float64
+	was    *float64
 }
 
 var evalAt = time.Unix(1_800_000_000, 0)
@@ -144,7 +166,11 @@ func memQueryable(samples []series) storage.Queryable {
 			var out []storage.Series
 			for _, s := range samples {
 				if matchAll(ms, s.labels) {
-					out = append(out, storage.NewListSeries(s.labels, []chunks.Sample{floatSample{evalAt.UnixMilli(), s.value}}))
+					points := []chunks.Sample{floatSample{evalAt.UnixMilli(), s.value}}
+					if s.was != nil {
+						points = slices.Insert(points, 0, chunks.Sample(floatSample{evalAt.Add(-10 * time.Minute).UnixMilli(), *s.was}))
+					}
+					out = append(out, storage.NewListSeries(s.labels, points))
 				}
 			}
 			slices.SortFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })

@@ -70,6 +70,8 @@ sources:
 	metrics.ObserveProbe("alerts_test", "things", metrics.ProbeNotModified)
 	metrics.ObserveRateLimitWait("alerts_test", 0)
 	metrics.ObserveDrift("alerts_test", "things", 0)
+	metrics.ObserveAuthRefresh("alerts_test", nil)
+	metrics.ObserveAuthRefresh("alerts_test", os.ErrDeadlineExceeded)
 
 	server := prometheus.NewRegistry()
 	server.MustRegister(metrics.NewFreshness(conf, st), metrics.NewQueues(insp))

@@ -184,12 +184,17 @@ func FetchOptions(res *config.Resource) []asynq.Option {
 
 // Permanent reports whether err will fail the same way however often it is
 // retried: bad input from the upstream, a 4xx other than 408/429 (and a
-// 403 that says the rate-limit budget is spent), a bad
-// payload, or an explicit asynq.SkipRetry.
+// 403 that says the rate-limit budget is spent), an OAuth2 token endpoint's
+// 4xx (invalid_grant, invalid_client), a bad payload, or an explicit
+// asynq.SkipRetry.
 func Permanent(err error) bool {
 	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) ||
 		errors.Is(err, upstream.ErrBadResponse) || errors.Is(err, upstream.ErrBlocked) {
 		return true
+	}
+	var te *upstream.TokenError
+	if errors.As(err, &te) { // before the API's status: a refused token request decides
+		return te.Permanent()
 	}
 	var se *upstream.StatusError
 	if errors.As(err, &se) {

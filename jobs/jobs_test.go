@@ -34,6 +34,11 @@ func TestClassify(t *testing.T) {
 		{"bad input", fmt.Errorf("x: %w", jobs.ErrBadInput), true},
 		{"network", errors.New("connection refused"), false},
 		{"address refused by the guard", fmt.Errorf("GET x: %w", upstream.ErrBlocked), true},
+		{"token endpoint: invalid_grant", fmt.Errorf("GET x: %w", &upstream.TokenError{Status: 400, Code: "invalid_grant"}), true},
+		{"token endpoint: invalid_client", &upstream.TokenError{Status: 401, Code: "invalid_client"}, true},
+		{"token endpoint: 503 retries", &upstream.TokenError{Status: 503}, false},
+		{"token endpoint: 429 retries", &upstream.TokenError{Status: 429}, false},
+		{"token endpoint: no answer retries", &upstream.TokenError{Err: errors.New("connection refused")}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,10 +76,23 @@ var (
 		Name: "tidemark_drift_records_total",
 		Help: "Records a full read changed that the delta reads had missed.",
 	}, []string{"source", "resource"})
+	// AuthRefreshes counts OAuth2 access tokens bought from token
+	// endpoints: about one per token lifetime for the whole fleet.
+	AuthRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidemark_auth_refreshes_total",
+		Help: "OAuth2 access tokens a source's token endpoint issued to this process.",
+	}, []string{"source"})
+	// AuthRefreshFailures counts failed token requests: each fails the run
+	// that needed the token (alert TidemarkAuthRefreshFailing).
+	AuthRefreshFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidemark_auth_refresh_failures_total",
+		Help: "OAuth2 token requests that failed (the endpoint refused or did not answer).",
+	}, []string{"source"})
 )
 
 func init() {
 	Registry.MustRegister(Runs, RecordsChanged, UpstreamRequests, UpstreamDuration, Probes, RateLimitWait, RateLimitRemaining, RateLimitHeadersIgnored, Drift,
+		AuthRefreshes, AuthRefreshFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -120,6 +133,16 @@ func ObserveRateLimitRemaining(source string, remaining int) {
 // ObserveRateLimitHeadersIgnored counts unusable rate-limit headers.
 func ObserveRateLimitHeadersIgnored(source, reason string) {
 	RateLimitHeadersIgnored.WithLabelValues(source, reason).Inc()
+}
+
+// ObserveAuthRefresh counts one OAuth2 token request of source, failed
+// when err is set.
+func ObserveAuthRefresh(source string, err error) {
+	if err != nil {
+		AuthRefreshFailures.WithLabelValues(source).Inc()
+		return
+	}
+	AuthRefreshes.WithLabelValues(source).Inc()
 }
 
 // ObserveUpstream records one HTTP request to an upstream: its status code,

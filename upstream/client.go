@@ -41,6 +41,8 @@ type Client struct {
 	// source; lim nil: no limits.
 	lim    *ratelimit.Limiter
 	limits ratelimit.Limits
+	// tokens supplies access tokens (auth type oauth2); nil otherwise.
+	tokens Tokens
 }
 
 // Options tune a Client; zero values take the defaults noted.
@@ -69,6 +71,9 @@ type Options struct {
 	// MaxWait is how long one request may wait for the limiter in process.
 	// Default 2s.
 	MaxWait time.Duration
+	// Tokens supplies the access tokens of a source with auth type oauth2;
+	// required for one, unused otherwise.
+	Tokens Tokens
 }
 
 // guardedTransport connects directly (no proxy) and only where g allows,
@@ -96,17 +101,18 @@ func New(src *config.Source, opts Options) (*Client, error) {
 	}
 	transport := opts.Transport
 	if transport == nil {
-		g, err := newGuard(src.AllowPrivate, opts.AllowHosts)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", src.Name, err)
+		if transport, err = NewTransport(src, opts.AllowHosts); err != nil {
+			return nil, err
 		}
-		transport = guardedTransport(g, nil)
+	}
+	if src.Auth != nil && src.Auth.Type == config.AuthOAuth2 && opts.Tokens == nil {
+		return nil, fmt.Errorf("source %s: auth type oauth2 needs a token source (upstream.Options.Tokens)", src.Name)
 	}
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	c := &Client{src: src, base: base, getenv: getenv, lim: opts.Limiter,
+	c := &Client{src: src, base: base, getenv: getenv, lim: opts.Limiter, tokens: opts.Tokens,
 		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, 2*time.Second))}
 	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	return c, nil
@@ -203,8 +209,18 @@ func (e *StatusError) Error() string {
 // Do sends one request and reads its whole body, within the source's timeout
 // and max_body. Transport failures (refused or reset connections) are retried
 // with jittered exponential backoff while ctx allows; HTTP statuses are not
-// retried here: the task decides.
+// retried here (the task decides), but for a 401 to a source with auth type
+// oauth2, sent once more with a refreshed access token.
 func (c *Client) Do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+	if c.tokens != nil {
+		return c.bearerDo(ctx, method, rawURL, header)
+	}
+	return c.do(ctx, method, rawURL, header)
+}
+
+// do is Do with the request's credentials, if any, in header already or
+// added by authenticate.
+func (c *Client) do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
 	var resp *Response
 	attempts := 0
 	bo := backoff.NewExponentialBackOff(
@@ -599,17 +615,17 @@ func (c *Client) scrubKey(body []byte, req *http.Request) []byte {
 	if p == "" {
 		return body
 	}
-	return replaceSecrets(body, keyForms(req.URL.Query().Get(p)))
+	return ReplaceSecrets(body, keyForms(req.URL.Query().Get(p)))
 }
 
 // keyForms are the ways a query key may be quoted back: as sent, and
 // escaped for a query or a path.
 func keyForms(v string) []string { return []string{v, url.QueryEscape(v), url.PathEscape(v)} }
 
-// replaceSecrets replaces each of secrets (of 4 bytes or more) in body
+// ReplaceSecrets replaces each of secrets (of 4 bytes or more) in body
 // with [REDACTED], longest first so that a token is not half replaced by a
 // shorter one.
-func replaceSecrets(body []byte, secrets []string) []byte {
+func ReplaceSecrets(body []byte, secrets []string) []byte {
 	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	for _, s := range secrets {
 		if len(s) >= 4 && bytes.Contains(body, []byte(s)) {
@@ -642,5 +658,5 @@ func (c *Client) scrubCredentials(body []byte, req *http.Request) []byte {
 	if p := c.keyParam(); p != "" {
 		secrets = append(secrets, keyForms(req.URL.Query().Get(p))...)
 	}
-	return replaceSecrets(body, secrets)
+	return ReplaceSecrets(body, secrets)
 }

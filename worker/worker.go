@@ -19,6 +19,7 @@ import (
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
+	"github.com/tidemark/tidemark/oauth"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
@@ -77,6 +78,11 @@ type Config struct {
 	// scheduler that reloaded first enqueued it); it reports whether a new
 	// config is in force. Default nil: such a task is dropped at once.
 	Refresh func() bool
+	// SecretKey encrypts the OAuth2 tokens the fleet shares in Redis and
+	// the rotated refresh tokens it stores (oauth.ParseKey of
+	// TIDEMARK_SECRET_KEY). Default none: a source with auth type oauth2
+	// fails the worker's start.
+	SecretKey []byte
 }
 
 // Worker runs tasks from the queues.
@@ -173,7 +179,15 @@ func (w *Worker) clientFor(src *config.Source) (*upstream.Client, error) {
 	if sc, ok := w.clients[src.Name]; ok && (sc.src == src || config.SameSource(sc.src, src)) {
 		return sc.client, nil
 	}
-	c, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: w.cfg.MaxWait})
+	opts := upstream.Options{AllowHosts: src.AllowHosts, Limiter: w.limiter, MaxWait: w.cfg.MaxWait}
+	if src.Auth != nil && src.Auth.Type == config.AuthOAuth2 {
+		tokens, err := oauth.New(oauth.Config{Source: src, Key: w.cfg.SecretKey, Redis: w.rdb, Store: w.store, Log: w.log})
+		if err != nil {
+			return nil, err
+		}
+		opts.Tokens = tokens
+	}
+	c, err := upstream.New(src, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/oauth"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 	"github.com/tidemark/tidemark/worker"
@@ -51,7 +52,7 @@ func (e env) preview(args []string) error {
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(e.stderr, "Usage: tidemark preview SOURCE/RESOURCE [--pages N] [--delta] [--records N] [--json] [--probe=false]")
-		fmt.Fprintln(e.stderr, "Reads the first pages of a resource as a fetch would, writes nothing (no Postgres writes, no Redis,")
+		fmt.Fprintln(e.stderr, "Reads the first pages of a resource as a fetch would, writes nothing (no Postgres writes but an OAuth2 refresh token rotated on the way, no Redis,")
 		fmt.Fprintln(e.stderr, "no events), and shows the requests, records, ids, cursors, hashes, next-page decisions, the probe's")
 		fmt.Fprintln(e.stderr, "validators and, when the database is reachable, what each record would do there.")
 		fs.PrintDefaults()
@@ -93,14 +94,14 @@ func (e env) preview(args []string) error {
 	if o.delta && res.Delta == nil {
 		return usagef("--delta: %s/%s has no delta in %s: every read of it is a full read", srcName, resName, s.configPath)
 	}
-	// No fleet limiter: preview must run without Redis (previewRateNote).
-	client, err := upstream.New(src, upstream.Options{AllowHosts: src.AllowHosts, Getenv: e.getenv})
-	if err != nil {
+	p := &previewer{src: src, res: res, opts: o, key: store.Key{Source: srcName, Resource: resName}}
+	p.readDatabase(e.ctx, s.databaseURL)
+	if p.client, err = e.previewClient(src, p.db); err != nil {
+		if p.db != nil {
+			p.db.Close()
+		}
 		return usageError{err}
 	}
-	p := &previewer{src: src, res: res, client: client, opts: o,
-		key: store.Key{Source: srcName, Resource: resName}}
-	p.readDatabase(e.ctx, s.databaseURL)
 	rep, runErr := p.run(e.ctx)
 	if o.json {
 		enc := json.NewEncoder(e.stdout)
@@ -112,6 +113,27 @@ func (e env) preview(args []string) error {
 		rep.writeText(e.stdout)
 	}
 	return runErr
+}
+
+// previewClient is the upstream client preview reads with: no fleet
+// limiter, since preview must run without Redis (previewRateNote), and for
+// auth type oauth2 tokens bought in this process. A refresh token the
+// endpoint rotates meanwhile is stored as a worker stores it (db), or the
+// fleet's connection would die with the old one.
+func (e env) previewClient(src *config.Source, db *store.Store) (*upstream.Client, error) {
+	opts := upstream.Options{AllowHosts: src.AllowHosts, Getenv: e.getenv}
+	if src.Auth != nil && src.Auth.Type == config.AuthOAuth2 {
+		key, err := e.secretKey()
+		if err != nil {
+			return nil, err
+		}
+		tokens, err := oauth.New(oauth.Config{Source: src, Key: key, Getenv: e.getenv, Store: db})
+		if err != nil {
+			return nil, err
+		}
+		opts.Tokens = tokens
+	}
+	return upstream.New(src, opts)
 }
 
 // previewReport is what preview shows: the text and the JSON forms are of

@@ -16,6 +16,7 @@ import (
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/migrations"
+	"github.com/tidemark/tidemark/oauth"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/server"
 	"github.com/tidemark/tidemark/worker"
@@ -113,7 +114,7 @@ func (e env) roles(role string, args []string) error {
 		w, err := worker.New(worker.Config{
 			Concurrency: f.fetchConc, ProbeConcurrency: f.probeConc,
 			Queues: fetchQueues, ProbeQueues: probeQueues,
-			ShutdownTimeout: f.shutdown, Refresh: watcher.Refresh,
+			ShutdownTimeout: f.shutdown, Refresh: watcher.Refresh, SecretKey: f.secretKey,
 		}, conf, st, redisOpt, log.With("role", "worker"))
 		if err != nil {
 			return err
@@ -142,6 +143,9 @@ type roleFlags struct {
 	fetchConc, probeConc int
 	weights              string
 	shutdown             time.Duration
+	// secretKey is TIDEMARK_SECRET_KEY's (oauth.ParseKey); never a flag,
+	// which ps would show.
+	secretKey []byte
 	// scheduler
 	failureThreshold int
 	// worker and scheduler: the server serves /metrics itself
@@ -179,6 +183,8 @@ func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
 		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
 		errs = append(errs, err)
 		fs.DurationVar(&f.shutdown, "shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
+		f.secretKey, err = e.secretKey()
+		errs = append(errs, err)
 	}
 	if schedules {
 		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
@@ -237,6 +243,19 @@ func together(ctx context.Context, fns []func(context.Context) error) error {
 		}
 	}
 	return first
+}
+
+// secretKey reads TIDEMARK_SECRET_KEY: nil when unset (a source that
+// needs it then says so), a usage error when set but malformed.
+func (e env) secretKey() ([]byte, error) {
+	key, err := oauth.ParseKey(e.getenv(oauth.KeyEnv))
+	if errors.Is(err, oauth.ErrNoKey) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return key, nil
 }
 
 // poolEnv reads the worker pools' settings from the environment: a value
