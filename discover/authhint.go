@@ -129,7 +129,7 @@ func (s *session) bearerHint(ctx context.Context, c challenge, seen string) {
 	if len(srv.grants) > 0 && !slices.Contains(srv.grants, grant) {
 		grant = "refresh_token"
 	}
-	pairs := []string{"type", "oauth2", "grant", grant, "token_url", q(tokenURL),
+	pairs := []string{"type", "oauth2", "grant_type", grant, "token_url", q(tokenURL),
 		"client_id_env", q(envName(s.source, "client_id")), "client_secret_env", q(envName(s.source, "client_secret"))}
 	if grant == "refresh_token" {
 		pairs = append(pairs, "refresh_token_env", q(envName(s.source, "refresh_token")))

@@ -54,7 +54,7 @@ func TestAuthHints(t *testing.T) {
 			},
 			want: func(base string) []string {
 				return []string{`# auth hint (high): WWW-Authenticate: Bearer realm="api", error="invalid_token"`,
-					`# auth: {type: oauth2, grant: client_credentials, token_url: "` + base + `/tenant/token", client_id_env: "API_CLIENT_ID", client_secret_env: "API_CLIENT_SECRET", scopes: ["issues:read", "issues:write"]}`,
+					`# auth: {type: oauth2, grant_type: client_credentials, token_url: "` + base + `/tenant/token", client_id_env: "API_CLIENT_ID", client_secret_env: "API_CLIENT_SECRET", scopes: ["issues:read", "issues:write"]}`,
 					"REDACTED"}
 			}},
 		{name: "authorization_uri (Azure AD style)",
