@@ -732,7 +732,7 @@ func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, e
 	// one per record. Canonical JSON is about as long as the body.
 	w := &encoder{d: d, buf: make([]byte, 0, len(d.body)+count*8)}
 	for i := range count {
-		r, err := e.docRecord(w, d.kids[n.lo+int32(i)])
+		r, err := e.docRecord(w, e.docItem(d, d.kids[n.lo+int32(i)]))
 		if err != nil {
 			rejected = append(rejected, rejectBad(i, raw(i), err))
 			continue
@@ -743,10 +743,25 @@ func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, e
 	return out, rejected, nil
 }
 
+// docItem is the record inside array element v (records.item), or -1
+// when the element has none.
+func (e *Extractor) docItem(d *Doc, v int32) int32 {
+	if len(e.itemPath) == 0 {
+		return v
+	}
+	if i, ok := d.lookup(v, e.itemPath); ok {
+		return i
+	}
+	return -1
+}
+
 // docRecord prepares record node v, its payload appended to w.buf (with
 // its capacity cut, so that appending to one cannot overwrite the next).
 func (e *Extractor) docRecord(w *encoder, v int32) (Record, error) {
 	d := w.d
+	if v < 0 {
+		return Record{}, fmt.Errorf("has no %q (records.item)", e.res.Records.Item)
+	}
 	if k := d.nodes[v].kind; k != kindObject {
 		return Record{}, fmt.Errorf("is a %s, not an object", k)
 	}

@@ -205,6 +205,12 @@ func (e *StatusError) Error() string {
 // with jittered exponential backoff while ctx allows; HTTP statuses are not
 // retried here: the task decides.
 func (c *Client) Do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+	return c.Send(ctx, method, rawURL, header, nil)
+}
+
+// Send is Do with a request body: a non-nil body is sent as
+// application/json, and sent again whole with each retry.
+func (c *Client) Send(ctx context.Context, method, rawURL string, header http.Header, body []byte) (*Response, error) {
 	var resp *Response
 	attempts := 0
 	bo := backoff.NewExponentialBackOff(
@@ -214,7 +220,7 @@ func (c *Client) Do(ctx context.Context, method, rawURL string, header http.Head
 	)
 	err := backoff.Retry(func() error {
 		attempts++
-		r, err := c.once(ctx, method, rawURL, header)
+		r, err := c.once(ctx, method, rawURL, header, body)
 		if err != nil {
 			if _, refused := ratelimit.AsDelay(err); refused {
 				// The limiter turned it away: no request was sent, and
@@ -258,7 +264,7 @@ func Requests(err error) int {
 	return 0
 }
 
-func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*Response, error) {
 	timeout := c.src.Timeout.D()
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -266,7 +272,11 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
+	var payload io.Reader // nil, not a nil *bytes.Reader: a GET keeps no body
+	if reqBody != nil {
+		payload = bytes.NewReader(reqBody)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, payload)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
 	}
@@ -280,6 +290,9 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", "tidemark")
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	// Asked for and decoded here, not by the transport, so that max_body
 	// counts decoded bytes for every encoding we accept.
 	req.Header.Set("Accept-Encoding", "gzip, deflate")
