@@ -174,7 +174,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if current == "" {
 		return nil, fmt.Errorf("pager: no next page")
 	}
-	method := p.res.Method
+	method := cmp.Or(p.res.Method, http.MethodGet)
 	if max := p.res.Pagination.MaxPages; max > 0 && p.pages >= max {
 		return nil, badResponse(method, current, fmt.Errorf("the read has reached pagination.max_pages (%d pages) without a last page: "+
 			"a pagination loop tidemark could not recognise, or a resource larger than max_pages allows", max))
@@ -183,7 +183,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err != nil {
 		return nil, badResponse(method, current, err)
 	}
-	resp, err := p.c.Send(ctx, cmp.Or(method, http.MethodGet), current, nil, body)
+	resp, err := p.c.Send(ctx, method, current, nil, body)
 	if err != nil {
 		return p.onStatus(current, err)
 	}

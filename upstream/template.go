@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -36,11 +37,13 @@ func Render(tmpl config.Body, vars Vars) ([]byte, error) {
 	if tmpl == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(fill(map[string]any(tmpl), vars))
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // a GraphQL query's > stays readable in previews
+	if err := enc.Encode(fill(map[string]any(tmpl), vars)); err != nil {
 		return nil, fmt.Errorf("render the request body: %w", err)
 	}
-	return b, nil
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 func fill(v any, vars Vars) any {
