@@ -454,6 +454,28 @@ func (e *Extractor) HashBody(doc any) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// HashRecords hashes the records of a decoded body alone (each its
+// records.item, less ignore_fields), not the envelope: for bodies whose
+// envelope moves with every answer (GraphQL's extensions.cost).
+func (e *Extractor) HashRecords(doc any) (string, error) {
+	arr, err := Array(doc, e.res.Records.Path)
+	if err != nil {
+		return "", err
+	}
+	out := make([]any, len(arr))
+	for i, v := range arr {
+		if v = e.item(v); v != (missingItem{}) {
+			out[i] = without(v, e.ignore)
+		}
+	}
+	b, err := Canonical(out)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
 // replaceAt returns doc with the value at path replaced, copying the objects
 // on the way so doc itself is not changed.
 func replaceAt(doc any, path []string, val any) any {

@@ -200,7 +200,8 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	}
 	defer doc.Release()
 	if p.res.Post() {
-		if err := graphQLErrors(doc); err != nil {
+		errs, _ := doc.Lookup("errors")
+		if err := GraphQLErrors(errs); err != nil {
 			return nil, &RequestError{Err: fmt.Errorf("%s %s: %w", method, redact(current), err), Requests: resp.Requests}
 		}
 	}
@@ -533,14 +534,15 @@ func (p *Pager) cursorSource() string {
 	return "the response's " + p.res.Pagination.NextField
 }
 
-// graphQLErrors fails a POST page whose body carries a non-empty top-level
-// errors array (GraphQL's way of failing with 200): its data is missing or
-// partial, and taking it as a page would read a failure as an empty or a
-// changed collection. The error quotes the messages, not the body.
-func graphQLErrors(doc *extract.Doc) error {
-	v, ok := doc.Lookup("errors")
-	list, isList := v.([]any)
-	if !ok || !isList || len(list) == 0 {
+// GraphQLErrors is the error of a POST answer whose body carries a
+// non-empty top-level errors array, given as errs (GraphQL's way of failing
+// with 200): its data is missing or partial, and taking it as a page would
+// read a failure as an empty or a changed collection. The error quotes the
+// messages, not the body. It is not ErrBadResponse: GraphQL reports
+// transient failures (THROTTLED) so too, and the task retries.
+func GraphQLErrors(errs any) error {
+	list, isList := errs.([]any)
+	if !isList || len(list) == 0 {
 		return nil
 	}
 	var msgs []string

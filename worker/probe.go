@@ -348,6 +348,16 @@ func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", upstream.ErrBadResponse, err)
 	}
+	if res.Post() {
+		// A POST answer's envelope may move with every answer (GraphQL's
+		// extensions.cost): only its records tell a change, and errors
+		// are no state of the collection.
+		errs, _ := extract.Lookup(doc, "errors")
+		if err := upstream.GraphQLErrors(errs); err != nil {
+			return "", err
+		}
+		return extract.New(res).HashRecords(doc)
+	}
 	return extract.New(res).HashBody(doc)
 }
 
