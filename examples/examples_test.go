@@ -62,6 +62,9 @@ type exampleCase struct {
 	// add, instead of mutate, makes a new record, to be appended, and
 	// returns it: for an API whose deltas see new records only.
 	add func(recs []map[string]any) map[string]any
+	// walks are the fake's counters the full read must add to: the
+	// continuations and windows the example claims to use.
+	walks []string
 }
 
 var cases = []exampleCase{
@@ -96,6 +99,7 @@ var cases = []exampleCase{
 			return r
 		},
 		quiet: "200", // a hash probe reads the first page
+		walks: []string{"starting_after", "window"},
 	},
 	{
 		name: "shopify_graphql", file: "shopify_graphql.yaml", fixture: "shopify/products.json",
@@ -109,6 +113,7 @@ var cases = []exampleCase{
 			return r["id"].(string)
 		},
 		quiet: "200", // a hash probe posts the first page's query
+		walks: []string{"after"},
 	},
 	{
 		name: "jsonapi_articles", file: "jsonapi_articles.yaml", fixture: "jsonapi/articles.json",
@@ -181,6 +186,11 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				t.Errorf("full read: %d pages, want at least %d", run.Pages, want)
 			}
 			f.assertInStep(t, key, res, c, fx)
+			for _, w := range c.walks {
+				if fx.count(w) == 0 {
+					t.Errorf("full read: the upstream saw no request with %s", w)
+				}
+			}
 
 			// The first probe learns the validator (a change, and a fetch
 			// that confirms it); the second finds nothing new.

@@ -61,6 +61,12 @@ func serveStripeList(fx *fixture, w http.ResponseWriter, r *http.Request, stripe
 		}
 	}
 	to := min(from+limit, len(recs))
+	if q.Has("starting_after") {
+		fx.counts["starting_after"]++
+	}
+	if q.Has("created[gte]") && q.Has("created[lt]") {
+		fx.counts["window"]++
+	}
 	fx.counts["200"]++
 	writeJSON(w, http.StatusOK, "application/json", map[string]any{
 		"object": "list", "url": "/v1/charges", "has_more": to < len(recs), "data": recs[from:to]})
@@ -136,6 +142,7 @@ func serveShopify(fx *fixture) http.HandlerFunc {
 		sort.SliceStable(recs, func(i, j int) bool { return recs[i]["updatedAt"].(string) > recs[j]["updatedAt"].(string) })
 		from := 0
 		if v.After != nil {
+			fx.counts["after"]++
 			from = -1
 			for i, rec := range recs {
 				if shopifyCursor(rec) == *v.After {
