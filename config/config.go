@@ -130,10 +130,11 @@ type Resource struct {
 	// exactly "{cursor}", "{since}", "{until}" or "{limit}" becomes that
 	// value as JSON (the cursor is null on a read's first page, the limit a
 	// number), and inside a longer string each is replaced by its text
-	// (JSON-escaped). {since} is the delta's lower bound in its format (the
-	// start of time, 1970 or 0, when a read has none: a full read, a first
-	// sync without delta.start), {until} a delta window's end. Only with
-	// method POST. Default none.
+	// (JSON-escaped). {since} is the delta's lower bound in its format; a
+	// read without one (a full read, a first sync without delta.start) has
+	// null as a whole value, and the start of time (1970, or 0) inside a
+	// longer string. {until} is a delta window's end. Only with method
+	// POST. Default none.
 	Body Body `yaml:"body"`
 	// Priority is critical | default | low. Default "default".
 	Priority string `yaml:"priority"`

@@ -10,11 +10,53 @@ import (
 )
 
 // Vars are the values of a request template's placeholders, by name
-// without braces ("cursor", "since", "limit"): a string, a number, or nil
-// for a value there is none of yet (the cursor of a read's first page).
-// Callers may add names of their own; a placeholder whose name is not in
-// Vars is left as it is written.
+// without braces ("cursor", "since", "limit"): a string, a number, nil for
+// a value there is none of yet (the cursor of a read's first page), or an
+// Absent. Callers may add names of their own; a placeholder whose name is
+// not in Vars is left as it is written.
 type Vars map[string]any
+
+// Absent is a value there is none of, which has a stand-in where text must
+// be written: a placeholder that is a whole string becomes null, one
+// inside a longer string becomes the stand-in. A read without a lower
+// bound has {since} Absent("1970-01-01T00:00:00Z"): a GraphQL variable
+// since: null filters nothing, and a search string "updated_at:>'{since}'"
+// asks for everything since the start of time.
+type Absent string
+
+// absentKey marks an Absent in JSON (a checkpoint's vars): a plain string
+// would come back as a value.
+const absentKey = "$absent"
+
+// UnmarshalJSON reads vars as MarshalJSON wrote them, Absent values
+// included.
+func (vars *Vars) UnmarshalJSON(b []byte) error {
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for k, v := range raw {
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			if text, ok := m[absentKey].(string); ok {
+				raw[k] = Absent(text)
+			}
+		}
+	}
+	*vars = raw
+	return nil
+}
+
+// MarshalJSON writes vars, each Absent as {"$absent": stand-in}.
+func (vars Vars) MarshalJSON() ([]byte, error) {
+	out := make(map[string]any, len(vars))
+	for k, v := range vars {
+		if a, ok := v.(Absent); ok {
+			v = map[string]string{absentKey: string(a)}
+		}
+		out[k] = v
+	}
+	return json.Marshal(out)
+}
 
 // with returns a copy of vars with name set to value: a Position's vars
 // are handed to other goroutines and never changed in place.
@@ -70,6 +112,9 @@ func fillString(s string, vars Vars) any {
 	if name, ok := strings.CutPrefix(s, "{"); ok {
 		if name, ok = strings.CutSuffix(name, "}"); ok {
 			if val, known := vars[name]; known {
+				if _, absent := val.(Absent); absent {
+					return nil
+				}
 				return val
 			}
 		}

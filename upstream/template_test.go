@@ -48,3 +48,22 @@ func TestRender(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderAbsent: a value there is none of is null as a whole value and
+// its stand-in inside text, and stays so through a checkpoint's JSON.
+func TestRenderAbsent(t *testing.T) {
+	t.Parallel()
+	tmpl := config.Body{"since": "{since}", "q": "updated_at:>'{since}'"}
+	vars := upstream.Vars{"since": upstream.Absent("1970-01-01T00:00:00Z")}
+	b, _ := json.Marshal(vars)
+	var back upstream.Vars
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]upstream.Vars{"fresh": vars, "from a checkpoint": back} {
+		got, err := upstream.Render(tmpl, v)
+		if want := `{"q":"updated_at:>'1970-01-01T00:00:00Z'","since":null}`; err != nil || string(got) != want {
+			t.Errorf("%s: Render = %s, %v; want %s", name, got, err, want)
+		}
+	}
+}

@@ -415,7 +415,7 @@ func (f *run) firstPosition(since string) upstream.Position {
 	}
 	params, vars := url.Values{}, upstream.Vars{"since": since}
 	if since == "" {
-		vars["since"] = beginningOfTime(d)
+		vars["since"] = noLowerBound(d)
 	} else if d.Param != "" {
 		params.Set(d.Param, since)
 	}

@@ -210,7 +210,7 @@ func probePosition(client *upstream.Client, res *config.Resource) upstream.Posit
 	}
 	vars := upstream.Vars{}
 	if res.Delta != nil {
-		vars["since"] = beginningOfTime(res.Delta)
+		vars["since"] = noLowerBound(res.Delta)
 	}
 	if res.Probe.Limit > 0 {
 		vars["limit"] = res.Probe.Limit

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tidemark/tidemark/config"
+	"github.com/tidemark/tidemark/upstream"
 )
 
 // A read of a resource with delta.window walks time ranges of
@@ -91,12 +92,13 @@ func (f *run) windowNote() string {
 // format writes an instant in the delta's format.
 func (f *run) format(t time.Time) string { return timeCursor(t).format(f.res.Delta.Format) }
 
-// beginningOfTime is a body's {since} for a read without a lower bound (a
-// full read, a first sync without delta.start): {since} is always
-// something, and the start of time reads everything.
-func beginningOfTime(d *config.Delta) string {
+// noLowerBound is a body's {since} for a read without a lower bound (a
+// full read, a first sync without delta.start): null as a whole value,
+// and inside a longer string (a search query) the start of time, which
+// reads everything.
+func noLowerBound(d *config.Delta) upstream.Absent {
 	if d.Format == config.FormatNumber {
 		return "0"
 	}
-	return timeCursor(time.Unix(0, 0)).format(d.Format)
+	return upstream.Absent(timeCursor(time.Unix(0, 0)).format(d.Format))
 }

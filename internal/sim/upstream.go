@@ -3,10 +3,12 @@ package sim
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,22 @@ type API struct {
 	// as APIs do that report "nothing here" as not found; the config maps
 	// it to empty (on_status).
 	EmptyStatus int
+	// Shape varies the cursor style: "" is a cursor in a response field
+	// with GET; "graphql" a POST whose JSON body carries the cursor (and
+	// the page size and the delta's lower bound), answered as a GraphQL
+	// connection (pageInfo.hasNextPage, endCursor); "last_record" is
+	// Stripe's list: starting_after the id of the page's last record,
+	// and has_more.
+	Shape string
+	// Nodes lists a graphql answer's records in nodes, not edges[].node.
+	Nodes bool
 }
+
+// Shapes of the cursor style (API.Shape).
+const (
+	ShapeGraphQL    = "graphql"
+	ShapeLastRecord = "last_record"
+)
 
 // Faults are the misbehaviours the driver turns on for a while. The zero
 // value is a well-behaved upstream.
@@ -117,6 +134,12 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/items" {
 		http.NotFound(w, r)
 		return
+	}
+	if r.Method == http.MethodPost {
+		if err := graphQLToQuery(r, u.api.DeltaParam); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 	}
 	u.mu.Lock()
 	u.requests++
@@ -262,6 +285,13 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 			from = 0
 		}
 	default: // cursor, link, next_url: keyset after the token's record
+		if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
+			from = slices.IndexFunc(all, func(rc *rec) bool { return rc.id.key() == id })
+			if from < 0 {
+				return errorBody("no such object: " + id), hdr, http.StatusBadRequest
+			}
+			from++
+		}
 		if c := q.Get("cursor"); c != "" {
 			t, msg, code := u.redeem(c)
 			if code != 0 {
@@ -286,6 +316,9 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		return errorBody("not found"), hdr, u.api.EmptyStatus
 	}
 
+	if u.api.Shape == ShapeGraphQL {
+		return u.connection(page, to < len(all), q.Get("cursor"), response, f), hdr, http.StatusOK
+	}
 	var b bytes.Buffer
 	b.WriteString(`{"data":[`)
 	for i, rc := range page {
@@ -295,6 +328,10 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		b.Write(m.render(rc, response))
 	}
 	fmt.Fprintf(&b, `],"total":%d`, len(all))
+	if u.api.Shape == ShapeLastRecord {
+		fmt.Fprintf(&b, `,"has_more":%t}`, to < len(all))
+		return b.Bytes(), hdr, http.StatusOK
+	}
 	if u.api.Style == "cursor" || u.api.Style == "link" || u.api.Style == "next_url" {
 		next := ""
 		if to < len(all) && len(page) > 0 {
@@ -417,4 +454,65 @@ func (u *Upstream) redeem(tok string) (token, string, int) {
 	}
 	t.uses++
 	return *t, "", 0
+}
+
+// graphQLToQuery reads a graphql shape's POST body, {"query": ...,
+// "variables": {"first", "after", "since"}}, into the query parameters the
+// list answers from: limit, cursor and the delta parameter.
+func graphQLToQuery(r *http.Request, deltaParam string) error {
+	var body struct {
+		Query     string `json:"query"`
+		Variables struct {
+			First *int    `json:"first"`
+			After *string `json:"after"`
+			Since *string `json:"since"`
+		} `json:"variables"`
+	}
+	if r.Header.Get("Content-Type") != "application/json" {
+		return fmt.Errorf("Content-Type %q, want application/json", r.Header.Get("Content-Type"))
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Query == "" || body.Variables.First == nil {
+		return fmt.Errorf("want a JSON body with query and variables.first: %v", err)
+	}
+	v := body.Variables
+	q := url.Values{"limit": {strconv.Itoa(*v.First)}}
+	if v.After != nil {
+		q.Set("cursor", *v.After)
+	}
+	if v.Since != nil && deltaParam != "" {
+		q.Set(deltaParam, *v.Since)
+	}
+	r.URL.RawQuery = q.Encode()
+	return nil
+}
+
+// connection is a graphql shape's answer: the page as a GraphQL
+// connection, with a cost extension that moves with every answer (as
+// Shopify's does), which a hash of the body would take for a change.
+func (u *Upstream) connection(page []*rec, more bool, from string, response int, f Faults) []byte {
+	m := u.m
+	var b bytes.Buffer
+	if u.api.Nodes {
+		b.WriteString(`{"data":{"items":{"nodes":[`)
+	} else {
+		b.WriteString(`{"data":{"items":{"edges":[`)
+	}
+	for i, rc := range page {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if !u.api.Nodes {
+			b.WriteString(`{"cursor":"opaque","node":`)
+		}
+		b.Write(m.render(rc, response))
+		if !u.api.Nodes {
+			b.WriteByte('}')
+		}
+	}
+	end := "null"
+	if len(page) > 0 {
+		end = strconv.Quote(u.issue(key(u.api.Order, page[len(page)-1]), from, f))
+	}
+	fmt.Fprintf(&b, `],"pageInfo":{"hasNextPage":%t,"endCursor":%s}}},"extensions":{"cost":{"actualQueryCost":%d}}}`, more && len(page) > 0, end, response)
+	return b.Bytes()
 }
