@@ -340,10 +340,13 @@ type Delta struct {
 }
 
 // Window makes a read walk [since, since+size), [since+size, since+2*size),
-// ... up to the moment the read began, each range read to its last page
-// before the next. The checkpoint names the window a read is in, so an
-// interrupted read resumes there; the watermark moves only when the whole
-// read succeeds, to the end of its last window at most.
+// ... until a window reaches past the moment the read began, each range
+// read to its last page before the next. The checkpoint names the window a
+// read is in, so an interrupted read resumes there; the watermark moves
+// only when the whole read succeeds (never past the read's start less
+// clock_skew). A record without the delta field is in no window: with
+// full_sync.detect_deletes, use windows only on a field every record has
+// (a creation time).
 type Window struct {
 	// Size is the length of one window. Required, > 0.
 	Size Duration `yaml:"size"`

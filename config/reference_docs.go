@@ -98,7 +98,7 @@ var fieldDocs = map[string]string{
 	"Webhook.Events":             "Events lists the event types delivered; empty means all.",
 	"Webhook.SecretEnv":          "SecretEnv names the environment variable holding the signing secret: deliveries are signed by the Standard Webhooks scheme (HMAC-SHA256); a secret starting whsec_ is base64 after that prefix, any other is used as it is.",
 	"Webhook.URL":                "URL receives a POST per event.",
-	"Window":                     "Window makes a read walk [since, since+size), [since+size, since+2*size), ... up to the moment the read began, each range read to its last page before the next. The checkpoint names the window a read is in, so an interrupted read resumes there; the watermark moves only when the whole read succeeds, to the end of its last window at most.",
+	"Window":                     "Window makes a read walk [since, since+size), [since+size, since+2*size), ... until a window reaches past the moment the read began, each range read to its last page before the next. The checkpoint names the window a read is in, so an interrupted read resumes there; the watermark moves only when the whole read succeeds (never past the read's start less clock_skew). A record without the delta field is in no window: with full_sync.detect_deletes, use windows only on a field every record has (a creation time).",
 	"Window.EndParam":            "EndParam is the query parameter carrying a window's end (exclusive), in the delta's format. Required with method GET; a POST carries it in the body's {until} instead.",
 	"Window.Size":                "Size is the length of one window. Required, > 0.",
 }

@@ -10,7 +10,8 @@ import (
 
 // A read of a resource with delta.window walks time ranges of
 // delta.window.size, [since, since+size), [since+size, since+2*size), ...,
-// each to its last page, up to the moment the read began (WindowEnd). The
+// each to its last page, until a window reaches past the moment the read
+// began (WindowEnd). The
 // checkpoint names the window a read is in (WindowFrom, WindowTo), saved
 // with each page like the rest of the walk, so an interrupted read resumes
 // in its window, not at its first. The watermark moves, as always, only
@@ -53,12 +54,12 @@ func (f *run) startWindows(since string) bool {
 	return true
 }
 
-// windowEnd is the end of the window that begins at from.
+// windowEnd is the end of the window that begins at from. The last
+// window reaches past the read's start (WindowEnd) rather than stopping
+// at it: a record changed during the read moves to a later time, and
+// must still be in a window the read has yet to walk.
 func (f *run) windowEnd(from time.Time) time.Time {
-	if to := from.Add(f.res.Delta.Window.Size.D()); to.Before(f.cp.WindowEnd) {
-		return to
-	}
-	return f.cp.WindowEnd
+	return from.Add(f.res.Delta.Window.Size.D())
 }
 
 // windowsLeft reports whether the read has windows after the current one.
