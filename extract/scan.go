@@ -850,3 +850,36 @@ func (e *Extractor) docID(d *Doc, v int32) (string, error) {
 		return "", fmt.Errorf("id %q is a %s, not a string or number", path, k)
 	}
 }
+
+// LastID is the id of the last record of a page that has one, as the
+// upstream wrote it: for continuing after it (pagination.cursor_from
+// last_record). Unlike a record's id it may be one tidemark refuses to
+// store (invalid text, as encoding/json decodes it): the read must still
+// get past that record. False when no record of the page has an id.
+func (e *Extractor) LastID(d *Doc) (string, bool) {
+	arr, ok := d.lookup(d.root, e.recordsPath)
+	if !ok || d.nodes[arr].kind != kindArray {
+		return "", false
+	}
+	n := d.nodes[arr]
+	for i := n.hi - 1; i >= n.lo; i-- {
+		v := e.docItem(d, d.kids[i])
+		if v < 0 {
+			continue
+		}
+		id, ok := d.lookup(v, e.idPath)
+		if !ok {
+			continue
+		}
+		switch d.nodes[id].kind {
+		case kindString, kindNumber:
+			if s, err := e.docID(d, v); err == nil {
+				return s, true
+			}
+			if d.nodes[id].kind == kindString && d.nodes[id].lo < d.nodes[id].hi {
+				return string(d.text(id)), true
+			}
+		}
+	}
+	return "", false
+}

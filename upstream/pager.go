@@ -386,7 +386,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 		p.why = "last page: pagination style none reads one page"
 		return "", nil
 	case config.PaginationCursor:
-		return p.cursorNext(current, doc, page, served)
+		return p.cursorNext(current, doc, served)
 	case config.PaginationLink:
 		link := nextLink(resp.Header.Values("Link"))
 		if link == "" {
@@ -452,7 +452,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 // cursor_param, where there is one; "" on the last page: an empty page,
 // has_more_field false, or no cursor. The cursor is left in p.cursor (a
 // POST carries it in its body).
-func (p *Pager) cursorNext(current string, doc *extract.Doc, page *Page, served int) (string, error) {
+func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string, error) {
 	pg := p.res.Pagination
 	if served == 0 {
 		p.why = "last page: the page is empty"
@@ -462,7 +462,7 @@ func (p *Pager) cursorNext(current string, doc *extract.Doc, page *Page, served 
 	if err != nil || !more {
 		return "", err
 	}
-	s, err := p.nextCursor(doc, page)
+	s, err := p.nextCursor(doc)
 	if err != nil || s == "" {
 		if err == nil && pg.HasMoreField != "" {
 			err = fmt.Errorf("%s is true, but %s", pg.HasMoreField, strings.TrimPrefix(p.why, "last page: "))
@@ -497,14 +497,16 @@ func (p *Pager) hasMore(doc *extract.Doc) (bool, error) {
 
 // nextCursor is the next cursor: the response's next_field, or the page's
 // last record's id; "" when there is none (p.why says why).
-func (p *Pager) nextCursor(doc *extract.Doc, page *Page) (string, error) {
+func (p *Pager) nextCursor(doc *extract.Doc) (string, error) {
 	pg := p.res.Pagination
 	if pg.CursorFrom == config.CursorFromLastRecord {
-		if len(page.Records) == 0 {
-			p.why = "last page: no record of the page has a usable id to continue after"
-			return "", nil
+		// The page's last record, even one set aside: the next page
+		// begins after it whether or not tidemark could store it.
+		id, ok := p.ex.LastID(doc)
+		if !ok {
+			p.why = "last page: no record of the page has an id to continue after"
 		}
-		return page.Records[len(page.Records)-1].ID, nil
+		return id, nil
 	}
 	tok, ok := doc.Lookup(pg.NextField)
 	if !ok || tok == nil {

@@ -24,7 +24,10 @@ type Scenario struct {
 	Skew        time.Duration // the upstream's clock against the fleet's
 	StampRes    time.Duration // resolution of updated_at
 	Overlap     time.Duration // delta.overlap
-	Steps       []Step
+	// Window is delta.window.size (0: none); the reads walk windows from
+	// an hour before the scenario's config is made.
+	Window time.Duration
+	Steps  []Step
 }
 
 // Step is one thing the driver does.
@@ -141,6 +144,7 @@ func NewScenario(seed uint64) Scenario {
 		s.API.EmptyStatus = http.StatusNotFound
 	}
 	s.drawShape(rand.New(rand.NewPCG(seed, 0x9057)))
+	s.drawWindow(rand.New(rand.NewPCG(seed, 0x3b1d)))
 
 	for range 6 + pick(9) {
 		s.Steps = append(s.Steps, s.step(rng))
@@ -164,12 +168,23 @@ func (s *Scenario) drawShape(rng *rand.Rand) {
 		s.API.Probe = "none"
 	case 1:
 		s.API.Shape = ShapeLastRecord
-		// Stripe lists in an order nothing moves a record in: keyset
-		// after a record that moved would skip what it passed.
-		if s.API.Order == ByStamp {
-			s.API.Order = ByID
-		}
+		// Stripe lists in an order nothing moves a record in (keyset
+		// after a record that moved would skip what it passed).
+		s.API.Order = ByID
 	}
+}
+
+// drawWindow draws delta.window, from a stream of its own, for a third of
+// the seeds with a time delta whose every record carries its time: a
+// record without one is in no window, and with detect_deletes a windowed
+// full read would tombstone it (config.Window says so).
+func (s *Scenario) drawWindow(rng *rand.Rand) {
+	timed := s.Content.Format != "" && s.Content.Format != "number"
+	if !timed || s.Content.OddCursor > 0 || rng.IntN(3) != 0 {
+		return
+	}
+	s.Window = []time.Duration{10 * time.Minute, 30 * time.Minute, 2 * time.Hour}[rng.IntN(3)]
+	s.API.WindowParam = "updated_before"
 }
 
 // Style is the scenario's pagination style, its shape included: what the
@@ -230,7 +245,7 @@ func (s Scenario) Describe() string {
 		s.Style(), s.API.Nodes, s.API.Order, s.Limit, s.API.Cap, s.TotalField, s.API.Probe, s.ProbeMethod, s.API.HeadUnsupported,
 		s.Records, s.Content.IDs, s.Content.Hostile)
 	if s.Content.Format != "" {
-		fmt.Fprintf(&b, " delta=%s overlap=%s odd_cursors=%.2f zone=%+ds", s.Content.Format, s.Overlap, s.Content.OddCursor, s.Content.ZoneOffset)
+		fmt.Fprintf(&b, " delta=%s overlap=%s odd_cursors=%.2f zone=%+ds window=%s", s.Content.Format, s.Overlap, s.Content.OddCursor, s.Content.ZoneOffset, s.Window)
 	} else {
 		b.WriteString(" delta=none")
 	}
@@ -302,6 +317,13 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 		if s.Overlap > 0 {
 			fmt.Fprintf(&b, "          overlap: %s\n", s.Overlap)
 		}
+		if s.Window > 0 {
+			fmt.Fprintf(&b, "          start: %q\n          window: {size: %s", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), s.Window)
+			if s.API.Shape != ShapeGraphQL {
+				fmt.Fprintf(&b, ", end_param: %s", s.API.WindowParam)
+			}
+			b.WriteString("}\n")
+		}
 	}
 	b.WriteString("        full_sync: {every: 24h, detect_deletes: true}\n")
 	if s.API.EmptyStatus != 0 {
@@ -317,6 +339,9 @@ func (s Scenario) graphQLYAML(b *strings.Builder) {
 	b.WriteString("          variables: {first: \"{limit}\", after: \"{cursor}\"")
 	if s.Content.Format != "" {
 		b.WriteString(", since: \"{since}\"")
+	}
+	if s.Window > 0 {
+		b.WriteString(", before: \"{until}\"")
 	}
 	b.WriteString("}\n")
 	if s.API.Nodes {

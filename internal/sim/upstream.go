@@ -49,6 +49,10 @@ type API struct {
 	Shape string
 	// Nodes lists a graphql answer's records in nodes, not edges[].node.
 	Nodes bool
+	// WindowParam, when set, bounds the delta filter from above:
+	// updated_at before it (delta.window's end_param, or a graphql body's
+	// before).
+	WindowParam string
 }
 
 // Shapes of the cursor style (API.Shape).
@@ -87,6 +91,10 @@ type Upstream struct {
 	empties  int // answers with api.EmptyStatus
 	tokens   map[string]*token
 	issued   []string
+	// served maps the id of each record a last_record page served to its
+	// position: starting_after continues after that position even once
+	// the record is gone (keyset, WHERE id > ?), as list APIs do.
+	served map[string]int64
 }
 
 type token struct {
@@ -102,7 +110,7 @@ type token struct {
 
 // NewUpstream serves m as api describes.
 func NewUpstream(m *Model, api API, seed uint64) *Upstream {
-	return &Upstream{m: m, api: api, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tokens: map[string]*token{}}
+	return &Upstream{m: m, api: api, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tokens: map[string]*token{}, served: map[string]int64{}}
 }
 
 // SetFaults replaces the active misbehaviours.
@@ -136,7 +144,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		if err := graphQLToQuery(r, u.api.DeltaParam); err != nil {
+		if err := graphQLToQuery(r, u.api); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -262,6 +270,13 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		}
 		all = keep
 	}
+	if v := q.Get(u.api.WindowParam); u.api.WindowParam != "" && v != "" {
+		keep, err := u.before(all, v)
+		if err != nil {
+			return errorBody("bad " + u.api.WindowParam + ": " + err.Error()), hdr, http.StatusBadRequest
+		}
+		all = keep
+	}
 	size := len(all)
 	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 {
 		size = l
@@ -286,11 +301,16 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		}
 	default: // cursor, link, next_url: keyset after the token's record
 		if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
-			from = slices.IndexFunc(all, func(rc *rec) bool { return rc.id.key() == id })
-			if from < 0 {
+			u.mu.Lock() // under m.mu, as issue and redeem take it
+			p, ok := u.served[id]
+			u.mu.Unlock()
+			if !ok {
 				return errorBody("no such object: " + id), hdr, http.StatusBadRequest
 			}
-			from++
+			from = len(all)
+			if i := slices.IndexFunc(all, func(rc *rec) bool { return rc.pos > p }); i >= 0 {
+				from = i
+			}
 		}
 		if c := q.Get("cursor"); c != "" {
 			t, msg, code := u.redeem(c)
@@ -329,6 +349,15 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	}
 	fmt.Fprintf(&b, `],"total":%d`, len(all))
 	if u.api.Shape == ShapeLastRecord {
+		u.mu.Lock()
+		for _, rc := range page {
+			u.served[rc.id.key()] = rc.pos
+			if !rc.id.numeric {
+				// An id tidemark refuses comes back as JSON decodes it.
+				u.served[rc.id.str.decoded()] = rc.pos
+			}
+		}
+		u.mu.Unlock()
 		fmt.Fprintf(&b, `,"has_more":%t}`, to < len(all))
 		return b.Bytes(), hdr, http.StatusOK
 	}
@@ -406,6 +435,21 @@ func (u *Upstream) filter(all []*rec, v string) ([]*rec, error) {
 	return keep, nil
 }
 
+// before keeps the records a window's end v selects: updated_at before it.
+func (u *Upstream) before(all []*rec, v string) ([]*rec, error) {
+	end, err := parseSince(v, u.api.Format)
+	if err != nil {
+		return nil, err
+	}
+	var keep []*rec
+	for _, r := range all {
+		if r.stamp != nil && r.stamp.Before(end) {
+			keep = append(keep, r)
+		}
+	}
+	return keep, nil
+}
+
 func parseSince(v, format string) (time.Time, error) {
 	switch format {
 	case "unix":
@@ -459,13 +503,14 @@ func (u *Upstream) redeem(tok string) (token, string, int) {
 // graphQLToQuery reads a graphql shape's POST body, {"query": ...,
 // "variables": {"first", "after", "since"}}, into the query parameters the
 // list answers from: limit, cursor and the delta parameter.
-func graphQLToQuery(r *http.Request, deltaParam string) error {
+func graphQLToQuery(r *http.Request, api API) error {
 	var body struct {
 		Query     string `json:"query"`
 		Variables struct {
-			First *int    `json:"first"`
-			After *string `json:"after"`
-			Since *string `json:"since"`
+			First  *int    `json:"first"`
+			After  *string `json:"after"`
+			Since  *string `json:"since"`
+			Before *string `json:"before"`
 		} `json:"variables"`
 	}
 	if r.Header.Get("Content-Type") != "application/json" {
@@ -479,8 +524,11 @@ func graphQLToQuery(r *http.Request, deltaParam string) error {
 	if v.After != nil {
 		q.Set("cursor", *v.After)
 	}
-	if v.Since != nil && deltaParam != "" {
-		q.Set(deltaParam, *v.Since)
+	if v.Since != nil && api.DeltaParam != "" {
+		q.Set(api.DeltaParam, *v.Since)
+	}
+	if v.Before != nil && api.WindowParam != "" {
+		q.Set(api.WindowParam, *v.Before)
 	}
 	r.URL.RawQuery = q.Encode()
 	return nil
