@@ -22,12 +22,13 @@ import (
 )
 
 var (
-	seeds = flag.Int("sim.seeds", 0, "run seeds 1..N instead of the fixed set (make sim SEEDS=N)")
-	first = flag.Int("sim.from", 1, "the first seed of -sim.seeds")
-	only  = flag.Uint64("sim.seed", 0, "replay this one seed (make sim SEED=N)")
-	lanes = flag.Int("sim.lanes", 3, "seeds run side by side, each lane on its own Postgres and Redis database")
-	logs  = flag.Bool("sim.log", false, "show the fleet's logs (with -v)")
-	style = flag.String("sim.styles", "", "with -sim.seeds: run the first N seeds from -sim.from whose style (shape included: graphql, last_record) is one of these, comma-separated")
+	seeds  = flag.Int("sim.seeds", 0, "run seeds 1..N instead of the fixed set (make sim SEEDS=N)")
+	first  = flag.Int("sim.from", 1, "the first seed of -sim.seeds")
+	only   = flag.Uint64("sim.seed", 0, "replay this one seed (make sim SEED=N)")
+	lanes  = flag.Int("sim.lanes", 3, "seeds run side by side, each lane on its own Postgres and Redis database")
+	logs   = flag.Bool("sim.log", false, "show the fleet's logs (with -v)")
+	window = flag.Bool("sim.window", false, "with -sim.seeds: only seeds whose reads walk delta windows")
+	style  = flag.String("sim.styles", "", "with -sim.seeds: run the first N seeds from -sim.from whose style (shape included: graphql, last_record) is one of these, comma-separated")
 )
 
 // fixedSeeds run in make test: every pagination style several times over
@@ -44,7 +45,7 @@ func TestSim(t *testing.T) {
 	case *only != 0:
 		list = []uint64{*only}
 	case *seeds > 0:
-		list = seedList(*first, *seeds, *style)
+		list = seedList(*first, *seeds, *style, *window)
 	}
 	if testing.Short() {
 		list = list[:min(len(list), 6)]
@@ -87,12 +88,14 @@ func TestSim(t *testing.T) {
 }
 
 // seedList is n seeds from first on; with styles, the first n whose
-// scenario's style is one of them.
-func seedList(first, n int, styles string) []uint64 {
+// scenario's style is one of them; with windows, whose reads walk delta
+// windows.
+func seedList(first, n int, styles string, windows bool) []uint64 {
 	var list []uint64
 	want := strings.Split(styles, ",")
 	for s := uint64(first); len(list) < n; s++ {
-		if styles == "" || slices.Contains(want, sim.NewScenario(s).Style()) {
+		sc := sim.NewScenario(s)
+		if (styles == "" || slices.Contains(want, sc.Style())) && (!windows || sc.Window > 0) {
 			list = append(list, s)
 		}
 	}
