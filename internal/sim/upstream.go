@@ -143,11 +143,9 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if r.Method == http.MethodPost {
-		if err := graphQLToQuery(r, u.api); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
+	if err := graphQLToQuery(r, u.api); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	u.mu.Lock()
 	u.requests++
@@ -212,15 +210,20 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if truncate {
-		w.Write(body[:len(body)/2])
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-			}
-		}
+		cutShort(w, body)
 		return
 	}
 	w.Write(body)
+}
+
+// cutShort sends half of body and drops the connection.
+func cutShort(w http.ResponseWriter, body []byte) {
+	w.Write(body[:len(body)/2])
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+		}
+	}
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
@@ -263,19 +266,9 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 			all[i], all[j] = all[j], all[i]
 		}
 	}
-	if v := q.Get(u.api.DeltaParam); u.api.DeltaParam != "" && v != "" {
-		keep, err := u.filter(all, v)
-		if err != nil {
-			return errorBody("bad " + u.api.DeltaParam + ": " + err.Error()), hdr, http.StatusBadRequest
-		}
-		all = keep
-	}
-	if v := q.Get(u.api.WindowParam); u.api.WindowParam != "" && v != "" {
-		keep, err := u.before(all, v)
-		if err != nil {
-			return errorBody("bad " + u.api.WindowParam + ": " + err.Error()), hdr, http.StatusBadRequest
-		}
-		all = keep
+	all, err := u.narrow(all, q)
+	if err != nil {
+		return errorBody(err.Error()), hdr, http.StatusBadRequest
 	}
 	size := len(all)
 	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 {
@@ -301,15 +294,9 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		}
 	default: // cursor, link, next_url: keyset after the token's record
 		if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
-			u.mu.Lock() // under m.mu, as issue and redeem take it
-			p, ok := u.served[id]
-			u.mu.Unlock()
-			if !ok {
+			var ok bool
+			if from, ok = u.afterServed(all, id); !ok {
 				return errorBody("no such object: " + id), hdr, http.StatusBadRequest
-			}
-			from = len(all)
-			if i := slices.IndexFunc(all, func(rc *rec) bool { return rc.pos > p }); i >= 0 {
-				from = i
 			}
 		}
 		if c := q.Get("cursor"); c != "" {
@@ -349,15 +336,7 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	}
 	fmt.Fprintf(&b, `],"total":%d`, len(all))
 	if u.api.Shape == ShapeLastRecord {
-		u.mu.Lock()
-		for _, rc := range page {
-			u.served[rc.id.key()] = rc.pos
-			if !rc.id.numeric {
-				// An id tidemark refuses comes back as JSON decodes it.
-				u.served[rc.id.str.decoded()] = rc.pos
-			}
-		}
-		u.mu.Unlock()
+		u.serve(page)
 		fmt.Fprintf(&b, `,"has_more":%t}`, to < len(all))
 		return b.Bytes(), hdr, http.StatusOK
 	}
@@ -435,6 +414,51 @@ func (u *Upstream) filter(all []*rec, v string) ([]*rec, error) {
 	return keep, nil
 }
 
+// narrow applies the delta parameter and the window's end of query q.
+func (u *Upstream) narrow(all []*rec, q url.Values) ([]*rec, error) {
+	var err error
+	if v := q.Get(u.api.DeltaParam); u.api.DeltaParam != "" && v != "" {
+		if all, err = u.filter(all, v); err != nil {
+			return nil, fmt.Errorf("bad %s: %w", u.api.DeltaParam, err)
+		}
+	}
+	if v := q.Get(u.api.WindowParam); u.api.WindowParam != "" && v != "" {
+		if all, err = u.before(all, v); err != nil {
+			return nil, fmt.Errorf("bad %s: %w", u.api.WindowParam, err)
+		}
+	}
+	return all, nil
+}
+
+// serve notes the positions of a last_record page's records (afterServed).
+func (u *Upstream) serve(page []*rec) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, rc := range page {
+		u.served[rc.id.key()] = rc.pos
+		if !rc.id.numeric {
+			// An id tidemark refuses comes back as JSON decodes it.
+			u.served[rc.id.str.decoded()] = rc.pos
+		}
+	}
+}
+
+// afterServed is where a last_record page after the record with id
+// begins in all (listed ByID): after its position, even once it is gone;
+// false for an id never served. Called under m.mu.
+func (u *Upstream) afterServed(all []*rec, id string) (int, bool) {
+	u.mu.Lock()
+	p, ok := u.served[id]
+	u.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	if i := slices.IndexFunc(all, func(rc *rec) bool { return rc.pos > p }); i >= 0 {
+		return i, true
+	}
+	return len(all), true
+}
+
 // before keeps the records a window's end v selects: updated_at before it.
 func (u *Upstream) before(all []*rec, v string) ([]*rec, error) {
 	end, err := parseSince(v, u.api.Format)
@@ -500,10 +524,14 @@ func (u *Upstream) redeem(tok string) (token, string, int) {
 	return *t, "", 0
 }
 
-// graphQLToQuery reads a graphql shape's POST body, {"query": ...,
+// graphQLToQuery reads a graphql shape's POST body (a GET is left as it
+// is), {"query": ...,
 // "variables": {"first", "after", "since"}}, into the query parameters the
 // list answers from: limit, cursor and the delta parameter.
 func graphQLToQuery(r *http.Request, api API) error {
+	if r.Method != http.MethodPost {
+		return nil
+	}
 	var body struct {
 		Query     string `json:"query"`
 		Variables struct {
