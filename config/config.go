@@ -156,6 +156,19 @@ type Resource struct {
 	Name string `yaml:"name"`
 	// Path is appended to the source's base_url; it may carry fixed query parameters.
 	Path string `yaml:"path"`
+	// Method is GET | POST, upper-cased on load. A POST sends body as JSON
+	// (GraphQL, search endpoints). Default "GET".
+	Method string `yaml:"method"`
+	// Body is the JSON object a POST sends, as a template: a string that is
+	// exactly "{cursor}", "{since}", "{until}" or "{limit}" becomes that
+	// value as JSON (the cursor is null on a read's first page, the limit a
+	// number), and inside a longer string each is replaced by its text
+	// (JSON-escaped). {since} is the delta's lower bound in its format; a
+	// read without one (a full read, a first sync without delta.start) has
+	// null as a whole value, and the start of time (1970, or 0) inside a
+	// longer string. {until} is a delta window's end. Only with method
+	// POST. Default none.
+	Body Body `yaml:"body"`
 	// Priority is critical | default | low. Default "default".
 	Priority string `yaml:"priority"`
 	// Freshness is the target lag; beyond it the resource is stale. Default 5m.
@@ -207,7 +220,25 @@ type Records struct {
 	Path string `yaml:"path"`
 	// ID is the dotted path of the unique id inside a record. Required.
 	ID string `yaml:"id"`
+	// Item is the dotted path of the record inside each element of the
+	// array, for arrays that wrap their records (GraphQL connections'
+	// edges: item node). id, fields, ignore_fields and delta.field are
+	// then read inside it. Default "": the element is the record.
+	Item string `yaml:"item"`
 }
+
+// Body is a request body template (Resource.Body): a JSON object written
+// in YAML.
+type Body map[string]any
+
+// Request methods of a resource's read.
+const (
+	MethodGet  = "GET"
+	MethodPost = "POST"
+)
+
+// Post reports whether the resource is read with POST requests.
+func (r *Resource) Post() bool { return r.Method == MethodPost }
 
 // Pagination styles.
 const (
@@ -219,14 +250,27 @@ const (
 	PaginationNextURL = "next_url"
 )
 
+// Where the cursor style's next cursor comes from (Pagination.CursorFrom).
+const (
+	CursorFromResponse   = "response"
+	CursorFromLastRecord = "last_record"
+)
+
 // Pagination describes how a resource's pages are walked.
 type Pagination struct {
 	// Style is none | page | offset | cursor | link | next_url. Default none.
 	Style string `yaml:"style"`
-	// CursorParam carries the cursor token (cursor style).
+	// CursorParam is the query parameter that carries the cursor token
+	// (cursor style). Required with method GET; with POST the cursor goes in
+	// the body's {cursor}, and in this parameter too when it is set.
 	CursorParam string `yaml:"cursor_param"`
-	// NextField is the dotted response field holding the next cursor (cursor style)
-	// or the next URL (next_url style; default "next_url").
+	// CursorFrom is where the cursor style's next cursor comes from:
+	// response (the response field next_field) or last_record (the id of the
+	// page's last record, as Stripe's starting_after wants; the read ends at
+	// an empty page, or where has_more_field says). Default response.
+	CursorFrom string `yaml:"cursor_from"`
+	// NextField is the dotted response field holding the next cursor (cursor style,
+	// cursor_from response) or the next URL (next_url style; default "next_url").
 	NextField string `yaml:"next_field"`
 	// LimitParam carries the page size, if the API takes one.
 	LimitParam string `yaml:"limit_param"`
@@ -246,7 +290,8 @@ type Pagination struct {
 	// upstream may serve fewer than asked). Default none.
 	TotalField string `yaml:"total_field"`
 	// HasMoreField is the dotted response field that is true while more
-	// pages follow (page and offset styles). Default none.
+	// pages follow (page, offset and cursor styles: GraphQL's
+	// pageInfo.hasNextPage, Stripe's has_more). Default none.
 	HasMoreField string `yaml:"has_more_field"`
 	// MaxPages bounds the pages of one read: a read that needs more fails
 	// (a loop the pager cannot recognise, or a resource larger than this
@@ -300,7 +345,8 @@ const (
 
 // Delta describes the incremental read by a watermark.
 type Delta struct {
-	// Param is the query parameter carrying the watermark. Required.
+	// Param is the query parameter carrying the watermark. Required with
+	// method GET; a POST carries it in the body's {since} instead.
 	Param string `yaml:"param"`
 	// Field is the dotted record field the watermark is taken from. Required.
 	Field string `yaml:"field"`
@@ -314,6 +360,33 @@ type Delta struct {
 	// cursor further ahead than that is reported as in the future (time
 	// formats only). Default 5s.
 	ClockSkew Duration `yaml:"clock_skew"`
+	// Start is where a first sync (no watermark yet) begins: an RFC 3339
+	// timestamp (2024-01-01T00:00:00Z) or a duration back from the moment
+	// the read begins (720h), sent in the delta's format as the lower bound.
+	// Once a watermark exists it is not used; full reads read everything
+	// (but with window, from start). Time formats only. Default none: a
+	// first sync reads everything.
+	Start string `yaml:"start"`
+	// Window walks a read in bounded time ranges, for APIs that require
+	// them. Default none.
+	Window *Window `yaml:"window"`
+}
+
+// Window makes a read walk [since, since+size), [since+size, since+2*size),
+// ... until a window reaches past the moment the read began, each range
+// read to its last page before the next. The checkpoint names the window a
+// read is in, so an interrupted read resumes there; the watermark moves
+// only when the whole read succeeds (never past the read's start less
+// clock_skew). A record without the delta field is in no window: with
+// full_sync.detect_deletes, use windows only on a field every record has
+// (a creation time).
+type Window struct {
+	// Size is the length of one window. Required, > 0.
+	Size Duration `yaml:"size"`
+	// EndParam is the query parameter carrying a window's end (exclusive),
+	// in the delta's format. Required with method GET; a POST carries it in
+	// the body's {until} instead.
+	EndParam string `yaml:"end_param"`
 }
 
 // FullSync is the periodic full read.

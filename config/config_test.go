@@ -92,15 +92,15 @@ func TestDemoConfig(t *testing.T) {
 		delta     *Delta
 		full      time.Duration
 	}{
-		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{"data", "id"}, PaginationCursor, "limit",
+		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{Path: "data", ID: "id"}, PaginationCursor, "limit",
 			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
-		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{"", "id"}, PaginationLink, "limit",
+		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{Path: "", ID: "id"}, PaginationLink, "limit",
 			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber, ClockSkew: Duration(5 * time.Second)}, 10 * time.Minute},
-		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{"transactions", "txn_id"}, PaginationPage, "per_page",
+		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{Path: "transactions", ID: "txn_id"}, PaginationPage, "per_page",
 			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
-		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{"results", "settlement.id"}, PaginationOffset, "limit",
+		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{Path: "results", ID: "settlement.id"}, PaginationOffset, "limit",
 			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(5 * time.Minute), Limit: 1}, nil, time.Hour},
-		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{"result.items", "id"}, PaginationNextURL, "per_page",
+		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{Path: "result.items", ID: "id"}, PaginationNextURL, "per_page",
 			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(30 * time.Minute), Limit: 1}, nil, time.Hour},
 	}
 	if len(s.Resources) != len(tests) {
@@ -668,5 +668,73 @@ func TestEach(t *testing.T) {
 	cfg.Each(func(s *Source, r *Resource) { got = append(got, s.Name+"/"+r.Name) })
 	if want := []string{"s/r", "s/r2", "t/r"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Each visited %q, want %q", got, want)
+	}
+}
+
+// TestValidationRequests covers method, body, cursor_from and delta
+// start/window: each mistake names its line and key.
+func TestValidationRequests(t *testing.T) {
+	t.Parallel()
+	gql := "method: post\nbody: {query: q, variables: {after: \"{cursor}\", first: \"{limit}\"}}\npagination: {style: cursor, next_field: data.p.pageInfo.endCursor, has_more_field: data.p.pageInfo.hasNextPage}\n"
+	tests := []struct {
+		name  string
+		extra string // resource keys, from line 8
+		want  []string
+	}{
+		{"graphql", gql, nil},
+		{"stripe list", "pagination: {style: cursor, cursor_param: starting_after, cursor_from: last_record, has_more_field: has_more}\n" +
+			"delta: {param: \"created[gte]\", field: created, format: unix, start: \"2024-01-01T00:00:00Z\", window: {size: 720h, end_param: \"created[lt]\"}}\n", nil},
+		{"unknown method", "method: PUT", []string{`8: sources[0].resources[0].method: unknown method "PUT" (want GET | POST)`}},
+		{"post without body", "method: POST", []string{"5: sources[0].resources[0].body: required with method POST"}},
+		{"body on a GET", "body: {q: 1}", []string{"8: sources[0].resources[0].body: only with method POST"}},
+		{"body not a mapping", "method: POST\nbody: [1]", []string{"9: sources[0].resources[0].body: expected a mapping (the JSON object to send)"}},
+		{"placeholders without their config", "method: POST\nbody: {a: \"{cursor}\", b: \"x {since}\", c: \"{until}\"}",
+			[]string{"9: sources[0].resources[0].body: uses {cursor}, which needs pagination.style cursor",
+				"9: sources[0].resources[0].body: uses {since}, which needs delta",
+				"9: sources[0].resources[0].body: uses {until}, which needs delta.window"}},
+		{"cursor goes nowhere", "method: POST\nbody: {q: 1}\npagination: {style: cursor, next_field: n}",
+			[]string{"10: sources[0].resources[0].pagination.cursor_param: required for style cursor (or, with method POST, {cursor} in the body)"}},
+		{"next_field with last_record", "pagination: {style: cursor, cursor_param: a, cursor_from: last_record, next_field: n}",
+			[]string{"8: sources[0].resources[0].pagination.next_field: not used with cursor_from last_record"}},
+		{"unknown cursor_from", "pagination: {style: cursor, cursor_param: a, cursor_from: header}",
+			[]string{`8: sources[0].resources[0].pagination.cursor_from: unknown value "header"`}},
+		{"cursor_from on pages", "pagination: {style: page, cursor_from: last_record}",
+			[]string{"8: sources[0].resources[0].pagination.cursor_from: not used by style page"}},
+		{"has_more on links", "pagination: {style: link, has_more_field: more}",
+			[]string{"8: sources[0].resources[0].pagination.has_more_field: not used by style link (used by page | offset | cursor)"}},
+		{"etag on a POST", gql + "probe: {strategy: etag}",
+			[]string{"11: sources[0].resources[0].probe.strategy: etag is not available with method POST"}},
+		{"HEAD on a POST", gql + "probe: {strategy: hash, method: HEAD}",
+			[]string{"11: sources[0].resources[0].probe.method: strategy hash reads the body: use GET",
+				"11: sources[0].resources[0].probe.method: HEAD is not available with method POST"}},
+		{"delta.param optional with POST", gql + "delta: {field: updated_at}", nil},
+		{"delta.param required with GET", "delta: {field: updated_at}", []string{"8: sources[0].resources[0].delta.param: required (with method POST"}},
+		{"bad start", "delta: {param: p, field: f, start: yesterday}",
+			[]string{`8: sources[0].resources[0].delta.start: "yesterday" is neither an RFC 3339 timestamp`}},
+		{"start with numbers", "delta: {param: p, field: f, format: number, start: 24h}",
+			[]string{"8: sources[0].resources[0].delta.start: not with format number"}},
+		{"window without start", "delta: {param: p, field: f, window: {size: 24h, end_param: e}}",
+			[]string{"8: sources[0].resources[0].delta.start: required with window"}},
+		{"window without size or end", "delta: {param: p, field: f, start: 24h, window: {size: 0}}",
+			[]string{"8: sources[0].resources[0].delta.window.size: must be greater than 0",
+				"8: sources[0].resources[0].delta.window.end_param: required (with method POST"}},
+		{"relative start deletes", "delta: {param: p, field: f, start: 24h, window: {size: 1h, end_param: e}}\nfull_sync: {detect_deletes: true}",
+			[]string{"8: sources[0].resources[0].delta.start: must be a timestamp with window and full_sync.detect_deletes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			doc := minimalWith(8, tt.extra)
+			_, err := parse("t.yaml", []byte(doc), env(nil))
+			got := problems(t, err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems, want %d:\n%v\n--- config:\n%s", len(got), len(tt.want), err, doc)
+			}
+			for i, w := range tt.want {
+				if s := got[i].String(); !strings.HasPrefix(s, "t.yaml:"+w) {
+					t.Errorf("problem %d = %q, want prefix %q", i, s, "t.yaml:"+w)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"reflect"
@@ -23,6 +25,7 @@ const maxDepth = 64
 var (
 	durationType = reflect.TypeFor[Duration]()
 	byteSizeType = reflect.TypeFor[ByteSize]()
+	bodyType     = reflect.TypeFor[Body]()
 )
 
 // checker collects problems for one file, during decoding and validation.
@@ -170,6 +173,8 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 		}
 		v.SetInt(int64(b))
 		c.noteZero(path, b == 0)
+	case t == bodyType:
+		c.decodeBody(n, v, path)
 	case t.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			v.Set(reflect.New(t.Elem()))
@@ -248,6 +253,35 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 		// Only reached if config.go grows a field of a type this walk does not know.
 		panic(fmt.Sprintf("config: no decoder for %s (%s)", t, path))
 	}
+}
+
+// decodeBody stores a request body template: any JSON object, taken as
+// written (no ${VAR} expansion: a body is no place for secrets).
+func (c *checker) decodeBody(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		c.fail(n, path, "expected a mapping (the JSON object to send), found %s", kindName(n))
+		return
+	}
+	var b Body
+	if err := n.Decode(&b); err != nil {
+		c.fail(n, path, "%v", err)
+		return
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		c.fail(n, path, "not expressible as JSON (keys must be strings): %v", err)
+		return
+	}
+	// Through JSON, so that the template holds what JSON decodes to
+	// (objects as map[string]any, exact numbers), not YAML's types.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var body map[string]any
+	if err := dec.Decode(&body); err != nil {
+		c.fail(n, path, "%v", err)
+		return
+	}
+	v.Set(reflect.ValueOf(Body(body)))
 }
 
 func (c *checker) noteZero(path string, zero bool) {

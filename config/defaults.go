@@ -18,6 +18,7 @@ const (
 	defaultStart          = 1
 	defaultOffsetParam    = "offset"
 	defaultNextURLField   = "next_url"
+	defaultMethod         = MethodGet
 	defaultProbeMethod    = "GET"
 	defaultProbeEvery     = Duration(time.Minute)
 	defaultFullSyncEvery  = Duration(24 * time.Hour)
@@ -55,6 +56,7 @@ func (c *Config) SetDefaults() {
 func (r *Resource) setDefaults() {
 	r.Priority = cmp.Or(r.Priority, PriorityDefault)
 	r.Freshness = cmp.Or(r.Freshness, defaultFreshness)
+	r.Method = strings.ToUpper(cmp.Or(r.Method, defaultMethod))
 
 	p := &r.Pagination
 	p.Style = cmp.Or(p.Style, PaginationNone)
@@ -65,6 +67,9 @@ func (r *Resource) setDefaults() {
 		p.Start = &start
 	}
 	p.OffsetParam = cmp.Or(p.OffsetParam, defaultOffsetParam)
+	if p.Style == PaginationCursor {
+		p.CursorFrom = cmp.Or(p.CursorFrom, CursorFromResponse)
+	}
 	if p.Style == PaginationNextURL {
 		p.NextField = cmp.Or(p.NextField, defaultNextURLField)
 	}

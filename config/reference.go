@@ -94,6 +94,8 @@ var meta = map[string]keyMeta{
 	"Resource.Name":         {required: "yes", rule: "[a-z0-9_]+, unique within the source", example: "name: ticket_sales"},
 	"Resource.Path":         {required: "yes", rule: "starts with /", example: "path: /v1/ticket_sales?sort=id"},
 	"Resource.Priority":     {example: "priority: critical"},
+	"Resource.Method":       {example: "method: POST"},
+	"Resource.Body":         {rule: "only with method POST; {cursor} needs style cursor, {since} delta, {until} delta.window", example: `body: {query: "query($after: String) { ... }", variables: {after: "{cursor}", first: "{limit}"}}`},
 	"Resource.Freshness":    {rule: positive, example: "freshness: 30s"},
 	"Resource.Records":      {required: "yes (records.id)", example: "records: {path: data, id: id}"},
 	"Resource.Fields":       {dflt: "none: the raw record is stored", rule: "values are dotted paths", example: "fields: {amount: price.cents, state: status}"},
@@ -107,17 +109,19 @@ var meta = map[string]keyMeta{
 
 	"Records.Path": {dflt: `"" (the body is the array)`, rule: "dotted path", example: "path: data.items"},
 	"Records.ID":   {required: "yes", rule: "dotted path", example: "id: settlement.id"},
+	"Records.Item": {rule: "dotted path", example: "item: node"},
 
 	"Pagination.Style":        {example: "style: cursor"},
-	"Pagination.CursorParam":  {required: "for style cursor", example: "cursor_param: starting_after"},
-	"Pagination.NextField":    {required: "for style cursor", rule: "dotted path; cursor and next_url styles only", example: "next_field: next_cursor"},
+	"Pagination.CursorParam":  {required: "for style cursor with method GET", example: "cursor_param: starting_after"},
+	"Pagination.CursorFrom":   {rule: "cursor style only", example: "cursor_from: last_record"},
+	"Pagination.NextField":    {required: "for style cursor (cursor_from response)", rule: "dotted path; cursor and next_url styles only", example: "next_field: next_cursor"},
 	"Pagination.LimitParam":   {dflt: "none: no page size is sent", example: "limit_param: per_page"},
 	"Pagination.Limit":        {rule: positive, example: "limit: 500"},
 	"Pagination.PageParam":    {rule: "page style only", example: "page_param: _page"},
 	"Pagination.Start":        {rule: ">= 0; page style only", example: "start: 0"},
 	"Pagination.OffsetParam":  {rule: "offset style only", example: "offset_param: skip"},
 	"Pagination.TotalField":   {dflt: "none", rule: "dotted path; page and offset styles only", example: "total_field: meta.total"},
-	"Pagination.HasMoreField": {dflt: "none", rule: "dotted path; page and offset styles only", example: "has_more_field: has_more"},
+	"Pagination.HasMoreField": {dflt: "none", rule: "dotted path; page, offset and cursor styles only", example: "has_more_field: has_more"},
 	"Pagination.MaxPages":     {rule: positive, example: "max_pages: 20000"},
 	"Pagination.ResumeWithin": {rule: positive, example: "resume_within: 30m"},
 
@@ -128,7 +132,12 @@ var meta = map[string]keyMeta{
 	"Probe.Path":     {rule: "starts with /", example: "path: /v1/ticket_sales?limit=1"},
 	"Probe.Limit":    {rule: positive + "; needs pagination.limit_param; not with path", example: "limit: 1"},
 
-	"Delta.Param":     {required: "yes", example: "param: updated_since"},
+	"Delta.Param":  {required: "with method GET", example: "param: updated_since"},
+	"Delta.Start":  {rule: "RFC 3339 timestamp or positive duration; time formats only", example: "start: 720h"},
+	"Delta.Window": {rule: "needs start; time formats only", example: "window: {size: 24h, end_param: created_lt}"},
+
+	"Window.Size":     {required: "yes", rule: positive, example: "size: 24h"},
+	"Window.EndParam": {required: "with method GET", example: "end_param: created[lt]"},
 	"Delta.Field":     {required: "yes", rule: "dotted path", example: "field: updated_at"},
 	"Delta.Format":    {example: "format: unix"},
 	"Delta.Overlap":   {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
@@ -147,15 +156,17 @@ var meta = map[string]keyMeta{
 // enums lists the accepted values of the enumerated keys, as validate.go
 // checks them (TestSchemaEnums proves the two agree).
 var enums = map[string][]string{
-	"Auth.Type":         authTypes,
-	"Auth.GrantType":    grantTypes,
-	"Auth.AuthStyle":    authStyles,
-	"Resource.Priority": {PriorityCritical, PriorityDefault, PriorityLow},
-	"Pagination.Style":  {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":    {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
-	"Probe.Method":      {"HEAD", "GET"},
-	"Delta.Format":      {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
-	"Webhook.Events":    Events,
+	"Auth.Type":             authTypes,
+	"Auth.GrantType":        grantTypes,
+	"Auth.AuthStyle":        authStyles,
+	"Resource.Priority":     {PriorityCritical, PriorityDefault, PriorityLow},
+	"Pagination.Style":      {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
+	"Probe.Strategy":        {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Method":          {"HEAD", "GET"},
+	"Resource.Method":       {MethodGet, MethodPost},
+	"Pagination.CursorFrom": {CursorFromResponse, CursorFromLastRecord},
+	"Delta.Format":          {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
+	"Webhook.Events":        Events,
 
 	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
 	// The types of view columns, the values of the field_types mapping.
@@ -237,6 +248,8 @@ func typeName(t reflect.Type) string {
 		return "duration"
 	case t == byteSizeType:
 		return "byte size"
+	case t == bodyType:
+		return "JSON object"
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

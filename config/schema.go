@@ -88,6 +88,8 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 	case "Probe.Method":
 		// Load upper-cases the method.
 		p.Enum = []any{"GET", "HEAD", "get", "head"}
+	case "Resource.Method":
+		p.Enum = []any{"GET", "POST", "get", "post"}
 	case "Resource.FieldTypes":
 		p.AdditionalProperties.Enum = strs(k.Allowed)
 	case "Webhook.Events":
@@ -154,6 +156,8 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 			{Type: "string", Pattern: durationPattern, Examples: []any{"10s", "1m30s", "24h"}},
 			{Type: "integer", Const: 0},
 		}}
+	case bodyType:
+		return &jsonschema.Schema{Type: "object"}
 	case byteSizeType:
 		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{
 			{Type: "string", Pattern: byteSizePattern, Examples: []any{"64MiB", "512KB"}},

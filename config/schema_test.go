@@ -171,15 +171,17 @@ func TestSchemaAcceptsWhatLoadAccepts(t *testing.T) {
 func TestSchemaEnums(t *testing.T) {
 	t.Parallel()
 	at := map[string]struct{ key, tmpl string }{
-		"Auth.Type":         {"auth.type", "    auth: {type: %s, token_env: T, username_env: U, password_env: P, header: X-Key}\n"},
-		"Auth.GrantType":    {"auth.grant_type", "    auth: {type: oauth2, grant_type: %s, token_url: https://a.example/t, client_id_env: I}\n"},
-		"Auth.AuthStyle":    {"auth.auth_style", "    auth: {type: oauth2, auth_style: %s, token_url: https://a.example/t, client_id_env: I}\n"},
-		"Resource.Priority": {"priority", "        priority: %s\n"},
-		"Pagination.Style":  {"pagination.style", "        pagination: {style: %s}\n"},
-		"Probe.Strategy":    {"probe.strategy", "        probe: {strategy: %s}\n"},
-		"Probe.Method":      {"probe.method", "        probe: {method: %s}\n"},
-		"Delta.Format":      {"delta.format", "        delta: {param: p, field: f, format: %s}\n"},
-		"Webhook.Events":    {"events[0]", "webhooks: [{url: https://h.example.com, events: [%s]}]\n"},
+		"Auth.Type":             {"auth.type", "    auth: {type: %s, token_env: T, username_env: U, password_env: P, header: X-Key}\n"},
+		"Auth.GrantType":        {"auth.grant_type", "    auth: {type: oauth2, grant_type: %s, token_url: https://a.example/t, client_id_env: I}\n"},
+		"Auth.AuthStyle":        {"auth.auth_style", "    auth: {type: oauth2, auth_style: %s, token_url: https://a.example/t, client_id_env: I}\n"},
+		"Resource.Priority":     {"priority", "        priority: %s\n"},
+		"Pagination.Style":      {"pagination.style", "        pagination: {style: %s}\n"},
+		"Probe.Strategy":        {"probe.strategy", "        probe: {strategy: %s}\n"},
+		"Probe.Method":          {"probe.method", "        probe: {method: %s}\n"},
+		"Resource.Method":       {"method", "        method: %s\n"},
+		"Pagination.CursorFrom": {"pagination.cursor_from", "        pagination: {style: cursor, cursor_from: %s}\n"},
+		"Delta.Format":          {"delta.format", "        delta: {param: p, field: f, format: %s}\n"},
+		"Webhook.Events":        {"events[0]", "webhooks: [{url: https://h.example.com, events: [%s]}]\n"},
 
 		"Source.RateLimitHeaders": {"rate_limit_headers", "    rate_limit_headers: %s\n"},
 		"Resource.FieldTypes":     {"field_types.a", "        field_types: {a: %s}\n"},

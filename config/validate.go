@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var (
@@ -392,14 +394,21 @@ func (c *checker) resource(rp string, r *Resource) {
 		c.dotted(fp, f)
 	}
 
+	c.dotted(join(recp, "item"), r.Records.Item)
+	c.request(rp, r)
 	c.pagination(join(rp, "pagination"), &r.Pagination)
+	c.cursor(join(rp, "pagination"), r)
 	c.probe(join(rp, "probe"), &r.Probe, &r.Pagination)
+	if r.Post() {
+		c.postProbe(join(rp, "probe"), &r.Probe)
+	}
 
 	if d := r.Delta; d != nil {
 		dp := join(rp, "delta")
-		if d.Param == "" {
-			c.report(join(dp, "param"), "required")
+		if d.Param == "" && !r.Post() {
+			c.report(join(dp, "param"), "required (with method POST the body's {since} carries it instead)")
 		}
+		c.deltaStart(dp, r)
 		if d.Field == "" {
 			c.report(join(dp, "field"), "required")
 		} else {
@@ -438,6 +447,7 @@ func (c *checker) pagination(pp string, p *Pagination) {
 	// Keys a style does not read are mistakes (often a wrong style), not noise.
 	usedBy := map[string][]string{
 		"cursor_param": {PaginationCursor},
+		"cursor_from":  {PaginationCursor},
 		"next_field":   {PaginationCursor, PaginationNextURL},
 		"page_param":   {PaginationPage},
 		"start":        {PaginationPage},
@@ -448,21 +458,14 @@ func (c *checker) pagination(pp string, p *Pagination) {
 			c.report(join(pp, key), "not used by style %s (used by %s)", p.Style, choices(usedBy[key]...))
 		}
 	}
-	if p.Style == PaginationCursor {
-		if p.CursorParam == "" {
-			c.report(join(pp, "cursor_param"), "required for style cursor")
-		}
-		if p.NextField == "" {
-			c.report(join(pp, "next_field"), "required for style cursor")
-		}
-	}
 	c.dotted(join(pp, "next_field"), p.NextField)
 	c.dotted(join(pp, "total_field"), p.TotalField)
 	c.dotted(join(pp, "has_more_field"), p.HasMoreField)
-	for _, key := range []string{"total_field", "has_more_field"} {
-		if c.set(join(pp, key)) && !oneOf(p.Style, PaginationPage, PaginationOffset) {
-			c.report(join(pp, key), "not used by style %s (used by %s)", p.Style, choices(PaginationPage, PaginationOffset))
-		}
+	if c.set(join(pp, "total_field")) && !oneOf(p.Style, PaginationPage, PaginationOffset) {
+		c.report(join(pp, "total_field"), "not used by style %s (used by %s)", p.Style, choices(PaginationPage, PaginationOffset))
+	}
+	if c.set(join(pp, "has_more_field")) && !oneOf(p.Style, PaginationPage, PaginationOffset, PaginationCursor) {
+		c.report(join(pp, "has_more_field"), "not used by style %s (used by %s)", p.Style, choices(PaginationPage, PaginationOffset, PaginationCursor))
 	}
 	c.positive(join(pp, "limit"), int64(p.Limit))
 	c.positive(join(pp, "max_pages"), int64(p.MaxPages))
@@ -563,4 +566,152 @@ func validHost(h string) bool {
 		return true
 	}
 	return hostName.MatchString(h)
+}
+
+// request checks method and body: a body only with POST, and each
+// placeholder it uses backed by the config that gives it a value.
+func (c *checker) request(rp string, r *Resource) {
+	mp, bp := join(rp, "method"), join(rp, "body")
+	if !oneOf(r.Method, MethodGet, MethodPost) {
+		c.report(mp, "unknown method %q (want %s)", r.Method, choices(MethodGet, MethodPost))
+		return
+	}
+	switch {
+	case r.Post() && r.Body == nil:
+		c.report(bp, "required with method POST: the JSON object to send")
+	case !r.Post() && r.Body != nil:
+		c.report(bp, "only with method POST (a GET sends no body)")
+	}
+	missing := map[string]bool{
+		"{cursor}": r.Pagination.Style != PaginationCursor,
+		"{since}":  r.Delta == nil,
+		"{until}":  r.Delta == nil || r.Delta.Window == nil,
+	}
+	why := map[string]string{
+		"{cursor}": "pagination.style cursor",
+		"{since}":  "delta (the watermark it carries)",
+		"{until}":  "delta.window (the window end it carries)",
+	}
+	for _, ph := range sortedKeys(missing) {
+		if missing[ph] && BodyUses(r.Body, ph) {
+			c.report(bp, "uses %s, which needs %s", ph, why[ph])
+		}
+	}
+}
+
+// BodyUses reports whether a body template holds placeholder anywhere in
+// its strings.
+func BodyUses(b Body, placeholder string) bool {
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return strings.Contains(v, placeholder)
+		case map[string]any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(map[string]any(b))
+}
+
+// cursor checks where the cursor style's cursor comes from and goes to.
+func (c *checker) cursor(pp string, r *Resource) {
+	p := &r.Pagination
+	if p.Style != PaginationCursor {
+		return
+	}
+	if p.CursorParam == "" && !(r.Post() && BodyUses(r.Body, "{cursor}")) {
+		c.report(join(pp, "cursor_param"), "required for style cursor (or, with method POST, {cursor} in the body)")
+	}
+	switch p.CursorFrom {
+	case CursorFromResponse:
+		if p.NextField == "" {
+			c.report(join(pp, "next_field"), "required for style cursor (or cursor_from: last_record)")
+		}
+	case CursorFromLastRecord:
+		if c.set(join(pp, "next_field")) {
+			c.report(join(pp, "next_field"), "not used with cursor_from last_record (the cursor is the last record's id)")
+		}
+	default:
+		c.report(join(pp, "cursor_from"), "unknown value %q (want %s)", p.CursorFrom, choices(CursorFromResponse, CursorFromLastRecord))
+	}
+}
+
+// postProbe refuses probes a POST read cannot have: validators belong to
+// GET responses (HTTP caches neither a POST's ETag nor answers a
+// conditional POST with 304), and the hash probe posts the first page's
+// body to the resource's own path.
+func (c *checker) postProbe(pp string, p *Probe) {
+	if oneOf(p.Strategy, ProbeETag, ProbeLastModified) {
+		c.report(join(pp, "strategy"), "%s is not available with method POST: a POST is not answered conditionally (use hash: it posts the first page's body)", p.Strategy)
+	}
+	if p.Method == http.MethodHead {
+		c.report(join(pp, "method"), "HEAD is not available with method POST: the probe posts the first page's body")
+	}
+	if p.Path != "" {
+		c.report(join(pp, "path"), "not with method POST: the probe posts the first page's body to the resource's path")
+	}
+}
+
+// deltaStart checks delta.start and delta.window.
+func (c *checker) deltaStart(dp string, r *Resource) {
+	d := r.Delta
+	timed := d.Format != FormatNumber
+	if d.Start != "" {
+		sp := join(dp, "start")
+		_, err := d.StartAt(time.Now())
+		switch {
+		case err != nil:
+			c.report(sp, "%v", err)
+		case !timed:
+			c.report(sp, "not with format number: start is a time")
+		case d.StartRelative() && d.Window != nil && r.FullSync.DetectDeletes:
+			c.report(sp, "must be a timestamp with window and full_sync.detect_deletes: full reads walk windows from start, and a start that moves would leave older records unread, and deleted")
+		}
+	}
+	w := d.Window
+	if w == nil {
+		return
+	}
+	wp := join(dp, "window")
+	c.positive(join(wp, "size"), int64(w.Size))
+	switch {
+	case !timed:
+		c.report(wp, "not with format number: windows are time ranges")
+	case d.Start == "":
+		c.report(join(dp, "start"), "required with window: the first window begins there")
+	}
+	if w.EndParam == "" && !r.Post() {
+		c.report(join(wp, "end_param"), "required (with method POST the body's {until} carries it instead)")
+	}
+}
+
+// StartAt is delta.start as an instant, for a read that begins at now: a
+// timestamp (RFC 3339) as it is, a duration that long before now.
+func (d *Delta) StartAt(now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, d.Start); err == nil {
+		return t, nil
+	}
+	ago, err := time.ParseDuration(d.Start)
+	if err != nil || ago <= 0 {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 timestamp (2024-01-01T00:00:00Z) nor a positive duration back from now (720h)", d.Start)
+	}
+	return now.Add(-ago), nil
+}
+
+// StartRelative reports whether delta.start is a duration back from now.
+func (d *Delta) StartRelative() bool {
+	_, err := time.Parse(time.RFC3339, d.Start)
+	return d.Start != "" && err != nil
 }

@@ -27,15 +27,17 @@ import (
 // Dummy credentials: the fakes refuse requests without them, which proves
 // the examples' auth blocks reach the wire.
 const (
-	githubToken = "ghp_test_0000000000000000000000000000"
-	stripeKey   = "sk_test_0000000000000000"
-	cmsKey      = "cms-test-key"
+	githubToken  = "ghp_test_0000000000000000000000000000"
+	stripeKey    = "sk_test_0000000000000000"
+	cmsKey       = "cms-test-key"
+	shopifyToken = "shpat_test_00000000000000000000000000"
 )
 
 func TestMain(m *testing.M) {
 	// Set before any test runs, so the tests can run in parallel.
 	os.Setenv("GITHUB_TOKEN", githubToken)
 	os.Setenv("STRIPE_SECRET_KEY", stripeKey)
+	os.Setenv("SHOPIFY_ADMIN_TOKEN", shopifyToken)
 	os.Exit(m.Run())
 }
 
@@ -57,6 +59,12 @@ type exampleCase struct {
 	// quiet is the fake's counter an unchanged probe adds exactly one to:
 	// "304" (a conditional GET or HEAD answered Not Modified), or "200".
 	quiet string
+	// add, instead of mutate, makes a new record, to be appended, and
+	// returns it: for an API whose deltas see new records only.
+	add func(recs []map[string]any) map[string]any
+	// walks are the fake's counters the full read must add to: the
+	// continuations and windows the example claims to use.
+	walks []string
 }
 
 var cases = []exampleCase{
@@ -78,15 +86,34 @@ var cases = []exampleCase{
 		name: "stripe_charges", file: "stripe_charges.yaml", fixture: "stripe/charges.json",
 		id:    func(r map[string]any) string { return r["id"].(string) },
 		serve: serveStripe,
-		mutate: func(recs []map[string]any) string {
-			// The newest charge (first page of the search, which the hash
-			// probe reads) is refunded in part.
-			r := byField(recs, "id", "ch_3P6kQ2eZvKYlo2C0a1b2c3d")
-			r["amount_refunded"] = 500.0
-			r["refunds"].(map[string]any)["total_count"] = 1.0
-			return r["id"].(string)
+		add: func(recs []map[string]any) map[string]any {
+			// A new charge: the newest, on the first page the hash probe
+			// reads; the delta (created[gte] the watermark) reads it alone.
+			r := map[string]any{}
+			b, _ := json.Marshal(byField(recs, "id", "ch_3P6kQ2eZvKYlo2C0a1b2c3d"))
+			json.Unmarshal(b, &r)
+			// Created a little before the delta: one created in the second
+			// the delta begins is past its last window's end (created[lt]
+			// is in whole seconds), and the next delta reads it.
+			r["id"], r["created"] = "ch_3P9kQ2eZvKYlo2C0new0001", float64(time.Now().Add(-10*time.Second).Unix())
+			return r
 		},
 		quiet: "200", // a hash probe reads the first page
+		walks: []string{"starting_after", "window"},
+	},
+	{
+		name: "shopify_graphql", file: "shopify_graphql.yaml", fixture: "shopify/products.json",
+		id:    func(r map[string]any) string { return r["id"].(string) },
+		serve: serveShopify,
+		mutate: func(recs []map[string]any) string {
+			// The most recently updated product (first in the probe's
+			// page, sorted UPDATED_AT reverse) is renamed.
+			r := byField(recs, "id", "gid://shopify/Product/8123456749")
+			r["title"], r["updatedAt"] = "Recycled Denim Jeans (slim)", time.Now().UTC().Format(time.RFC3339)
+			return r["id"].(string)
+		},
+		quiet: "200", // a hash probe posts the first page's query
+		walks: []string{"after"},
 	},
 	{
 		name: "jsonapi_articles", file: "jsonapi_articles.yaml", fixture: "jsonapi/articles.json",
@@ -159,6 +186,11 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				t.Errorf("full read: %d pages, want at least %d", run.Pages, want)
 			}
 			f.assertInStep(t, key, res, c, fx)
+			for _, w := range c.walks {
+				if fx.count(w) == 0 {
+					t.Errorf("full read: the upstream saw no request with %s", w)
+				}
+			}
 
 			// The first probe learns the validator (a change, and a fetch
 			// that confirms it); the second finds nothing new.
@@ -181,7 +213,14 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 			// An edit upstream: the next probe sees it, the fetch it
 			// enqueues changes exactly that record.
 			fx.mu.Lock()
-			id := c.mutate(fx.records)
+			id, op, version := "", "updated", 2
+			if c.add != nil {
+				rec := c.add(fx.records)
+				fx.records = append(fx.records, rec)
+				id, op, version = c.id(rec), "created", 1
+			} else {
+				id = c.mutate(fx.records)
+			}
 			fx.mu.Unlock()
 			f.probe(t, key, res)
 			if st3 := f.state(t, key); st3.ProbesNotModified != st2.ProbesNotModified {
@@ -200,14 +239,14 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				WHERE source = ? AND resource = ? ORDER BY id OFFSET ?`, key.Source, key.Resource, changes).Scan(&rows).Error; err != nil {
 				t.Fatal(err)
 			}
-			if len(rows) != 1 || rows[0].ExternalID != id || rows[0].Op != "updated" {
-				t.Errorf("changes after editing record %s: %+v, want exactly that record updated", id, rows)
+			if len(rows) != 1 || rows[0].ExternalID != id || rows[0].Op != op {
+				t.Errorf("changes after editing record %s: %+v, want exactly that record %s", id, rows, op)
 			}
-			var version int
+			var got int
 			f.store.DB().Raw(`SELECT version FROM records WHERE source = ? AND resource = ? AND external_id = ?`,
-				key.Source, key.Resource, id).Scan(&version)
-			if version != 2 {
-				t.Errorf("record %s: version %d after one edit, want 2", id, version)
+				key.Source, key.Resource, id).Scan(&got)
+			if got != version {
+				t.Errorf("record %s: version %d after one edit, want %d", id, got, version)
 			}
 			f.assertInStep(t, key, res, c, fx)
 

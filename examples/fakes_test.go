@@ -187,12 +187,16 @@ func serveStripe(fx *fixture) http.HandlerFunc {
 			fx.problem("%s %s: %d %s", r.Method, r.URL, code, msg)
 			writeJSON(w, code, "application/json", map[string]any{"error": map[string]string{"type": "invalid_request_error", "message": msg}})
 		}
-		if r.URL.Path != "/v1/charges/search" || r.Method != http.MethodGet {
+		if r.URL.Path != "/v1/charges/search" && r.URL.Path != "/v1/charges" || r.Method != http.MethodGet {
 			stripeErr(http.StatusNotFound, "Unrecognized request URL ("+r.Method+": "+r.URL.Path+").")
 			return
 		}
 		if r.Header.Get("Authorization") != "Bearer "+stripeKey {
 			stripeErr(http.StatusUnauthorized, "Invalid API Key provided.")
+			return
+		}
+		if r.URL.Path == "/v1/charges" {
+			serveStripeList(fx, w, r, stripeErr)
 			return
 		}
 		q := r.URL.Query()

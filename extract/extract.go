@@ -188,9 +188,9 @@ type Extractor struct {
 	res    *config.Resource
 	ignore [][]string
 	// The resource's paths split once, for DocRecords.
-	recordsPath, idPath, deltaPath []string
-	fieldNames                     []string // sorted, as a map's keys are encoded
-	fieldPaths                     map[string][]string
+	recordsPath, itemPath, idPath, deltaPath []string
+	fieldNames                               []string // sorted, as a map's keys are encoded
+	fieldPaths                               map[string][]string
 }
 
 // New returns the extractor of a resource.
@@ -200,6 +200,7 @@ func New(res *config.Resource) *Extractor {
 		e.ignore = append(e.ignore, strings.Split(f, "."))
 	}
 	e.recordsPath, e.idPath = splitPath(res.Records.Path), splitPath(res.Records.ID)
+	e.itemPath = splitPath(res.Records.Item)
 	if res.Delta != nil {
 		e.deltaPath = splitPath(res.Delta.Field)
 	}
@@ -269,7 +270,7 @@ func (e *Extractor) Records(doc any) (records []Record, rejected []Rejected, err
 	}
 	out := make([]Record, len(arr))
 	for i, v := range arr {
-		r, err := e.Record(v)
+		r, err := e.Record(e.item(v))
 		if err != nil {
 			rejected = append(rejected, rejectBad(i, raw(i), err))
 			continue
@@ -342,9 +343,27 @@ func settle(out []Record, rejected []Rejected, raw func(i int) []byte) ([]Record
 	return out, rejected
 }
 
+// item is the record inside array element v (records.item); a missing
+// one is a missingItem, which Record rejects.
+func (e *Extractor) item(v any) any {
+	if e.res.Records.Item == "" {
+		return v
+	}
+	if r, ok := Lookup(v, e.res.Records.Item); ok {
+		return r
+	}
+	return missingItem{}
+}
+
+// missingItem stands for the record of an array element without one.
+type missingItem struct{}
+
 // Record prepares one decoded record. Its error is why the record cannot
 // be taken (Records rejects it).
 func (e *Extractor) Record(v any) (Record, error) {
+	if _, missing := v.(missingItem); missing {
+		return Record{}, fmt.Errorf("has no %q (records.item)", e.res.Records.Item)
+	}
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return Record{}, fmt.Errorf("is a %s, not an object", Kind(v))
@@ -428,6 +447,28 @@ func (e *Extractor) HashBody(doc any) (string, error) {
 		doc = replaceAt(doc, strings.Split(e.res.Records.Path, "."), stripped)
 	}
 	b, err := Canonical(doc)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// HashRecords hashes the records of a decoded body alone (each its
+// records.item, less ignore_fields), not the envelope: for bodies whose
+// envelope moves with every answer (GraphQL's extensions.cost).
+func (e *Extractor) HashRecords(doc any) (string, error) {
+	arr, err := Array(doc, e.res.Records.Path)
+	if err != nil {
+		return "", err
+	}
+	out := make([]any, len(arr))
+	for i, v := range arr {
+		if v = e.item(v); v != (missingItem{}) {
+			out[i] = without(v, e.ignore)
+		}
+	}
+	b, err := Canonical(out)
 	if err != nil {
 		return "", err
 	}

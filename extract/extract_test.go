@@ -176,3 +176,39 @@ func TestHashBody(t *testing.T) {
 		t.Error("a changed record did not change the hash")
 	}
 }
+
+// TestRecordsItem: records.item reads each record inside its array
+// element (GraphQL edges[].node), by both extraction paths alike; an
+// element without it is rejected, the rest taken.
+func TestRecordsItem(t *testing.T) {
+	t.Parallel()
+	res := config.Resource{Records: config.Records{Path: "data.products.edges", Item: "node", ID: "id"}, IgnoreFields: []string{"cost"}}
+	body := `{"data":{"products":{"edges":[{"cursor":"a","node":{"id":"gid://shopify/Product/1","title":"x","cost":1}},{"cursor":"b"},{"cursor":"c","node":{"id":2}}]}}}`
+	recs, rejected, err := records(t, res, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].ID != "gid://shopify/Product/1" || string(recs[0].Payload) != `{"cost":1,"id":"gid://shopify/Product/1","title":"x"}` || recs[1].ID != "2" {
+		t.Fatalf("records %+v", recs)
+	}
+	if len(rejected) != 1 || rejected[0].Index != 1 || !strings.Contains(rejected[0].Reason, `has no "node" (records.item)`) {
+		t.Fatalf("rejected %+v", rejected)
+	}
+	doc, err := extract.Scan([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer doc.Release()
+	drecs, drejected, err := extract.New(&res).DocRecords(doc)
+	if err != nil || len(drecs) != 2 || len(drejected) != 1 {
+		t.Fatalf("DocRecords: %+v %+v %v", drecs, drejected, err)
+	}
+	for i := range recs {
+		if drecs[i].ID != recs[i].ID || string(drecs[i].Payload) != string(recs[i].Payload) || drecs[i].Hash != recs[i].Hash {
+			t.Errorf("record %d: DocRecords %+v, Records %+v", i, drecs[i], recs[i])
+		}
+	}
+	if drejected[0].Reason != rejected[0].Reason {
+		t.Errorf("rejection: DocRecords %q, Records %q", drejected[0].Reason, rejected[0].Reason)
+	}
+}

@@ -732,7 +732,7 @@ func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, e
 	// one per record. Canonical JSON is about as long as the body.
 	w := &encoder{d: d, buf: make([]byte, 0, len(d.body)+count*8)}
 	for i := range count {
-		r, err := e.docRecord(w, d.kids[n.lo+int32(i)])
+		r, err := e.docRecord(w, e.docItem(d, d.kids[n.lo+int32(i)]))
 		if err != nil {
 			rejected = append(rejected, rejectBad(i, raw(i), err))
 			continue
@@ -743,10 +743,25 @@ func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, e
 	return out, rejected, nil
 }
 
+// docItem is the record inside array element v (records.item), or -1
+// when the element has none.
+func (e *Extractor) docItem(d *Doc, v int32) int32 {
+	if len(e.itemPath) == 0 {
+		return v
+	}
+	if i, ok := d.lookup(v, e.itemPath); ok {
+		return i
+	}
+	return -1
+}
+
 // docRecord prepares record node v, its payload appended to w.buf (with
 // its capacity cut, so that appending to one cannot overwrite the next).
 func (e *Extractor) docRecord(w *encoder, v int32) (Record, error) {
 	d := w.d
+	if v < 0 {
+		return Record{}, fmt.Errorf("has no %q (records.item)", e.res.Records.Item)
+	}
 	if k := d.nodes[v].kind; k != kindObject {
 		return Record{}, fmt.Errorf("is a %s, not an object", k)
 	}
@@ -834,4 +849,37 @@ func (e *Extractor) docID(d *Doc, v int32) (string, error) {
 	default:
 		return "", fmt.Errorf("id %q is a %s, not a string or number", path, k)
 	}
+}
+
+// LastID is the id of the last record of a page that has one, as the
+// upstream wrote it: for continuing after it (pagination.cursor_from
+// last_record). Unlike a record's id it may be one tidemark refuses to
+// store (invalid text, as encoding/json decodes it): the read must still
+// get past that record. False when no record of the page has an id.
+func (e *Extractor) LastID(d *Doc) (string, bool) {
+	arr, ok := d.lookup(d.root, e.recordsPath)
+	if !ok || d.nodes[arr].kind != kindArray {
+		return "", false
+	}
+	n := d.nodes[arr]
+	for i := n.hi - 1; i >= n.lo; i-- {
+		v := e.docItem(d, d.kids[i])
+		if v < 0 {
+			continue
+		}
+		id, ok := d.lookup(v, e.idPath)
+		if !ok {
+			continue
+		}
+		switch d.nodes[id].kind {
+		case kindString, kindNumber:
+			if s, err := e.docID(d, v); err == nil {
+				return s, true
+			}
+			if d.nodes[id].kind == kindString && d.nodes[id].lo < d.nodes[id].hi {
+				return string(d.text(id)), true
+			}
+		}
+	}
+	return "", false
 }

@@ -212,15 +212,21 @@ func (e *StatusError) Error() string {
 // retried here (the task decides), but for a 401 to a source with auth type
 // oauth2, sent once more with a refreshed access token.
 func (c *Client) Do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
-	if c.tokens != nil {
-		return c.bearerDo(ctx, method, rawURL, header)
-	}
-	return c.do(ctx, method, rawURL, header)
+	return c.Send(ctx, method, rawURL, header, nil)
 }
 
-// do is Do with the request's credentials, if any, in header already or
-// added by authenticate.
-func (c *Client) do(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+// Send is Do with a request body: a non-nil body is sent as
+// application/json, and sent again whole with each retry.
+func (c *Client) Send(ctx context.Context, method, rawURL string, header http.Header, body []byte) (*Response, error) {
+	if c.tokens != nil {
+		return c.bearerSend(ctx, method, rawURL, header, body)
+	}
+	return c.send(ctx, method, rawURL, header, body)
+}
+
+// send is Send with the request's credentials, if any, in header already
+// or added by authenticate.
+func (c *Client) send(ctx context.Context, method, rawURL string, header http.Header, body []byte) (*Response, error) {
 	var resp *Response
 	attempts := 0
 	bo := backoff.NewExponentialBackOff(
@@ -230,7 +236,7 @@ func (c *Client) do(ctx context.Context, method, rawURL string, header http.Head
 	)
 	err := backoff.Retry(func() error {
 		attempts++
-		r, err := c.once(ctx, method, rawURL, header)
+		r, err := c.once(ctx, method, rawURL, header, body)
 		if err != nil {
 			if _, refused := ratelimit.AsDelay(err); refused {
 				// The limiter turned it away: no request was sent, and
@@ -274,7 +280,7 @@ func Requests(err error) int {
 	return 0
 }
 
-func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*Response, error) {
 	timeout := c.src.Timeout.D()
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -282,7 +288,11 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
+	var payload io.Reader // nil, not a nil *bytes.Reader: a GET keeps no body
+	if reqBody != nil {
+		payload = bytes.NewReader(reqBody)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, payload)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
 	}
@@ -296,6 +306,9 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", "tidemark")
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	// Asked for and decoded here, not by the transport, so that max_body
 	// counts decoded bytes for every encoding we accept.
 	req.Header.Set("Accept-Encoding", "gzip, deflate")

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -22,8 +23,8 @@ import (
 // the reason and the next run tries again.
 var ErrBadResponse = errors.New("bad response")
 
-func badResponse(url string, err error) error {
-	return fmt.Errorf("GET %s: %w: %w", redact(url), ErrBadResponse, err)
+func badResponse(method, url string, err error) error {
+	return fmt.Errorf("%s %s: %w: %w", method, redact(url), ErrBadResponse, err)
 }
 
 // Page is one fetched and extracted page of a resource.
@@ -58,6 +59,9 @@ type Page struct {
 type Position struct {
 	// Next is the URL of the next request; "" once the last page is read.
 	Next string `json:"next_url"`
+	// Vars are the values of the next request's body template (method
+	// POST): the cursor a POST carries in its body is here.
+	Vars Vars `json:"vars,omitempty"`
 	// Served is the largest page the upstream served in this read (page and
 	// offset styles): a page shorter than that is the last. Never the
 	// limit asked for: an upstream may cap its pages below it.
@@ -104,6 +108,8 @@ type Pager struct {
 	seen map[[32]byte]int
 	// why is nextURL's reason for its decision (Page.Decision).
 	why string
+	// cursor is the cursor style's next cursor, as cursorNext found it.
+	cursor string
 }
 
 // FirstURL is the URL of a resource's first page, with extra parameters (the
@@ -126,6 +132,28 @@ func FirstURL(c *Client, res *config.Resource, extra url.Values) string {
 	return c.URL(res.Path, p)
 }
 
+// FirstPosition is where a read of res begins: its first URL (FirstURL,
+// with extra) and, for a POST, the values of its body template: vars, the
+// page size as {limit}, and no {cursor} yet.
+func FirstPosition(c *Client, res *config.Resource, extra url.Values, vars Vars) Position {
+	pos := Position{Next: FirstURL(c, res, extra)}
+	if res.Post() {
+		pos.Vars = Vars{"cursor": nil, "limit": res.Pagination.Limit}
+		for k, v := range vars {
+			pos.Vars[k] = v
+		}
+	}
+	return pos
+}
+
+// Body is the body of the request at pos: nil for a GET.
+func Body(res *config.Resource, pos Position) ([]byte, error) {
+	if !res.Post() {
+		return nil, nil
+	}
+	return Render(res.Body, pos.Vars)
+}
+
 // NewPager starts a walk at pos (FirstURL, or a checkpoint's position);
 // pages is how many pages the read has already read, which counts towards
 // pagination.max_pages.
@@ -146,18 +174,23 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if current == "" {
 		return nil, fmt.Errorf("pager: no next page")
 	}
+	method := cmp.Or(p.res.Method, http.MethodGet)
 	if max := p.res.Pagination.MaxPages; max > 0 && p.pages >= max {
-		return nil, badResponse(current, fmt.Errorf("the read has reached pagination.max_pages (%d pages) without a last page: "+
+		return nil, badResponse(method, current, fmt.Errorf("the read has reached pagination.max_pages (%d pages) without a last page: "+
 			"a pagination loop tidemark could not recognise, or a resource larger than max_pages allows", max))
 	}
-	resp, err := p.c.Do(ctx, http.MethodGet, current, nil)
+	body, err := Body(p.res, p.pos)
+	if err != nil {
+		return nil, badResponse(method, current, err)
+	}
+	resp, err := p.c.Send(ctx, method, current, nil, body)
 	if err != nil {
 		return p.onStatus(current, err)
 	}
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).
 	bad := func(err error) error {
-		return &RequestError{Err: badResponse(current, err), Requests: resp.Requests}
+		return &RequestError{Err: badResponse(method, current, err), Requests: resp.Requests}
 	}
 	// Scan + DocRecords give exactly what Decode + Records give, for about
 	// a sixth of the CPU (extract.BenchmarkPage): a full sync's hot path.
@@ -166,6 +199,12 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		return nil, bad(err)
 	}
 	defer doc.Release()
+	if p.res.Post() {
+		errs, _ := doc.Lookup("errors")
+		if err := GraphQLErrors(errs); err != nil {
+			return nil, &RequestError{Err: fmt.Errorf("%s %s: %w", method, redact(current), err), Requests: resp.Requests}
+		}
+	}
 	records, rejected, err := p.ex.DocRecords(doc)
 	if err != nil {
 		return nil, bad(err)
@@ -186,6 +225,7 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		}
 	}
 	p.watch(resp.Header, doc, page.Date)
+	p.cursor = ""
 	next, err := p.nextURL(current, resp, doc, page, served)
 	if err != nil {
 		return nil, bad(err)
@@ -196,6 +236,9 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	p.pos.Served = max(p.pos.Served, served)
 	p.pos.Read += int64(len(page.Records) + len(page.Rejected))
 	p.pos.Next = next
+	if p.res.Post() && next != "" && p.res.Pagination.Style == config.PaginationCursor {
+		p.pos.Vars = p.pos.Vars.with("cursor", p.cursor)
+	}
 	page.Next = next
 	page.Decision = p.why
 	return page, nil
@@ -307,9 +350,8 @@ func (p *Pager) loop(current string, page *Page, next string) error {
 		if next == "" {
 			return nil
 		}
-		tok := queryParam(next, pg.CursorParam)
-		key = sha256.Sum256([]byte(tok))
-		what = fmt.Sprintf("the upstream sent cursor %.60q again (%s; first sent with page %%d)", tok, pg.CursorParam)
+		key = sha256.Sum256([]byte(p.cursor))
+		what = fmt.Sprintf("the upstream sent cursor %.60q again (%s; first sent with page %%d)", p.cursor, cmp.Or(pg.CursorParam, "{cursor}"))
 	default: // link, next_url
 		if next == "" {
 			return nil
@@ -405,16 +447,70 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 	return "", fmt.Errorf("unknown pagination style %q", pg.Style)
 }
 
-// cursorNext is the cursor style's next URL: the cursor the response's
-// next_field holds, in cursor_param; "" when there is none.
+// cursorNext is the cursor style's next URL: the URL with the next cursor
+// (the response's next_field, or the id of the page's last record) in
+// cursor_param, where there is one; "" on the last page: an empty page,
+// has_more_field false, or no cursor. The cursor is left in p.cursor (a
+// POST carries it in its body).
 func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string, error) {
 	pg := p.res.Pagination
-	tok, ok := doc.Lookup(pg.NextField)
-	if !ok || tok == nil || served == 0 {
-		p.why = fmt.Sprintf("last page: the response has no %s", pg.NextField)
-		if served == 0 {
-			p.why = "last page: the page is empty"
+	if served == 0 {
+		p.why = "last page: the page is empty"
+		return "", nil
+	}
+	more, err := p.hasMore(doc)
+	if err != nil || !more {
+		return "", err
+	}
+	s, err := p.nextCursor(doc)
+	if err != nil || s == "" {
+		if err == nil && pg.HasMoreField != "" {
+			err = fmt.Errorf("%s is true, but %s", pg.HasMoreField, strings.TrimPrefix(p.why, "last page: "))
 		}
+		return "", err
+	}
+	p.cursor = s
+	if pg.CursorParam == "" {
+		p.why = fmt.Sprintf("next page: {cursor} %.60q, from %s", s, p.cursorSource())
+		return current, nil // the cursor goes in the body
+	}
+	p.why = fmt.Sprintf("next page: %s=%.60q, from %s", pg.CursorParam, s, p.cursorSource())
+	return setParam(current, pg.CursorParam, s)
+}
+
+// hasMore reads has_more_field, when configured: false ends the read.
+func (p *Pager) hasMore(doc *extract.Doc) (bool, error) {
+	f := p.res.Pagination.HasMoreField
+	if f == "" {
+		return true, nil
+	}
+	v, ok := doc.Lookup(f)
+	more, isBool := v.(bool)
+	if !ok || !isBool {
+		return false, fmt.Errorf("has-more field %q is not true or false", f)
+	}
+	if !more {
+		p.why = fmt.Sprintf("last page: %s is false", f)
+	}
+	return more, nil
+}
+
+// nextCursor is the next cursor: the response's next_field, or the page's
+// last record's id; "" when there is none (p.why says why).
+func (p *Pager) nextCursor(doc *extract.Doc) (string, error) {
+	pg := p.res.Pagination
+	if pg.CursorFrom == config.CursorFromLastRecord {
+		// The page's last record, even one set aside: the next page
+		// begins after it whether or not tidemark could store it.
+		id, ok := p.ex.LastID(doc)
+		if !ok {
+			p.why = "last page: no record of the page has an id to continue after"
+		}
+		return id, nil
+	}
+	tok, ok := doc.Lookup(pg.NextField)
+	if !ok || tok == nil {
+		p.why = fmt.Sprintf("last page: the response has no %s", pg.NextField)
 		return "", nil
 	}
 	var s string
@@ -428,10 +524,46 @@ func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string
 	}
 	if s == "" {
 		p.why = fmt.Sprintf("last page: %s is empty", pg.NextField)
-		return "", nil
 	}
-	p.why = fmt.Sprintf("next page: %s=%.60q, from the response's %s", pg.CursorParam, s, pg.NextField)
-	return setParam(current, pg.CursorParam, s)
+	return s, nil
+}
+
+// cursorSource names where the cursor comes from, for messages.
+func (p *Pager) cursorSource() string {
+	if p.res.Pagination.CursorFrom == config.CursorFromLastRecord {
+		return "the last record's " + p.res.Records.ID
+	}
+	return "the response's " + p.res.Pagination.NextField
+}
+
+// GraphQLErrors is the error of a POST answer whose body carries a
+// non-empty top-level errors array, given as errs (GraphQL's way of failing
+// with 200): its data is missing or partial, and taking it as a page would
+// read a failure as an empty or a changed collection. The error quotes the
+// messages, not the body. It is not ErrBadResponse: GraphQL reports
+// transient failures (THROTTLED) so too, and the task retries.
+func GraphQLErrors(errs any) error {
+	list, isList := errs.([]any)
+	if !isList || len(list) == 0 {
+		return nil
+	}
+	var msgs []string
+	for _, e := range list {
+		msg, _ := extract.Lookup(e, "message")
+		text, _ := msg.(string)
+		if code, ok := extract.Lookup(e, "extensions.code"); ok {
+			text = fmt.Sprintf("%s (%v)", text, code)
+		}
+		msgs = append(msgs, fmt.Sprintf("%.200q", text))
+		if len(msgs) == 3 {
+			break
+		}
+	}
+	more := ""
+	if len(list) > len(msgs) {
+		more = fmt.Sprintf(" and %d more", len(list)-len(msgs))
+	}
+	return fmt.Errorf("the upstream answered with %d GraphQL errors: %s%s", len(list), strings.Join(msgs, "; "), more)
 }
 
 // lastPage decides whether a page or offset page is the last (see nextURL).

@@ -65,15 +65,15 @@ func (e *TokenError) Permanent() bool {
 		e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
 }
 
-// bearerDo sends a request with the access token of c.tokens, and once more
+// bearerSend sends a request with the access token of c.tokens, and once more
 // with a newer token when the upstream answers 401: a token revoked or
 // expired early is refreshed at once rather than failing the run.
-func (c *Client) bearerDo(ctx context.Context, method, rawURL string, header http.Header) (*Response, error) {
+func (c *Client) bearerSend(ctx context.Context, method, rawURL string, header http.Header, body []byte) (*Response, error) {
 	tok, err := c.tokens.Token(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(ctx, method, rawURL, withBearer(header, tok))
+	resp, err := c.send(ctx, method, rawURL, withBearer(header, tok), body)
 	var se *StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusUnauthorized {
 		return resp, err
@@ -82,7 +82,7 @@ func (c *Client) bearerDo(ctx context.Context, method, rawURL string, header htt
 	if tok, err = c.tokens.Token(ctx, tok); err != nil {
 		return nil, &RequestError{Err: err, Requests: spent}
 	}
-	resp, err = c.do(ctx, method, rawURL, withBearer(header, tok))
+	resp, err = c.send(ctx, method, rawURL, withBearer(header, tok), body)
 	if resp != nil {
 		resp.Requests += spent
 	}

@@ -41,10 +41,18 @@ type checkpoint struct {
 	// Pager is the walk's position: the next URL ("" once the last page is
 	// applied) and what the walk knows of the pages before it.
 	upstream.Position
-	// First is the read's first URL, where a rejected continuation
-	// restarts it.
-	First string `json:"first_url,omitempty"`
-	Pages int    `json:"pages"`
+	// First is the read's first URL (of its current window, with
+	// delta.window), where a rejected continuation restarts it; FirstVars
+	// are its body's values (method POST).
+	First     string        `json:"first_url,omitempty"`
+	FirstVars upstream.Vars `json:"first_vars,omitempty"`
+	// WindowFrom and WindowTo bound the delta window the read is in
+	// (delta.window); WindowEnd is where its last window ends: when the
+	// read began. Zero without windows.
+	WindowFrom time.Time `json:"window_from,omitzero"`
+	WindowTo   time.Time `json:"window_to,omitzero"`
+	WindowEnd  time.Time `json:"window_end,omitzero"`
+	Pages      int       `json:"pages"`
 	// SeenIDs counts the ids the pass's pages put in its seen-set: the
 	// deletion check refuses a seen-set that holds fewer (a Postgres crash
 	// empties the unlogged table).
@@ -361,9 +369,9 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 	if ok {
 		f.cp, f.resumed = saved, true
 		if f.cp.First == "" { // a checkpoint from before first URLs were kept
-			f.cp.First = f.firstURL()
+			f.cp.First = f.firstPosition("").Next
 		}
-		f.note("resumed the interrupted read at page %d (pass %d)", saved.Pages+1, saved.PassID)
+		f.note("resumed the interrupted read at page %d (pass %d)%s", saved.Pages+1, saved.PassID, f.windowNote())
 		return nil
 	}
 	if why != "" {
@@ -382,20 +390,43 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 			f.cp.DriftBase = f.st.Watermark
 		}
 	}
-	f.cp.First = f.firstURL()
-	f.cp.Next = f.cp.First
+	f.cp.Position = f.beginning()
+	f.cp.First, f.cp.FirstVars = f.cp.Next, f.cp.Vars
 	return nil
 }
 
-// firstURL is the read's first page: a delta's with its lower bound.
-func (f *run) firstURL() string {
-	params := url.Values{}
-	if f.mode == jobs.ModeDelta {
-		if lb, ok := f.lowerBound(); ok {
-			params.Set(f.res.Delta.Param, lb)
+// beginning is a new read's first position: from the delta's lower bound,
+// in its first window where it has windows.
+func (f *run) beginning() upstream.Position {
+	since, _ := f.lowerBound()
+	if f.startWindows(since) {
+		since = f.format(f.cp.WindowFrom)
+	}
+	return f.firstPosition(since)
+}
+
+// firstPosition is where the read, or its current window, begins: with
+// the delta's lower bound since ("" for none) and the window's end, as
+// query parameters (GET) or as the body's {since} and {until} (POST).
+func (f *run) firstPosition(since string) upstream.Position {
+	d := f.res.Delta
+	if d == nil {
+		return upstream.FirstPosition(f.client, f.res, nil, nil)
+	}
+	params, vars := url.Values{}, upstream.Vars{"since": since}
+	if since == "" {
+		vars["since"] = noLowerBound(d)
+	} else if d.Param != "" {
+		params.Set(d.Param, since)
+	}
+	if !f.cp.WindowTo.IsZero() {
+		until := f.format(f.cp.WindowTo)
+		vars["until"] = until
+		if d.Window.EndParam != "" {
+			params.Set(d.Window.EndParam, until)
 		}
 	}
-	return upstream.FirstURL(f.client, f.res, params)
+	return upstream.FirstPosition(f.client, f.res, params, vars)
 }
 
 // resumable returns the saved checkpoint of this mode, and whether to
@@ -406,7 +437,7 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 		raw = f.st.FullCheckpoint
 	}
 	var saved checkpoint
-	if len(raw) == 0 || json.Unmarshal(raw, &saved) != nil || saved.Mode != f.mode || saved.Next == "" {
+	if len(raw) == 0 || json.Unmarshal(raw, &saved) != nil || saved.Mode != f.mode || saved.Next == "" && !saved.windowsLeft() {
 		return saved, false, ""
 	}
 	if f.mode == jobs.ModeFull && saved.PassID == 0 {
@@ -437,10 +468,14 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 	return saved, true, ""
 }
 
-// lowerBound is the delta's lower bound: the watermark less the overlap.
+// lowerBound is a delta's lower bound: the watermark less the overlap;
+// without a watermark, delta.start. A full read has none.
 func (f *run) lowerBound() (string, bool) {
-	if f.st.Watermark == "" || f.ignoreMark {
+	if f.mode != jobs.ModeDelta {
 		return "", false
+	}
+	if f.st.Watermark == "" || f.ignoreMark {
+		return f.start()
 	}
 	lb, err := DeltaLowerBound(f.res.Delta, f.st.Watermark)
 	if err != nil {
@@ -469,6 +504,9 @@ func (f *run) read(ctx context.Context) error {
 	// was stored (store.Page.ExpectChanged).
 	expectChanged := false
 	for {
+		if f.cp.Next == "" && !f.nextWindow() {
+			return nil
+		}
 		pager := upstream.NewPager(f.client, f.res, f.cp.Position, f.cp.Pages)
 		err := f.readPages(ctx, pager, progress, &expectChanged)
 		if err == nil {
@@ -478,14 +516,14 @@ func (f *run) read(ctx context.Context) error {
 				// unread records.
 				return fmt.Errorf("reading stopped before the last page: %w", cmp.Or(context.Cause(ctx), errors.New("unknown reason")))
 			}
-			return nil
+			continue
 		}
 		if !f.continuationRejected(err) {
 			return err
 		}
 		f.restarted = true
-		f.cp.Position = upstream.Position{Next: f.cp.First}
-		f.note("the read started again from its first page: the upstream rejected the continuation (%v)", err)
+		f.cp.Position = upstream.Position{Next: f.cp.First, Vars: f.cp.FirstVars}
+		f.note("the read started again from its first page%s: the upstream rejected the continuation (%v)", f.windowNote(), err)
 	}
 }
 
@@ -495,7 +533,8 @@ func (f *run) read(ctx context.Context) error {
 // has not restarted already.
 func (f *run) continuationRejected(err error) bool {
 	var se *upstream.StatusError
-	return !f.restarted && f.cp.Next != f.cp.First && errors.As(err, &se) && se.Action == "" &&
+	continuing := f.cp.Next != f.cp.First || f.cp.Vars["cursor"] != nil
+	return !f.restarted && continuing && errors.As(err, &se) && se.Action == "" &&
 		se.Code >= 400 && se.Code < 500 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 }
 
@@ -728,6 +767,13 @@ func (f *run) watermark() string {
 		}
 	}
 	top, err := parseCursor(f.cp.MaxCursor, d.Format)
+	if !f.cp.WindowTo.IsZero() {
+		// Every window is read to its end: nothing below that end is left
+		// unread, whether or not a record carried a cursor that high.
+		if end := timeCursor(f.cp.WindowTo); err != nil || end.After(top) {
+			top, err = end, nil
+		}
+	}
 	switch {
 	case err == nil && stored != nil && !top.After(*stored):
 		top = *stored

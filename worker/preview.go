@@ -7,6 +7,7 @@ import (
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/store"
+	"github.com/tidemark/tidemark/upstream"
 )
 
 // RecordCursor is a record's delta field value as a fetch reads it for the
@@ -43,4 +44,12 @@ func DeltaStart(res *config.Resource, st store.State) (watermark string, full bo
 		watermark = ""
 	}
 	return watermark, f.rekey, f.notes
+}
+
+// FirstPosition is where a fetch of res in mode would begin at now, given
+// the watermark it would start from (DeltaStart): its first URL and, for a
+// POST, its body's values; and the notes its run would carry about it.
+func FirstPosition(client *upstream.Client, res *config.Resource, mode, watermark string, now time.Time) (upstream.Position, []string) {
+	f := &run{res: res, client: client, mode: mode, began: now, st: store.State{Watermark: watermark}}
+	return f.beginning(), f.notes
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -194,10 +195,27 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 // and the delta URL moves with the watermark, so its validator would differ
 // after every fetch.
 func ProbeURL(client *upstream.Client, res *config.Resource) string {
+	return probePosition(client, res).Next
+}
+
+// ProbeBody is the body a resource's probe sends: for a POST, the full
+// read's first page's, with probe.limit as {limit} when set; nil for a GET.
+func ProbeBody(client *upstream.Client, res *config.Resource) ([]byte, error) {
+	return upstream.Body(res, probePosition(client, res))
+}
+
+func probePosition(client *upstream.Client, res *config.Resource) upstream.Position {
 	if res.Probe.Path != "" {
-		return client.URL(res.Probe.Path, nil)
+		return upstream.Position{Next: client.URL(res.Probe.Path, nil)}
 	}
-	return upstream.FirstURL(client, res, probeQuery(res))
+	vars := upstream.Vars{}
+	if res.Delta != nil {
+		vars["since"] = noLowerBound(res.Delta)
+	}
+	if res.Probe.Limit > 0 {
+		vars["limit"] = res.Probe.Limit
+	}
+	return upstream.FirstPosition(client, res, probeQuery(res), vars)
 }
 
 // Probe runs one probe of res against the resource's sync state st, as the
@@ -214,8 +232,14 @@ func Probe(ctx context.Context, client *upstream.Client, res *config.Resource, s
 		out.Kind, out.Validator, requests, out.HeadUnsupported, err = validator(ctx, client, res, target, st)
 	case config.ProbeHash:
 		out.Kind = store.ValidatorHash
-		var resp *upstream.Response
-		resp, err = client.Do(ctx, http.MethodGet, target, nil)
+		var (
+			resp *upstream.Response
+			body []byte
+		)
+		if body, err = ProbeBody(client, res); err != nil {
+			return out, 0, err
+		}
+		resp, err = client.Send(ctx, cmp.Or(res.Method, http.MethodGet), target, nil, body)
 		requests = upstream.Requests(err)
 		if err == nil {
 			requests = resp.Requests
@@ -323,6 +347,16 @@ func hashBody(res *config.Resource, resp *upstream.Response) (string, error) {
 	doc, err := extract.Decode(resp.Body)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", upstream.ErrBadResponse, err)
+	}
+	if res.Post() {
+		// A POST answer's envelope may move with every answer (GraphQL's
+		// extensions.cost): only its records tell a change, and errors
+		// are no state of the collection.
+		errs, _ := extract.Lookup(doc, "errors")
+		if err := upstream.GraphQLErrors(errs); err != nil {
+			return "", err
+		}
+		return extract.New(res).HashRecords(doc)
 	}
 	return extract.New(res).HashBody(doc)
 }

@@ -98,19 +98,17 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	recs := s.recs
-	if v := q.Get("updated_since"); v != "" {
-		since, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			http.Error(w, `{"error":"bad updated_since"}`, http.StatusBadRequest)
-			return
-		}
-		recs = nil
-		for _, rec := range s.recs {
-			if !rec.Stamp.IsZero() && !rec.Stamp.Before(since) {
-				recs = append(recs, rec)
-			}
-		}
+	if r.Method == http.MethodPost {
+		s.serveGraphQL(w, r)
+		return
+	}
+	recs, ok := s.between(w, q.Get("updated_since"), q.Get("updated_before"))
+	if !ok {
+		return
+	}
+	if id := q.Get("starting_after"); id != "" {
+		s.serveAfter(w, recs, id, q.Get("limit"))
+		return
 	}
 	size := len(recs)
 	if l, err := strconv.Atoi(q.Get("limit")); err == nil {
@@ -165,6 +163,10 @@ func startScriptedWith(t *testing.T, api *scripted, resourceYAML string, cfg wor
 	t.Helper()
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
+	records := "records: {path: data, id: id}\n" // unless the test's config says
+	if strings.Contains(resourceYAML, "records:") {
+		records = ""
+	}
 	yaml := fmt.Sprintf(`sources:
   - name: api
     base_url: %s
@@ -173,8 +175,7 @@ func startScriptedWith(t *testing.T, api *scripted, resourceYAML string, cfg wor
     resources:
       - name: items
         path: /items
-        records: {path: data, id: id}
-%s`, srv.URL, indent(resourceYAML, "        "))
+%s`, srv.URL, indent(records+resourceYAML, "        "))
 	conf, err := config.Parse("scripted.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)

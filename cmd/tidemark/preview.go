@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -152,7 +153,9 @@ type previewReport struct {
 	Requests    int            `json:"requests"`
 	Totals      map[string]int `json:"would"`
 	NotReadNext string         `json:"unread_next_url,omitempty"`
-	Error       string         `json:"error,omitempty"`
+	// NotReadBody is the unread next request's body (method POST).
+	NotReadBody json.RawMessage `json:"unread_next_body,omitempty"`
+	Error       string          `json:"error,omitempty"`
 }
 
 type previewProbe struct {
@@ -168,8 +171,13 @@ type previewProbe struct {
 }
 
 type previewPage struct {
-	Number   int               `json:"number"`
-	URL      string            `json:"url"`
+	Number int    `json:"number"`
+	Method string `json:"method,omitempty"` // POST; "" for GET
+	URL    string `json:"url"`
+	// Body is the request's body (method POST): built from the config's
+	// body template, which holds no secrets (no ${VAR} is expanded in it),
+	// and the read's cursors and bounds.
+	Body     json.RawMessage   `json:"body,omitempty"`
 	Requests int               `json:"requests"`
 	Records  []previewRecord   `json:"records"`
 	Omitted  int               `json:"records_not_shown,omitempty"`
@@ -244,18 +252,17 @@ func (p *previewer) run(ctx context.Context) (*previewReport, error) {
 	if p.dbErr != nil {
 		rep.Database, rep.DBError = previewNoDB, p.dbErr.Error()
 	}
-	first, note := p.firstURL(rep.Mode == jobs.ModeDelta, watermark)
-	if note != "" {
-		rep.Notes = append(rep.Notes, note)
-	}
+	first, firstNotes := p.first(rep.Mode, watermark)
+	rep.Notes = append(rep.Notes, firstNotes...)
 	if p.opts.probe && p.res.Probe.Strategy != config.ProbeNone && p.res.Probe.Strategy != "" {
 		rep.Probe = p.probe(ctx)
 		rep.Requests += rep.Probe.Requests
 	}
-	pager := upstream.NewPager(p.client, p.res, upstream.Position{Next: first}, 0)
+	pager := upstream.NewPager(p.client, p.res, first, 0)
 	readStart := time.Time{}
 	for n := 1; n <= p.opts.pages && !pager.Done(); n++ {
 		url := pager.Position().Next
+		body, _ := upstream.Body(p.res, pager.Position()) // Next fails on the same error
 		page, err := pager.Next(ctx)
 		if err != nil {
 			rep.Requests += upstream.Requests(err)
@@ -270,34 +277,44 @@ func (p *previewer) run(ctx context.Context) (*previewReport, error) {
 			rep.Error = err.Error()
 			return rep, err
 		}
+		if p.res.Post() {
+			pv.Method, pv.Body = http.MethodPost, body
+		}
 		rep.Pages = append(rep.Pages, pv)
 	}
 	if !pager.Done() {
 		rep.NotReadNext = p.showURL(pager.Position().Next)
+		rep.NotReadBody, _ = upstream.Body(p.res, pager.Position())
 	}
 	return rep, nil
 }
 
-// firstURL is the read's first URL, as the fetch makes it, and a note on
-// the watermark of a delta.
-func (p *previewer) firstURL(delta bool, watermark string) (string, string) {
-	params := url.Values{}
+// first is the read's first position, as the fetch makes it, and notes
+// on where a delta begins.
+func (p *previewer) first(mode, watermark string) (upstream.Position, []string) {
 	var note string
-	if delta {
-		d := p.res.Delta
+	if d := p.res.Delta; mode == jobs.ModeDelta {
+		from := "from the start"
+		if d.Start != "" {
+			from = "from delta.start (" + d.Start + ")"
+		}
 		switch lb, err := worker.DeltaLowerBound(d, watermark); {
 		case p.db == nil:
-			note = "the stored watermark is unknown without the database: this delta reads from the start, as a first sync would"
+			note = "the stored watermark is unknown without the database: this delta reads " + from + ", as a first sync would"
+			watermark = ""
 		case watermark == "":
-			note = "no watermark to use: this delta reads from the start, as a first sync would"
+			note = "no watermark to use: this delta reads " + from + ", as a first sync would"
 		case err != nil:
 			note = err.Error() + ": the delta reads from the start"
 		default:
-			params.Set(d.Param, lb)
-			note = fmt.Sprintf("watermark %s less delta.overlap (%s): %s=%s", watermark, d.Overlap.D(), d.Param, lb)
+			note = fmt.Sprintf("watermark %s less delta.overlap (%s): %s=%s", watermark, d.Overlap.D(), cmp.Or(d.Param, "{since}"), lb)
 		}
 	}
-	return upstream.FirstURL(p.client, p.res, params), note
+	pos, notes := worker.FirstPosition(p.client, p.res, mode, watermark, time.Now())
+	if note != "" {
+		notes = append([]string{note}, notes...)
+	}
+	return pos, notes
 }
 
 // probe runs the resource's probe against the stored validators.
@@ -381,8 +398,11 @@ func (p *previewer) showURL(raw string) string {
 	}
 	pg := p.res.Pagination
 	known := []string{pg.LimitParam, pg.PageParam, pg.OffsetParam, pg.CursorParam}
-	if p.res.Delta != nil {
-		known = append(known, p.res.Delta.Param)
+	if d := p.res.Delta; d != nil {
+		known = append(known, d.Param)
+		if d.Window != nil {
+			known = append(known, d.Window.EndParam)
+		}
 	}
 	if path, err := url.Parse(p.res.Path); err == nil {
 		for k := range path.Query() {
@@ -432,7 +452,11 @@ func (r *previewReport) writeText(w io.Writer) {
 		pg.writeText(w)
 	}
 	if r.NotReadNext != "" {
-		fmt.Fprintf(w, "\nnot read (--pages): GET %s\n", r.NotReadNext)
+		if r.NotReadBody != nil {
+			fmt.Fprintf(w, "\nnot read (--pages): POST %s\n  body: %s\n", r.NotReadNext, r.NotReadBody)
+		} else {
+			fmt.Fprintf(w, "\nnot read (--pages): GET %s\n", r.NotReadNext)
+		}
 	}
 	fmt.Fprintf(w, "\n%s", plural(r.Requests, "HTTP request"))
 	if r.Database == "read" {
@@ -461,7 +485,10 @@ func validatorName(kind string) string {
 }
 
 func (pg previewPage) writeText(w io.Writer) {
-	fmt.Fprintf(w, "\npage %d: GET %s (%s): %s extracted, %d to quarantine\n", pg.Number, pg.URL, plural(pg.Requests, "request"), plural(pg.Total, "record"), len(pg.Rejected))
+	fmt.Fprintf(w, "\npage %d: %s %s (%s): %s extracted, %d to quarantine\n", pg.Number, cmp.Or(pg.Method, http.MethodGet), pg.URL, plural(pg.Requests, "request"), plural(pg.Total, "record"), len(pg.Rejected))
+	if pg.Body != nil {
+		fmt.Fprintf(w, "  body: %s\n", pg.Body)
+	}
 	if len(pg.Records) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  ID\tCURSOR\tHASH\tWOULD")
@@ -482,6 +509,6 @@ func (pg previewPage) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  next: %s\n", pg.Decision)
 	if pg.Next != "" {
-		fmt.Fprintf(w, "        GET %s\n", pg.Next)
+		fmt.Fprintf(w, "        %s %s\n", cmp.Or(pg.Method, http.MethodGet), pg.Next)
 	}
 }

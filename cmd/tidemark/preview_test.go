@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -429,5 +430,65 @@ func TestPreviewUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%s: exit %d, want 2 and %q\n%s", tc.name, code, tc.want, errOut)
 		}
+	}
+}
+
+// A POST (GraphQL) resource: each page shows its method and body, the
+// cursor in the body; the unread next request shows its body too; no
+// credential appears in them.
+func TestPreviewPostBody(t *testing.T) {
+	t.Parallel()
+	var bodies []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Variables struct {
+				After *string `json:"after"`
+			} `json:"variables"`
+		}
+		raw := new(strings.Builder)
+		json.NewDecoder(io.TeeReader(r.Body, raw)).Decode(&req)
+		mu.Lock()
+		bodies = append(bodies, raw.String())
+		mu.Unlock()
+		n := 0
+		if req.Variables.After != nil {
+			fmt.Sscanf(*req.Variables.After, "c%d", &n)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"data":{"p":{"nodes":[{"id":%d},{"id":%d}],"pageInfo":{"hasNextPage":true,"endCursor":"c%d"}}},"extensions":{"cost":{"actualQueryCost":3}}}`, n+1, n+2, n+2)
+	}))
+	t.Cleanup(srv.Close)
+	conf := previewConfig(t, srv.URL, "    auth: {type: header, header: X-Token, token_env: PREVIEW_POST_TOKEN}\n", `      - name: items
+        path: /graphql
+        method: POST
+        body: {query: "query($after: String) { p(after: $after) { nodes { id } } }", variables: {after: "{cursor}", first: "{limit}"}}
+        records: {path: data.p.nodes, id: id}
+        pagination: {style: cursor, next_field: data.p.pageInfo.endCursor, has_more_field: data.p.pageInfo.hasNextPage, limit: 2}
+`)
+	code, out, errOut := runCmd(t, map[string]string{"TIDEMARK_CONFIG": conf, "TIDEMARK_DATABASE_URL": noDB, "PREVIEW_POST_TOKEN": "tok-secret-123"},
+		"preview", "api/items", "--pages", "2")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"page 1: POST " + srv.URL + "/graphql (1 request): 2 records extracted",
+		`  body: {"query":"query($after: String) { p(after: $after) { nodes { id } } }","variables":{"after":null,"first":2}}`,
+		`next: next page: {cursor} "c2", from the response's data.p.pageInfo.endCursor`,
+		"page 2: POST " + srv.URL + "/graphql (1 request)",
+		`  body: {"query":"query($after: String) { p(after: $after) { nodes { id } } }","variables":{"after":"c2","first":2}}`,
+		"not read (--pages): POST " + srv.URL + "/graphql\n" + `  body: {"query":"query($after: String) { p(after: $after) { nodes { id } } }","variables":{"after":"c4","first":2}}`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the preview lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "tok-secret-123") {
+		t.Errorf("the preview shows the token:\n%s", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || !strings.Contains(bodies[1], `"after":"c2"`) {
+		t.Errorf("the upstream got bodies %q", bodies)
 	}
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +17,9 @@ func Table(results []Result, took time.Duration) string {
 	var runs []int
 	var secs []time.Duration
 	quarantined, emptySeeds, empties := 0, 0, 0
+	styles := map[string]int{}
 	for _, r := range results {
+		styles[r.Scenario.Style()]++
 		if r.Scenario.API.EmptyStatus != 0 {
 			emptySeeds++
 			empties += r.EmptyAnswers
@@ -35,6 +38,11 @@ func Table(results []Result, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "\n| sim | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| seeds run | %d (%s) |\n", len(results), took.Round(time.Second))
+	var per []string
+	for _, st := range slices.Sorted(maps.Keys(styles)) {
+		per = append(per, fmt.Sprintf("%s %d", st, styles[st]))
+	}
+	fmt.Fprintf(&b, "| seeds by style | %s |\n", strings.Join(per, ", "))
 	for _, k := range Kinds {
 		fmt.Fprintf(&b, "| violations: %s | %d |\n", k, byKind[k])
 	}

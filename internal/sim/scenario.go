@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -23,7 +24,10 @@ type Scenario struct {
 	Skew        time.Duration // the upstream's clock against the fleet's
 	StampRes    time.Duration // resolution of updated_at
 	Overlap     time.Duration // delta.overlap
-	Steps       []Step
+	// Window is delta.window.size (0: none); the reads walk windows from
+	// an hour before the scenario's config is made.
+	Window time.Duration
+	Steps  []Step
 }
 
 // Step is one thing the driver does.
@@ -139,12 +143,53 @@ func NewScenario(seed uint64) Scenario {
 	if rand.New(rand.NewPCG(seed, 0x404)).IntN(3) == 0 {
 		s.API.EmptyStatus = http.StatusNotFound
 	}
+	s.drawShape(rand.New(rand.NewPCG(seed, 0x9057)))
+	s.drawWindow(rand.New(rand.NewPCG(seed, 0x3b1d)))
 
 	for range 6 + pick(9) {
 		s.Steps = append(s.Steps, s.step(rng))
 	}
 	return s
 }
+
+// drawShape draws the cursor style's shape (API.Shape) from a stream of
+// its own, so that a seed's other draws stay what they were before shapes
+// came; half the cursor seeds keep the plain cursor.
+func (s *Scenario) drawShape(rng *rand.Rand) {
+	if s.API.Style != "cursor" {
+		return
+	}
+	switch rng.IntN(4) {
+	case 0:
+		s.API.Shape, s.API.Nodes = ShapeGraphQL, rng.IntN(2) == 0
+		// A POST is not answered conditionally, and a hash of its first
+		// page sees only that page: without a probe, each probe step is
+		// a delta.
+		s.API.Probe = "none"
+	case 1:
+		s.API.Shape = ShapeLastRecord
+		// Stripe lists in an order nothing moves a record in (keyset
+		// after a record that moved would skip what it passed).
+		s.API.Order = ByID
+	}
+}
+
+// drawWindow draws delta.window, from a stream of its own, for a third of
+// the seeds with a time delta whose every record carries its time: a
+// record without one is in no window, and with detect_deletes a windowed
+// full read would tombstone it (config.Window says so).
+func (s *Scenario) drawWindow(rng *rand.Rand) {
+	timed := s.Content.Format != "" && s.Content.Format != "number"
+	if !timed || s.Content.OddCursor > 0 || rng.IntN(3) != 0 {
+		return
+	}
+	s.Window = []time.Duration{10 * time.Minute, 30 * time.Minute, 2 * time.Hour}[rng.IntN(3)]
+	s.API.WindowParam = "updated_before"
+}
+
+// Style is the scenario's pagination style, its shape included: what the
+// report's table and -sim.styles name.
+func (s Scenario) Style() string { return cmp.Or(s.API.Shape, s.API.Style) }
 
 // step draws one step.
 func (s Scenario) step(rng *rand.Rand) Step {
@@ -196,11 +241,11 @@ func (s Scenario) step(rng *rand.Rand) Step {
 // Describe is the scenario in one paragraph, for a failing seed's report.
 func (s Scenario) Describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "style=%s order=%d limit=%d cap=%d total_field=%t probe=%s/%s head_unsupported=%t records=%d ids=%s hostile=%.2f",
-		s.API.Style, s.API.Order, s.Limit, s.API.Cap, s.TotalField, s.API.Probe, s.ProbeMethod, s.API.HeadUnsupported,
+	fmt.Fprintf(&b, "style=%s nodes=%t order=%d limit=%d cap=%d total_field=%t probe=%s/%s head_unsupported=%t records=%d ids=%s hostile=%.2f",
+		s.Style(), s.API.Nodes, s.API.Order, s.Limit, s.API.Cap, s.TotalField, s.API.Probe, s.ProbeMethod, s.API.HeadUnsupported,
 		s.Records, s.Content.IDs, s.Content.Hostile)
 	if s.Content.Format != "" {
-		fmt.Fprintf(&b, " delta=%s overlap=%s odd_cursors=%.2f zone=%+ds", s.Content.Format, s.Overlap, s.Content.OddCursor, s.Content.ZoneOffset)
+		fmt.Fprintf(&b, " delta=%s overlap=%s odd_cursors=%.2f zone=%+ds window=%s", s.Content.Format, s.Overlap, s.Content.OddCursor, s.Content.ZoneOffset, s.Window)
 	} else {
 		b.WriteString(" delta=none")
 	}
@@ -219,7 +264,12 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sources:\n  - name: %s\n    base_url: %s\n    allow_private: true\n    timeout: 2s\n    resources:\n", source, baseURL)
 	b.WriteString("      - name: items\n        path: /items\n        freshness: 1h\n")
-	b.WriteString("        records: {path: data, id: id}\n        ignore_fields: [meta.fetched_at]\n")
+	if s.API.Shape == ShapeGraphQL {
+		s.graphQLYAML(&b)
+	} else {
+		b.WriteString("        records: {path: data, id: id}\n")
+	}
+	b.WriteString("        ignore_fields: [meta.fetched_at]\n")
 	b.WriteString("        pagination:\n")
 	fmt.Fprintf(&b, "          style: %s\n", s.API.Style)
 	if s.API.Style != "none" {
@@ -233,7 +283,14 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 	case "offset":
 		b.WriteString("          offset_param: offset\n")
 	case "cursor":
-		b.WriteString("          cursor_param: cursor\n          next_field: next_cursor\n")
+		switch s.API.Shape {
+		case ShapeGraphQL:
+			b.WriteString("          next_field: data.items.pageInfo.endCursor\n          has_more_field: data.items.pageInfo.hasNextPage\n")
+		case ShapeLastRecord:
+			b.WriteString("          cursor_param: starting_after\n          cursor_from: last_record\n          has_more_field: has_more\n")
+		default:
+			b.WriteString("          cursor_param: cursor\n          next_field: next_cursor\n")
+		}
 	case "next_url":
 		b.WriteString("          next_field: next_url\n")
 	}
@@ -252,10 +309,20 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 		fmt.Fprintf(&b, "          path: %q\n", ProbePath)
 	}
 	if s.Content.Format != "" {
-		fmt.Fprintf(&b, "        delta:\n          param: %s\n          field: %s\n          format: %s\n",
-			s.API.DeltaParam, s.Content.cursorField(), s.Content.Format)
+		b.WriteString("        delta:\n")
+		if s.API.Shape != ShapeGraphQL { // a POST carries it in the body's {since}
+			fmt.Fprintf(&b, "          param: %s\n", s.API.DeltaParam)
+		}
+		fmt.Fprintf(&b, "          field: %s\n          format: %s\n", s.Content.cursorField(), s.Content.Format)
 		if s.Overlap > 0 {
 			fmt.Fprintf(&b, "          overlap: %s\n", s.Overlap)
+		}
+		if s.Window > 0 {
+			fmt.Fprintf(&b, "          start: %q\n          window: {size: %s", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), s.Window)
+			if s.API.Shape != ShapeGraphQL {
+				fmt.Fprintf(&b, ", end_param: %s", s.API.WindowParam)
+			}
+			b.WriteString("}\n")
 		}
 	}
 	b.WriteString("        full_sync: {every: 24h, detect_deletes: true}\n")
@@ -263,4 +330,23 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 		fmt.Fprintf(&b, "        on_status: {%d: empty}\n", s.API.EmptyStatus)
 	}
 	return b.String()
+}
+
+// graphQLYAML writes a graphql shape's method, body and records.
+func (s Scenario) graphQLYAML(b *strings.Builder) {
+	b.WriteString("        method: POST\n        body:\n")
+	b.WriteString("          query: \"query($first: Int!, $after: String, $since: String) { items(first: $first, after: $after, since: $since) { pageInfo { hasNextPage endCursor } } }\"\n")
+	b.WriteString("          variables: {first: \"{limit}\", after: \"{cursor}\"")
+	if s.Content.Format != "" {
+		b.WriteString(", since: \"{since}\"")
+	}
+	if s.Window > 0 {
+		b.WriteString(", before: \"{until}\"")
+	}
+	b.WriteString("}\n")
+	if s.API.Nodes {
+		b.WriteString("        records: {path: data.items.nodes, id: id}\n")
+	} else {
+		b.WriteString("        records: {path: data.items.edges, item: node, id: id}\n")
+	}
 }

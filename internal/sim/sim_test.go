@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,11 +22,13 @@ import (
 )
 
 var (
-	seeds = flag.Int("sim.seeds", 0, "run seeds 1..N instead of the fixed set (make sim SEEDS=N)")
-	first = flag.Int("sim.from", 1, "the first seed of -sim.seeds")
-	only  = flag.Uint64("sim.seed", 0, "replay this one seed (make sim SEED=N)")
-	lanes = flag.Int("sim.lanes", 3, "seeds run side by side, each lane on its own Postgres and Redis database")
-	logs  = flag.Bool("sim.log", false, "show the fleet's logs (with -v)")
+	seeds  = flag.Int("sim.seeds", 0, "run seeds 1..N instead of the fixed set (make sim SEEDS=N)")
+	first  = flag.Int("sim.from", 1, "the first seed of -sim.seeds")
+	only   = flag.Uint64("sim.seed", 0, "replay this one seed (make sim SEED=N)")
+	lanes  = flag.Int("sim.lanes", 3, "seeds run side by side, each lane on its own Postgres and Redis database")
+	logs   = flag.Bool("sim.log", false, "show the fleet's logs (with -v)")
+	window = flag.Bool("sim.window", false, "with -sim.seeds: only seeds whose reads walk delta windows")
+	style  = flag.String("sim.styles", "", "with -sim.seeds: run the first N seeds from -sim.from whose style (shape included: graphql, last_record) is one of these, comma-separated")
 )
 
 // fixedSeeds run in make test: every pagination style several times over
@@ -42,10 +45,7 @@ func TestSim(t *testing.T) {
 	case *only != 0:
 		list = []uint64{*only}
 	case *seeds > 0:
-		list = nil
-		for s := *first; s < *first+*seeds; s++ {
-			list = append(list, uint64(s))
-		}
+		list = seedList(*first, *seeds, *style, *window)
 	}
 	if testing.Short() {
 		list = list[:min(len(list), 6)]
@@ -75,7 +75,7 @@ func TestSim(t *testing.T) {
 	for r := range results {
 		all = append(all, r)
 		t.Logf("seed %d (%s): converged %t after %d runs, %.2fs; %d requests, %d quarantined, %d violations",
-			r.Seed, r.Scenario.API.Style, r.Converged, r.Runs, r.Took.Seconds(), r.Requests, r.Quarantined, len(r.Violations))
+			r.Seed, r.Scenario.Style(), r.Converged, r.Runs, r.Took.Seconds(), r.Requests, r.Quarantined, len(r.Violations))
 		if len(r.Violations) > 0 {
 			t.Errorf("seed %d broke %d invariant(s); replay: make sim SEED=%d\n  %s\n  %s", r.Seed, len(r.Violations), r.Seed,
 				r.Scenario.Describe(), violations(r))
@@ -85,6 +85,21 @@ func TestSim(t *testing.T) {
 		}
 	}
 	fmt.Fprint(os.Stderr, sim.Table(all, time.Since(began)))
+}
+
+// seedList is n seeds from first on; with styles, the first n whose
+// scenario's style is one of them; with windows, whose reads walk delta
+// windows.
+func seedList(first, n int, styles string, windows bool) []uint64 {
+	var list []uint64
+	want := strings.Split(styles, ",")
+	for s := uint64(first); len(list) < n; s++ {
+		sc := sim.NewScenario(s)
+		if (styles == "" || slices.Contains(want, sc.Style())) && (!windows || sc.Window > 0) {
+			list = append(list, s)
+		}
+	}
+	return list
 }
 
 func violations(r sim.Result) string {

@@ -3,10 +3,12 @@ package sim
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,26 @@ type API struct {
 	// as APIs do that report "nothing here" as not found; the config maps
 	// it to empty (on_status).
 	EmptyStatus int
+	// Shape varies the cursor style: "" is a cursor in a response field
+	// with GET; "graphql" a POST whose JSON body carries the cursor (and
+	// the page size and the delta's lower bound), answered as a GraphQL
+	// connection (pageInfo.hasNextPage, endCursor); "last_record" is
+	// Stripe's list: starting_after the id of the page's last record,
+	// and has_more.
+	Shape string
+	// Nodes lists a graphql answer's records in nodes, not edges[].node.
+	Nodes bool
+	// WindowParam, when set, bounds the delta filter from above:
+	// updated_at before it (delta.window's end_param, or a graphql body's
+	// before).
+	WindowParam string
 }
+
+// Shapes of the cursor style (API.Shape).
+const (
+	ShapeGraphQL    = "graphql"
+	ShapeLastRecord = "last_record"
+)
 
 // Faults are the misbehaviours the driver turns on for a while. The zero
 // value is a well-behaved upstream.
@@ -70,6 +91,10 @@ type Upstream struct {
 	empties  int // answers with api.EmptyStatus
 	tokens   map[string]*token
 	issued   []string
+	// served maps the id of each record a last_record page served to its
+	// position: starting_after continues after that position even once
+	// the record is gone (keyset, WHERE id > ?), as list APIs do.
+	served map[string]int64
 }
 
 type token struct {
@@ -85,7 +110,7 @@ type token struct {
 
 // NewUpstream serves m as api describes.
 func NewUpstream(m *Model, api API, seed uint64) *Upstream {
-	return &Upstream{m: m, api: api, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tokens: map[string]*token{}}
+	return &Upstream{m: m, api: api, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tokens: map[string]*token{}, served: map[string]int64{}}
 }
 
 // SetFaults replaces the active misbehaviours.
@@ -116,6 +141,10 @@ const ProbePath = "/items?sort=-changed&limit=1"
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/items" {
 		http.NotFound(w, r)
+		return
+	}
+	if err := graphQLToQuery(r, u.api); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	u.mu.Lock()
@@ -181,15 +210,20 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if truncate {
-		w.Write(body[:len(body)/2])
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-			}
-		}
+		cutShort(w, body)
 		return
 	}
 	w.Write(body)
+}
+
+// cutShort sends half of body and drops the connection.
+func cutShort(w http.ResponseWriter, body []byte) {
+	w.Write(body[:len(body)/2])
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+		}
+	}
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
@@ -232,12 +266,9 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 			all[i], all[j] = all[j], all[i]
 		}
 	}
-	if v := q.Get(u.api.DeltaParam); u.api.DeltaParam != "" && v != "" {
-		keep, err := u.filter(all, v)
-		if err != nil {
-			return errorBody("bad " + u.api.DeltaParam + ": " + err.Error()), hdr, http.StatusBadRequest
-		}
-		all = keep
+	all, err := u.narrow(all, q)
+	if err != nil {
+		return errorBody(err.Error()), hdr, http.StatusBadRequest
 	}
 	size := len(all)
 	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 {
@@ -262,6 +293,12 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 			from = 0
 		}
 	default: // cursor, link, next_url: keyset after the token's record
+		if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
+			var ok bool
+			if from, ok = u.afterServed(all, id); !ok {
+				return errorBody("no such object: " + id), hdr, http.StatusBadRequest
+			}
+		}
 		if c := q.Get("cursor"); c != "" {
 			t, msg, code := u.redeem(c)
 			if code != 0 {
@@ -286,6 +323,9 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		return errorBody("not found"), hdr, u.api.EmptyStatus
 	}
 
+	if u.api.Shape == ShapeGraphQL {
+		return u.connection(page, to < len(all), q.Get("cursor"), response, f), hdr, http.StatusOK
+	}
 	var b bytes.Buffer
 	b.WriteString(`{"data":[`)
 	for i, rc := range page {
@@ -295,6 +335,11 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 		b.Write(m.render(rc, response))
 	}
 	fmt.Fprintf(&b, `],"total":%d`, len(all))
+	if u.api.Shape == ShapeLastRecord {
+		u.serve(page)
+		fmt.Fprintf(&b, `,"has_more":%t}`, to < len(all))
+		return b.Bytes(), hdr, http.StatusOK
+	}
 	if u.api.Style == "cursor" || u.api.Style == "link" || u.api.Style == "next_url" {
 		next := ""
 		if to < len(all) && len(page) > 0 {
@@ -369,6 +414,66 @@ func (u *Upstream) filter(all []*rec, v string) ([]*rec, error) {
 	return keep, nil
 }
 
+// narrow applies the delta parameter and the window's end of query q.
+func (u *Upstream) narrow(all []*rec, q url.Values) ([]*rec, error) {
+	var err error
+	if v := q.Get(u.api.DeltaParam); u.api.DeltaParam != "" && v != "" {
+		if all, err = u.filter(all, v); err != nil {
+			return nil, fmt.Errorf("bad %s: %w", u.api.DeltaParam, err)
+		}
+	}
+	if v := q.Get(u.api.WindowParam); u.api.WindowParam != "" && v != "" {
+		if all, err = u.before(all, v); err != nil {
+			return nil, fmt.Errorf("bad %s: %w", u.api.WindowParam, err)
+		}
+	}
+	return all, nil
+}
+
+// serve notes the positions of a last_record page's records (afterServed).
+func (u *Upstream) serve(page []*rec) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, rc := range page {
+		u.served[rc.id.key()] = rc.pos
+		if !rc.id.numeric {
+			// An id tidemark refuses comes back as JSON decodes it.
+			u.served[rc.id.str.decoded()] = rc.pos
+		}
+	}
+}
+
+// afterServed is where a last_record page after the record with id
+// begins in all (listed ByID): after its position, even once it is gone;
+// false for an id never served. Called under m.mu.
+func (u *Upstream) afterServed(all []*rec, id string) (int, bool) {
+	u.mu.Lock()
+	p, ok := u.served[id]
+	u.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	if i := slices.IndexFunc(all, func(rc *rec) bool { return rc.pos > p }); i >= 0 {
+		return i, true
+	}
+	return len(all), true
+}
+
+// before keeps the records a window's end v selects: updated_at before it.
+func (u *Upstream) before(all []*rec, v string) ([]*rec, error) {
+	end, err := parseSince(v, u.api.Format)
+	if err != nil {
+		return nil, err
+	}
+	var keep []*rec
+	for _, r := range all {
+		if r.stamp != nil && r.stamp.Before(end) {
+			keep = append(keep, r)
+		}
+	}
+	return keep, nil
+}
+
 func parseSince(v, format string) (time.Time, error) {
 	switch format {
 	case "unix":
@@ -417,4 +522,73 @@ func (u *Upstream) redeem(tok string) (token, string, int) {
 	}
 	t.uses++
 	return *t, "", 0
+}
+
+// graphQLToQuery reads a graphql shape's POST body (a GET is left as it
+// is), {"query": ...,
+// "variables": {"first", "after", "since"}}, into the query parameters the
+// list answers from: limit, cursor and the delta parameter.
+func graphQLToQuery(r *http.Request, api API) error {
+	if r.Method != http.MethodPost {
+		return nil
+	}
+	var body struct {
+		Query     string `json:"query"`
+		Variables struct {
+			First  *int    `json:"first"`
+			After  *string `json:"after"`
+			Since  *string `json:"since"`
+			Before *string `json:"before"`
+		} `json:"variables"`
+	}
+	if r.Header.Get("Content-Type") != "application/json" {
+		return fmt.Errorf("Content-Type %q, want application/json", r.Header.Get("Content-Type"))
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Query == "" || body.Variables.First == nil {
+		return fmt.Errorf("want a JSON body with query and variables.first: %v", err)
+	}
+	v := body.Variables
+	q := url.Values{"limit": {strconv.Itoa(*v.First)}}
+	if v.After != nil {
+		q.Set("cursor", *v.After)
+	}
+	if v.Since != nil && api.DeltaParam != "" {
+		q.Set(api.DeltaParam, *v.Since)
+	}
+	if v.Before != nil && api.WindowParam != "" {
+		q.Set(api.WindowParam, *v.Before)
+	}
+	r.URL.RawQuery = q.Encode()
+	return nil
+}
+
+// connection is a graphql shape's answer: the page as a GraphQL
+// connection, with a cost extension that moves with every answer (as
+// Shopify's does), which a hash of the body would take for a change.
+func (u *Upstream) connection(page []*rec, more bool, from string, response int, f Faults) []byte {
+	m := u.m
+	var b bytes.Buffer
+	if u.api.Nodes {
+		b.WriteString(`{"data":{"items":{"nodes":[`)
+	} else {
+		b.WriteString(`{"data":{"items":{"edges":[`)
+	}
+	for i, rc := range page {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if !u.api.Nodes {
+			b.WriteString(`{"cursor":"opaque","node":`)
+		}
+		b.Write(m.render(rc, response))
+		if !u.api.Nodes {
+			b.WriteByte('}')
+		}
+	}
+	end := "null"
+	if len(page) > 0 {
+		end = strconv.Quote(u.issue(key(u.api.Order, page[len(page)-1]), from, f))
+	}
+	fmt.Fprintf(&b, `],"pageInfo":{"hasNextPage":%t,"endCursor":%s}}},"extensions":{"cost":{"actualQueryCost":%d}}}`, more && len(page) > 0, end, response)
+	return b.Bytes()
 }
