@@ -177,6 +177,7 @@ func (c *checker) source(sp string, s *Source) {
 		rp := index(join(sp, "resources"), j)
 		c.name(join(rp, "name"), r.Name, "resource", first)
 		c.resource(rp, r)
+		c.partitioning(rp, s, r)
 		if a := s.Auth; a != nil && a.Type == AuthQuery && a.Param != "" {
 			c.keyNotInPath(join(rp, "path"), r.Path, a.Param)
 			c.keyNotInPath(join(join(rp, "probe"), "path"), r.Probe.Path, a.Param)
@@ -254,7 +255,7 @@ func (c *checker) resource(rp string, r *Resource) {
 	switch {
 	case r.Path == "":
 		c.report(join(rp, "path"), "required")
-	case !strings.HasPrefix(r.Path, "/"):
+	case !strings.HasPrefix(r.Path, "/") && !wholeURL(r):
 		c.report(join(rp, "path"), "%q must start with /", r.Path)
 	}
 	if !oneOf(r.Priority, PriorityCritical, PriorityDefault, PriorityLow) {

@@ -50,6 +50,9 @@ type Page struct {
 	// Decision says why the page is the last, or where Next came from, in
 	// an operator's words (tidemark preview shows it).
 	Decision string
+	// NotModified: the first page's conditional GET (Pager.IfNoneMatch)
+	// was answered 304, and the read ends there with nothing read.
+	NotModified bool
 }
 
 // Position is where a walk of a resource's pages is: the next request and
@@ -104,7 +107,14 @@ type Pager struct {
 	seen map[[32]byte]int
 	// why is nextURL's reason for its decision (Page.Decision).
 	why string
+	// ifNoneMatch, when set, makes the walk's first request conditional.
+	ifNoneMatch string
 }
+
+// IfNoneMatch makes the walk's first request a conditional GET with etag:
+// a 304 ends the walk with a NotModified page. Only for a collection read
+// in one page before, whose first page is then all of it.
+func (p *Pager) IfNoneMatch(etag string) { p.ifNoneMatch = etag }
 
 // FirstURL is the URL of a resource's first page, with extra parameters (the
 // delta watermark) added.
@@ -150,9 +160,19 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		return nil, badResponse(current, fmt.Errorf("the read has reached pagination.max_pages (%d pages) without a last page: "+
 			"a pagination loop tidemark could not recognise, or a resource larger than max_pages allows", max))
 	}
-	resp, err := p.c.Do(ctx, http.MethodGet, current, nil)
+	var header http.Header
+	if p.ifNoneMatch != "" && p.pages == 0 {
+		header = http.Header{"If-None-Match": {p.ifNoneMatch}}
+	}
+	resp, err := p.c.Do(ctx, http.MethodGet, current, header)
 	if err != nil {
 		return p.onStatus(current, err)
+	}
+	if resp.Status == http.StatusNotModified && header != nil {
+		p.pages++
+		p.pos.Next = ""
+		return &Page{URL: current, Header: resp.Header, Requests: resp.Requests, NotModified: true,
+			Decision: "the first page is not modified (304): the collection is as last read"}, nil
 	}
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).
