@@ -189,9 +189,10 @@ type Parent struct {
 	// Key is the dotted field of the parent record that names the
 	// partition (its value, as text). Default the parent's records.id.
 	Key string `yaml:"key"`
-	// ChangedOnly: a delta read visits only the partitions whose parent
-	// was created or changed since the partition last synced (a full read
-	// visits every partition). Default false.
+	// ChangedOnly: a run visits only the partitions whose parent was
+	// created or changed since the partition last synced, or that last
+	// synced longer ago than full_sync.every; a run an operator asks for
+	// (tidemark sync) visits every partition. Default false.
 	ChangedOnly bool `yaml:"changed_only"`
 	// DeleteWithParent tombstones a partition's records once its parent is
 	// tombstoned (at the child's next run, which the parent's change

@@ -45,7 +45,7 @@ var fieldDocs = map[string]string{
 	"Pagination.Style":           "Style is none | page | offset | cursor | link | next_url. Default none.",
 	"Pagination.TotalField":      "TotalField is the dotted response field holding how many records the whole read returns (page and offset styles): the read ends once it has that many. Without it or has_more_field, a page or offset read ends at an empty page, or at a page shorter than the largest one the upstream served before it (never at a page shorter than limit: an upstream may serve fewer than asked). Default none.",
 	"Parent":                     "Parent names the resource whose records a child resource is read under.",
-	"Parent.ChangedOnly":         "ChangedOnly: a delta read visits only the partitions whose parent was created or changed since the partition last synced (a full read visits every partition). Default false.",
+	"Parent.ChangedOnly":         "ChangedOnly: a run visits only the partitions whose parent was created or changed since the partition last synced, or that last synced longer ago than full_sync.every; a run an operator asks for (tidemark sync) visits every partition. Default false.",
 	"Parent.DeleteWithParent":    "DeleteWithParent tombstones a partition's records once its parent is tombstoned (at the child's next run, which the parent's change starts). Default true.",
 	"Parent.Key":                 "Key is the dotted field of the parent record that names the partition (its value, as text). Default the parent's records.id.",
 	"Parent.Resource":            "Resource is the parent resource, in the same source. Required. It may itself be a child (repositories, their issues, the issues' comments), but not this resource or one of its own children.",

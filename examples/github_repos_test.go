@@ -298,7 +298,9 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 	}
 }
 
-func keyOf(src *config.Source, name string) store.Key { return store.Key{Source: src.Name, Resource: name} }
+func keyOf(src *config.Source, name string) store.Key {
+	return store.Key{Source: src.Name, Resource: name}
+}
 
 // enqueue asks for a fetch of the kind the schedule sends.
 func (f *fleet) enqueue(t *testing.T, key store.Key, res *config.Resource, trigger string) {

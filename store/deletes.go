@@ -284,7 +284,7 @@ func (s *Store) DropPass(ctx context.Context, passID int64) error {
 
 // recordsInPartition restricts a statement on records (as r) to one
 // partition: the SQL to append and its argument, nothing for an
-// unpartitioned resource. The literal partition <> '' lets the planner use
+// unpartitioned resource. The literal partition <> ” lets the planner use
 // the partial index records_partition.
 func recordsInPartition(partition string) (string, []any) {
 	if partition == "" {
