@@ -76,7 +76,7 @@ func (c *checker) partitioning(rp string, s *Source, r *Resource) {
 			c.report(join(rp, "path"), "unknown placeholder {%s} (want {partition} or {parent.FIELD})", n)
 		}
 	}
-	if r.Partitioned() && len(names) == 0 {
+	if r.Partitioned() && len(names) == 0 && err == nil {
 		c.report(join(rp, "path"), "%q names no {partition} or {parent.FIELD}: every partition would read the same collection", r.Path)
 	}
 	if r.Partitioned() && r.Probe.Strategy != ProbeNone {
