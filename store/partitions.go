@@ -77,18 +77,21 @@ type PartitionSummary struct {
 	OldestSuccess *time.Time `json:"oldest_success,omitempty"`
 }
 
-// PartitionSummaries rolls up the partitions of every partitioned resource.
-func (s *Store) PartitionSummaries(ctx context.Context) (map[Key]PartitionSummary, error) {
+// PartitionSummaries rolls up the partitions of every partitioned
+// resource, or of the one resource only names.
+func (s *Store) PartitionSummaries(ctx context.Context, only ...Key) (map[Key]PartitionSummary, error) {
 	var rows []struct {
 		Source, Resource string
 		PartitionSummary
 	}
-	err := s.db.WithContext(ctx).Raw(`
-		SELECT source, resource, count(*) AS partitions,
-			count(*) FILTER (WHERE last_error <> '') AS failing,
-			count(*) FILTER (WHERE last_success_at IS NULL) AS never_synced,
-			min(last_success_at) AS oldest_success
-		FROM sync_partitions GROUP BY source, resource`).Scan(&rows).Error
+	q := s.db.WithContext(ctx).Table("sync_partitions").Select(`source, resource, count(*) AS partitions,
+		count(*) FILTER (WHERE last_error <> '') AS failing,
+		count(*) FILTER (WHERE last_success_at IS NULL) AS never_synced,
+		min(last_success_at) AS oldest_success`).Group("source, resource")
+	if len(only) == 1 {
+		q = q.Where("source = ? AND resource = ?", only[0].Source, only[0].Resource)
+	}
+	err := q.Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("summarise partitions: %w", err)
 	}
