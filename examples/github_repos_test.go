@@ -217,8 +217,8 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 		return n == 9 && m == 9, fmt.Sprintf("%d issues, %d comments; runs %s", n, m, f.runsOf(t, comments))
 	})
 	f.waitIdle(t, issues, comments)
-	if got := f.partitionCounts(t, issues); got["golang/go"] != 7 || got["golang/tools"] != 2 {
-		t.Errorf("issues per partition: %v, want golang/go 7, golang/tools 2", got)
+	if got := f.partitionCounts(t, issues); got["23096959"] != 7 || got["23096960"] != 2 {
+		t.Errorf("issues per partition: %v, want golang/go (23096959) 7, golang/tools (23096960) 2", got)
 	}
 	if n := f.partitionRows(t, comments); n != 9 {
 		t.Errorf("comments: %d partition rows, want one per issue (9)", n)
@@ -283,11 +283,11 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 		n, m := f.live(t, issues), f.live(t, comments)
 		return n == 7 && m == 9, fmt.Sprintf("%d issues, %d comments live", n, m)
 	})
-	if got := f.partitionCounts(t, issues); got["golang/tools"] != 0 || got["golang/go"] != 7 {
+	if got := f.partitionCounts(t, issues); got["23096960"] != 0 || got["23096959"] != 7 {
 		t.Errorf("issues per partition after the delete: %v", got)
 	}
 	var rows int
-	f.store.DB().Raw(`SELECT count(*) FROM sync_partitions WHERE resource = 'issues' AND partition = 'golang/tools'`).Scan(&rows)
+	f.store.DB().Raw(`SELECT count(*) FROM sync_partitions WHERE resource = 'issues' AND partition = '23096960'`).Scan(&rows)
 	if rows != 0 {
 		t.Errorf("the deleted repository's partition row stays")
 	}

@@ -86,6 +86,12 @@ func (f *run) setWalk() {
 // walk is over. Any other error ends the run, whose retry resumes at the
 // partition it was in.
 func (f *run) walkPartitions(ctx context.Context) error {
+	// Orphans first: a parent whose key changed (a renamed repository
+	// keyed by name) leaves its old partition orphaned, and its records,
+	// read again under the new one, must not be tombstoned after that.
+	if err := f.deleteOrphans(ctx); err != nil {
+		return err
+	}
 	var failed []string
 	var firstErr error
 	err := f.eachPartition(ctx, func(pt partition) error {
@@ -98,9 +104,6 @@ func (f *run) walkPartitions(ctx context.Context) error {
 		return f.finishPartition(ctx, pt, nil, err)
 	})
 	if err != nil {
-		return err
-	}
-	if err := f.deleteOrphans(ctx); err != nil {
 		return err
 	}
 	if len(failed) > 0 {
