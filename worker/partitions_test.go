@@ -278,3 +278,30 @@ func TestPartitionResumesAfterCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteWithParentOff: with parent.delete_with_parent false, a
+// tombstoned parent's children stay, and its partition row with them.
+func TestDeleteWithParentOff(t *testing.T) {
+	t.Parallel()
+	up := newAccounts(3)
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	conf := accountsConfig(t, srv.URL, false, nil)
+	off := false
+	conf.Sources[0].Resource("items").Parent.DeleteWithParent = &off
+	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
+	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	up.mu.Lock()
+	up.accounts = up.accounts[1:] // a0000 and its one item
+	up.mu.Unlock()
+	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	if n := countRows(t, w, `SELECT count(*) FROM records WHERE resource = 'accounts' AND deleted_at IS NOT NULL`); n != 1 {
+		t.Fatalf("%d accounts tombstoned, want 1", n)
+	}
+	if n := countRows(t, w, `SELECT count(*) FROM records WHERE resource = 'items' AND partition = 'a0000' AND deleted_at IS NULL`); n != 1 {
+		t.Errorf("%d live items of the deleted account, want its 1 (delete_with_parent: false)", n)
+	}
+	if n := countRows(t, w, `SELECT count(*) FROM sync_partitions WHERE resource = 'items'`); n != 3 {
+		t.Errorf("%d partition rows, want 3", n)
+	}
+}
