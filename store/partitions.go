@@ -183,7 +183,10 @@ type PartitionDone struct {
 	// delta's).
 	Full bool
 	// Watermark, when set, is the partition's new watermark.
-	Watermark     string
+	Watermark string
+	// ParentVersion is the parent's content hash the partition is now in
+	// step with; "" keeps the one it had (a read whose deletions wait for
+	// the next to agree: parent.changed_only must read it again).
 	ParentVersion string
 	// ETag is the partition's validator from now on: its one page's ETag
 	// ("" for a read of several pages, whose first page is not all of it).
@@ -207,7 +210,9 @@ func (s *Store) FinishPartition(ctx context.Context, d PartitionDone) error {
 		if d.Err == "" {
 			upd["last_success_at"] = gorm.Expr("now()")
 			upd[checkpointColumn(d.Full)] = nil
-			upd["parent_version"] = d.ParentVersion
+			if d.ParentVersion != "" {
+				upd["parent_version"] = d.ParentVersion
+			}
 			upd["etag"] = d.ETag
 			upd["records"] = gorm.Expr(`(SELECT count(*) FROM records r WHERE r.source = ? AND r.resource = ?
 				AND r.partition <> '' AND r.partition = ? AND r.deleted_at IS NULL)`, d.Source, d.Resource, d.Partition)

@@ -297,6 +297,12 @@ func (f *run) finishPartition(ctx context.Context, pt partition, pf *run, failed
 		if pf.cp.Pages == 1 && !pf.restarted {
 			d.ETag = pf.firstETag
 		}
+		if pf.n.held > 0 {
+			// Its deletions wait for the next read to agree: with
+			// changed_only, that read must not wait for the parent to
+			// change again.
+			d.ParentVersion = ""
+		}
 	}
 	return f.h.store.FinishPartition(ctx, d)
 }

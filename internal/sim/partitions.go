@@ -266,6 +266,7 @@ func RunPartitionSeed(ctx context.Context, lane *Lane, seed uint64) (Result, Par
 		d.violate(Wedged, "%v", err)
 	}
 	d.out.Requests = fam.requests
+	d.out.Took = time.Since(d.began)
 	return d.out, sc
 }
 
@@ -303,10 +304,22 @@ func (d *driver) runPartitions(ctx context.Context, sc PartitionScenario, fam *f
 			return err
 		}
 	}
-	// Converge: the parents' read starts the children's (static: a
-	// scheduled read), with no fault.
-	if err := d.partitionStep(ctx, fam, PartitionStep{Op: map[bool]string{true: "children", false: "parents"}[sc.Static]}); err != nil {
-		return fmt.Errorf("converge: %w", err)
+	// Converge, with nothing changing any more: the parents' read starts
+	// the children's, twice, then the children's scheduled read (static:
+	// two scheduled reads). A read that finds every parent (or a
+	// partition's every child) gone holds those deletions until a second
+	// read agrees (the max_delete_fraction brake).
+	fam.mu.Lock()
+	fam.sc.MidRead = 0
+	fam.mu.Unlock()
+	converge := []string{"parents", "parents", "children"}
+	if sc.Static {
+		converge = []string{"children", "children"}
+	}
+	for _, op := range converge {
+		if err := d.partitionStep(ctx, fam, PartitionStep{Op: op}); err != nil {
+			return fmt.Errorf("converge: %w", err)
+		}
 	}
 	d.out.Converged = true
 	return d.checkFamily(ctx, fam, true)
