@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 )
 
@@ -114,14 +115,12 @@ func (e *env) partitionsWorkload(ctx context.Context) error {
 		defer db.drop(context.WithoutCancel(ctx))
 	}
 	up := &accountsUpstream{version: make([]int, n), requests: map[int]int{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := serve(up)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: up, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	cfgPath, conf, err := e.writeConfig("partitions.yaml", fmt.Sprintf(partitionsConfig, "http://"+ln.Addr().String()))
+	defer stop()
+	cfgPath, conf, err := e.writeConfig("partitions.yaml", fmt.Sprintf(partitionsConfig, base))
 	if err != nil {
 		return err
 	}
@@ -138,22 +137,7 @@ func (e *env) partitionsWorkload(ctx context.Context) error {
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n})
 	defer client.Close()
 	read := func(what string, want func() (bool, error)) (time.Duration, error) {
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: "accounts", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
-			jobs.FetchOptions(conf.Sources[0].Resource("accounts"))...)
-		if err != nil {
-			return 0, err
-		}
-		began := time.Now()
-		if _, err := client.EnqueueContext(ctx, task); err != nil {
-			return 0, err
-		}
-		err = waitFor(ctx, time.Hour, 100*time.Millisecond, what, func() (bool, error) {
-			if err := w.exited(); err != nil {
-				return false, err
-			}
-			return want()
-		})
-		return time.Since(began), err
+		return readAccounts(ctx, client, conf.Sources[0].Resource("accounts"), w, what, want)
 	}
 	var first, second time.Duration
 	if first, err = read("the first parent-child sync", e.itemsSettled(ctx, conn, n*childrenPerParent, 0)); err != nil {
@@ -189,9 +173,45 @@ func (e *env) partitionsWorkload(ctx context.Context) error {
 		Ratio:    fmt.Sprintf("%s state rows (%s after); %d B of walk checkpoint left", thousands(rows), thousands(rows2), walk),
 		Target:   "one row per partition, changed parents only, peak RSS < 150 MB", Met: met(ok),
 	})
+	e.partitionsNote(n, changed)
+	return nil
+}
+
+func (e *env) partitionsNote(n, changed int) {
 	e.note("workload 9: the first read of the accounts starts the items' read, which walks %s partitions (parents streamed from Postgres %d at a time); after %s accounts change, the accounts' read starts an items read that visits only their partitions.",
 		thousands(int64(n)), 500, thousands(int64(changed)))
-	return nil
+}
+
+// serve serves h on a free local port until stop.
+func serve(h http.Handler) (base string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// readAccounts enqueues a full read of the accounts and waits until want
+// (the items' read it starts has settled); it returns how long that took.
+func readAccounts(ctx context.Context, client *asynq.Client, res *config.Resource, w *proc, what string, want func() (bool, error)) (time.Duration, error) {
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
+		jobs.FetchOptions(res)...)
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	if _, err := client.EnqueueContext(ctx, task); err != nil {
+		return 0, err
+	}
+	err = waitFor(ctx, time.Hour, 100*time.Millisecond, what, func() (bool, error) {
+		if err := w.exited(); err != nil {
+			return false, err
+		}
+		return want()
+	})
+	return time.Since(began), err
 }
 
 // itemsSettled is true once no run is running, the items' last run has

@@ -206,8 +206,6 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 	}
 	f := startFleet(t, conf)
 	repos, issues, comments := keyOf(src, "repos"), keyOf(src, "issues"), keyOf(src, "comments")
-	allIssues := regexp.MustCompile(`/issues$`)
-	allComments := regexp.MustCompile(`/comments$`)
 
 	// The repositories' full read starts their issues' read, which starts
 	// the comments'.
@@ -227,13 +225,32 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 		t.Errorf("golang/go issues: %d pages, want 3 (Link pagination, per_page 3)", n)
 	}
 
+	checkChangedOnly(t, f, fake, src, srv.URL)
+	checkDeleteWithParent(t, f, fake, src)
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.problems) > 0 {
+		t.Errorf("the fake saw: %v", fake.problems)
+	}
+}
+
+// checkChangedOnly: a new comment on issue 101 changes the issue; a
+// scheduled run of the issues reads it (golang/tools answers 304 to its
+// ETag), and the comments' run it starts reads only issue 101's comments.
+// Then, with nothing changed, every repository's issues answer 304 and no
+// comment is read.
+func checkChangedOnly(t *testing.T, f *fleet, fake *githubOrg, src *config.Source, base string) {
+	t.Helper()
+	issues, comments := keyOf(src, "issues"), keyOf(src, "comments")
+	allIssues := regexp.MustCompile(`/issues$`)
+	allComments := regexp.MustCompile(`/comments$`)
 	// A new comment on issue 101 changes the issue; a scheduled run of the
 	// issues reads it (golang/tools answers 304 to its ETag), and the
 	// comments' run it starts reads only issue 101's comments.
 	fake.mu.Lock()
 	issue := fake.issues["golang/go"][0]
 	issue["comments"], issue["updated_at"] = 2, "2024-05-01T00:00:00Z"
-	cpath := strings.TrimPrefix(issue["comments_url"].(string), srv.URL)
+	cpath := strings.TrimPrefix(issue["comments_url"].(string), base)
 	fake.comments[cpath] = append(fake.comments[cpath], map[string]any{"id": 9999, "body": "new", "user": map[string]any{"login": "gopher"},
 		"created_at": "2024-05-01T00:00:00Z", "updated_at": "2024-05-01T00:00:00Z"})
 	fake.counts = map[string]int{}
@@ -267,6 +284,13 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 		t.Errorf("unchanged issues: %d comment requests, want none (changed_only)", n)
 	}
 
+}
+
+// checkDeleteWithParent: golang/tools is deleted, and its issues are
+// tombstoned with it, and their comments with them.
+func checkDeleteWithParent(t *testing.T, f *fleet, fake *githubOrg, src *config.Source) {
+	t.Helper()
+	repos, issues, comments := keyOf(src, "repos"), keyOf(src, "issues"), keyOf(src, "comments")
 	// golang/tools is deleted: its issues are tombstoned with it, and
 	// their comments with them. (Half the repositories unseen is past
 	// full_sync.max_delete_fraction: the second full read confirms it.)
@@ -290,11 +314,6 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 	f.store.DB().Raw(`SELECT count(*) FROM sync_partitions WHERE resource = 'issues' AND partition = '23096960'`).Scan(&rows)
 	if rows != 0 {
 		t.Errorf("the deleted repository's partition row stays")
-	}
-	fake.mu.Lock()
-	defer fake.mu.Unlock()
-	if len(fake.problems) > 0 {
-		t.Errorf("the fake saw: %v", fake.problems)
 	}
 }
 
