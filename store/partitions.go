@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -43,10 +44,17 @@ func (Partition) TableName() string { return "sync_partitions" }
 // none yet.
 func (s *Store) PartitionState(ctx context.Context, k Key, name string) (Partition, error) {
 	db := s.db.WithContext(ctx)
-	row := Partition{Source: k.Source, Resource: k.Resource, Partition: name}
-	err := db.Clauses(clause.OnConflict{DoNothing: true}).Select("source", "resource", "partition").Create(&row).Error
-	if err == nil {
-		err = db.Where("source = ? AND resource = ? AND partition = ?", k.Source, k.Resource, name).Take(&row).Error
+	var row Partition
+	take := func() error {
+		return db.Where("source = ? AND resource = ? AND partition = ?", k.Source, k.Resource, name).Take(&row).Error
+	}
+	// Read first: after the first sync every partition has its row.
+	err := take()
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		row = Partition{Source: k.Source, Resource: k.Resource, Partition: name}
+		if err = db.Clauses(clause.OnConflict{DoNothing: true}).Select("source", "resource", "partition").Create(&row).Error; err == nil {
+			err = take()
+		}
 	}
 	if err != nil {
 		return row, fmt.Errorf("partition %s [%s]: %w", k, name, notFound(err))
