@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,7 +119,7 @@ func first(s []string, n int) []string { return s[:min(len(s), n)] }
 // walk's position.
 func (f *run) eachPartition(ctx context.Context, visit func(partition) error) error {
 	if f.res.Parent == nil {
-		resumed := f.walk.After == "" || !contains(f.res.Partitions, f.walk.After)
+		resumed := f.walk.After == "" || !slices.Contains(f.res.Partitions, f.walk.After)
 		for _, name := range f.res.Partitions {
 			if !resumed {
 				resumed = name == f.walk.After
@@ -132,15 +133,6 @@ func (f *run) eachPartition(ctx context.Context, visit func(partition) error) er
 		return nil
 	}
 	return f.eachParent(ctx, visit)
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // eachParent visits the partitions of the parent's live records, a page of
