@@ -36,6 +36,9 @@ type Config struct {
 	// ScheduleResources is the larger schedule of workload 8; the smaller
 	// is a tenth of it. Default 10,000 (2,000 with Quick).
 	ScheduleResources int
+	// Parents is how many parent records workload 9's parent-child sync
+	// has. Default 10,000 (2,000 with Quick).
+	Parents int
 	// Quick scales every workload down to a smoke run of under two minutes.
 	Quick bool
 	// Workloads selects workloads by number ("1,4"); empty runs all. 2, 3
@@ -70,7 +73,9 @@ func (c *Config) setDefaults() {
 		c.DayRecords = cmp.Or(c.DayRecords, 2_000)
 		c.FreshChanges = cmp.Or(c.FreshChanges, 60)
 		c.ScheduleResources = cmp.Or(c.ScheduleResources, 2_000)
+		c.Parents = cmp.Or(c.Parents, 2_000)
 	}
+	c.Parents = cmp.Or(c.Parents, 10_000)
 	c.Records = cmp.Or(c.Records, 1_000_000)
 	c.ProbeTasks = cmp.Or(c.ProbeTasks, 10_000)
 	c.Day = cmp.Or(c.Day, 3*time.Minute)
@@ -274,6 +279,9 @@ func Run(ctx context.Context, cfg Config, flags string, log io.Writer) (*Report,
 	}
 	if cfg.want(8) {
 		step("8 (scale of the schedule)", e.scheduleWorkload)
+	}
+	if cfg.want(9) {
+		step("9 (parent-child partitions)", e.partitionsWorkload)
 	}
 	if cfg.ProfileDir != "" {
 		step("profile", e.profile)

@@ -192,6 +192,18 @@ type Resource struct {
 	Delta *Delta `yaml:"delta"`
 	// FullSync is the periodic safety-net read of everything.
 	FullSync FullSync `yaml:"full_sync"`
+	// Parent makes this a child resource: it is read once per live record
+	// of another resource of the same source (a partition per parent), with
+	// {parent.FIELD} in path (and a POST body) replaced by that record's field. Each
+	// partition keeps its own watermark and checkpoint (a row in
+	// sync_partitions), and a full read of a partition tombstones only that
+	// partition's unseen records. Not with partitions. Default none.
+	Parent *Parent `yaml:"parent"`
+	// Partitions reads this resource once per value listed (accounts,
+	// regions), with {partition} in path (and a POST body) replaced by the value; each
+	// partition keeps its own state as with parent. Not with parent.
+	// Default none.
+	Partitions []string `yaml:"partitions"`
 	// OnStatus maps an HTTP status (400-599, not 429) the upstream answers
 	// a read or probe of this resource with to what it means: empty (the
 	// collection is empty: a page without records and the last one), fail
@@ -213,6 +225,29 @@ const (
 func (r *Resource) StatusAction(code int) string {
 	return r.OnStatus[strconv.Itoa(code)]
 }
+
+// Parent names the resource whose records a child resource is read under.
+type Parent struct {
+	// Resource is the parent resource, in the same source. Required. It may
+	// itself be a child (repositories, their issues, the issues' comments),
+	// but not this resource or one of its own children.
+	Resource string `yaml:"resource"`
+	// Key is the dotted field of the parent record that names the
+	// partition (its value, as text). Default the parent's records.id.
+	Key string `yaml:"key"`
+	// ChangedOnly: a run visits only the partitions whose parent was
+	// created or changed since the partition last synced, or that last
+	// synced longer ago than full_sync.every; a run an operator asks for
+	// (tidemark sync) visits every partition. Default false.
+	ChangedOnly bool `yaml:"changed_only"`
+	// DeleteWithParent tombstones a partition's records once its parent is
+	// tombstoned (at the child's next run, which the parent's change
+	// starts). Default true.
+	DeleteWithParent *bool `yaml:"delete_with_parent"`
+}
+
+// Partitioned reports whether r is read per partition (parent or partitions).
+func (r *Resource) Partitioned() bool { return r.Parent != nil || len(r.Partitions) > 0 }
 
 // Records locates the records in a response body.
 type Records struct {

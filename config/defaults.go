@@ -29,6 +29,9 @@ const (
 	defaultViewsSchema    = "tidemark_data"
 )
 
+// defaultDeleteWithParent is Parent.DeleteWithParent's default.
+const defaultDeleteWithParent = true
+
 // SetDefaults fills every unset field that has a default (see the field
 // comments) and normalises case where it does not matter (probe method).
 // Load and Parse call it; a config built in code should call it before
@@ -49,6 +52,14 @@ func (c *Config) SetDefaults() {
 		}
 		for j := range s.Resources {
 			s.Resources[j].setDefaults()
+		}
+		for j := range s.Resources {
+			// A partition is named by the parent's id unless parent.key says.
+			if pa := s.Resources[j].Parent; pa != nil && pa.Key == "" {
+				if parent := s.Resource(pa.Resource); parent != nil {
+					pa.Key = parent.Records.ID
+				}
+			}
 		}
 	}
 }
@@ -85,6 +96,10 @@ func (r *Resource) setDefaults() {
 	if r.Delta != nil {
 		r.Delta.Format = cmp.Or(r.Delta.Format, FormatRFC3339)
 		r.Delta.ClockSkew = cmp.Or(r.Delta.ClockSkew, defaultClockSkew)
+	}
+	if pa := r.Parent; pa != nil && pa.DeleteWithParent == nil {
+		v := defaultDeleteWithParent
+		pa.DeleteWithParent = &v
 	}
 	fs := &r.FullSync
 	fs.Every = cmp.Or(fs.Every, defaultFullSyncEvery)

@@ -92,7 +92,7 @@ var meta = map[string]keyMeta{
 	"RateLimit.Burst":    {rule: positive, example: "burst: 5"},
 
 	"Resource.Name":         {required: "yes", rule: "[a-z0-9_]+, unique within the source", example: "name: ticket_sales"},
-	"Resource.Path":         {required: "yes", rule: "starts with /", example: "path: /v1/ticket_sales?sort=id"},
+	"Resource.Path":         {required: "yes", rule: "starts with /, or is one {parent.FIELD} holding a URL on base_url", example: "path: /v1/ticket_sales?sort=id"},
 	"Resource.Priority":     {example: "priority: critical"},
 	"Resource.Method":       {example: "method: POST"},
 	"Resource.Body":         {rule: "only with method POST; {cursor} needs style cursor, {since} delta, {until} delta.window", example: `body: {query: "query($after: String) { ... }", variables: {after: "{cursor}", first: "{limit}"}}`},
@@ -142,6 +142,14 @@ var meta = map[string]keyMeta{
 	"Delta.Format":    {example: "format: unix"},
 	"Delta.Overlap":   {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
 	"Delta.ClockSkew": {rule: ">= 0", example: "clock_skew: 30s"},
+
+	"Resource.Parent":     {rule: "not with partitions; path names {parent.FIELD} or {partition}; probe strategy none", example: "parent: {resource: repos, key: full_name, changed_only: true}"},
+	"Resource.Partitions": {rule: "unique, not empty; not with parent; path names {partition}; probe strategy none", example: "partitions: [eu, us, apac]"},
+
+	"Parent.Resource":         {required: "yes", rule: "a resource of the same source; not this one, no cycle", example: "resource: repos"},
+	"Parent.Key":              {rule: "dotted path", example: "key: owner.login"},
+	"Parent.ChangedOnly":      {example: "changed_only: true"},
+	"Parent.DeleteWithParent": {example: "delete_with_parent: false"},
 
 	"FullSync.Every":             {rule: positive, example: "every: 6h"},
 	"FullSync.DetectDeletes":     {example: "detect_deletes: true"},

@@ -100,7 +100,8 @@ func refine(k Key, p *jsonschema.Schema) *jsonschema.Schema {
 	case "Source.BaseURL", "Webhook.URL":
 		p.Pattern = `^(?:https?://|.*` + envRef + `)`
 	case "Resource.Path", "Probe.Path":
-		p.Pattern = `^(?:/|.*` + envRef + `)`
+		// A child's path may be one {parent.FIELD} holding a URL (wholeURL).
+		p.Pattern = `^(?:/|\{parent\.[^{}]+\}$|.*` + envRef + `)`
 	case "FullSync.DeleteAfterReads":
 		p.Enum = []any{1, 2}
 	case "Config.Sources", "Source.Resources":

@@ -197,6 +197,7 @@ func (c *checker) source(sp string, s *Source) {
 		rp := index(join(sp, "resources"), j)
 		c.name(join(rp, "name"), r.Name, "resource", first)
 		c.resource(rp, r)
+		c.partitioning(rp, s, r)
 		if a := s.Auth; a != nil && a.Type == AuthQuery && a.Param != "" {
 			c.keyNotInPath(join(rp, "path"), r.Path, a.Param)
 			c.keyNotInPath(join(join(rp, "probe"), "path"), r.Probe.Path, a.Param)
@@ -364,7 +365,7 @@ func (c *checker) resource(rp string, r *Resource) {
 	switch {
 	case r.Path == "":
 		c.report(join(rp, "path"), "required")
-	case !strings.HasPrefix(r.Path, "/"):
+	case !strings.HasPrefix(r.Path, "/") && !wholeURL(r):
 		c.report(join(rp, "path"), "%q must start with /", r.Path)
 	}
 	if !oneOf(r.Priority, PriorityCritical, PriorityDefault, PriorityLow) {
@@ -602,27 +603,30 @@ func (c *checker) request(rp string, r *Resource) {
 // BodyUses reports whether a body template holds placeholder anywhere in
 // its strings.
 func BodyUses(b Body, placeholder string) bool {
-	var walk func(v any) bool
-	walk = func(v any) bool {
+	used := false
+	b.eachString(func(s string) { used = used || strings.Contains(s, placeholder) })
+	return used
+}
+
+// eachString calls fn with every string of the template, map values in key
+// order.
+func (b Body) eachString(fn func(string)) {
+	var walk func(v any)
+	walk = func(v any) {
 		switch v := v.(type) {
 		case string:
-			return strings.Contains(v, placeholder)
+			fn(v)
 		case map[string]any:
-			for _, e := range v {
-				if walk(e) {
-					return true
-				}
+			for _, k := range sortedKeys(v) {
+				walk(v[k])
 			}
 		case []any:
 			for _, e := range v {
-				if walk(e) {
-					return true
-				}
+				walk(e)
 			}
 		}
-		return false
 	}
-	return walk(map[string]any(b))
+	walk(map[string]any(b))
 }
 
 // cursor checks where the cursor style's cursor comes from and goes to.

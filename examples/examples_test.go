@@ -326,14 +326,15 @@ func byField(recs []map[string]any, field string, v any) map[string]any {
 // fleet is one worker syncing every example, on the test's own Postgres
 // database and Redis DB.
 type fleet struct {
-	store  *store.Store
-	client *asynq.Client
+	store     *store.Store
+	client    *asynq.Client
+	inspector *asynq.Inspector
 }
 
 func startFleet(t *testing.T, conf *config.Config) *fleet {
 	t.Helper()
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
-	return &fleet{store: w.Store, client: w.Client}
+	return &fleet{store: w.Store, client: w.Client, inspector: w.Inspector}
 }
 
 func (f *fleet) state(t *testing.T, key store.Key) store.State {

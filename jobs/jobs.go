@@ -43,6 +43,9 @@ const (
 	TriggerRetry    = "retry"
 	// TriggerTakeover: a fetch that resumes the run of a worker that is gone.
 	TriggerTakeover = "takeover"
+	// TriggerParent: a parent resource's run changed records, and its
+	// children (config parent) are read for them.
+	TriggerParent = "parent"
 )
 
 // Queues are the fetch (and webhook) queues, by priority, with the default

@@ -29,6 +29,7 @@ var routes = []route{
 	{"GET /api/events", false, func(s *Server) http.HandlerFunc { return s.events }},
 	{"GET /api/resources/{source}/{resource}", false, func(s *Server) http.HandlerFunc { return s.resource }},
 	{"GET /api/resources/{source}/{resource}/history", false, func(s *Server) http.HandlerFunc { return s.history }},
+	{"GET /api/resources/{source}/{resource}/partitions", false, func(s *Server) http.HandlerFunc { return s.partitions }},
 	{"POST /api/resources/{source}/{resource}/retry", false, func(s *Server) http.HandlerFunc { return s.retryDead }},
 	{"POST /api/resources/{source}/{resource}/sync", false, func(s *Server) http.HandlerFunc { return s.sync }},
 	{"POST /api/resources/{source}/{resource}/pause", false, func(s *Server) http.HandlerFunc { return s.pause(true) }},

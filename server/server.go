@@ -243,6 +243,9 @@ type ResourceView struct {
 	// Cause says why the resource is failing and what happens next; null
 	// while its last runs succeed.
 	Cause *Cause `json:"cause"`
+	// Partitions rolls up a partitioned resource's partitions (config
+	// parent or partitions); absent for others.
+	Partitions *store.PartitionSummary `json:"partitions,omitempty"`
 }
 
 // Health values of a ResourceView.
@@ -312,6 +315,10 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 	if err != nil {
 		return nil, err
 	}
+	parts, err := st.PartitionSummaries(ctx)
+	if err != nil {
+		return nil, err
+	}
 	byKey := make(map[store.Key]*store.State, len(states))
 	for i := range states {
 		byKey[store.Key{Source: states[i].Source, Resource: states[i].Resource}] = &states[i]
@@ -330,6 +337,10 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 			if v.State.Paused {
 				v.Cause.Next = fmt.Sprintf("paused: nothing runs until `tidemark resume %s/%s`", src.Name, res.Name)
 			}
+		}
+		if res.Partitioned() {
+			sum := parts[k]
+			v.Partitions = &sum
 		}
 		v.judge(res.Freshness.D(), now)
 		out = append(out, v)

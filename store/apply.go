@@ -56,6 +56,10 @@ type Page struct {
 	// BeforeCommit, when set, is called last inside the page's transaction,
 	// holding everything it holds (tests freeze a worker there).
 	BeforeCommit func()
+	// Partition, when set, is the partition the page was read for: its
+	// records are stored under it, and its checkpoint is the partition's
+	// (sync_partitions), not the resource's.
+	Partition string
 }
 
 // Rejected is a record that cannot be stored, with the reason.
@@ -140,8 +144,8 @@ up AS (
 	-- Only what is new or changed reaches the INSERT: ON CONFLICT DO UPDATE
 	-- locks the existing row even when its WHERE then skips the update, and
 	-- that lock is a heap write (and WAL) per unchanged record.
-	INSERT INTO records AS r (source, resource, external_id, payload, content_hash, last_run_id)
-	SELECT $4, $5, i.id, CAST(i.payload AS jsonb), i.hash, $6
+	INSERT INTO records AS r (source, resource, external_id, payload, content_hash, last_run_id, partition)
+	SELECT $4, $5, i.id, CAST(i.payload AS jsonb), i.hash, $6, $7
 	FROM input i LEFT JOIN old o ON o.external_id = i.id
 	WHERE o.external_id IS NULL OR o.content_hash <> i.hash OR o.deleted_at IS NOT NULL
 	ON CONFLICT (source, resource, external_id) DO UPDATE
@@ -150,7 +154,9 @@ up AS (
 	    version = r.version + 1,
 	    updated_at = now(),
 	    deleted_at = NULL,
-	    last_run_id = EXCLUDED.last_run_id
+	    last_run_id = EXCLUDED.last_run_id,
+	    -- An id under two partitions belongs to the one that last wrote it.
+	    partition = EXCLUDED.partition
 	WHERE r.content_hash <> EXCLUDED.content_hash OR r.deleted_at IS NOT NULL
 	RETURNING r.external_id, r.content_hash, r.payload
 )
@@ -320,15 +326,21 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		if p.Checkpoint != nil {
 			cp = p.Checkpoint(res.Changed, seenIDs)
 		}
-		column := "checkpoint"
-		if p.PassID != 0 {
-			column = "full_checkpoint"
+		column := checkpointColumn(p.PassID != 0)
+		stateCheckpoint := column + ` = CAST(? AS jsonb), `
+		args := []any{nullJSON(cp)}
+		if p.Partition != "" {
+			if err := tx.Exec(`UPDATE sync_partitions SET `+column+` = CAST(? AS jsonb), updated_at = now()
+				WHERE source = ? AND resource = ? AND partition = ?`, nullJSON(cp), p.Source, p.Resource, p.Partition).Error; err != nil {
+				return fmt.Errorf("save partition checkpoint: %w", err)
+			}
+			stateCheckpoint, args = "", nil // the resource's is the walk's (store.SaveWalk)
 		}
-		if err := tx.Exec(`UPDATE sync_state SET `+column+` = CAST(? AS jsonb), updated_at = now(),
+		if err := tx.Exec(`UPDATE sync_state SET `+stateCheckpoint+`updated_at = now(),
 			live_count = live_count + ?, live_xor = live_xor # ?,
 			quarantined = CASE WHEN ? THEN (SELECT count(*) FROM record_quarantine q
 				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END
-			WHERE source = ? AND resource = ?`, nullJSON(cp), live.count, live.xor, quarantineTouched, p.Source, p.Resource).Error; err != nil {
+			WHERE source = ? AND resource = ?`, append(args, live.count, live.xor, quarantineTouched, p.Source, p.Resource)...).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
 		if len(changes) > 0 {
@@ -427,7 +439,7 @@ func pick[T any](s []T, idx []int) []T {
 
 // upsert runs upsertPageSQL for the given records.
 func upsert(ctx context.Context, tx *gorm.DB, p Page, ids, payloads, hashes []string) ([]change, error) {
-	rows, err := tx.Statement.ConnPool.QueryContext(ctx, upsertPageSQL, ids, payloads, hashes, p.Source, p.Resource, p.RunID)
+	rows, err := tx.Statement.ConnPool.QueryContext(ctx, upsertPageSQL, ids, payloads, hashes, p.Source, p.Resource, p.RunID, p.Partition)
 	if err != nil {
 		return nil, err
 	}

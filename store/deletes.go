@@ -50,6 +50,9 @@ type FullRead struct {
 	// was lost, and nothing is deleted from it.
 	SeenIDs int64
 	Policy  DeletePolicy
+	// Partition, when set, is the partition the read was of: only its
+	// records are candidates for deletion.
+	Partition string
 }
 
 // FullReadResult is what a full read's end did with unseen records.
@@ -84,6 +87,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if status != StatusRunning {
 			return fmt.Errorf("run %d: %w", f.RunID, ErrSuperseded)
 		}
+		pendingScope, pendingArgs := inPartition(f.Key, f.Partition)
 		seen, err := seenCount(tx, f.PassID)
 		if err != nil {
 			return err
@@ -95,8 +99,13 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
 				return err
 			}
-		} else if err := tx.Exec(`DELETE FROM pending_deletes WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
+		} else if err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
+			append([]any{f.Source, f.Resource}, pendingArgs...)...).Error; err != nil {
 			return err
+		}
+		if f.Partition != "" {
+			// A partition's read knows only its own held deletions.
+			return finishPartitionPass(tx, f, res)
 		}
 		if err := tx.Exec(`UPDATE sync_state SET deletes_held = ?, deletes_held_mass = ? WHERE source = ? AND resource = ?`,
 			res.Held, res.Mass && res.Held > 0, f.Source, f.Resource).Error; err != nil {
@@ -134,16 +143,19 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 	if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
 		return res, err
 	}
+	scope, scopeArgs := recordsInPartition(f.Partition)
+	pendingScope, pendingArgs := inPartition(k, f.Partition)
 	if err := tx.Exec(`CREATE TEMP TABLE unseen ON COMMIT DROP AS
 		WITH seen AS MATERIALIZED (SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = ?)
 		SELECT r.external_id, r.updated_at FROM records r
-		WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL
-		AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)`, f.PassID, k.Source, k.Resource).Error; err != nil {
+		WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`
+		AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)`,
+		append([]any{f.PassID, k.Source, k.Resource}, scopeArgs...)...).Error; err != nil {
 		return res, fmt.Errorf("find unseen records: %w", err)
 	}
 	if err := tx.Raw(`SELECT (SELECT count(*) FROM unseen) AS unseen,
-		(SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL) AS live`,
-		k.Source, k.Resource).Scan(&res).Error; err != nil {
+		(SELECT count(*) FROM records r WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`) AS live`,
+		append([]any{k.Source, k.Resource}, scopeArgs...)...).Scan(&res).Error; err != nil {
 		return res, err
 	}
 	// An empty read of a non-empty resource is an outage that looks like
@@ -154,17 +166,18 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 	switch {
 	case pol.Hold != "":
 		// Nothing is decided; records this read saw are not gone.
-		err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?
-			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, k.Source, k.Resource).Error
+		err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope+`
+			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, append([]any{k.Source, k.Resource}, pendingArgs...)...).Error
 		if err != nil {
 			return res, err
 		}
 		var held int64
-		if err := tx.Raw(`SELECT count(*) FROM pending_deletes WHERE source = ? AND resource = ?`, k.Source, k.Resource).Scan(&held).Error; err != nil {
+		if err := tx.Raw(`SELECT count(*) FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
+			append([]any{k.Source, k.Resource}, pendingArgs...)...).Scan(&held).Error; err != nil {
 			return res, err
 		}
 		res.Held = int(held)
-		return res, tx.Exec(`UPDATE sync_runs SET deletes_held = ? WHERE id = ?`, res.Held, f.RunID).Error
+		return res, tx.Exec(`UPDATE sync_runs SET deletes_held = `+heldExpr(f.Partition)+` WHERE id = ?`, res.Held, f.RunID).Error
 	case pol.Confirmed || pol.AfterReads <= 1 && !mass:
 		del, keepPending = `SELECT external_id FROM unseen`, false
 	default:
@@ -173,7 +186,7 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 			ON p.source = @source AND p.resource = @resource AND p.external_id = u.external_id
 			WHERE u.updated_at <= p.since`
 	}
-	var tombstoned []struct{ ExternalID, OldHash string }
+	var tombstoned []tombstone
 	if err := tx.Raw(`
 		WITH gone AS (
 			UPDATE records r
@@ -190,7 +203,8 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		return res, fmt.Errorf("tombstone unseen records: %w", err)
 	}
 	res.Deleted = len(tombstoned)
-	if err := tx.Exec(`DELETE FROM pending_deletes WHERE source = ? AND resource = ?`, k.Source, k.Resource).Error; err != nil {
+	if err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
+		append([]any{k.Source, k.Resource}, pendingArgs...)...).Error; err != nil {
 		return res, err
 	}
 	if keepPending {
@@ -204,28 +218,10 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		}
 		res.Held, res.Mass = int(held.RowsAffected), mass
 	}
-	if res.Deleted > 0 {
-		gone := make([]string, 0, min(res.Deleted, 100))
-		var live liveDelta
-		for _, t := range tombstoned {
-			live.remove(t.ExternalID, t.OldHash)
-			if len(gone) < cap(gone) {
-				gone = append(gone, t.ExternalID)
-			}
-		}
-		if err := tx.Exec(`UPDATE sync_state SET live_count = live_count + ?, live_xor = live_xor # ? WHERE source = ? AND resource = ?`,
-			live.count, live.xor, k.Source, k.Resource).Error; err != nil {
-			return res, err
-		}
-		if err := writeOutbox(tx, EventDataUpdated, k, f.RunID, DataUpdated{
-			Source: k.Source, Resource: k.Resource, RunID: f.RunID,
-			Deleted: res.Deleted, IDs: gone, At: time.Now().UTC(),
-		}); err != nil {
-			return res, err
-		}
+	if err := recordTombstones(tx, k, f.RunID, tombstoned); err != nil {
+		return res, err
 	}
-	if err := tx.Exec(`UPDATE sync_runs SET records_deleted = records_deleted + ?, deletes_held = ? WHERE id = ?`,
-		res.Deleted, res.Held, f.RunID).Error; err != nil {
+	if err := tx.Exec(`UPDATE sync_runs SET deletes_held = `+heldExpr(f.Partition)+` WHERE id = ?`, res.Held, f.RunID).Error; err != nil {
 		return res, err
 	}
 	if res.Mass && res.Held > 0 {
@@ -256,7 +252,8 @@ type DeletesHeld struct {
 // checkpoint in one transaction, so a pass in progress is always named.
 func (s *Store) CollectSeen(ctx context.Context) (int64, error) {
 	res := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen s WHERE NOT EXISTS (
-		SELECT 1 FROM sync_state st WHERE (st.full_checkpoint->>'pass_id')::bigint = s.pass_id)`)
+		SELECT 1 FROM sync_state st WHERE (st.full_checkpoint->>'pass_id')::bigint = s.pass_id)
+		AND NOT EXISTS (SELECT 1 FROM sync_partitions p WHERE (p.full_checkpoint->>'pass_id')::bigint = s.pass_id)`)
 	if res.Error != nil {
 		return 0, fmt.Errorf("collect abandoned seen-sets: %w", res.Error)
 	}
@@ -283,4 +280,48 @@ func (s *Store) DropPass(ctx context.Context, passID int64) error {
 		return fmt.Errorf("drop seen-set of pass %d: %w", passID, err)
 	}
 	return nil
+}
+
+// recordsInPartition restricts a statement on records (as r) to one
+// partition: the SQL to append and its argument, nothing for an
+// unpartitioned resource. The literal partition <> ” lets the planner use
+// the partial index records_partition.
+func recordsInPartition(partition string) (string, []any) {
+	if partition == "" {
+		return "", nil
+	}
+	return ` AND r.partition <> '' AND r.partition = ?`, []any{partition}
+}
+
+// inPartition restricts a statement on pending_deletes (as p) to one
+// partition's records, as recordsInPartition.
+func inPartition(k Key, partition string) (string, []any) {
+	if partition == "" {
+		return "", nil
+	}
+	return ` AND p.external_id IN (SELECT r.external_id FROM records r
+		WHERE r.source = ? AND r.resource = ? AND r.partition <> '' AND r.partition = ?)`, []any{k.Source, k.Resource, partition}
+}
+
+// heldExpr is how a run's deletes_held takes a read's held count: a
+// partition's read adds its own to the other partitions'.
+func heldExpr(partition string) string {
+	if partition == "" {
+		return "?"
+	}
+	return "deletes_held + ?"
+}
+
+// finishPartitionPass ends a partition's full read: the resource's held
+// deletions are counted over every partition, and the seen-set dropped.
+// (Quarantined records are left alone: record_quarantine does not know
+// partitions, and one partition's read cannot tell another's are gone.)
+func finishPartitionPass(tx *gorm.DB, f FullRead, res FullReadResult) error {
+	if err := tx.Exec(`UPDATE sync_state SET deletes_held = (SELECT count(*) FROM pending_deletes p
+		WHERE p.source = sync_state.source AND p.resource = sync_state.resource),
+		deletes_held_mass = deletes_held_mass AND ? OR ?
+		WHERE source = ? AND resource = ?`, res.Held > 0, res.Mass && res.Held > 0, f.Source, f.Resource).Error; err != nil {
+		return err
+	}
+	return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, f.PassID).Error
 }

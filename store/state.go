@@ -284,6 +284,9 @@ func (s *Store) ResetState(ctx context.Context, k Key, r Reset) error {
 	if res.RowsAffected == 0 {
 		return fmt.Errorf("reset %s: %w", k, ErrNotFound)
 	}
+	if err := s.resetPartitions(ctx, k, r); err != nil {
+		return err
+	}
 	if r.Checkpoint {
 		if _, err := s.CollectSeen(ctx); err != nil {
 			return err

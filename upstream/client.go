@@ -158,6 +158,11 @@ func (c *Client) URL(path string, params url.Values) string {
 	}
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + ref.Path
+	if ref.RawPath != "" {
+		// Keep the path's own escaping: a partition's value escaped into one
+		// segment ("a%2Fb") must not become two.
+		u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + ref.RawPath
+	}
 	q := ref.Query()
 	for k, vs := range params {
 		q[k] = vs

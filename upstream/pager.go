@@ -51,6 +51,9 @@ type Page struct {
 	// Decision says why the page is the last, or where Next came from, in
 	// an operator's words (tidemark preview shows it).
 	Decision string
+	// NotModified: the first page's conditional GET (Pager.IfNoneMatch)
+	// was answered 304, and the read ends there with nothing read.
+	NotModified bool
 }
 
 // Position is where a walk of a resource's pages is: the next request and
@@ -110,7 +113,14 @@ type Pager struct {
 	why string
 	// cursor is the cursor style's next cursor, as cursorNext found it.
 	cursor string
+	// ifNoneMatch, when set, makes the walk's first request conditional.
+	ifNoneMatch string
 }
+
+// IfNoneMatch makes the walk's first request a conditional GET with etag:
+// a 304 ends the walk with a NotModified page. Only for a collection read
+// in one page before, whose first page is then all of it.
+func (p *Pager) IfNoneMatch(etag string) { p.ifNoneMatch = etag }
 
 // FirstURL is the URL of a resource's first page, with extra parameters (the
 // delta watermark) added.
@@ -183,9 +193,19 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err != nil {
 		return nil, badResponse(method, current, err)
 	}
-	resp, err := p.c.Send(ctx, method, current, nil, body)
+	var header http.Header
+	if p.ifNoneMatch != "" && p.pages == 0 && method == http.MethodGet {
+		header = http.Header{"If-None-Match": {p.ifNoneMatch}}
+	}
+	resp, err := p.c.Send(ctx, method, current, header, body)
 	if err != nil {
 		return p.onStatus(current, err)
+	}
+	if resp.Status == http.StatusNotModified && header != nil {
+		p.pages++
+		p.pos.Next = ""
+		return &Page{URL: current, Header: resp.Header, Requests: resp.Requests, NotModified: true,
+			Decision: "the first page is not modified (304): the collection is as last read"}, nil
 	}
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).

@@ -240,11 +240,18 @@ func (h fetchHandler) fetch(ctx context.Context, p jobs.FetchPayload, src *confi
 		return err
 	}
 	f.progress = progress
-	err = f.read(ctx)
+	if res.Partitioned() {
+		err = f.walkPartitions(ctx)
+	} else {
+		err = f.read(ctx)
+	}
 	if err == nil {
 		err = f.finish(ctx)
 	}
-	return f.end(ctx, err)
+	if err = f.end(ctx, err); err == nil && f.n.created+f.n.updated+f.n.deleted > 0 {
+		h.startChildren(ctx, src, res)
+	}
+	return err
 }
 
 // run is the state of one fetch attempt.
@@ -279,6 +286,19 @@ type run struct {
 	cursors  cursorStats
 	notes    []string
 	outcome  store.RunOutcome
+	// partition, in the read of one partition of a partitioned resource,
+	// is its name; walk is a partitioned run's position among them
+	// (partitions.go).
+	partition string
+	// partitionVars are the partition's {partition} and {parent.FIELD}
+	// values, for a POST body.
+	partitionVars  map[string]string
+	walk           walkCheckpoint
+	partitionNotes int
+	// ifNoneMatch makes a partition's first request conditional; its
+	// answer: notModified (304), or firstETag (the first page's ETag).
+	ifNoneMatch, firstETag string
+	notModified            bool
 }
 
 // counts are a fetch's record counts, for its summary line.
@@ -332,7 +352,9 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 		return f, f.end(ctx, err)
 	}
 	f.quarantining = st.Quarantined > 0
-	if err := f.setCheckpoint(ctx); err != nil {
+	if res.Partitioned() {
+		f.setWalk()
+	} else if err := f.setCheckpoint(ctx); err != nil {
 		return f, f.end(ctx, err)
 	}
 	return f, nil
@@ -386,6 +408,14 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 	f.cp = checkpoint{Mode: f.mode, TaskID: f.row.TaskID}
 	if f.mode == jobs.ModeFull {
 		f.cp.PassID = f.row.ID
+		if f.partition != "" {
+			// One run reads many partitions, each with its own seen-set.
+			id, err := f.h.store.NewPassID(ctx)
+			if err != nil {
+				return err
+			}
+			f.cp.PassID = id
+		}
 		if f.res.Delta != nil && !f.ignoreMark {
 			f.cp.DriftBase = f.st.Watermark
 		}
@@ -409,11 +439,16 @@ func (f *run) beginning() upstream.Position {
 // the delta's lower bound since ("" for none) and the window's end, as
 // query parameters (GET) or as the body's {since} and {until} (POST).
 func (f *run) firstPosition(since string) upstream.Position {
+	vars := upstream.Vars{}
+	for k, v := range f.partitionVars {
+		vars[k] = v
+	}
 	d := f.res.Delta
 	if d == nil {
-		return upstream.FirstPosition(f.client, f.res, nil, nil)
+		return upstream.FirstPosition(f.client, f.res, nil, vars)
 	}
-	params, vars := url.Values{}, upstream.Vars{"since": since}
+	params := url.Values{}
+	vars["since"] = since
 	if since == "" {
 		vars["since"] = noLowerBound(d)
 	} else if d.Param != "" {
@@ -508,6 +543,9 @@ func (f *run) read(ctx context.Context) error {
 			return nil
 		}
 		pager := upstream.NewPager(f.client, f.res, f.cp.Position, f.cp.Pages)
+		if f.ifNoneMatch != "" && f.cp.Pages == 0 {
+			pager.IfNoneMatch(f.ifNoneMatch)
+		}
 		err := f.readPages(ctx, pager, progress, &expectChanged)
 		if err == nil {
 			if !pager.Done() {
@@ -568,6 +606,13 @@ func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *ev
 // apply applies one page with the checkpoint that follows it.
 func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Position, expectChanged *bool) error {
 	f.requests += page.Requests
+	if page.NotModified {
+		f.notModified = true // nothing to apply, nothing to delete
+		return nil
+	}
+	if f.cp.Pages == 0 {
+		f.firstETag = page.Header.Get("ETag")
+	}
 	next := f.cp
 	if next.ReadStart.IsZero() {
 		next.ReadStart = cmp.Or(page.Date, f.began).UTC()
@@ -623,7 +668,7 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	// so the store calls back.
 	var stored checkpoint
 	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
-		ExpectChanged: *expectChanged, Quarantined: f.quarantining,
+		ExpectChanged: *expectChanged, Quarantined: f.quarantining, Partition: f.partition,
 		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
 		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
 			stored = next
@@ -681,7 +726,7 @@ func (f *run) finish(ctx context.Context) error {
 	if f.cp.Shifted {
 		f.note("records moved between the offset pages of this read (a page did not begin with the record the page before ended with), so it may have missed some: it deletes nothing and moves no watermark, and the next read covers the same ground")
 	}
-	if f.mode == jobs.ModeFull {
+	if f.mode == jobs.ModeFull && !f.res.Partitioned() { // a partition's pass ends with it
 		if err := f.finishPass(ctx); err != nil {
 			return err
 		}
@@ -725,7 +770,7 @@ func (f *run) finishPass(ctx context.Context) error {
 		// (Records whose id is there but invalid are not: no stored record
 		// has such an id.)
 	}
-	res, err := f.h.store.FinishFullRead(ctx, store.FullRead{Key: f.key, RunID: f.row.ID, PassID: f.cp.PassID, SeenIDs: f.cp.SeenIDs, Policy: pol})
+	res, err := f.h.store.FinishFullRead(ctx, store.FullRead{Key: f.key, RunID: f.row.ID, PassID: f.cp.PassID, SeenIDs: f.cp.SeenIDs, Policy: pol, Partition: f.partition})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.DayRecords, "day-records", 0, "records per resource in workload 5 (default 10000, 2000 with --quick)")
 	fs.IntVar(&c.FreshChanges, "fresh-changes", 0, "upstream changes timed to SSE in workload 6 (default 200, 60 with --quick)")
 	fs.IntVar(&c.ScheduleResources, "schedule-resources", 0, "configured resources of workload 8's larger schedule; the smaller is a tenth (default 10000, 2000 with --quick)")
+	fs.IntVar(&c.Parents, "parents", 0, "parent records of workload 9's parent-child sync (default 10000, 2000 with --quick)")
 	fs.StringVar(&c.Workloads, "workloads", "", "workloads to run, e.g. 1,4 (default all; 2, 3 and 7 run with 1)")
 	fs.IntVar(&c.Concurrency, "probe-concurrency", 0, "worker probe pool and bare asynq concurrency in workload 4 (default 4)")
 	fs.StringVar(&c.AdminDatabaseURL, "admin-database-url", os.Getenv("TIDEMARK_BENCH_DATABASE_URL"), "Postgres URL bench databases are created from (TIDEMARK_BENCH_DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)")

@@ -53,11 +53,12 @@ func (e env) status(args []string) error {
 	var s settings
 	fs := e.flags("status", &s)
 	wait := fs.Duration("wait", 0, "first wait up to this long until every resource shown has synced successfully after this command started (exit 1 if not)")
+	partitions := fs.Bool("partitions", false, "also list the partitions of the partitioned resources shown, one line each")
 	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
-		return usagef("usage: tidemark status [--wait D] [SOURCE[/RESOURCE]]")
+		return usagef("usage: tidemark status [--wait D] [--partitions] [SOURCE[/RESOURCE]]")
 	}
 	conf, err := s.loadConfig()
 	if err != nil {
@@ -93,6 +94,11 @@ func (e env) status(args []string) error {
 	}
 	fillNext(s, conf, views)
 	printStatus(e, conf, views)
+	if *partitions {
+		if err := printPartitions(e, st, views); err != nil {
+			return err
+		}
+	}
 	if missing := unsynced(views, began); *wait > 0 && len(missing) > 0 {
 		return fmt.Errorf("not synced after %s: %s", *wait, strings.Join(missing, ", "))
 	}
@@ -173,6 +179,9 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 			if st.Watermark != "" {
 				watermark = st.Watermark
 			}
+			if res.Partitioned() {
+				watermark = "per partition"
+			}
 			if st.LastFullSyncAt != nil {
 				full = ago(now, *st.LastFullSyncAt) + " ago"
 				if st.LastDrift != nil {
@@ -213,6 +222,7 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 			v.Source, v.Resource, state, v.Records, quarantined, held, probe, change, lag, watermark, full, lastRun, failures, why)
 	}
 	tw.Flush()
+	printPartitionSummaries(e, views, now)
 }
 
 func ago(now, t time.Time) string { return round(now.Sub(t)).String() }

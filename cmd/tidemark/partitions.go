@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tidemark/tidemark/server"
+	"github.com/tidemark/tidemark/store"
+)
+
+// printPartitionSummaries rolls up each partitioned resource's partitions
+// under the status table.
+func printPartitionSummaries(e env, views []server.ResourceView, now time.Time) {
+	for _, v := range views {
+		p := v.Partitions
+		if p == nil {
+			continue
+		}
+		oldest := "-"
+		if p.OldestSuccess != nil {
+			oldest = ago(now, *p.OldestSuccess) + " ago"
+		}
+		fmt.Fprintf(e.stdout, "%s/%s: %d partitions, %d failing, %d never synced, oldest partition sync %s (tidemark status %s/%s --partitions)\n",
+			v.Source, v.Resource, p.Partitions, p.Failing, p.NeverSynced, oldest, v.Source, v.Resource)
+	}
+}
+
+// printPartitions lists every partition of the partitioned resources
+// shown, a keyset page at a time.
+func printPartitions(e env, st *store.Store, views []server.ResourceView) error {
+	now := time.Now()
+	for _, v := range views {
+		if v.Partitions == nil {
+			continue
+		}
+		fmt.Fprintf(e.stdout, "\n%s/%s partitions:\n", v.Source, v.Resource)
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PARTITION\tRECORDS\tLAST SYNC\tWATERMARK\tETAG\tLAST RUN\tERROR")
+		k := store.Key{Source: v.Source, Resource: v.Resource}
+		for after := ""; ; {
+			page, err := st.Partitions(e.ctx, k, after, 500)
+			if err != nil {
+				return err
+			}
+			for _, p := range page {
+				last, run := "never", "-"
+				if p.LastSuccessAt != nil {
+					last = ago(now, *p.LastSuccessAt) + " ago"
+				}
+				if p.LastRunID != nil {
+					run = fmt.Sprint(*p.LastRunID)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Partition, p.Records, last, or(p.Watermark), or(p.ETag), run, or(oneLine(p.LastError)))
+			}
+			if len(page) < 500 {
+				break
+			}
+			after = page[len(page)-1].Partition
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+func or(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
