@@ -58,9 +58,21 @@ func (s *session) graphQLHint(c connection) {
 		"  path: "+q(cmpPath(u.Path)),
 		"  method: POST",
 		"  body: "+flow("query", q(query), "variables", vars),
-		"  records: "+flow("path", q(s.recPath), "id", q(s.id)),
+		"  records: "+graphQLRecords(s.recPath, s.id),
 		"  pagination: "+flow("style", "cursor", "next_field", q(c.path+".pageInfo.endCursor"), "has_more_field", q(c.path+".pageInfo.hasNextPage")),
 	)
+}
+
+// graphQLRecords locates a connection's records: the nodes, or the node of
+// each edge (records.item), so that what is stored is the record, not the
+// edge around it.
+func graphQLRecords(recPath, id string) string {
+	if strings.HasSuffix(recPath, ".edges") {
+		if inner, ok := strings.CutPrefix(id, "node."); ok {
+			return flow("path", q(recPath), "item", "node", "id", q(inner))
+		}
+	}
+	return flow("path", q(recPath), "id", q(id))
 }
 
 func lastSegment(path string) string { return path[strings.LastIndex(path, ".")+1:] }

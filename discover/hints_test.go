@@ -283,15 +283,15 @@ func TestGraphQLHint(t *testing.T) {
 				t.Fatal(err)
 			}
 			yaml := parsed(t, res)
-			id := "id"
+			records := `id: "id"`
 			if shape == "edges" {
-				id = "node.id"
+				records = `item: node, id: "id"`
 			}
 			wantLines(t, yaml,
 				`# graphql hint (medium): data.repository.issues.pageInfo is a GraphQL connection's page info:`,
 				`endCursor "Y3Vyc29yOnYyOpHO2", hasNextPage true`, `# - name: "issues"`,
 				`#   path: "/graphql"`, `#   method: POST`, `variables: {cursor: "{cursor}"}`, `repository(owner: \"octo\"`,
-				`#   records: {path: "data.repository.issues.`+shape+`", id: "`+id+`"}`,
+				`#   records: {path: "data.repository.issues.`+shape+`", `+records+`}`,
 				`#   pagination: {style: cursor, next_field: "data.repository.issues.pageInfo.endCursor", has_more_field: "data.repository.issues.pageInfo.hasNextPage"}`,
 				"only the first page is read")
 			if r := res.Config.Sources[0].Resources[0]; r.Pagination.Style != config.PaginationNone || r.FullSync.DetectDeletes {
