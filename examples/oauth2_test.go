@@ -124,6 +124,48 @@ func TestOAuth2ExampleSyncs(t *testing.T) {
 	assertNoSecrets(t, fl.store, rdb, logs.String(), append(append(auth.AccessTokens(), auth.RefreshTokensSent()...), auth.RefreshToken(), xeroClientSecret))
 }
 
+// TestOAuth2ClientCredentialsSyncs runs the example as a Xero custom
+// connection (grant client_credentials, no refresh token) through two
+// workers, with access tokens that expire several times during the sync:
+// every record arrives, and the fleet buys about one token per lifetime.
+func TestOAuth2ClientCredentialsSyncs(t *testing.T) {
+	t.Setenv("XERO_CLIENT_ID", xeroClientID)
+	t.Setenv("XERO_CLIENT_SECRET", xeroClientSecret)
+	t.Setenv("XERO_TENANT_ID", xeroTenant)
+	auth := oauthtest.New(t, xeroClientID, xeroClientSecret, "", xeroTokenLife)
+	api := newXeroAPI(auth)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	conf := xeroConfig(t, srv.URL, auth.TokenURL())
+	src := &conf.Sources[0]
+	src.Auth.GrantType, src.Auth.RefreshTokenEnv, src.Auth.AuthStyle = config.GrantClientCredentials, "", config.AuthStyleBody
+	if err := conf.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	fl := startOAuthFleet(t, conf, testenv.Database(t), testenv.Redis(t), slog.New(slog.NewTextHandler(logs, nil)), 2)
+	started := time.Now()
+	for _, res := range src.Resources {
+		fl.enqueue(t, res)
+	}
+	for _, res := range src.Resources {
+		fl.waitSucceeded(t, store.Key{Source: src.Name, Resource: res.Name}, 0)
+		var n int64
+		fl.store.DB().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, res.Name).Scan(&n)
+		if n != xeroInvoices {
+			t.Errorf("%s: %d invoices stored, want %d", res.Name, n, xeroInvoices)
+		}
+	}
+	elapsed := time.Since(started)
+	hits, perLife := auth.Hits(), xeroTokenLife-xeroTokenLife/10
+	if limit := 1 + int(elapsed/perLife) + int(api.refused.Load()); hits > limit || hits < 2 {
+		t.Errorf("%s of syncing with %s tokens: %d token requests, want 2 to %d", elapsed.Round(time.Millisecond), xeroTokenLife, hits, limit)
+	}
+	if strings.Contains(logs.String(), xeroClientSecret) {
+		t.Error("the logs hold the client secret")
+	}
+}
+
 // xeroConfig is the example as written but for its URLs and page size,
 // with a second resource over the same invoices, so that two workers
 // fetch at once and need tokens at once.
