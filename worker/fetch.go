@@ -539,7 +539,7 @@ func (f *run) read(ctx context.Context) error {
 	// was stored (store.Page.ExpectChanged).
 	expectChanged := false
 	for {
-		if f.cp.Next == "" && !f.nextWindow() {
+		if f.notModified || f.cp.Next == "" && !f.nextWindow() {
 			return nil
 		}
 		pager := upstream.NewPager(f.client, f.res, f.cp.Position, f.cp.Pages)
@@ -607,7 +607,8 @@ func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *ev
 func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Position, expectChanged *bool) error {
 	f.requests += page.Requests
 	if page.NotModified {
-		f.notModified = true // nothing to apply, nothing to delete
+		// Nothing to apply, nothing to delete: the read is over.
+		f.notModified, f.cp.Position = true, pos
 		return nil
 	}
 	if f.cp.Pages == 0 {
