@@ -21,9 +21,12 @@ test: ## run the test suite against real Postgres and Redis (what CI runs)
 SEEDS ?= 2000
 SIM_FROM ?= 1
 SIM_LANES ?= 3
-sim: ## the correctness simulator over many seeds (SEEDS=2000), prints its table; SEED=N replays one
+PARTITION_SEEDS ?= 200
+sim: ## the correctness simulator over many seeds (SEEDS=2000, PARTITION_SEEDS=200), prints its tables; SEED=N replays one
 	$(GO) test -count=1 -timeout 0 -v -run '^TestSim$$' ./internal/sim -args -sim.seeds=$(SEEDS) -sim.from=$(SIM_FROM) \
 		-sim.lanes=$(SIM_LANES) $(if $(SEED),-sim.seed=$(SEED)) $(if $(SIM_LOG),-sim.log)
+	$(if $(SEED),,$(GO) test -count=1 -timeout 0 -v -run '^TestSimPartitions$$' ./internal/sim -args \
+		-sim.partition_seeds=$(PARTITION_SEEDS) -sim.lanes=$(SIM_LANES) $(if $(SIM_LOG),-sim.log))
 
 bench: ## benchmark against same-run baselines (BENCH_FLAGS=--quick for a smoke run); writes bench/results.md
 	$(GO) build -trimpath -o bin/ ./cmd/tidemark-bench

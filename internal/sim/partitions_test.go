@@ -34,7 +34,7 @@ func TestSimPartitions(t *testing.T) {
 			for seed := range work {
 				r, sc := sim.RunPartitionSeed(context.Background(), lane, seed)
 				if len(r.Violations) > 0 {
-					t.Errorf("partition seed %d broke %d invariant(s); replay: go test -run TestSimPartitions ./internal/sim -args -sim.partition_seeds=%d\n  %s\n  %s",
+					t.Errorf("partition seed %d broke %d invariant(s); replay: go test -run '^TestSimPartitions$' ./internal/sim -args -sim.seed=%d\n  %s\n  %s",
 						seed, len(r.Violations), seed, sc.Describe(), violations(r))
 				}
 				results <- r
@@ -43,6 +43,10 @@ func TestSimPartitions(t *testing.T) {
 	}
 	go func() {
 		for s := range n {
+			if *only != 0 {
+				work <- *only // a replay: the one seed
+				break
+			}
 			work <- uint64(s + 1)
 		}
 		close(work)
