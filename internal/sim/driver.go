@@ -250,12 +250,20 @@ func (d *driver) enqueue(ctx context.Context, op StepOp) error {
 // and no run row is still running.
 func (d *driver) waitQuiet(ctx context.Context) error {
 	deadline := time.Now().Add(waitLimit)
+	quiet := 0
 	for {
 		busy, detail, err := d.busy(ctx)
 		if err != nil {
 			return err
 		}
-		if !busy {
+		// Twice in a row: busy reads the queues one by one, so a task
+		// that ends in a queue read later after enqueuing a task into
+		// one read before (a probe starting its fetch) looks like quiet
+		// once; the next look sees the new task.
+		quiet++
+		if busy {
+			quiet = 0
+		} else if quiet == 2 {
 			return nil
 		}
 		if time.Now().After(deadline) {
