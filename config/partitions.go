@@ -67,32 +67,31 @@ func (c *checker) partitioning(rp string, s *Source, r *Resource) {
 		}
 	}
 	for _, n := range names {
-		switch {
-		case strings.HasPrefix(n, PlaceholderParent) && r.Parent == nil:
-			c.report(join(rp, "path"), "{%s} needs a parent (parent.resource)", n)
-		case strings.HasPrefix(n, PlaceholderParent):
-			c.dotted(join(rp, "path"), strings.TrimPrefix(n, PlaceholderParent))
-		case n == PlaceholderPartition && !r.Partitioned():
-			c.report(join(rp, "path"), "{partition} needs parent or partitions")
-		case n != PlaceholderPartition:
-			c.report(join(rp, "path"), "unknown placeholder {%s} (want {partition} or {parent.FIELD})", n)
-		}
+		c.placeholder(join(rp, "path"), r, n)
 	}
 	for _, n := range bodyNames {
-		switch {
-		case strings.HasPrefix(n, PlaceholderParent) && r.Parent == nil:
-			c.report(join(rp, "body"), "{%s} needs a parent (parent.resource)", n)
-		case strings.HasPrefix(n, PlaceholderParent):
-			c.dotted(join(rp, "body"), strings.TrimPrefix(n, PlaceholderParent))
-		case !r.Partitioned():
-			c.report(join(rp, "body"), "{partition} needs parent or partitions")
-		}
+		c.placeholder(join(rp, "body"), r, n)
 	}
 	if r.Partitioned() && len(names)+len(bodyNames) == 0 && err == nil {
 		c.report(join(rp, "path"), "%q names no {partition} or {parent.FIELD}, nor does the body: every partition would read the same collection", r.Path)
 	}
 	if r.Partitioned() && r.Probe.Strategy != ProbeNone {
 		c.report(join(join(rp, "probe"), "strategy"), "must be none for a partitioned resource: one probe cannot watch every partition (the parent's changes start the child's reads)")
+	}
+}
+
+// placeholder checks a {name} of a partitioned request's path or body:
+// what the partition provides.
+func (c *checker) placeholder(at string, r *Resource, n string) {
+	switch {
+	case strings.HasPrefix(n, PlaceholderParent) && r.Parent == nil:
+		c.report(at, "{%s} needs a parent (parent.resource)", n)
+	case strings.HasPrefix(n, PlaceholderParent):
+		c.dotted(at, strings.TrimPrefix(n, PlaceholderParent))
+	case n == PlaceholderPartition && !r.Partitioned():
+		c.report(at, "{partition} needs parent or partitions")
+	case n != PlaceholderPartition:
+		c.report(at, "unknown placeholder {%s} (want {partition} or {parent.FIELD})", n)
 	}
 }
 

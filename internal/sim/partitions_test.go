@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,34 +24,21 @@ func TestSimPartitions(t *testing.T) {
 	if testing.Short() {
 		n = min(n, 4)
 	}
-	work := make(chan uint64)
-	results := make(chan sim.Result)
-	var wg sync.WaitGroup
-	for range min(*lanes, n) {
-		lane := newLane(t)
-		wg.Go(func() {
-			for seed := range work {
-				r, sc := sim.RunPartitionSeed(context.Background(), lane, seed)
-				if len(r.Violations) > 0 {
-					t.Errorf("partition seed %d broke %d invariant(s); replay: go test -run '^TestSimPartitions$' ./internal/sim -args -sim.seed=%d\n  %s\n  %s",
-						seed, len(r.Violations), seed, sc.Describe(), violations(r))
-				}
-				results <- r
-			}
-		})
-	}
-	go func() {
+	list := []uint64{*only} // a replay: the one seed
+	if *only == 0 {
+		list = list[:0]
 		for s := range n {
-			if *only != 0 {
-				work <- *only // a replay: the one seed
-				break
-			}
-			work <- uint64(s + 1)
+			list = append(list, uint64(s+1))
 		}
-		close(work)
-		wg.Wait()
-		close(results)
-	}()
+	}
+	results := runOnLanes(t, list, func(ctx context.Context, lane *sim.Lane, seed uint64) sim.Result {
+		r, sc := sim.RunPartitionSeed(ctx, lane, seed)
+		if len(r.Violations) > 0 {
+			t.Errorf("partition seed %d broke %d invariant(s); replay: go test -run '^TestSimPartitions$' ./internal/sim -args -sim.seed=%d\n  %s\n  %s",
+				seed, len(r.Violations), seed, sc.Describe(), violations(r))
+		}
+		return r
+	})
 	began := time.Now()
 	var all []sim.Result
 	for r := range results {

@@ -50,26 +50,7 @@ func TestSim(t *testing.T) {
 	if testing.Short() {
 		list = list[:min(len(list), 6)]
 	}
-	n := min(*lanes, len(list))
-	work := make(chan uint64)
-	results := make(chan sim.Result)
-	var wg sync.WaitGroup
-	for range n {
-		lane := newLane(t)
-		wg.Go(func() {
-			for seed := range work {
-				results <- sim.RunSeed(context.Background(), lane, seed)
-			}
-		})
-	}
-	go func() {
-		for _, s := range list {
-			work <- s
-		}
-		close(work)
-		wg.Wait()
-		close(results)
-	}()
+	results := runOnLanes(t, list, sim.RunSeed)
 	began := time.Now()
 	var all []sim.Result
 	for r := range results {
@@ -85,6 +66,31 @@ func TestSim(t *testing.T) {
 		}
 	}
 	fmt.Fprint(os.Stderr, sim.Table(all, time.Since(began)))
+}
+
+// runOnLanes runs each seed of list on one of at most -sim.lanes lanes and
+// sends back each result as it comes.
+func runOnLanes(t *testing.T, list []uint64, run func(context.Context, *sim.Lane, uint64) sim.Result) <-chan sim.Result {
+	work := make(chan uint64)
+	results := make(chan sim.Result)
+	var wg sync.WaitGroup
+	for range min(*lanes, len(list)) {
+		lane := newLane(t)
+		wg.Go(func() {
+			for seed := range work {
+				results <- run(context.Background(), lane, seed)
+			}
+		})
+	}
+	go func() {
+		for _, s := range list {
+			work <- s
+		}
+		close(work)
+		wg.Wait()
+		close(results)
+	}()
+	return results
 }
 
 // seedList is n seeds from first on; with styles, the first n whose
