@@ -261,6 +261,11 @@ func (f *family) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func RunPartitionSeed(ctx context.Context, lane *Lane, seed uint64) (Result, PartitionScenario) {
 	sc := NewPartitionScenario(seed)
 	d := &driver{lane: lane, source: fmt.Sprintf("ps%d", seed), began: time.Now(), out: Result{Seed: seed}}
+	// The table's style column: which kind of partitions, paged how.
+	d.out.Scenario.API.Style = "parent-child/" + sc.Style
+	if sc.Static {
+		d.out.Scenario.API.Style = "static/" + sc.Style
+	}
 	fam := newFamily(sc)
 	if err := d.runPartitions(ctx, sc, fam); err != nil {
 		d.violate(Wedged, "%v", err)
