@@ -293,8 +293,9 @@ func (f *run) finishPartition(ctx context.Context, pt partition, pf *run, failed
 		if pf.n.held > 0 {
 			// Its deletions wait for the next read to agree: with
 			// changed_only, that read must not wait for the parent to
-			// change again.
-			d.ParentVersion = ""
+			// change again, and a 304 to this read's ETag would skip
+			// it, holding them for ever.
+			d.ParentVersion, d.ETag = "", ""
 		}
 	}
 	return f.h.store.FinishPartition(ctx, d)

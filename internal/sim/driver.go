@@ -45,6 +45,9 @@ type Result struct {
 	EmptyAnswers int
 	// Quarantined is how many records ended set aside.
 	Quarantined int
+	// NotModified counts the 304s a partition seed's upstream served to
+	// conditional reads of its partitions.
+	NotModified int
 }
 
 // Violation is one broken invariant.

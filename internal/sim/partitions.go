@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -41,7 +43,10 @@ type PartitionScenario struct {
 	Style       string
 	Limit       int
 	MidRead     float64 // chance that serving a child page changes a child of its partition
-	Steps       []PartitionStep
+	// ETags: each child page carries a strong ETag of its body, and a
+	// request whose If-None-Match holds it is answered 304.
+	ETags bool
+	Steps []PartitionStep
 }
 
 // PartitionStep is one step of a partition seed.
@@ -63,6 +68,8 @@ func NewPartitionScenario(seed uint64) PartitionScenario {
 	if rng.IntN(2) == 0 {
 		s.MidRead = 0.1 + rng.Float64()*0.4
 	}
+	// From a stream of its own, so that every other draw stays what it was.
+	s.ETags = rand.New(rand.NewPCG(seed, 0xe7a9)).IntN(2) == 0
 	ops := []string{"mutate", "mutate", "parents", "children", "children_full"}
 	for range 6 + rng.IntN(10) {
 		st := PartitionStep{Op: ops[rng.IntN(len(ops))], N: 1 + rng.IntN(5)}
@@ -77,8 +84,8 @@ func NewPartitionScenario(seed uint64) PartitionScenario {
 // Describe is the scenario in one line.
 func (s PartitionScenario) Describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "static=%t changed_only=%t parents=%d children<=%d style=%s limit=%d mid_read=%.2f steps:",
-		s.Static, s.ChangedOnly, s.Parents, s.Children, s.Style, s.Limit, s.MidRead)
+	fmt.Fprintf(&b, "static=%t changed_only=%t parents=%d children<=%d style=%s limit=%d mid_read=%.2f etags=%t steps:",
+		s.Static, s.ChangedOnly, s.Parents, s.Children, s.Style, s.Limit, s.MidRead, s.ETags)
 	for i, st := range s.Steps {
 		fmt.Fprintf(&b, " %d:%s", i+1, st.Op)
 		if st.Op == "mutate" {
@@ -127,6 +134,8 @@ type family struct {
 	children map[string]*child
 	nextID   int
 	requests int
+	// notModified counts the 304s served (ETags).
+	notModified int
 }
 
 type child struct {
@@ -250,7 +259,18 @@ func (f *family) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		data = append(data, map[string]any{"id": id, "parent": p, "version": f.children[id].version})
 	}
-	json.NewEncoder(w).Encode(map[string]any{"data": data, "next": next})
+	body, _ := json.Marshal(map[string]any{"data": data, "next": next})
+	if f.sc.ETags {
+		sum := sha256.Sum256(body)
+		etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+		w.Header().Set("ETag", etag)
+		if r.Header.Get("If-None-Match") == etag {
+			f.notModified++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Write(body)
 	if f.sc.MidRead > 0 && f.rng.Float64() < f.sc.MidRead {
 		f.mutate(1, p) // a change in the partition being read, between its pages
 	}
@@ -270,7 +290,7 @@ func RunPartitionSeed(ctx context.Context, lane *Lane, seed uint64) (Result, Par
 	if err := d.runPartitions(ctx, sc, fam); err != nil {
 		d.violate(Wedged, "%v", err)
 	}
-	d.out.Requests = fam.requests
+	d.out.Requests, d.out.NotModified = fam.requests, fam.notModified
 	d.out.Took = time.Since(d.began)
 	return d.out, sc
 }

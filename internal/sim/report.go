@@ -16,7 +16,7 @@ func Table(results []Result, took time.Duration) string {
 	failing := []uint64{}
 	var runs []int
 	var secs []time.Duration
-	quarantined, emptySeeds, empties := 0, 0, 0
+	quarantined, emptySeeds, empties, notModified := 0, 0, 0, 0
 	styles := map[string]int{}
 	for _, r := range results {
 		styles[r.Scenario.Style()]++
@@ -35,6 +35,7 @@ func Table(results []Result, took time.Duration) string {
 			secs = append(secs, r.Took)
 		}
 		quarantined += r.Quarantined
+		notModified += r.NotModified
 	}
 	fmt.Fprintf(&b, "\n| sim | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| seeds run | %d (%s) |\n", len(results), took.Round(time.Second))
@@ -51,6 +52,9 @@ func Table(results []Result, took time.Duration) string {
 	fmt.Fprintf(&b, "| seconds to convergence p50 / p99 | %.2f / %.2f |\n", pct(secs, 50).Seconds(), pct(secs, 99).Seconds())
 	fmt.Fprintf(&b, "| records quarantined (all seeds) | %d |\n", quarantined)
 	fmt.Fprintf(&b, "| seeds answering empty with 404 (on_status) / 404 answers | %d / %d |\n", emptySeeds, empties)
+	if notModified > 0 {
+		fmt.Fprintf(&b, "| conditional partition reads answered 304 | %d |\n", notModified)
+	}
 	if len(failing) > 0 {
 		slices.Sort(failing)
 		fmt.Fprintf(&b, "failing seeds (replay one with make sim SEED=N): %v\n", failing)
