@@ -43,7 +43,7 @@ type partition struct {
 	name string
 	// after is the walk's position once this partition is done.
 	after string
-	// values fill the path's placeholders.
+	// values fill the placeholders of the path and of a POST body.
 	values map[string]string
 	// parentVersion is the parent record's content hash ("" for a listed
 	// partition).
