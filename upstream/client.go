@@ -20,7 +20,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -582,17 +581,11 @@ func (c *Client) budgetSpent(res *http.Response) bool {
 	return q.Remaining == 0
 }
 
+// retryAfter is a response's Retry-After delay, 0 when it gives none
+// usable: the one parser the limiter uses too, with its overflow guard.
 func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	d, _ := ratelimit.ParseRetryAfter(v, now)
+	return d
 }
 
 // redact drops the query string: it may carry tokens that must not reach

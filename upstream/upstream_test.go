@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -51,6 +52,10 @@ func TestRetryAfter(t *testing.T) {
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
 		{"soon", 0},
+		{"-5", 0},
+		// Past what a time.Duration holds: the longest delay, not an
+		// overflow to a negative one.
+		{"99999999999", time.Duration(math.MaxInt64/int64(time.Second)) * time.Second},
 	}
 	for _, tt := range tests {
 		if got := retryAfter(tt.in, now); got != tt.want {
