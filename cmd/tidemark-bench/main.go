@@ -25,7 +25,9 @@ func main() {
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// parse reads the command line into a bench configuration; the error is
+// flag.ErrHelp for -h, or a usage error already written to stderr.
+func parse(args []string, stderr io.Writer) (bench.Config, error) {
 	var c bench.Config
 	fs := flag.NewFlagSet("tidemark-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -42,17 +44,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.AdminDatabaseURL, "admin-database-url", os.Getenv("TIDEMARK_BENCH_DATABASE_URL"), "Postgres URL bench databases are created from (TIDEMARK_BENCH_DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)")
 	fs.StringVar(&c.RedisAddr, "redis-addr", os.Getenv("TIDEMARK_BENCH_REDIS_ADDR"), "Redis host:port (TIDEMARK_BENCH_REDIS_ADDR; default 127.0.0.1:6379)")
 	fs.StringVar(&c.BinDir, "bin", "", "directory with prebuilt tidemark and demo-upstream (default: go build into a temporary directory)")
-	fs.StringVar(&c.Results, "out", "bench/results.md", "Markdown file the results are written to (\"\" for none)")
+	fs.StringVar(&c.Results, "out", "bench/results.md", "Markdown file the results are written to (\"\" for none; with -workloads, none unless given)")
 	fs.StringVar(&c.ProfileDir, "profile", "", "also replay the first sync's hot path in-process, stage by stage, with a CPU profile written to this directory")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the tidemark_bench_* databases after the run")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return c, err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tidemark-bench: unexpected argument %q\n", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.Workloads != "" && !flagSet(fs, "out") {
+		// The file holds every workload's row: a run of some of them
+		// would replace it with theirs alone.
+		c.Results = ""
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
 		return 2
 	}
 	rep, err := bench.Run(ctx, c, strings.Join(args, " "), stderr)
@@ -64,4 +79,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
