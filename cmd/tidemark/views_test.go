@@ -134,36 +134,30 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	live.Store(second)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var n int64
-		st.DB().Raw(`SELECT count(*) FROM information_schema.columns
-			WHERE table_schema = 'tidemark_data' AND table_name = 'shop_orders' AND column_name = 'zone'`).Scan(&n)
-		if n == 1 {
-			break
+	// waitColumn waits up to 10 s for the view table to have column.
+	waitColumn := func(table, column, after string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			var n int64
+			st.DB().Raw(`SELECT count(*) FROM information_schema.columns
+				WHERE table_schema = 'tidemark_data' AND table_name = ? AND column_name = ?`, table, column).Scan(&n)
+			if n == 1 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has no %s column 10s after %s", table, column, after)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("shop_orders has no zone column 10s after the reload")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	waitColumn("shop_orders", "zone", "the reload")
 	// shop/refunds (raw records) had none when its view was made: its
 	// first records give it columns, without a reload or tidemark views.
 	if err := st.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash)
 		VALUES ('shop', 'refunds', 'r1', '{"reason": "damaged"}', 'h')`).Error; err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var n int64
-		st.DB().Raw(`SELECT count(*) FROM information_schema.columns
-			WHERE table_schema = 'tidemark_data' AND table_name = 'shop_refunds' AND column_name = 'reason'`).Scan(&n)
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("shop_refunds has no reason column 10s after its first record")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitColumn("shop_refunds", "reason", "its first record")
 
 	// The count of amount as a number says nothing of amount as a boolean.
 	for deadline := time.Now().Add(10 * time.Second); ; {
