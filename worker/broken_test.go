@@ -359,30 +359,39 @@ sources:
 	}
 }
 
-// TestUnscheduledProbeRetriesBeforeTheNextProbe: a probe that carries no
-// slot (an operator's, a hook's) is retried only while the sum of its
-// delays so far and the next one stays within the probe interval: with
-// 0.4 s, then 0.8 s against 1 s, once.
-func TestUnscheduledProbeRetriesBeforeTheNextProbe(t *testing.T) {
-	t.Parallel()
+// unavailableSource is a config with one source, name, whose one resource,
+// items, is probed by etag every interval, at an upstream that answers
+// every request 503.
+func unavailableSource(t *testing.T, name, every string) *config.Config {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(srv.Close)
-	conf, err := config.Parse("manual.yaml", []byte(`
+	conf, err := config.Parse(name+".yaml", []byte(`
 sources:
-  - name: manual
+  - name: `+name+`
     base_url: `+srv.URL+`
     allow_private: true
     resources:
       - name: items
         path: /items
         records: {path: data, id: id}
-        probe: {strategy: etag, method: GET, every: 1s, max_every: 1s}
+        probe: {strategy: etag, method: GET, every: `+every+`, max_every: `+every+`}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return conf
+}
+
+// TestUnscheduledProbeRetriesBeforeTheNextProbe: a probe that carries no
+// slot (an operator's, a hook's) is retried only while the sum of its
+// delays so far and the next one stays within the probe interval: with
+// 0.4 s, then 0.8 s against 1 s, once.
+func TestUnscheduledProbeRetriesBeforeTheNextProbe(t *testing.T) {
+	t.Parallel()
+	conf := unavailableSource(t, "manual", "1s")
 	doubling := func(n int, err error, task *asynq.Task) time.Duration {
 		if d, ok := jobs.HandBack(err); ok {
 			return d
@@ -430,24 +439,7 @@ sources:
 // slot.
 func TestProbeRetryNeverPassesTheNextProbe(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
-	}))
-	t.Cleanup(srv.Close)
-	conf, err := config.Parse("slots.yaml", []byte(`
-sources:
-  - name: slots
-    base_url: `+srv.URL+`
-    allow_private: true
-    resources:
-      - name: items
-        path: /items
-        records: {path: data, id: id}
-        probe: {strategy: etag, method: GET, every: 5s, max_every: 5s}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conf := unavailableSource(t, "slots", "5s")
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
 	runScheduler(t, conf, w)
 	ctx := context.Background()
@@ -464,6 +456,7 @@ sources:
 	// by then a retry after 4 s more (at 6 s or later) would have run.
 	var runs []store.Run
 	waitFor(t, 40*time.Second, "two slots' probes retried", func() (bool, string) {
+		var err error
 		runs, err = w.Store.Runs(ctx, store.RunFilter{Source: "slots", Kind: store.KindProbe, Limit: 100})
 		if err != nil {
 			t.Fatal(err)
