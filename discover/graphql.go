@@ -55,7 +55,7 @@ func (s *session) graphQLHint(c connection) {
 	vars := "{cursor: \"{cursor}\"}"
 	s.hint(hintGraphQL, "medium", seen,
 		"- name: "+q(cmp.Or(sanitize(lastSegment(c.path)), s.resource)),
-		"  path: "+q(cmpPath(u.Path)),
+		"  path: "+q(cmp.Or(u.Path, "/")),
 		"  method: POST",
 		"  body: "+flow("query", q(query), "variables", vars),
 		"  records: "+graphQLRecords(s.recPath, s.id),
@@ -76,13 +76,6 @@ func graphQLRecords(recPath, id string) string {
 }
 
 func lastSegment(path string) string { return path[strings.LastIndex(path, ".")+1:] }
-
-func cmpPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	return p
-}
 
 // graphQLPagination proposes no pagination for a connection read by GET:
 // its further pages need the cursor in a POST body (the graphql hint).

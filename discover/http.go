@@ -195,7 +195,7 @@ func (p *prober) observe(h http.Header, status int) {
 	r := &p.rate
 	r.record(h)
 	now := p.now()
-	if _, v := firstHeader(h, limitHeaders); v != "" {
+	if v := firstHeader(h, limitHeaders); v != "" {
 		if l, w, ok := parseLimit(v); ok {
 			r.limit = l
 			if w > 0 {
@@ -215,7 +215,7 @@ func (p *prober) observe(h http.Header, status int) {
 		r.quota = r.quota || err == nil
 		r.limit = cmp.Or(r.limit, q.Limit)
 	}
-	if _, v := firstHeader(h, resetHeaders); err == nil && q.Remaining >= 0 {
+	if v := firstHeader(h, resetHeaders); err == nil && q.Remaining >= 0 {
 		r.reset = q.Reset
 	} else if d, ok := ratelimit.ParseReset(v, now); ok {
 		r.reset = d
@@ -277,13 +277,14 @@ func (r *rateInfo) quotaHeaders() string {
 	return strings.Join(names, ", ")
 }
 
-func firstHeader(h http.Header, names []string) (string, string) {
+// firstHeader is the value of the first of names that h has.
+func firstHeader(h http.Header, names []string) string {
 	for _, n := range names {
 		if v := h.Get(n); v != "" {
-			return n, v
+			return v
 		}
 	}
-	return "", ""
+	return ""
 }
 
 // parseLimit reads "100", "100;w=60", "100, 100;w=60" or the newer
