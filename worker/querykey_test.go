@@ -150,16 +150,10 @@ sources:
 	if !strings.Contains(places["table records"], "[REDACTED]") {
 		t.Errorf("records do not show the echoed key redacted, so the check proves nothing: %s", places["table records"])
 	}
-	for _, state := range []string{"archived", "retry", "completed"} {
-		var tasks []*asynq.TaskInfo
-		switch state {
-		case "archived":
-			tasks, _ = w.Inspector.ListArchivedTasks("default")
-		case "retry":
-			tasks, _ = w.Inspector.ListRetryTasks("default")
-		case "completed":
-			tasks, _ = w.Inspector.ListCompletedTasks("default")
-		}
+	for state, list := range map[string]func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+		"archived": w.Inspector.ListArchivedTasks, "retry": w.Inspector.ListRetryTasks, "completed": w.Inspector.ListCompletedTasks,
+	} {
+		tasks, _ := list("default")
 		for _, ti := range tasks {
 			places["task "+state+" "+ti.ID] = ti.LastErr + string(ti.Payload) + string(ti.Result)
 		}
