@@ -1,6 +1,7 @@
 package discover
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -138,14 +139,7 @@ func (s *session) bearerHint(ctx context.Context, c challenge, seen string) {
 		pairs = append(pairs, "scopes", qList(scopes))
 	}
 	s.hint(hintAuth, conf, fmt.Sprintf("%s: the API takes OAuth 2 bearer tokens; token URL from %s; grant %s (grants offered: %s)",
-		seen, srv.from, grant, strings.Join(cmpList(srv.grants, "not stated"), ", ")), "auth: "+flow(pairs...))
-}
-
-func cmpList(l []string, empty string) []string {
-	if len(l) == 0 {
-		return []string{empty}
-	}
-	return l
+		seen, srv.from, grant, cmp.Or(strings.Join(srv.grants, ", "), "not stated")), "auth: "+flow(pairs...))
 }
 
 // oauthMetadata reads the RFC 9728 protected-resource metadata at metaURL
