@@ -122,11 +122,7 @@ func (y *yamlWriter) resource(res *config.Resource) {
 	y.w(8, "records: {path: %s, id: %s}", q(res.Records.Path), q(res.Records.ID))
 	y.comment(8, "ignore_fields")
 	if len(res.IgnoreFields) > 0 {
-		fs := make([]string, len(res.IgnoreFields))
-		for i, f := range res.IgnoreFields {
-			fs[i] = q(f)
-		}
-		y.w(8, "ignore_fields: [%s]", strings.Join(fs, ", "))
+		y.w(8, "ignore_fields: %s", qList(res.IgnoreFields))
 	}
 	y.comment(8, "pagination")
 	y.pagination(res.Pagination)
