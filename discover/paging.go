@@ -178,7 +178,8 @@ func (s *session) pagination(ctx context.Context) error {
 func (s *session) linkPagination(ctx context.Context) (bool, error) {
 	n := len(s.ids1)
 	pg := &s.res.Pagination
-	if link := upstream.NextLink(s.page1.header.Values("Link")); link != "" {
+	links := s.page1.header.Values("Link")
+	if link := upstream.NextLink(links); link != "" {
 		next, err := upstream.ResolveLink(s.page1.url, link)
 		if err != nil {
 			return true, notUnderstood("a Link rel=next header that is not a usable URL: "+err.Error(), "a valid next link")
@@ -193,7 +194,7 @@ func (s *session) linkPagination(ctx context.Context) (bool, error) {
 		}
 		return true, nil
 	}
-	if len(s.page1.header.Values("Link")) > 0 && strings.Contains(strings.ToLower(strings.Join(s.page1.header.Values("Link"), ",")), "rel=") {
+	if strings.Contains(strings.ToLower(strings.Join(links, ",")), "rel=") {
 		pg.Style = config.PaginationLink
 		s.note("pagination", "medium", "Link header without rel=\"next\" on the first page: the first page is also the last")
 		return true, nil
