@@ -99,7 +99,7 @@ func (s *session) childLink(base *url.URL, f, name string) (childLink, bool) {
 		if last := strings.ToLower(dir[strings.LastIndex(dir, "/")+1:]); last != name && !strings.HasSuffix(name, "_"+last) {
 			return l, false // the record's own URL, or one of its parent, not a collection
 		}
-		path, key, ok := templatePath(u.EscapedPath(), s.recs1[i], s.id)
+		path, key, ok := templatePath(u.EscapedPath(), rec, s.id)
 		if !ok || (i > 0 && (path != l.path || key != l.key)) {
 			return l, false
 		}
