@@ -583,19 +583,16 @@ func (c *checker) request(rp string, r *Resource) {
 	case !r.Post() && r.Body != nil:
 		c.report(bp, "only with method POST (a GET sends no body)")
 	}
-	missing := map[string]bool{
-		"{cursor}": r.Pagination.Style != PaginationCursor,
-		"{since}":  r.Delta == nil,
-		"{until}":  r.Delta == nil || r.Delta.Window == nil,
-	}
-	why := map[string]string{
-		"{cursor}": "pagination.style cursor",
-		"{since}":  "delta (the watermark it carries)",
-		"{until}":  "delta.window (the window end it carries)",
-	}
-	for _, ph := range sortedKeys(missing) {
-		if missing[ph] && BodyUses(r.Body, ph) {
-			c.report(bp, "uses %s, which needs %s", ph, why[ph])
+	for _, p := range []struct {
+		ph, needs string
+		missing   bool
+	}{
+		{"{cursor}", "pagination.style cursor", r.Pagination.Style != PaginationCursor},
+		{"{since}", "delta (the watermark it carries)", r.Delta == nil},
+		{"{until}", "delta.window (the window end it carries)", r.Delta == nil || r.Delta.Window == nil},
+	} {
+		if p.missing && BodyUses(r.Body, p.ph) {
+			c.report(bp, "uses %s, which needs %s", p.ph, p.needs)
 		}
 	}
 }

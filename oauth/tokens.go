@@ -67,10 +67,9 @@ type Config struct {
 
 // Tokens supplies one source's access tokens (upstream.Tokens).
 type Tokens struct {
-	cfg    Config
-	auth   *config.Auth
-	seal   *sealer
-	getenv func(string) string
+	cfg  Config
+	auth *config.Auth
+	seal *sealer
 	// sem lets one goroutine of the process at a time past the in-process
 	// token (a channel, not a mutex, so that waiting honours ctx).
 	sem chan struct{}
@@ -120,9 +119,9 @@ func New(cfg Config) (*Tokens, error) {
 	if a.GrantType == config.GrantRefreshToken && cfg.Store == nil {
 		return nil, fmt.Errorf("source %s: grant_type refresh_token needs the database, to store rotated refresh tokens", src.Name)
 	}
-	t := &Tokens{cfg: cfg, auth: a, getenv: cfg.Getenv, sem: make(chan struct{}, 1)}
-	if t.getenv == nil {
-		t.getenv = os.Getenv
+	t := &Tokens{cfg: cfg, auth: a, sem: make(chan struct{}, 1)}
+	if t.cfg.Getenv == nil {
+		t.cfg.Getenv = os.Getenv
 	}
 	if len(cfg.Key) > 0 {
 		s, err := newSealer(cfg.Key)
@@ -151,7 +150,7 @@ func New(cfg Config) (*Tokens, error) {
 func (t *Tokens) fingerprint() string {
 	a := t.auth
 	h := sha256.New()
-	for _, s := range []string{a.GrantType, a.TokenURL, t.getenv(a.ClientIDEnv), strings.Join(a.Scopes, " ")} {
+	for _, s := range []string{a.GrantType, a.TokenURL, t.cfg.Getenv(a.ClientIDEnv), strings.Join(a.Scopes, " ")} {
 		h.Write([]byte(s + "\x00"))
 	}
 	for _, k := range slices.Sorted(maps.Keys(a.TokenParams)) {
@@ -343,7 +342,7 @@ func (t *Tokens) cached(ctx context.Context) (token, error) {
 // refresh token it rotates before anything else.
 func (t *Tokens) refresh(ctx context.Context) (token, error) {
 	src := t.cfg.Source
-	g, err := request(t.auth, t.getenv)
+	g, err := request(t.auth, t.cfg.Getenv)
 	if err != nil {
 		return token{}, fmt.Errorf("source %s: %w", src.Name, err)
 	}
@@ -385,7 +384,7 @@ type refreshSeed struct{ token, sha string }
 // stored one descends from (an operator's re-seed).
 func (t *Tokens) refreshToken(ctx context.Context) (refreshSeed, error) {
 	src, env := t.cfg.Source.Name, t.auth.RefreshTokenEnv
-	fromEnv := t.getenv(env)
+	fromEnv := t.cfg.Getenv(env)
 	envSeed := refreshSeed{token: fromEnv, sha: sha256Hex(fromEnv)}
 	row, err := t.cfg.Store.OAuthToken(ctx, src)
 	switch {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -149,9 +150,7 @@ func FirstPosition(c *Client, res *config.Resource, extra url.Values, vars Vars)
 	pos := Position{Next: FirstURL(c, res, extra)}
 	if res.Post() {
 		pos.Vars = Vars{"cursor": nil, "limit": res.Pagination.Limit}
-		for k, v := range vars {
-			pos.Vars[k] = v
-		}
+		maps.Copy(pos.Vars, vars)
 	}
 	return pos
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/tidemark/tidemark/config"
@@ -62,9 +63,7 @@ func (vars Vars) MarshalJSON() ([]byte, error) {
 // are handed to other goroutines and never changed in place.
 func (vars Vars) with(name string, value any) Vars {
 	out := make(Vars, len(vars)+1)
-	for k, v := range vars {
-		out[k] = v
-	}
+	maps.Copy(out, vars)
 	out[name] = value
 	return out
 }

@@ -9,8 +9,10 @@ package oauthtest
 import (
 	"crypto/rand"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,11 +95,7 @@ func (s *Server) Authorized(r *http.Request) bool {
 func (s *Server) AccessTokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
-	for tok := range s.access {
-		out = append(out, tok)
-	}
-	return out
+	return slices.Collect(maps.Keys(s.access))
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
