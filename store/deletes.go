@@ -80,12 +80,8 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			return err
 		}
 		// Fenced like ApplyPage: the run that took over finishes the pass.
-		var status string
-		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, f.RunID).Scan(&status).Error; err != nil {
+		if err := fenceRun(tx, f.RunID); err != nil {
 			return err
-		}
-		if status != StatusRunning {
-			return fmt.Errorf("run %d: %w", f.RunID, ErrSuperseded)
 		}
 		pending, pendingArgs := pendingOf(f.Key, f.Partition)
 		seen, err := seenCount(tx, f.PassID)
