@@ -1,9 +1,7 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/tidemark/tidemark/store"
 )
@@ -27,14 +25,9 @@ func (s *Server) partitions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > partitionsPageMax {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want a whole number from 1 to %d", v, partitionsPageMax))
-			return
-		}
-		limit = n
+	limit, ok := rangeParam(w, q, "limit", 100, partitionsPageMax)
+	if !ok {
+		return
 	}
 	k := store.Key{Source: src.Name, Resource: res.Name}
 	page, err := s.store.Partitions(r.Context(), k, q.Get("after"), limit+1)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -108,6 +109,21 @@ type HistoryRun struct {
 	Requests int       `json:"requests"`
 }
 
+// rangeParam is the query parameter name as a whole number from 1 to max,
+// def when absent; a value out of range answers 400 and returns false.
+func rangeParam(w http.ResponseWriter, q url.Values, name string, def, max int) (int, bool) {
+	v := q.Get(name)
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: want a whole number from 1 to %d", name, v, max))
+		return 0, false
+	}
+	return n, true
+}
+
 // historyHoursMax bounds ?hours: probe_minutes keeps two days.
 const historyHoursMax = 48
 
@@ -116,14 +132,9 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if res == nil {
 		return
 	}
-	hours := 24
-	if v := r.URL.Query().Get("hours"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > historyHoursMax {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("hours=%q: want a whole number from 1 to %d", v, historyHoursMax))
-			return
-		}
-		hours = n
+	hours, ok := rangeParam(w, r.URL.Query(), "hours", 24, historyHoursMax)
+	if !ok {
+		return
 	}
 	k := store.Key{Source: src.Name, Resource: res.Name}
 	now := time.Now().UTC()

@@ -315,9 +315,11 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 	if err != nil {
 		return nil, err
 	}
-	parts, err := st.PartitionSummaries(ctx)
-	if err != nil {
-		return nil, err
+	var parts map[store.Key]store.PartitionSummary
+	if partitioned(conf) { // most configs have none: no query for them
+		if parts, err = st.PartitionSummaries(ctx); err != nil {
+			return nil, err
+		}
 	}
 	byKey := make(map[store.Key]*store.State, len(states))
 	for i := range states {
@@ -346,6 +348,13 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 		out = append(out, v)
 	})
 	return out, nil
+}
+
+// partitioned reports whether conf has a partitioned resource.
+func partitioned(conf *config.Config) bool {
+	found := false
+	conf.Each(func(_ *config.Source, res *config.Resource) { found = found || res.Partitioned() })
+	return found
 }
 
 func (s *Server) runs(w http.ResponseWriter, r *http.Request) {

@@ -334,7 +334,7 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 				WHERE source = ? AND resource = ? AND partition = ?`, nullJSON(cp), p.Source, p.Resource, p.Partition).Error; err != nil {
 				return fmt.Errorf("save partition checkpoint: %w", err)
 			}
-			stateCheckpoint, args = "", nil // the resource's is the walk's (store.SaveWalk)
+			stateCheckpoint, args = "", nil // the resource's is the walk's (FinishPartition)
 		}
 		if err := tx.Exec(`UPDATE sync_state SET `+stateCheckpoint+`updated_at = now(),
 			live_count = live_count + ?, live_xor = live_xor # ?,

@@ -80,14 +80,10 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			return err
 		}
 		// Fenced like ApplyPage: the run that took over finishes the pass.
-		var status string
-		if err := tx.Raw(`SELECT status FROM sync_runs WHERE id = ? FOR UPDATE`, f.RunID).Scan(&status).Error; err != nil {
+		if err := fenceRun(tx, f.RunID); err != nil {
 			return err
 		}
-		if status != StatusRunning {
-			return fmt.Errorf("run %d: %w", f.RunID, ErrSuperseded)
-		}
-		pendingScope, pendingArgs := inPartition(f.Key, f.Partition)
+		pending, pendingArgs := pendingOf(f.Key, f.Partition)
 		seen, err := seenCount(tx, f.PassID)
 		if err != nil {
 			return err
@@ -99,8 +95,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
 				return err
 			}
-		} else if err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
-			append([]any{f.Source, f.Resource}, pendingArgs...)...).Error; err != nil {
+		} else if err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending, pendingArgs...).Error; err != nil {
 			return err
 		}
 		if f.Partition != "" {
@@ -144,7 +139,7 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		return res, err
 	}
 	scope, scopeArgs := recordsInPartition(f.Partition)
-	pendingScope, pendingArgs := inPartition(k, f.Partition)
+	pending, pendingArgs := pendingOf(k, f.Partition)
 	if err := tx.Exec(`CREATE TEMP TABLE unseen ON COMMIT DROP AS
 		WITH seen AS MATERIALIZED (SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = ?)
 		SELECT r.external_id, r.updated_at FROM records r
@@ -166,14 +161,13 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 	switch {
 	case pol.Hold != "":
 		// Nothing is decided; records this read saw are not gone.
-		err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope+`
-			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, append([]any{k.Source, k.Resource}, pendingArgs...)...).Error
+		err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending+`
+			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, pendingArgs...).Error
 		if err != nil {
 			return res, err
 		}
 		var held int64
-		if err := tx.Raw(`SELECT count(*) FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
-			append([]any{k.Source, k.Resource}, pendingArgs...)...).Scan(&held).Error; err != nil {
+		if err := tx.Raw(`SELECT count(*) FROM pending_deletes p WHERE `+pending, pendingArgs...).Scan(&held).Error; err != nil {
 			return res, err
 		}
 		res.Held = int(held)
@@ -203,8 +197,7 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		return res, fmt.Errorf("tombstone unseen records: %w", err)
 	}
 	res.Deleted = len(tombstoned)
-	if err := tx.Exec(`DELETE FROM pending_deletes p WHERE p.source = ? AND p.resource = ?`+pendingScope,
-		append([]any{k.Source, k.Resource}, pendingArgs...)...).Error; err != nil {
+	if err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending, pendingArgs...).Error; err != nil {
 		return res, err
 	}
 	if keepPending {
@@ -293,14 +286,16 @@ func recordsInPartition(partition string) (string, []any) {
 	return ` AND r.partition <> '' AND r.partition = ?`, []any{partition}
 }
 
-// inPartition restricts a statement on pending_deletes (as p) to one
-// partition's records, as recordsInPartition.
-func inPartition(k Key, partition string) (string, []any) {
+// pendingOf is the condition that picks k's pending deletions (as p),
+// only those of one partition's records when partition is set (as
+// recordsInPartition), and its arguments.
+func pendingOf(k Key, partition string) (string, []any) {
 	if partition == "" {
-		return "", nil
+		return `p.source = ? AND p.resource = ?`, []any{k.Source, k.Resource}
 	}
-	return ` AND p.external_id IN (SELECT r.external_id FROM records r
-		WHERE r.source = ? AND r.resource = ? AND r.partition <> '' AND r.partition = ?)`, []any{k.Source, k.Resource, partition}
+	return `p.source = ? AND p.resource = ? AND p.external_id IN (SELECT r.external_id FROM records r
+		WHERE r.source = ? AND r.resource = ? AND r.partition <> '' AND r.partition = ?)`,
+		[]any{k.Source, k.Resource, k.Source, k.Resource, partition}
 }
 
 // heldExpr is how a run's deletes_held takes a read's held count: a

@@ -241,17 +241,6 @@ func (s *Store) FinishPartition(ctx context.Context, d PartitionDone) error {
 	return nil
 }
 
-// SaveWalk stores a resource's walk checkpoint (where a crashed run's walk
-// of its partitions resumes).
-func (s *Store) SaveWalk(ctx context.Context, k Key, full bool, walk json.RawMessage) error {
-	err := s.db.WithContext(ctx).Model(&State{}).Where("source = ? AND resource = ?", k.Source, k.Resource).
-		Updates(map[string]any{checkpointColumn(full): nullJSON(walk), "updated_at": gorm.Expr("now()")}).Error
-	if err != nil {
-		return fmt.Errorf("save the partition walk of %s: %w", k, err)
-	}
-	return nil
-}
-
 func checkpointColumn(full bool) string {
 	if full {
 		return "full_checkpoint"

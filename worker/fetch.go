@@ -304,6 +304,16 @@ type run struct {
 // counts are a fetch's record counts, for its summary line.
 type counts struct{ fetched, created, updated, deleted, quarantined, held int }
 
+// add adds o's counts to c's.
+func (c *counts) add(o counts) {
+	c.fetched += o.fetched
+	c.created += o.created
+	c.updated += o.updated
+	c.deleted += o.deleted
+	c.quarantined += o.quarantined
+	c.held += o.held
+}
+
 // basis is what a resource's watermark and stored ids were made under: a
 // change in the config of either must not strand them.
 type basis struct {

@@ -245,12 +245,7 @@ func (f *run) readPartition(ctx context.Context, pt partition) error {
 
 // absorb adds a partition's counts, requests and notes to the run's.
 func (f *run) absorb(pf *run) {
-	f.n.fetched += pf.n.fetched
-	f.n.created += pf.n.created
-	f.n.updated += pf.n.updated
-	f.n.deleted += pf.n.deleted
-	f.n.quarantined += pf.n.quarantined
-	f.n.held += pf.n.held
+	f.n.add(pf.n)
 	f.requests += pf.requests
 	f.quarantining = f.quarantining || pf.quarantining
 	if rs := pf.cp.ReadStart; !rs.IsZero() && (f.cp.ReadStart.IsZero() || rs.Before(f.cp.ReadStart)) {

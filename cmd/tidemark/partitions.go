@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,9 @@ func printPartitionSummaries(e env, views []server.ResourceView, now time.Time) 
 	}
 }
 
+// partitionsPage is how many partitions printPartitions reads at a time.
+const partitionsPage = 500
+
 // printPartitions lists every partition of the partitioned resources
 // shown, a keyset page at a time.
 func printPartitions(e env, st *store.Store, views []server.ResourceView) error {
@@ -39,7 +43,7 @@ func printPartitions(e env, st *store.Store, views []server.ResourceView) error 
 		fmt.Fprintln(tw, "PARTITION\tRECORDS\tLAST SYNC\tWATERMARK\tETAG\tLAST RUN\tERROR")
 		k := store.Key{Source: v.Source, Resource: v.Resource}
 		for after := ""; ; {
-			page, err := st.Partitions(e.ctx, k, after, 500)
+			page, err := st.Partitions(e.ctx, k, after, partitionsPage)
 			if err != nil {
 				return err
 			}
@@ -51,9 +55,9 @@ func printPartitions(e env, st *store.Store, views []server.ResourceView) error 
 				if p.LastRunID != nil {
 					run = fmt.Sprint(*p.LastRunID)
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Partition, p.Records, last, or(p.Watermark), or(p.ETag), run, or(oneLine(p.LastError)))
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Partition, p.Records, last, cmp.Or(p.Watermark, "-"), cmp.Or(p.ETag, "-"), run, cmp.Or(oneLine(p.LastError), "-"))
 			}
-			if len(page) < 500 {
+			if len(page) < partitionsPage {
 				break
 			}
 			after = page[len(page)-1].Partition
@@ -61,11 +65,4 @@ func printPartitions(e env, st *store.Store, views []server.ResourceView) error 
 		tw.Flush()
 	}
 	return nil
-}
-
-func or(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
