@@ -143,7 +143,7 @@ var meta = map[string]keyMeta{
 	"Delta.Overlap":   {rule: ">= 0; 0 with format number", example: "overlap: 5s"},
 	"Delta.ClockSkew": {rule: ">= 0", example: "clock_skew: 30s"},
 
-	"Resource.Parent":     {rule: "not with partitions; path names {parent.FIELD} or {partition}; probe strategy none", example: "parent: {resource: repos, key: full_name, changed_only: true}"},
+	"Resource.Parent":     {rule: "not with partitions; path or POST body names {parent.FIELD} or {partition}; probe strategy none", example: "parent: {resource: repos, changed_only: true}"},
 	"Resource.Partitions": {rule: "unique, not empty; not with parent; path names {partition}; probe strategy none", example: "partitions: [eu, us, apac]"},
 
 	"Parent.Resource":         {required: "yes", rule: "a resource of the same source; not this one, no cycle", example: "resource: repos"},
