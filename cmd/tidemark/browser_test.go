@@ -440,6 +440,21 @@ func quietProbesHidden(t *testing.T, ctx context.Context) {
 	waitPage(t, ctx, 10*time.Second, "successful probe runs after the toggle", quiet+` > 0`)
 	click(t, ctx, "hide successful probes", "#show-unchanged")
 	waitPage(t, ctx, 10*time.Second, "successful probe runs hidden again", quiet+` === 0`)
+
+	// Toggled on and off quickly, with the answer to "on" slower than the
+	// answer to "off" (as it was once in CI): the stale answer must not
+	// draw over the newer one.
+	eval[bool](t, ctx, `(() => { const real = window.fetch; window.slowAnswers = 0;
+		window.fetch = async (url, opts) => { const res = await real(url, opts);
+		  if (String(url).includes("/api/runs?limit=25")) { await new Promise(r => setTimeout(r, 700)); window.slowAnswers++; }
+		  return res; };
+		return true; })()`)
+	jsClick(t, ctx, "show successful probes", "#show-unchanged")
+	jsClick(t, ctx, "hide successful probes", "#show-unchanged")
+	waitPage(t, ctx, 10*time.Second, "the slow answer to the first toggle", `window.slowAnswers >= 1`)
+	if n := eval[int](t, ctx, quiet); n != 0 {
+		t.Errorf("after a quick show-then-hide, the runs list shows %d successful probe runs: a stale answer drew over the newer one", n)
+	}
 }
 
 // driftOfTheLastFullSync: the drift column shows the last full sync's drift.
