@@ -33,12 +33,17 @@ type Config struct {
 	// FreshChanges is how many upstream changes workload 6 times to SSE.
 	// Default 200 (60 with Quick).
 	FreshChanges int
-	// ScheduleResources is the larger schedule of workload 8; the smaller
-	// is a tenth of it. Default 10,000 (2,000 with Quick).
+	// ScheduleResources is the largest schedule of workload 8; the others
+	// are a tenth and a hundredth of it (at least 100). Default 100,000
+	// (2,000 with Quick).
 	ScheduleResources int
 	// Parents is how many parent records workload 9's parent-child sync
 	// has. Default 10,000 (2,000 with Quick).
 	Parents int
+	// Reps is how many times each side of a wall-clock ratio is measured,
+	// interleaved, in one run; the table shows the median and the range.
+	// Default 3.
+	Reps int
 	// Quick scales every workload down to a smoke run of under two minutes.
 	Quick bool
 	// Workloads selects workloads by number ("1,4"); empty runs all. 2, 3
@@ -81,8 +86,9 @@ func (c *Config) setDefaults() {
 	c.Day = cmp.Or(c.Day, 3*time.Minute)
 	c.DayRecords = cmp.Or(c.DayRecords, 10_000)
 	c.FreshChanges = cmp.Or(c.FreshChanges, 200)
-	c.ScheduleResources = cmp.Or(c.ScheduleResources, 10_000)
+	c.ScheduleResources = cmp.Or(c.ScheduleResources, 100_000)
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
+	c.Reps = cmp.Or(c.Reps, 3)
 	c.AdminDatabaseURL = cmp.Or(c.AdminDatabaseURL, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	c.RedisAddr = cmp.Or(c.RedisAddr, "127.0.0.1:6379")
 }
@@ -242,7 +248,7 @@ func Run(ctx context.Context, cfg Config, flags string, log io.Writer) (*Report,
 		return nil, err
 	}
 	defer e.redis.release(context.WithoutCancel(ctx))
-	e.logf("using Redis db %d, Postgres %s", e.redis.n, redactURL(cfg.AdminDatabaseURL))
+	e.logf("using Redis db %d, Postgres %s (databases %s*)", e.redis.n, redactURL(cfg.AdminDatabaseURL), databasePrefix)
 
 	loadStart := loadAvg()
 	var errs []error

@@ -229,3 +229,74 @@ func TestBarePollLatencies(t *testing.T) {
 		t.Errorf("latencies %v, %d missed; want [710ms], 2 missed", lat, missed)
 	}
 }
+
+// A figure taken three times is reported by its median and range, and the
+// median repetition's details stand for the run.
+func TestSpread(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		in     spread
+		median float64
+		at     int
+		shown  string
+	}{
+		{"three", spread{27.4, 25.0, 31.2}, 27.4, 0, "27.4 s (25.0 s–31.2 s)"},
+		{"median last", spread{3, 1, 2}, 2, 2, "2.0 s (1.0 s–3.0 s)"},
+		{"one", spread{7}, 7, 0, "7.0 s"},
+		{"even", spread{4, 1, 2, 3}, 2.5, 2, "2.5 s (1.0 s–4.0 s)"},
+		{"ties", spread{5, 5, 1}, 5, 0, "5.0 s (1.0 s–5.0 s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := tc.in.median(); got != tc.median {
+				t.Errorf("median %v, want %v", got, tc.median)
+			}
+			if got := tc.in.medianAt(); got != tc.at {
+				t.Errorf("medianAt %d, want %d", got, tc.at)
+			}
+			if got := tc.in.format(inSecs); got != tc.shown {
+				t.Errorf("format %q, want %q", got, tc.shown)
+			}
+		})
+	}
+	if got := (spread{}).format(inSecs); got != "n/a" {
+		t.Errorf("no repetitions shown as %q", got)
+	}
+}
+
+// Ratios pair the repetitions taken in turn: A[i] with B[i], not the
+// median of one side with the median of the other.
+func TestPairRatios(t *testing.T) {
+	t.Parallel()
+	a, b := durations([]time.Duration{30 * time.Second, 20 * time.Second, 40 * time.Second}), spread{10, 10, 0}
+	got := pairRatios(a, b)
+	if want := (spread{3, 2, 0}); !slices.Equal(got, want) {
+		t.Errorf("pairRatios = %v, want %v", got, want)
+	}
+	if got.format(inTimes) != "2.00x (0.00x–3.00x)" {
+		t.Errorf("shown as %q", got.format(inTimes))
+	}
+}
+
+// Workload 8 runs a hundredth, a tenth and all of the largest schedule,
+// never less than one source's worth.
+func TestScheduleSizes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   Config
+		want []int
+	}{
+		{Config{}, []int{1_000, 10_000, 100_000}},
+		{Config{Quick: true}, []int{100, 200, 2_000}},
+	} {
+		c := tc.in
+		c.setDefaults()
+		if got := c.scheduleSizes(); !slices.Equal(got, tc.want) {
+			t.Errorf("quick=%v: sizes %v, want %v", tc.in.Quick, got, tc.want)
+		}
+		if c.Reps != 3 {
+			t.Errorf("quick=%v: %d repetitions, want 3", tc.in.Quick, c.Reps)
+		}
+	}
+}

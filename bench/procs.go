@@ -243,9 +243,14 @@ type database struct {
 	admin string
 }
 
-// createDatabase (re)creates tidemark_bench_<suffix> and migrates it.
+// databasePrefix begins the name of every database this run creates: the
+// process id keeps two runs on one Postgres (two people, or a run and a
+// run of an older checkout) from dropping each other's databases.
+var databasePrefix = fmt.Sprintf("tidemark_bench_%d_", os.Getpid())
+
+// createDatabase (re)creates tidemark_bench_<pid>_<suffix> and migrates it.
 func createDatabase(ctx context.Context, adminURL, suffix string) (*database, error) {
-	name := "tidemark_bench_" + suffix
+	name := databasePrefix + suffix
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Postgres at %s: %w", redactURL(adminURL), err)

@@ -90,6 +90,9 @@ func (st State) ProbeInterval(def time.Duration) time.Duration {
 // TableName maps State to sync_state.
 func (State) TableName() string { return "sync_state" }
 
+// ensureStatesBatch is how many state rows EnsureStates inserts a statement.
+const ensureStatesBatch = 5000
+
 // EnsureStates creates the state rows of resources that have none yet. Rows of
 // resources no longer configured are left alone (their history stays).
 func (s *Store) EnsureStates(ctx context.Context, keys []Key) error {
@@ -101,8 +104,10 @@ func (s *Store) EnsureStates(ctx context.Context, keys []Key) error {
 	for i, k := range keys {
 		rows[i] = State{Source: k.Source, Resource: k.Resource, UpdatedAt: now}
 	}
+	// In batches: Postgres takes at most 65,535 parameters a statement,
+	// three a row here, and a config may have 100,000 resources.
 	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).
-		Select("source", "resource", "updated_at").Create(&rows).Error
+		Select("source", "resource", "updated_at").CreateInBatches(&rows, ensureStatesBatch).Error
 	if err != nil {
 		return fmt.Errorf("ensure sync state rows: %w", err)
 	}

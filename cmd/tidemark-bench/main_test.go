@@ -31,3 +31,15 @@ func TestPartialRunKeepsResults(t *testing.T) {
 		t.Error("an unexpected argument was accepted")
 	}
 }
+
+// -reps sets how many times each side of a wall-clock ratio is measured.
+func TestRepsFlag(t *testing.T) {
+	t.Parallel()
+	c, err := parse([]string{"-reps", "5", "-quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reps != 5 || !c.Quick {
+		t.Errorf("reps %d, quick %v; want 5, true", c.Reps, c.Quick)
+	}
+}
