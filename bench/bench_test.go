@@ -246,6 +246,7 @@ func TestSpread(t *testing.T) {
 		{"one", spread{7}, 7, 0, "7.0 s"},
 		{"even", spread{4, 1, 2, 3}, 2.5, 2, "2.5 s (1.0 s–4.0 s)"},
 		{"ties", spread{5, 5, 1}, 5, 0, "5.0 s (1.0 s–5.0 s)"},
+		{"all alike", spread{500, 500, 500}, 500, 1, "500.0 s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -67,15 +67,15 @@ func pairRatios(a, b spread) spread {
 	return out
 }
 
-// format renders the median and, for more than one repetition, the range:
-// "27.1 (26.5–28.0)", each value through unit.
+// format renders the median and, when the repetitions differ, the range:
+// "27.1 s (26.5 s–28.0 s)", each value through unit.
 func (s spread) format(unit func(float64) string) string {
 	if len(s) == 0 {
 		return "n/a"
 	}
 	m := unit(s.median())
-	if len(s) == 1 {
-		return m
+	if slices.Min(s) == slices.Max(s) {
+		return m // one repetition, or all alike
 	}
 	return fmt.Sprintf("%s (%s–%s)", m, unit(slices.Min(s)), unit(slices.Max(s)))
 }
