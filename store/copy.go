@@ -46,6 +46,13 @@ var (
 // by the upsert, which handles every case. Nothing is lost and nothing
 // fails: the worst case costs a refused COPY.
 //
+// The savepoint is not released: the rest of the page's transaction runs
+// inside it (after a rollback to it too), so every row the page writes,
+// its records, audit rows and outbox event alike, carries the one
+// transaction id the page's first write took (the simulator's audit check
+// groups a page's rows by it), and a round trip is saved; commit ends it
+// with the transaction.
+//
 // Each record is audited as created, unless p.SummarizeCreates (the run's
 // initial_load row counts them instead).
 func copyNew(ctx context.Context, conn *sql.Conn, p Page, records []Record) (changes []change, ok bool, err error) {
@@ -59,11 +66,7 @@ func copyNew(ctx context.Context, conn *sql.Conn, p Page, records []Record) (cha
 			_, err = pg.Exec(ctx, `ROLLBACK TO SAVEPOINT copy_page`)
 			return err
 		}
-		if err != nil {
-			return err
-		}
-		ok = true
-		_, err = pg.Exec(ctx, `RELEASE SAVEPOINT copy_page`)
+		ok = err == nil
 		return err
 	})
 	if err != nil || !ok {
