@@ -66,6 +66,14 @@ func TestCopiedPageIsStoredLikeAnUpserted(t *testing.T) {
 	if a := audit(t, s); a["created"] != 200 || len(a) != 1 {
 		t.Fatalf("audit rows %v, want 200 created", a)
 	}
+	// Each page's rows carry its transaction's one id (the simulator ties
+	// an event to the audit rows of its transaction by it).
+	var xids int
+	s.DB().Raw(`SELECT count(DISTINCT x) FROM (SELECT xmin::text AS x FROM records UNION ALL
+		SELECT xmin::text FROM record_changes UNION ALL SELECT xmin::text FROM outbox) w`).Scan(&xids)
+	if xids != 2 {
+		t.Fatalf("the two pages' records, audit rows and events carry %d transaction ids, want 2", xids)
+	}
 	// The version hash kept per page equals one computed from the table.
 	vh, err := s.VersionHash(ctx, key)
 	if err != nil {
