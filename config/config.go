@@ -192,6 +192,8 @@ type Resource struct {
 	Delta *Delta `yaml:"delta"`
 	// FullSync is the periodic safety-net read of everything.
 	FullSync FullSync `yaml:"full_sync"`
+	// Audit says what the audit trail (record_changes) keeps of this resource.
+	Audit Audit `yaml:"audit"`
 	// Parent makes this a child resource: it is read once per live record
 	// of another resource of the same source (a partition per parent), with
 	// {parent.FIELD} in path (and a POST body) replaced by that record's field. Each
@@ -445,6 +447,23 @@ type FullSync struct {
 	// for cursor and none pagination, 2 for page, offset, link and next_url.
 	DeleteAfterReads int `yaml:"delete_after_reads"`
 }
+
+// Audit says what record_changes keeps of a resource. Updates and
+// deletions are always audited one row per record.
+type Audit struct {
+	// InitialLoad is summary | records. The resource's first load (every
+	// page applied before its first successful fetch) writes one
+	// initial_load row per run with its count and the version hash
+	// (summary), or one created row per record (records). Records created
+	// later are always audited one by one. Default "summary".
+	InitialLoad string `yaml:"initial_load"`
+}
+
+// Audit.InitialLoad values.
+const (
+	InitialLoadSummary = "summary"
+	InitialLoadRecords = "records"
+)
 
 // ViewName is the name of the resource's typed view: {source}_{resource}.
 func ViewName(source, resource string) string { return source + "_" + resource }

@@ -452,6 +452,8 @@ func TestValidation(t *testing.T) {
 			[]string{`8: sources[0].resources[0].ignore_fields[0]: invalid dotted path "meta..id"`}},
 		{"priority", minimalWith(8, "priority: urgent"),
 			[]string{`8: sources[0].resources[0].priority: unknown priority "urgent" (want critical | default | low)`}},
+		{"audit.initial_load", minimalWith(8, "audit: {initial_load: none}"),
+			[]string{`8: sources[0].resources[0].audit.initial_load: unknown value "none" (want summary | records)`}},
 		{"rate_limit_headers", minimalWith(4, "rate_limit_headers: honor"),
 			[]string{`4: sources[0].rate_limit_headers: unknown value "honor" (want honour | ignore)`}},
 		{"freshness negative", minimalWith(8, "freshness: -5s"),

@@ -101,6 +101,7 @@ func (r *Resource) setDefaults() {
 		v := defaultDeleteWithParent
 		pa.DeleteWithParent = &v
 	}
+	r.Audit.InitialLoad = cmp.Or(r.Audit.InitialLoad, InitialLoadSummary)
 	fs := &r.FullSync
 	fs.Every = cmp.Or(fs.Every, defaultFullSyncEvery)
 	fs.MaxDeleteFraction = cmp.Or(fs.MaxDeleteFraction, defaultMaxDelete)

@@ -105,6 +105,8 @@ var meta = map[string]keyMeta{
 	"Resource.Probe":        {dflt: "strategy none", example: "probe: {strategy: etag, method: HEAD, every: 5s, max_every: 1m}"},
 	"Resource.Delta":        {dflt: "none: every change triggers a full read", example: "delta: {param: updated_since, field: updated_at, format: rfc3339, overlap: 5s}"},
 	"Resource.FullSync":     {example: "full_sync: {every: 24h, detect_deletes: true}"},
+	"Resource.Audit":        {example: "audit: {initial_load: records}"},
+	"Audit.InitialLoad":     {example: "initial_load: records"},
 	"Resource.OnStatus":     {rule: "keys: HTTP statuses 400-599 except 429; values: empty | fail | retry", example: "on_status: {404: empty, 410: empty, 403: fail}"},
 
 	"Records.Path": {dflt: `"" (the body is the array)`, rule: "dotted path", example: "path: data.items"},
@@ -177,6 +179,7 @@ var enums = map[string][]string{
 	"Webhook.Events":        Events,
 
 	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
+	"Audit.InitialLoad":       {InitialLoadSummary, InitialLoadRecords},
 	// The types of view columns, the values of the field_types mapping.
 	"Resource.FieldTypes": ViewTypes,
 }

@@ -6,6 +6,8 @@ package config
 // fields ("Source.Name"): reflection cannot read comments, and the binary
 // has no sources to parse.
 var fieldDocs = map[string]string{
+	"Audit":                      "Audit says what record_changes keeps of a resource. Updates and deletions are always audited one row per record.",
+	"Audit.InitialLoad":          "InitialLoad is summary | records. The resource's first load (every page applied before its first successful fetch) writes one initial_load row per run with its count and the version hash (summary), or one created row per record (records). Records created later are always audited one by one. Default \"summary\".",
 	"Auth":                       "Auth says how to authenticate to a source. Secrets are read from the environment or a file at request time, never stored in the config.",
 	"Auth.AuthStyle":             "AuthStyle is how the client id and secret reach the token endpoint: body (form parameters client_id and client_secret) or basic (an HTTP Basic Authorization header, RFC 6749 section 2.3.1). Default body.",
 	"Auth.ClientIDEnv":           "ClientIDEnv names the environment variable holding the OAuth2 client id (type oauth2).",
@@ -77,6 +79,7 @@ var fieldDocs = map[string]string{
 	"Records.Item":               "Item is the dotted path of the record inside each element of the array, for arrays that wrap their records (GraphQL connections' edges: item node). id, fields, ignore_fields and delta.field are then read inside it. Default \"\": the element is the record.",
 	"Records.Path":               "Path is the dotted path of the array in the body; \"\" means the body is the array.",
 	"Resource":                   "Resource is one collection inside a source.",
+	"Resource.Audit":             "Audit says what the audit trail (record_changes) keeps of this resource.",
 	"Resource.Body":              "Body is the JSON object a POST sends, as a template: a string that is exactly \"{cursor}\", \"{since}\", \"{until}\" or \"{limit}\" becomes that value as JSON (the cursor is null on a read's first page, the limit a number), and inside a longer string each is replaced by its text (JSON-escaped). {since} is the delta's lower bound in its format; a read without one (a full read, a first sync without delta.start) has null as a whole value, and the start of time (1970, or 0) inside a longer string. {until} is a delta window's end. Only with method POST. Default none.",
 	"Resource.Delta":             "Delta, when set, lets a fetch ask only for records changed since the watermark.",
 	"Resource.FieldTypes":        "FieldTypes declares the type of view columns {column: type}, each text | numeric | boolean | timestamptz | jsonb: a name of fields, or without fields a top-level key of the records. Default: inferred from the newest records when the view is made.",

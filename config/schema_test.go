@@ -185,6 +185,7 @@ func TestSchemaEnums(t *testing.T) {
 
 		"Source.RateLimitHeaders": {"rate_limit_headers", "    rate_limit_headers: %s\n"},
 		"Resource.FieldTypes":     {"field_types.a", "        field_types: {a: %s}\n"},
+		"Audit.InitialLoad":       {"audit.initial_load", "        audit: {initial_load: %s}\n"},
 	}
 	for id, values := range enums {
 		where, ok := at[id]

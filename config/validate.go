@@ -437,6 +437,9 @@ func (c *checker) resource(rp string, r *Resource) {
 	if n := r.FullSync.DeleteAfterReads; n != 1 && n != 2 || c.zeros[join(fp, "delete_after_reads")] {
 		c.report(join(fp, "delete_after_reads"), "must be 1 or 2")
 	}
+	if il := r.Audit.InitialLoad; !oneOf(il, InitialLoadSummary, InitialLoadRecords) {
+		c.report(join(join(rp, "audit"), "initial_load"), "unknown value %q (want %s)", il, choices(InitialLoadSummary, InitialLoadRecords))
+	}
 }
 
 func (c *checker) pagination(pp string, p *Pagination) {

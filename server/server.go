@@ -246,6 +246,10 @@ type ResourceView struct {
 	// Partitions rolls up a partitioned resource's partitions (config
 	// parent or partitions); absent for others.
 	Partitions *store.PartitionSummary `json:"partitions,omitempty"`
+	// FirstLoad is the resource's first load as its audit trail
+	// summarizes it (audit.initial_load: summary); absent when it was
+	// audited per record or has not begun.
+	FirstLoad *store.FirstLoad `json:"first_load,omitempty"`
 }
 
 // Health values of a ResourceView.
@@ -315,6 +319,10 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 	if err != nil {
 		return nil, err
 	}
+	firstLoads, err := st.FirstLoads(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var parts map[store.Key]store.PartitionSummary
 	if partitioned(conf) { // most configs have none: no query for them
 		if parts, err = st.PartitionSummaries(ctx); err != nil {
@@ -339,6 +347,9 @@ func Resources(ctx context.Context, conf *config.Config, st *store.Store) ([]Res
 			if v.State.Paused {
 				v.Cause.Next = fmt.Sprintf("paused: nothing runs until `tidemark resume %s/%s`", src.Name, res.Name)
 			}
+		}
+		if fl, ok := firstLoads[k]; ok {
+			v.FirstLoad = &fl
 		}
 		if res.Partitioned() {
 			sum := parts[k]

@@ -60,6 +60,11 @@ type Page struct {
 	// records are stored under it, and its checkpoint is the partition's
 	// (sync_partitions), not the resource's.
 	Partition string
+	// SummarizeCreates: the page belongs to its resource's first load,
+	// audited as a summary (config audit.initial_load): the records it
+	// creates get no created row each; the run's one initial_load row
+	// counts them (summarizeCreates). Updates are audited as always.
+	SummarizeCreates bool
 }
 
 // Rejected is a record that cannot be stored, with the reason.
@@ -116,7 +121,8 @@ type RecordsQuarantined struct {
 
 // upsertPageSQL applies a page in one statement: it upserts every record
 // whose content hash differs from the stored one (or that was tombstoned),
-// bumps version only then, and writes one record_changes row per real change.
+// bumps version only then, and writes one record_changes row per real change
+// (creations only when $8 is false: see Page.SummarizeCreates).
 // Unchanged records are not written at all. A single set-based statement
 // (rather than GORM's per-row upserts) keeps a 1000-record page to one round
 // trip. The records arrive as three parallel text arrays ($1 ids, $2
@@ -159,25 +165,31 @@ up AS (
 	    partition = EXCLUDED.partition
 	WHERE r.content_hash <> EXCLUDED.content_hash OR r.deleted_at IS NOT NULL
 	RETURNING r.external_id, r.content_hash, r.payload
+),
+changes AS (
+	SELECT up.external_id, up.content_hash AS new_hash, up.payload,
+		CASE WHEN old.external_id IS NULL OR old.deleted_at IS NOT NULL THEN 'created' ELSE 'updated' END AS op,
+		CASE WHEN old.deleted_at IS NULL THEN old.content_hash END AS old_hash
+	FROM up LEFT JOIN old ON old.external_id = up.external_id
+),
+audit AS (
+	INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash, new_hash, changed_fields)
+	SELECT $4, $5, c.external_id, $6, c.op, c.old_hash, c.new_hash,
+		CASE WHEN c.op = 'updated' THEN (
+			-- The whole statement reads one snapshot: this lookup sees the
+			-- payload as it was before "up" changed it. Looked up only for
+			-- updates, rather than carried in "old" for every record.
+			SELECT array_agg(key ORDER BY key)
+			FROM jsonb_each(c.payload) n FULL JOIN jsonb_each((
+				SELECT p.payload FROM records p
+				WHERE p.source = $4 AND p.resource = $5 AND p.external_id = c.external_id
+			)) o USING (key)
+			WHERE n.value IS DISTINCT FROM o.value
+		) END
+	FROM changes c
+	WHERE c.op = 'updated' OR NOT $8::boolean
 )
-INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash, new_hash, changed_fields)
-SELECT $4, $5, up.external_id, $6,
-	CASE WHEN old.external_id IS NULL OR old.deleted_at IS NOT NULL THEN 'created' ELSE 'updated' END,
-	CASE WHEN old.deleted_at IS NULL THEN old.content_hash END,
-	up.content_hash,
-	CASE WHEN old.external_id IS NOT NULL AND old.deleted_at IS NULL THEN (
-		-- The whole statement reads one snapshot: this lookup sees the
-		-- payload as it was before "up" changed it. Looked up only for
-		-- updates, rather than carried in "old" for every record.
-		SELECT array_agg(key ORDER BY key)
-		FROM jsonb_each(up.payload) n FULL JOIN jsonb_each((
-			SELECT p.payload FROM records p
-			WHERE p.source = $4 AND p.resource = $5 AND p.external_id = up.external_id
-		)) o USING (key)
-		WHERE n.value IS DISTINCT FROM o.value
-	) END
-FROM up LEFT JOIN old ON old.external_id = up.external_id
-RETURNING op, external_id, old_hash, new_hash`
+SELECT op, external_id, old_hash, new_hash FROM changes`
 
 // ApplyPage applies one page of records with its run counters, checkpoint and
 // outbox event in a single transaction. Applying the same page again changes
@@ -231,7 +243,7 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 			ids = append(ids, a.ExternalID)
 		}
 	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.pageTx(ctx, func(tx *gorm.DB, conn *sql.Conn) error {
 		// Both page statements are prepared once per connection; their
 		// generic plans (a primary-key lookup per record) are as good as
 		// any, while a custom plan cost ~3 ms of planning per page. The
@@ -244,7 +256,7 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		var changes []change
 		if len(records) > 0 {
 			var err error
-			if changes, err = upsertDiffering(ctx, tx, p, records, stored, hashes); err != nil {
+			if changes, err = upsertDiffering(ctx, tx, conn, p, records, stored, hashes); err != nil {
 				return fmt.Errorf("upsert records: %w", err)
 			}
 		}
@@ -343,6 +355,11 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 			WHERE source = ? AND resource = ?`, append(args, live.count, live.xor, quarantineTouched, p.Source, p.Resource)...).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
 		}
+		if p.SummarizeCreates && res.Created > 0 {
+			if err := summarizeCreates(ctx, tx, p, res.Created); err != nil {
+				return fmt.Errorf("audit the first load: %w", err)
+			}
+		}
 		if len(changes) > 0 {
 			if err := writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
 				Source: p.Source, Resource: p.Resource, RunID: p.RunID,
@@ -389,18 +406,27 @@ WHERE r.content_hash IS DISTINCT FROM i.hash OR r.deleted_at IS NOT NULL`
 // payloads of the differing records only: an unchanged resync then ships
 // and decodes no payload at all (with this, `tidemark-bench --workloads 2`
 // went from 14.2 to 10.3 s for 1M records). A page that expects its records
-// changed skips the comparison and sends them all.
+// changed skips the comparison and sends them all. A page whose records
+// all differ is most likely all new (a first load): it is copied (copyNew),
+// and upserted only when that finds a record already stored.
 //
 // Both statements run on the transaction's connection directly: GORM would
 // expand the []string arguments into lists of scalars, where pgx sends each
 // as one text[] in binary.
-func upsertDiffering(ctx context.Context, tx *gorm.DB, p Page, records []Record, ids, hashes []string) ([]change, error) {
+func upsertDiffering(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p Page, records []Record, ids, hashes []string) ([]change, error) {
+	allDiffer := true
 	if !p.ExpectChanged {
 		differ, err := differing(ctx, tx, p, ids, hashes)
 		if err != nil || len(differ) == 0 {
 			return nil, err
 		}
+		allDiffer = len(differ) == len(records)
 		ids, hashes, records = pick(ids, differ), pick(hashes, differ), pick(records, differ)
+	}
+	if allDiffer {
+		if changes, copied, err := copyNew(ctx, conn, p, records); err != nil || copied {
+			return changes, err
+		}
 	}
 	payloads := make([]string, len(records))
 	for i, r := range records {
@@ -439,7 +465,7 @@ func pick[T any](s []T, idx []int) []T {
 
 // upsert runs upsertPageSQL for the given records.
 func upsert(ctx context.Context, tx *gorm.DB, p Page, ids, payloads, hashes []string) ([]change, error) {
-	rows, err := tx.Statement.ConnPool.QueryContext(ctx, upsertPageSQL, ids, payloads, hashes, p.Source, p.Resource, p.RunID, p.Partition)
+	rows, err := tx.Statement.ConnPool.QueryContext(ctx, upsertPageSQL, ids, payloads, hashes, p.Source, p.Resource, p.RunID, p.Partition, p.SummarizeCreates)
 	if err != nil {
 		return nil, err
 	}

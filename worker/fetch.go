@@ -290,6 +290,9 @@ type run struct {
 	// is its name; walk is a partitioned run's position among them
 	// (partitions.go).
 	partition string
+	// summarizeCreates: the run belongs to its resource's first load,
+	// audited as a summary (firstLoadSummarized).
+	summarizeCreates bool
 	// partitionVars are the partition's {partition} and {parent.FIELD}
 	// values, for a POST body.
 	partitionVars  map[string]string
@@ -349,6 +352,7 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 		return nil, err
 	}
 	f.st = st
+	f.summarizeCreates = firstLoadSummarized(res, st)
 	f.checkBasis()
 	f.mode = jobs.ModeFor(res, p.Mode == jobs.ModeFull || f.rekey)
 
@@ -679,7 +683,7 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	// so the store calls back.
 	var stored checkpoint
 	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
-		ExpectChanged: *expectChanged, Quarantined: f.quarantining, Partition: f.partition,
+		ExpectChanged: *expectChanged, Quarantined: f.quarantining, Partition: f.partition, SummarizeCreates: f.summarizeCreates,
 		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
 		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
 			stored = next

@@ -223,7 +223,7 @@ func (f *run) readPartition(ctx context.Context, pt partition) error {
 	res := *f.res
 	res.Path = path
 	pf := &run{h: f.h, p: f.p, src: f.src, res: &res, key: f.key, client: f.client, began: time.Now(), mode: f.mode,
-		row: f.row, basis: f.basis, ignoreMark: f.ignoreMark, rekey: f.rekey, quarantining: f.quarantining,
+		row: f.row, basis: f.basis, ignoreMark: f.ignoreMark, rekey: f.rekey, quarantining: f.quarantining, summarizeCreates: f.summarizeCreates,
 		progress: f.progress, partition: pt.name, partitionVars: pt.values,
 		st: store.State{Watermark: ps.Watermark, Checkpoint: ps.Checkpoint, FullCheckpoint: ps.FullCheckpoint}}
 	err = pf.setCheckpoint(ctx)

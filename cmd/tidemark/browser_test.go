@@ -517,11 +517,15 @@ func resourcePage(t *testing.T, ctx context.Context, f *demoFleet) {
 	t.Helper()
 	jsClick(t, ctx, "the resource's link", `#resources tr[data-key="demo/settlements"] a.res`)
 	waitPage(t, ctx, 10*time.Second, "the resource page", `location.pathname === "/resources/demo/settlements"`)
-	waitPage(t, ctx, 20*time.Second, "four charts drawn, the cause shown", `(() => {
+	// The first load (audit.initial_load: summary, the default) is one
+	// entry of the state, with its count and run.
+	waitPage(t, ctx, 20*time.Second, "four charts drawn, the cause shown, the first load as one entry", fmt.Sprintf(`(() => {
 		const canvases = [...document.querySelectorAll(".chart canvas")].filter(c => c.width > 0 && c.height > 0 && c.getBoundingClientRect().width > 0);
+		const firstLoad = [...document.querySelectorAll("#state dt")].find(dt => dt.textContent === "first load");
 		return canvases.length === 4 && !document.querySelector("#cause").hidden &&
 		  document.querySelector("#cause").textContent.includes("HTTP 500 Internal Server Error") &&
-		  document.querySelector("#state").textContent.includes("probe interval"); })()`)
+		  document.querySelector("#state").textContent.includes("probe interval") &&
+		  !!firstLoad && firstLoad.nextElementSibling.textContent.startsWith("%d records, run #"); })()`, demoRecords))
 	if w := eval[int](t, ctx, `document.documentElement.scrollWidth`); w > 1280 {
 		t.Errorf("the resource page is %d px wide in a 1280 px window", w)
 	}

@@ -317,7 +317,7 @@ func TestWorkerSIGTERMMidFetch(t *testing.T) {
 	}
 	var live, created int64
 	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
-	st.DB().Raw(`SELECT count(*) FROM record_changes WHERE resource = 'ticket_sales' AND op = 'created'`).Scan(&created)
+	st.DB().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
 	if live != 2000 || created != 2000 {
 		t.Errorf("records %d, created audit rows %d; want 2000 and 2000 (each record exactly once)", live, created)
 	}
@@ -393,7 +393,7 @@ func TestWorkerKilledMidDelta(t *testing.T) {
 	}
 	var live, created int64
 	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
-	st.DB().Raw(`SELECT count(*) FROM record_changes WHERE resource = 'ticket_sales' AND op = 'created'`).Scan(&created)
+	st.DB().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
 	if live != 3000 || created != 3000 {
 		t.Errorf("records %d, created audit rows %d; want 3000 and 3000 (each record exactly once)", live, created)
 	}

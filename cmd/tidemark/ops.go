@@ -223,6 +223,7 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	}
 	tw.Flush()
 	printPartitionSummaries(e, views, now)
+	printFirstLoads(e, views)
 }
 
 func ago(now, t time.Time) string { return round(now.Sub(t)).String() }

@@ -66,3 +66,13 @@ func printPartitions(e env, st *store.Store, views []server.ResourceView) error 
 	}
 	return nil
 }
+
+// printFirstLoads says, under the table, how each resource's first load is
+// audited when it is one summary entry (audit.initial_load: summary).
+func printFirstLoads(e env, views []server.ResourceView) {
+	for _, v := range views {
+		if v.FirstLoad != nil {
+			fmt.Fprintf(e.stdout, "%s/%s: %s\n", v.Source, v.Resource, v.FirstLoad)
+		}
+	}
+}

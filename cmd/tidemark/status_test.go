@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -195,4 +197,48 @@ func silentServer(t *testing.T) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// TestStatusShowsTheFirstLoadAsOneEntry: a first load audited as a summary
+// shows in `tidemark status` as one line, its count, run and version; a
+// resource audited per record shows none.
+func TestStatusShowsTheFirstLoadAsOneEntry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conf, st, _, env := statusRig(t, `
+sources:
+  - name: shop
+    base_url: http://127.0.0.1:1
+    resources:
+      - {name: orders, path: /orders, records: {id: id}}
+      - {name: items, path: /items, records: {id: id}, audit: {initial_load: records}}
+`)
+	runs := map[string]int64{}
+	for _, name := range []string{"orders", "items"} {
+		run := store.Run{Source: "shop", Resource: name, Kind: store.KindFull, Trigger: jobs.TriggerSchedule}
+		if err := st.StartRun(ctx, &run); err != nil {
+			t.Fatal(err)
+		}
+		runs[name] = run.ID
+		page := store.Page{Key: store.Key{Source: "shop", Resource: name}, RunID: run.ID,
+			SummarizeCreates: conf.Source("shop").Resource(name).Audit.InitialLoad == config.InitialLoadSummary}
+		for i := range 1200 {
+			page.Records = append(page.Records, store.Record{ExternalID: strconv.Itoa(i), Payload: []byte(`{}`), Hash: strconv.Itoa(i)})
+		}
+		if _, err := st.ApplyPage(ctx, page); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vh, err := st.VersionHash(ctx, store.Key{Source: "shop", Resource: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, env, "status")
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	want := fmt.Sprintf("shop/orders: first load: 1,200 records, run #%d, version %s\n", runs["orders"], vh)
+	if !strings.Contains(out, want) || strings.Contains(out, "shop/items: first load") {
+		t.Errorf("status does not show orders' first load as %q (and none for items):\n%s", want, out)
+	}
 }

@@ -104,7 +104,7 @@ func TestTakeoverAfterSIGKILL(t *testing.T) {
 	if pages := firstPages(); pages != records/page {
 		t.Errorf("the runs read %d pages in all, want %d: each resumed where the last stopped", pages, records/page)
 	}
-	if n := r.count(`SELECT count(*) FROM record_changes WHERE source = ? AND op = 'created'`, source); n != records {
+	if n := r.count(`SELECT `+createdAudited+`source = ? AND op IN ('created', 'initial_load')`, source); n != records {
 		t.Errorf("%d created audit rows, want %d (each record once)", n, records)
 	}
 	if n := r.count(`SELECT count(*) FROM records WHERE source = ? AND deleted_at IS NULL`, source); n != records {

@@ -102,10 +102,12 @@ func (s PartitionScenario) Describe() string {
 func (s PartitionScenario) config(source, base string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sources:\n  - name: %s\n    base_url: %s\n    allow_private: true\n    timeout: 2s\n    resources:\n", source, base)
+	// Every creation audited in a row of its own, first load included, as
+	// the checks count them (checkHistory, checkFamily).
 	b.WriteString("      - name: parents\n        path: /parents\n        records: {path: data, id: id}\n")
-	b.WriteString("        full_sync: {every: 24h, detect_deletes: true, max_delete_fraction: 1}\n")
+	b.WriteString("        full_sync: {every: 24h, detect_deletes: true, max_delete_fraction: 1}\n        audit: {initial_load: records}\n")
 	b.WriteString("      - name: children\n        records: {path: data, id: id}\n        on_status: {404: empty}\n")
-	b.WriteString("        full_sync: {every: 24h, detect_deletes: true, max_delete_fraction: 1}\n")
+	b.WriteString("        full_sync: {every: 24h, detect_deletes: true, max_delete_fraction: 1}\n        audit: {initial_load: records}\n")
 	if s.Static {
 		ids := make([]string, s.Parents)
 		for i := range ids {

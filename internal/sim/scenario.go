@@ -326,6 +326,9 @@ func (s Scenario) ConfigYAML(source, baseURL string) string {
 		}
 	}
 	b.WriteString("        full_sync: {every: 24h, detect_deletes: true}\n")
+	// Every creation audited in a row of its own, first load included:
+	// checkHistory holds each event to the audit rows of its transaction.
+	b.WriteString("        audit: {initial_load: records}\n")
 	if s.API.EmptyStatus != 0 {
 		fmt.Fprintf(&b, "        on_status: {%d: empty}\n", s.API.EmptyStatus)
 	}
