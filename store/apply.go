@@ -81,6 +81,9 @@ type PageResult struct {
 	Quarantined, NewlyQuarantined int
 	// Changed lists the ids created or updated.
 	Changed []string
+	// DigestMatched: the page's digest showed the store holds it already,
+	// and its records were not compared one by one (store/digest.go).
+	DigestMatched bool
 }
 
 // Event types written to the outbox.
@@ -241,13 +244,11 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		if err := tx.Exec(`SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off; ` + boundedWaits).Error; err != nil {
 			return err
 		}
-		var changes []change
-		if len(records) > 0 {
-			var err error
-			if changes, err = upsertDiffering(ctx, tx, p, records, stored, hashes); err != nil {
-				return fmt.Errorf("upsert records: %w", err)
-			}
+		changes, digest, err := applyRecords(ctx, tx, p, records, aside, stored, hashes)
+		if err != nil {
+			return err
 		}
+		res.DigestMatched = digest.trusted
 		listed := make([]string, 0, min(len(changes), cmpOr(p.MaxChangedIDs, 100)))
 		var live liveDelta
 		for _, c := range changes {
@@ -342,6 +343,9 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END
 			WHERE source = ? AND resource = ?`, append(args, live.count, live.xor, quarantineTouched, p.Source, p.Resource)...).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
+		}
+		if err := recordDigest(ctx, tx, p, digest, live, res.Updated > 0); err != nil {
+			return err
 		}
 		if len(changes) > 0 {
 			if err := writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{

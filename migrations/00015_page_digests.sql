@@ -1,0 +1,30 @@
+-- +goose Up
+-- Page digests let a full read skip comparing a page's records one by one
+-- when the store is known to hold exactly that page already (store/digest.go).
+-- digest_passes is one row per full read that records digests: the live
+-- state of the resource (sync_state.live_count, live_xor) its digests hold
+-- at. While the pass runs, that is the state its own pages left (a write by
+-- anything else shows as a mismatch); a confirmed pass is the one whose
+-- digests a later read may trust, as long as the live state is still the
+-- one it was confirmed at.
+CREATE TABLE digest_passes (
+    pass_id    bigint  PRIMARY KEY,
+    source     text    NOT NULL,
+    resource   text    NOT NULL,
+    live_count bigint  NOT NULL,
+    live_xor   bigint  NOT NULL,
+    confirmed  boolean NOT NULL DEFAULT false
+);
+CREATE INDEX digest_passes_resource_idx ON digest_passes (source, resource);
+
+-- page_digests: sha256 over a page's ids and content hashes, in page order,
+-- one row per page of a pass.
+CREATE TABLE page_digests (
+    pass_id bigint NOT NULL REFERENCES digest_passes ON DELETE CASCADE,
+    digest  bytea  NOT NULL,
+    PRIMARY KEY (pass_id, digest)
+);
+
+-- +goose Down
+DROP TABLE page_digests;
+DROP TABLE digest_passes;
