@@ -6,8 +6,10 @@
 -- at. While the pass runs, that is the state its own pages left (a write by
 -- anything else shows as a mismatch); a confirmed pass is the one whose
 -- digests a later read may trust, as long as the live state is still the
--- one it was confirmed at.
-CREATE TABLE digest_passes (
+-- one it was confirmed at. Both tables are unlogged scratch: a Postgres
+-- crash empties them, which only costs the next full read its shortcut (a
+-- page with no trusted digest is compared record by record).
+CREATE UNLOGGED TABLE digest_passes (
     pass_id    bigint  PRIMARY KEY,
     source     text    NOT NULL,
     resource   text    NOT NULL,
@@ -19,7 +21,7 @@ CREATE INDEX digest_passes_resource_idx ON digest_passes (source, resource);
 
 -- page_digests: sha256 over a page's ids and content hashes, in page order,
 -- one row per page of a pass.
-CREATE TABLE page_digests (
+CREATE UNLOGGED TABLE page_digests (
     pass_id bigint NOT NULL REFERENCES digest_passes ON DELETE CASCADE,
     digest  bytea  NOT NULL,
     PRIMARY KEY (pass_id, digest)
