@@ -27,6 +27,15 @@ CREATE UNLOGGED TABLE page_digests (
     PRIMARY KEY (pass_id, digest)
 );
 
+-- A seen-set row's live_xor is the XOR of the version hash's per-record
+-- parts (md5 of id ":" content hash) of the page's records: when a full
+-- read's pages add up to the resource's live count and XOR, it saw every
+-- live record, and its end skips the anti-join (store/seen.go). NULL for a
+-- page with records set aside (their hashes are unknown), and for rows an
+-- older worker wrote.
+ALTER TABLE sync_seen ADD COLUMN live_xor bigint;
+
 -- +goose Down
+ALTER TABLE sync_seen DROP COLUMN live_xor;
 DROP TABLE page_digests;
 DROP TABLE digest_passes;

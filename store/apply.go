@@ -296,7 +296,8 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		if p.PassID != 0 && len(ids) > 0 {
 			// One row per page, the ids as an array: a row per id made the
 			// seen-set about half of an unchanged resync's database work.
-			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids) VALUES ($1, $2)`, p.PassID, ids); err != nil {
+			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids, live_xor) VALUES ($1, $2, $3)`,
+				p.PassID, ids, seenXor(records, aside)); err != nil {
 				return fmt.Errorf("remember seen ids: %w", err)
 			}
 		}

@@ -95,7 +95,15 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if seen != f.SeenIDs {
 			return fmt.Errorf("%w (%d of %d ids left)", ErrSeenSetIncomplete, seen, f.SeenIDs)
 		}
-		if f.Policy.Detect {
+		all, err := sawEveryLiveRecord(tx, f, seen)
+		if err != nil {
+			return err
+		}
+		if f.Policy.Detect && all {
+			if res, err = nothingUnseen(tx, f); err != nil {
+				return err
+			}
+		} else if f.Policy.Detect {
 			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
 				return err
 			}
