@@ -58,8 +58,11 @@ type Model struct {
 	// rollbacks draws which updates are rollbacks, from a stream of its
 	// own so that a seed's other draws stay what they were before them.
 	rollbacks *rand.Rand
-	content   Content
-	skew      time.Duration
+	// lastUpdated is the record the last update changed, which a rollback
+	// may restore.
+	lastUpdated *rec
+	content     Content
+	skew        time.Duration
 	// stampRes is the resolution of updated_at (1 s or 1 ms).
 	stampRes time.Duration
 
@@ -195,14 +198,20 @@ func (m *Model) mutate(kind int) {
 		m.create()
 	case kind == mutUpdate:
 		r := live[m.rng.IntN(len(live))]
+		if last := m.lastUpdated; last != nil && m.recs[last.uid] == last && last.prev != nil && m.rollbacks.IntN(2) == 0 {
+			// The last update is rolled back: the value a full read may
+			// have seen before it comes back.
+			m.fill(last) // the same draws as an update, so later ones stay
+			m.stampCreate(last)
+			last.rollBack()
+			m.lastUpdated = nil
+			m.touch()
+			return
+		}
 		before := r.value()
 		m.fill(r)
 		m.stampCreate(r)
-		if r.prev != nil && m.rollbacks.IntN(3) == 0 {
-			r.rollBack()
-		} else {
-			r.prev, r.rolledBack = before, false
-		}
+		r.prev, r.rolledBack, m.lastUpdated = before, false, r
 		m.touch()
 	case kind == mutDelete:
 		r := live[m.rng.IntN(len(live))]
