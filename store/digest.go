@@ -200,9 +200,15 @@ func confirmDigests(tx *gorm.DB, f FullRead, d digestState) error {
 		return nil
 	}
 	if d.intact {
-		if err := tx.Exec(`UPDATE digest_passes p SET confirmed = true, live_count = s.live_count, live_xor = s.live_xor
-			FROM sync_state s WHERE p.pass_id = ? AND s.source = ? AND s.resource = ?
-			AND s.live_count IS NOT NULL AND s.live_xor IS NOT NULL`, f.PassID, f.Source, f.Resource).Error; err != nil {
+		// No join: tombstoneUnseen turned nested loops off for this
+		// transaction, and the penalty on a join's only possible plan put
+		// its cost past jit_above_cost (seconds of compiling, holding the
+		// outbox lock).
+		if err := tx.Exec(`UPDATE digest_passes SET confirmed = true, (live_count, live_xor) = (
+				SELECT s.live_count, s.live_xor FROM sync_state s WHERE s.source = ? AND s.resource = ?)
+			WHERE pass_id = ? AND EXISTS (SELECT 1 FROM sync_state s WHERE s.source = ? AND s.resource = ?
+				AND s.live_count IS NOT NULL AND s.live_xor IS NOT NULL)`,
+			f.Source, f.Resource, f.PassID, f.Source, f.Resource).Error; err != nil {
 			return fmt.Errorf("confirm page digests: %w", err)
 		}
 	}
