@@ -86,6 +86,9 @@ type PageResult struct {
 	Quarantined, NewlyQuarantined int
 	// Changed lists the ids created or updated.
 	Changed []string
+	// DigestMatched: the page's digest showed the store holds it already,
+	// and its records were not compared one by one (store/digest.go).
+	DigestMatched bool
 }
 
 // Event types written to the outbox.
@@ -253,13 +256,11 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		if err := tx.Exec(`SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off; ` + boundedWaits).Error; err != nil {
 			return err
 		}
-		var changes []change
-		if len(records) > 0 {
-			var err error
-			if changes, err = upsertDiffering(ctx, tx, conn, p, records, stored, hashes); err != nil {
-				return fmt.Errorf("upsert records: %w", err)
-			}
+		changes, digest, err := applyRecords(ctx, tx, conn, p, records, aside, stored, hashes)
+		if err != nil {
+			return err
 		}
+		res.DigestMatched = digest.trusted
 		listed := make([]string, 0, min(len(changes), cmpOr(p.MaxChangedIDs, 100)))
 		var live liveDelta
 		for _, c := range changes {
@@ -307,7 +308,8 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 		if p.PassID != 0 && len(ids) > 0 {
 			// One row per page, the ids as an array: a row per id made the
 			// seen-set about half of an unchanged resync's database work.
-			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids) VALUES ($1, $2)`, p.PassID, ids); err != nil {
+			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids, live_xor) VALUES ($1, $2, $3)`,
+				p.PassID, ids, seenXor(records, aside)); err != nil {
 				return fmt.Errorf("remember seen ids: %w", err)
 			}
 		}
@@ -354,6 +356,9 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END
 			WHERE source = ? AND resource = ?`, append(args, live.count, live.xor, quarantineTouched, p.Source, p.Resource)...).Error; err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
+		}
+		if err := recordDigest(ctx, tx, p, digest, live, res.Updated > 0); err != nil {
+			return err
 		}
 		if p.SummarizeCreates && res.Created > 0 {
 			if err := summarizeCreates(ctx, tx, p, res.Created); err != nil {

@@ -83,6 +83,10 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if err := fenceRun(tx, f.RunID); err != nil {
 			return err
 		}
+		digests, err := beginConfirm(tx, f)
+		if err != nil {
+			return err
+		}
 		pending, pendingArgs := pendingOf(f.Key, f.Partition)
 		seen, err := seenCount(tx, f.PassID)
 		if err != nil {
@@ -91,7 +95,15 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if seen != f.SeenIDs {
 			return fmt.Errorf("%w (%d of %d ids left)", ErrSeenSetIncomplete, seen, f.SeenIDs)
 		}
-		if f.Policy.Detect {
+		all, err := sawEveryLiveRecord(tx, f, seen)
+		if err != nil {
+			return err
+		}
+		if f.Policy.Detect && all {
+			if res, err = nothingUnseen(tx, f); err != nil {
+				return err
+			}
+		} else if f.Policy.Detect {
 			if res, err = tombstoneUnseen(ctx, tx, f, seen); err != nil {
 				return err
 			}
@@ -115,6 +127,9 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if err := tx.Exec(`UPDATE sync_state SET quarantined = (SELECT count(*) FROM record_quarantine q
 			WHERE q.source = sync_state.source AND q.resource = sync_state.resource)
 			WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
+			return err
+		}
+		if err := confirmDigests(tx, f, digests); err != nil {
 			return err
 		}
 		return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, f.PassID).Error
@@ -271,6 +286,9 @@ func seenCount(db *gorm.DB, passID int64) (int64, error) {
 func (s *Store) DropPass(ctx context.Context, passID int64) error {
 	if err := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, passID).Error; err != nil {
 		return fmt.Errorf("drop seen-set of pass %d: %w", passID, err)
+	}
+	if err := dropDigests(s.db.WithContext(ctx), passID); err != nil {
+		return fmt.Errorf("drop page digests of pass %d: %w", passID, err)
 	}
 	return nil
 }

@@ -305,7 +305,9 @@ type run struct {
 }
 
 // counts are a fetch's record counts, for its summary line.
-type counts struct{ fetched, created, updated, deleted, quarantined, held int }
+// digestPages counts the pages the store matched by digest, without
+// comparing their records (store.PageResult.DigestMatched).
+type counts struct{ fetched, created, updated, deleted, quarantined, held, digestPages int }
 
 // add adds o's counts to c's.
 func (c *counts) add(o counts) {
@@ -315,6 +317,7 @@ func (c *counts) add(o counts) {
 	c.deleted += o.deleted
 	c.quarantined += o.quarantined
 	c.held += o.held
+	c.digestPages += o.digestPages
 }
 
 // basis is what a resource's watermark and stored ids were made under: a
@@ -716,6 +719,9 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	f.n.created += pr.Created
 	f.n.updated += pr.Updated
 	f.n.quarantined += pr.Quarantined
+	if pr.DigestMatched {
+		f.n.digestPages++
+	}
 	return nil
 }
 
@@ -1002,7 +1008,7 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 		"task", jobs.TypeFetch, "source", run.Source, "resource", run.Resource, "kind", run.Kind,
 		"trigger", run.Trigger, "attempt", run.Attempt, "run_id", run.ID, "status", status,
 		"fetched", n.fetched, "created", n.created, "updated", n.updated, "deleted", n.deleted,
-		"quarantined", n.quarantined, "deletes_held", n.held,
+		"quarantined", n.quarantined, "deletes_held", n.held, "pages_matched_by_digest", n.digestPages,
 		"duration_ms", time.Since(began).Milliseconds(),
 	}
 	attrs = append(attrs, extra...)

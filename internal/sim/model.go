@@ -42,16 +42,27 @@ type rec struct {
 	spell int
 	// version counts the record's changes of value, for the report.
 	version int
+	// prev is the record's value before its last update, which a
+	// rollback may bring back; rolledBack says it did, with the old
+	// updated_at and sequence number, so no delta filter returns it.
+	prev       *rec
+	rolledBack bool
 }
 
 // Model is the upstream's data: the records, the upstream's clock, and the
 // history that the invariants are checked against. It is safe for
 // concurrent use: the HTTP handler mutates it while the fleet reads it.
 type Model struct {
-	mu      sync.Mutex
-	rng     *rand.Rand
-	content Content
-	skew    time.Duration
+	mu  sync.Mutex
+	rng *rand.Rand
+	// rollbacks draws which updates are rollbacks, from a stream of its
+	// own so that a seed's other draws stay what they were before them.
+	rollbacks *rand.Rand
+	// lastUpdated is the record the last update changed, which a rollback
+	// may restore.
+	lastUpdated *rec
+	content     Content
+	skew        time.Duration
 	// stampRes is the resolution of updated_at (1 s or 1 ms).
 	stampRes time.Duration
 
@@ -81,7 +92,8 @@ type transition struct {
 // NewModel returns a model of n records.
 func NewModel(seed uint64, content Content, skew, stampRes time.Duration, n int) *Model {
 	m := &Model{
-		rng: rand.New(rand.NewPCG(seed, 0x51ed)), content: content, skew: skew, stampRes: stampRes,
+		rng: rand.New(rand.NewPCG(seed, 0x51ed)), rollbacks: rand.New(rand.NewPCG(seed, 0x7011)),
+		content: content, skew: skew, stampRes: stampRes,
 		recs: map[int]*rec{}, history: map[string][]transition{},
 		seq: content.SeqBase,
 	}
@@ -186,8 +198,20 @@ func (m *Model) mutate(kind int) {
 		m.create()
 	case kind == mutUpdate:
 		r := live[m.rng.IntN(len(live))]
+		if last := m.lastUpdated; last != nil && m.recs[last.uid] == last && last.prev != nil && m.rollbacks.IntN(2) == 0 {
+			// The last update is rolled back: the value a full read may
+			// have seen before it comes back.
+			m.fill(last) // the same draws as an update, so later ones stay
+			m.stampCreate(last)
+			last.rollBack()
+			m.lastUpdated = nil
+			m.touch()
+			return
+		}
+		before := r.value()
 		m.fill(r)
 		m.stampCreate(r)
+		r.prev, r.rolledBack, m.lastUpdated = before, false, r
 		m.touch()
 	case kind == mutDelete:
 		r := live[m.rng.IntN(len(live))]
@@ -204,6 +228,7 @@ func (m *Model) mutate(kind int) {
 			r.seq = m.seq
 			tt := t
 			r.stamp, r.cursorMode = &tt, cursorNormal
+			r.rolledBack = false
 		}
 		m.touch()
 	case kind == mutRespell:
@@ -235,6 +260,7 @@ func (m *Model) mutate(kind int) {
 			}
 			m.fill(r)
 			m.stampCreate(r)
+			r.rolledBack = false
 			r.pos = m.nextPos
 			m.nextPos++
 			m.recs[r.uid] = r
@@ -318,7 +344,7 @@ func (m *Model) Snapshot() Snapshot {
 	for _, r := range m.live() {
 		k := r.id.key()
 		s.Records[k] = Expected{JSON: m.render(r, 0), Unstorable: r.unstorable()}
-		if r.stamp == nil && m.content.Format != "number" {
+		if r.stamp == nil && m.content.Format != "number" || r.rolledBack {
 			s.DeltaHidden[k] = true
 		}
 	}
@@ -384,4 +410,28 @@ func (m *Model) String() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return fmt.Sprintf("%d live records, version %d", len(m.recs), m.version)
+}
+
+// value is a copy of r's value: its content and how it is stamped.
+func (r *rec) value() *rec {
+	v := &rec{stamp: r.stamp, seq: r.seq, cursorMode: r.cursorMode, name: r.name, amount: r.amount,
+		tags: slices.Clone(r.tags), nested: r.nested, spell: r.spell}
+	if r.stamp != nil {
+		t := *r.stamp
+		v.stamp = &t
+	}
+	return v
+}
+
+// rollBack restores r's value before its last update, updated_at and
+// sequence number included, as an upstream restored from a backup does:
+// the change is older than any watermark, and only a full read can see
+// it. It brings back exactly what an earlier full read may have seen, which
+// a page digest must not take for what the store holds (store/digest.go).
+func (r *rec) rollBack() {
+	p := r.prev
+	r.prev = nil
+	r.stamp, r.seq, r.cursorMode, r.name, r.amount = p.stamp, p.seq, p.cursorMode, p.name, p.amount
+	r.tags, r.nested, r.spell = p.tags, p.nested, p.spell
+	r.rolledBack = true
 }
