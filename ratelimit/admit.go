@@ -18,7 +18,15 @@ import (
 // for ms, 3 every slot held; slot is 1 when it took a concurrency slot (held
 // while the caller sits out a slow-down). A cooldown is checked before a
 // slot is taken, so no slot is held only to sit it out.
+//
+// ARGV[4] and on are slots this Limiter released since its last admit of
+// the source (Options.ReleaseDelay): they are freed first, whatever the
+// outcome, so a release rides on the next admit instead of a round trip of
+// its own.
 var admitScript = redis.NewScript(`
+if #ARGV > 3 then
+  redis.call('ZREM', KEYS[3], unpack(ARGV, 4))
+end
 local cd = redis.call('PTTL', KEYS[1])
 if cd > 0 then
   return {1, cd, 0}
@@ -63,9 +71,16 @@ const (
 func (l *Limiter) admit(ctx context.Context, source string, limit int) (code int64, d time.Duration, held *lease, err error) {
 	key := l.key(source, "inflight")
 	token := l.newToken()
-	v, err := admitScript.Run(ctx, l.rdb, []string{l.key(source, "cooldown"), l.key(source, "pace"), key},
-		token, limit, l.opt.Lease.Milliseconds()).Int64Slice()
+	args := []any{token, limit, l.opt.Lease.Milliseconds()}
+	released := l.released.take(key)
+	for _, t := range released {
+		args = append(args, t)
+	}
+	v, err := admitScript.Run(ctx, l.rdb, []string{l.key(source, "cooldown"), l.key(source, "pace"), key}, args...).Int64Slice()
 	if err != nil {
+		for _, t := range released {
+			l.released.add(l, key, t) // freed by the next admit or the timer
+		}
 		return 0, 0, nil, fmt.Errorf("check cooldown, concurrency and slow-down: %w", err)
 	}
 	if len(v) != 3 {

@@ -66,6 +66,15 @@ type Options struct {
 	// OnWait, when set, is called once per Wait with how long it waited
 	// in process (whatever the outcome): feed tidemark_ratelimit_wait_seconds.
 	OnWait func(source string, waited time.Duration)
+	// ReleaseDelay is how long a released concurrency slot may wait to be
+	// freed by this Limiter's next admit of the same source, in that
+	// admit's round trip, instead of a round trip of its own: a busy
+	// worker then takes and frees its slots in one round trip a request.
+	// Released slots no admit took are freed when the delay ends. The
+	// fleet sees a released slot held for at most this long more (the
+	// cap is never exceeded; it may be used a little less). Default 0:
+	// a slot is freed at once.
+	ReleaseDelay time.Duration
 	// Now is the clock used to turn HTTP dates and epoch resets into
 	// durations. Default time.Now.
 	Now func() time.Time
@@ -82,6 +91,8 @@ type Limiter struct {
 	// tokenPrefix (random) and tokens (a counter) name slot holders.
 	tokenPrefix string
 	tokens      atomic.Uint64
+	// released are slots released and not yet freed (Options.ReleaseDelay).
+	released releases
 }
 
 // New returns a Limiter over rdb. With asynq's connection options:
