@@ -598,3 +598,86 @@ func TestReadQuota(t *testing.T) {
 		})
 	}
 }
+
+// countingHook counts the commands a Redis client sends (one round trip
+// each: the limiter pipelines nothing).
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestReleaseRidesOnNextAdmit: with a ReleaseDelay, Release sends nothing;
+// the Limiter's next admit of the source frees the slot in its own round
+// trip before taking one (so a cap of 1 lets the same Limiter go on), the
+// slot counts as held for every other Limiter until then (the cap is never
+// exceeded), and a slot no admit took is freed when the delay ends, or at
+// once by FreeReleased.
+func TestReleaseRidesOnNextAdmit(t *testing.T) {
+	t.Parallel()
+	ro, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func() *redis.Client {
+		c := redis.NewClient(ro)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c, inspect := client(), client()
+	hook := &countingHook{}
+	c.AddHook(hook)
+	lazy := ratelimit.New(c, ratelimit.Options{ReleaseDelay: time.Hour})
+	others := []*ratelimit.Limiter{ratelimit.New(client(), ratelimit.Options{})}
+	one := ratelimit.Limits{MaxConcurrency: 1}
+	held := func(source string) int64 {
+		return inspect.ZCard(t.Context(), "tidemark:ratelimit:"+source+":inflight").Val()
+	}
+
+	p, err := lazy.Wait(t.Context(), "lazy", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := hook.n.Load()
+	p.Release()
+	if got := hook.n.Load() - sent; got != 0 || held("lazy") != 1 {
+		t.Errorf("Release sent %d commands and left %d slots held; want 0 and the slot held until the next admit", got, held("lazy"))
+	}
+	if _, err := others[0].Wait(t.Context(), "lazy", one); delayOf(t, err).Reason != "concurrency" {
+		t.Errorf("another limiter got a slot of a cap of 1 still held")
+	}
+	sent = hook.n.Load()
+	p, err = lazy.Wait(t.Context(), "lazy", one)
+	if err != nil {
+		t.Fatalf("the next admit did not free the released slot: %v", err)
+	}
+	if got := hook.n.Load() - sent; got != 1 || held("lazy") != 1 {
+		t.Errorf("the next admit took %d round trips and left %d slots held; want 1 and 1", got, held("lazy"))
+	}
+	p.Release()
+	lazy.FreeReleased()
+	if n := held("lazy"); n != 0 {
+		t.Errorf("FreeReleased left %d slots held", n)
+	}
+
+	soon := ratelimit.New(c, ratelimit.Options{ReleaseDelay: 20 * time.Millisecond})
+	p, err = soon.Wait(t.Context(), "soon", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release()
+	deadline := time.Now().Add(5 * time.Second)
+	for held("soon") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a released slot no admit took was not freed when the delay ended")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of the condition
+	}
+}
