@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
@@ -679,5 +680,52 @@ func TestReleaseRidesOnNextAdmit(t *testing.T) {
 			t.Fatal("a released slot no admit took was not freed when the delay ended")
 		}
 		time.Sleep(5 * time.Millisecond) // polling interval of the condition
+	}
+}
+
+// TestRateInTheAdmit: a request of a source with a rate, a cap and a
+// pacing takes all of them in one round trip; the rate's budget is the one
+// github.com/go-redis/redis_rate keeps under the same key, so a fleet whose
+// workers run either limiter shares it.
+func TestRateInTheAdmit(t *testing.T) {
+	t.Parallel()
+	ro, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(ro)
+	t.Cleanup(func() { c.Close() })
+	hook := &countingHook{}
+	c.AddHook(hook)
+	l := ratelimit.New(c, ratelimit.Options{})
+	rate := &config.RateLimit{Requests: 1, Per: config.Duration(time.Minute), Burst: 3}
+	lim := ratelimit.Limits{Rate: rate, MaxConcurrency: 4}
+	// The first script call of a Redis loads the script (EVALSHA, EVAL).
+	warm, err := l.Wait(t.Context(), "warm", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Release()
+	for i := range 2 {
+		sent := hook.n.Load()
+		p, err := l.Wait(t.Context(), "rated", lim)
+		if err != nil {
+			t.Fatalf("request %d of a burst of 3: %v", i+1, err)
+		}
+		if n := hook.n.Load() - sent; n != 1 {
+			t.Errorf("request %d took %d round trips, want 1", i+1, n)
+		}
+		p.Release()
+	}
+	old := redis_rate.NewLimiter(c)
+	res, err := old.Allow(t.Context(), "tidemark:ratelimit:rated:gcra", redis_rate.Limit{Rate: 1, Period: time.Minute, Burst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Allowed != 1 || res.Remaining != 0 {
+		t.Errorf("redis_rate after 2 of a burst of 3: allowed %d, remaining %d; want 1, 0 (one budget)", res.Allowed, res.Remaining)
+	}
+	if de := delayOf(t, func() error { _, err := l.Wait(t.Context(), "rated", lim); return err }()); de.Reason != "rate" || de.RetryIn < 50*time.Second {
+		t.Errorf("a fourth request: %s in %s; want rate, about a minute", de.Reason, de.RetryIn)
 	}
 }
