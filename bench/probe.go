@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
+	"github.com/tidemark/tidemark/store"
 )
 
 // probeWorkload (4): probes per second against an unchanged upstream (each
@@ -86,13 +87,19 @@ func (e *env) bareProbeRun(ctx context.Context, rdb *redisDB, src *config.Source
 	}
 	defer srv.Shutdown()
 	cpu0 := procCPU(os.Getpid())
-	took, err := drainProbes(ctx, opt, src, n, nil, nil)
+	took, err := drainProbes(ctx, opt, src, n, nil, nil, nil)
 	return probeRun{took: took, cpu: procCPU(os.Getpid()) - cpu0}, err
 }
 
 // tidemarkProbeRun drains n probes through the running worker w.
 func tidemarkProbeRun(ctx context.Context, opt asynq.RedisClientOpt, rig *probeRig, conn *pgx.Conn, w *proc, n int) (probeRun, error) {
 	var r probeRun
+	// The probes carry the basis the scheduler would give them (its read
+	// of sync_state at the tick), as the scheduler's probes do.
+	bases, err := probeBases(ctx, conn, rig.src)
+	if err != nil {
+		return r, err
+	}
 	var nm0, nm1, total0 int64
 	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(probes_not_modified), 0), coalesce(sum(probes_total), 0) FROM sync_state`).Scan(&nm0, &total0); err != nil {
 		return r, err
@@ -111,7 +118,7 @@ func tidemarkProbeRun(ctx context.Context, opt asynq.RedisClientOpt, rig *probeR
 		return r, err
 	}
 	cpu0 := w.cpu()
-	if r.took, err = drainProbes(ctx, opt, rig.src, n, w.exited, recorded); err != nil {
+	if r.took, err = drainProbes(ctx, opt, rig.src, n, w.exited, recorded, bases); err != nil {
 		return r, err
 	}
 	r.cpu = w.cpu() - cpu0
@@ -157,10 +164,11 @@ func (e *env) probeRow(src *config.Source, bare, tm []probeRun) {
 }
 
 // drainProbes pauses the probe queue, enqueues n probes over the resources
-// of src, resumes the queue and times until none is pending or active and
-// recorded (when set) reports the probes' effects in place. alive (when
-// set) reports a dead worker.
-func drainProbes(ctx context.Context, opt asynq.RedisClientOpt, src *config.Source, n int, alive func() error, recorded func() (bool, error)) (time.Duration, error) {
+// of src (each with its resource's basis in bases, when set), resumes the
+// queue and times until none is pending or active and recorded (when set)
+// reports the probes' effects in place. alive (when set) reports a dead
+// worker.
+func drainProbes(ctx context.Context, opt asynq.RedisClientOpt, src *config.Source, n int, alive func() error, recorded func() (bool, error), bases map[string]*jobs.ProbeBasis) (time.Duration, error) {
 	queue := jobs.ProbeQueue(&src.Resources[0])
 	insp := asynq.NewInspector(opt)
 	defer insp.Close()
@@ -171,7 +179,7 @@ func drainProbes(ctx context.Context, opt asynq.RedisClientOpt, src *config.Sour
 	}
 	for i := range n {
 		res := &src.Resources[i%len(src.Resources)]
-		task, err := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: res.Name, Trigger: jobs.TriggerSchedule}, jobs.ProbeOptions(res)...)
+		task, err := jobs.NewProbe(jobs.ProbePayload{Source: "bench", Resource: res.Name, Trigger: jobs.TriggerSchedule, Basis: bases[res.Name]}, jobs.ProbeOptions(res)...)
 		if err != nil {
 			return 0, err
 		}
@@ -310,4 +318,22 @@ func primeProbes(ctx context.Context, redisOpt asynq.RedisConnOpt, src *config.S
 		err := conn.QueryRow(ctx, `SELECT count(DISTINCT resource) FROM sync_runs WHERE kind <> 'probe' AND status = 'succeeded'`).Scan(&k)
 		return k == len(src.Resources), err
 	})
+}
+
+// probeBases reads the basis of each resource's probe from sync_state, as
+// the scheduler's tick does (scheduler.Scheduler.Tick).
+func probeBases(ctx context.Context, conn *pgx.Conn, src *config.Source) (map[string]*jobs.ProbeBasis, error) {
+	bases := make(map[string]*jobs.ProbeBasis, len(src.Resources))
+	for i := range src.Resources {
+		res := &src.Resources[i]
+		var st store.State
+		err := conn.QueryRow(ctx, `SELECT etag, last_modified, probe_hash, probe_interval_ms, head_unsupported
+			FROM sync_state WHERE source = $1 AND resource = $2`, src.Name, res.Name).
+			Scan(&st.ETag, &st.LastModified, &st.ProbeHash, &st.ProbeIntervalMS, &st.HeadUnsupported)
+		if err != nil {
+			return nil, fmt.Errorf("probe basis of %s: %w", res.Name, err)
+		}
+		bases[res.Name] = jobs.BasisOf(res, st)
+	}
+	return bases, nil
 }

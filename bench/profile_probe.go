@@ -61,7 +61,11 @@ func (e *env) profileProbes(ctx context.Context) error {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
-	took, err := drainProbes(ctx, redisOpt, src, n, nil, nil)
+	bases, err := probeBases(ctx, conn, src)
+	if err != nil {
+		return err
+	}
+	took, err := drainProbes(ctx, redisOpt, src, n, nil, nil, bases)
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/ratelimit"
+	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
 
@@ -333,6 +334,56 @@ type ProbePayload struct {
 	// scheduled probe is due (the end of this probe's slot): a retry after
 	// it would only run beside that probe. Zero on other probes.
 	NextProbeAt time.Time `json:"next_probe_at,omitzero"`
+	// Basis, on a scheduled probe, is the resource's probe state as the
+	// scheduler read it when it enqueued the probe: the probe then needs
+	// no read of its own. It may be stale by the time the probe runs; the
+	// worker judges a change against the stored state, and an unchanged
+	// answer is written only where the stored validator is still the one
+	// it matched (store.ProbeBatcher). Nil: the worker reads the state.
+	Basis *ProbeBasis `json:"basis,omitempty"`
+}
+
+// ProbeBasis is what a probe needs of its resource's sync state. It holds
+// no secret: validators (ETag, Last-Modified, the probe page's hash) are
+// what the upstream hands every client, and the rest is bookkeeping.
+type ProbeBasis struct {
+	// Kind is the validator's kind (store.ValidatorETag, ...).
+	Kind string `json:"kind"`
+	// Validator is the confirmed validator of the resource's probe
+	// strategy ("" when none is confirmed yet).
+	Validator string `json:"validator"`
+	// IntervalMS is the adaptive probe interval in force (0: probe.every).
+	IntervalMS int64 `json:"interval_ms,omitempty"`
+	// HeadUnsupported: the upstream refused HEAD; probe by conditional GET.
+	HeadUnsupported bool `json:"head_unsupported,omitempty"`
+}
+
+// BasisOf returns the basis of a probe of res from its sync state st, or
+// nil when res's probe strategy keeps no validator of the three kinds a
+// basis carries (the worker then reads the state itself).
+func BasisOf(res *config.Resource, st store.State) *ProbeBasis {
+	kind := store.ValidatorKind(res.Probe.Strategy)
+	if kind == "" {
+		return nil
+	}
+	return &ProbeBasis{Kind: kind, Validator: st.Confirmed(kind), IntervalMS: st.ProbeIntervalMS, HeadUnsupported: st.HeadUnsupported}
+}
+
+// State is the basis as the sync state a probe reads: the confirmed
+// validator of its kind, the interval and head_unsupported. A probe whose
+// strategy a reload changed since finds no validator of its own kind in it,
+// and so sees a change, which it checks against the stored state.
+func (b ProbeBasis) State(k store.Key) store.State {
+	st := store.State{Source: k.Source, Resource: k.Resource, ProbeIntervalMS: b.IntervalMS, HeadUnsupported: b.HeadUnsupported}
+	switch b.Kind {
+	case store.ValidatorETag:
+		st.ETag = b.Validator
+	case store.ValidatorLastModified:
+		st.LastModified = b.Validator
+	case store.ValidatorHash:
+		st.ProbeHash = b.Validator
+	}
+	return st
 }
 
 // NewProbe returns a probe task for a resource.

@@ -114,6 +114,12 @@ func ObserveProbe(source, resource, result string) {
 	Probes.WithLabelValues(source, resource, result).Inc()
 }
 
+// ObserveProbes counts n probes of one result at once (the unchanged probes
+// a store.ProbeBatcher flush wrote).
+func ObserveProbes(source, resource, result string, n int64) {
+	Probes.WithLabelValues(source, resource, result).Add(float64(n))
+}
+
 // ObserveDrift counts the drift a full read found (0 makes the series exist).
 func ObserveDrift(source, resource string, n int64) {
 	Drift.WithLabelValues(source, resource).Add(float64(max(n, 0)))

@@ -2,7 +2,8 @@
 // upstream APIs. Every limit lives in Redis, so all worker processes on all
 // machines share one budget per source:
 //
-//   - Request rate: GCRA (github.com/go-redis/redis_rate) from the source's
+//   - Request rate: GCRA (github.com/go-redis/redis_rate's algorithm and key,
+//     taken in the same round trip as the other limits) from the source's
 //     rate_limit {requests, per, burst}. Over any window W the fleet starts at
 //     most requests*W/per + burst requests.
 //   - Concurrency: max_concurrency in-flight requests, a Redis semaphore

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
@@ -66,6 +65,15 @@ type Options struct {
 	// OnWait, when set, is called once per Wait with how long it waited
 	// in process (whatever the outcome): feed tidemark_ratelimit_wait_seconds.
 	OnWait func(source string, waited time.Duration)
+	// ReleaseDelay is how long a released concurrency slot may wait to be
+	// freed by this Limiter's next admit of the same source, in that
+	// admit's round trip, instead of a round trip of its own: a busy
+	// worker then takes and frees its slots in one round trip a request.
+	// Released slots no admit took are freed when the delay ends. The
+	// fleet sees a released slot held for at most this long more (the
+	// cap is never exceeded; it may be used a little less). Default 0:
+	// a slot is freed at once.
+	ReleaseDelay time.Duration
 	// Now is the clock used to turn HTTP dates and epoch resets into
 	// durations. Default time.Now.
 	Now func() time.Time
@@ -76,12 +84,13 @@ type Options struct {
 // Limiter enforces fleet-wide per-source limits kept in Redis. It is safe
 // for concurrent use; every worker process creates one over the shared Redis.
 type Limiter struct {
-	rdb  redis.UniversalClient
-	gcra *redis_rate.Limiter
-	opt  Options
+	rdb redis.UniversalClient
+	opt Options
 	// tokenPrefix (random) and tokens (a counter) name slot holders.
 	tokenPrefix string
 	tokens      atomic.Uint64
+	// released are slots released and not yet freed (Options.ReleaseDelay).
+	released releases
 }
 
 // New returns a Limiter over rdb. With asynq's connection options:
@@ -109,7 +118,7 @@ func New(rdb redis.UniversalClient, opt Options) *Limiter {
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opt: opt, tokenPrefix: hex.EncodeToString(b[:]) + "-"}
+	return &Limiter{rdb: rdb, opt: opt, tokenPrefix: hex.EncodeToString(b[:]) + "-"}
 }
 
 // Limits are what one Wait enforces for a source.
@@ -178,10 +187,10 @@ func (p *Permit) Release() {
 // exceed lim.MaxWait, ctx's error when ctx ends first, and an error when
 // Redis fails (it never lets a request through unchecked).
 //
-// The steps run in the order that keeps the limits exact: a cooldown check,
-// then a concurrency slot (held, and renewed, while waiting further), then
-// the slow-down slot, then the GCRA token, taken last so that a granted
-// token is spent at once.
+// The steps run in the order that keeps the limits exact, all in one
+// round trip (admitScript): a cooldown check, then a concurrency slot
+// (held, and renewed, while waiting further), then the slow-down slot,
+// then the GCRA token, taken last so that a granted token is spent at once.
 func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit, error) {
 	start := time.Now()
 	var waited time.Duration
@@ -223,21 +232,19 @@ func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit,
 		var d time.Duration
 		var err error
 		if held == nil {
-			code, d, held, err = l.admit(ctx, source, lim.MaxConcurrency)
+			code, d, held, err = l.admit(ctx, source, lim.MaxConcurrency, lim)
 		} else {
-			code, d, _, err = l.admit(ctx, source, 0) // no second slot
+			code, d, _, err = l.admit(ctx, source, 0, lim) // no second slot
 		}
 		if err != nil {
 			return fail(fmt.Errorf("rate limit %s: %w", source, err))
 		}
 		switch code {
-		case admitCooldown, admitSlowDown:
+		case admitCooldown, admitSlowDown, admitRate:
 			// A cooldown is seen before any slot is taken: no slot is held
-			// only to sit it out. A slow-down is sat out holding the slot.
-			reason := "cooldown"
-			if code == admitSlowDown {
-				reason = "slow-down"
-			}
+			// only to sit it out. A slow-down or a spent rate is sat out
+			// holding the slot.
+			reason := map[int64]string{admitCooldown: "cooldown", admitSlowDown: "slow-down", admitRate: "rate"}[code]
 			if err := pause(reason, d); err != nil {
 				return fail(err)
 			}
@@ -250,22 +257,6 @@ func (l *Limiter) Wait(ctx context.Context, source string, lim Limits) (*Permit,
 				return fail(err)
 			}
 			continue
-		}
-		if lim.Rate != nil && lim.Rate.Requests > 0 && lim.Rate.Per > 0 {
-			res, err := l.gcra.Allow(ctx, l.key(source, "gcra"), redis_rate.Limit{
-				Rate:   lim.Rate.Requests,
-				Period: lim.Rate.Per.D(),
-				Burst:  max(lim.Rate.Burst, 1),
-			})
-			if err != nil {
-				return fail(fmt.Errorf("rate limit %s: %w", source, err))
-			}
-			if res.Allowed == 0 {
-				if err := pause("rate", max(res.RetryAfter, time.Millisecond)); err != nil {
-					return fail(err)
-				}
-				continue
-			}
 		}
 		waited = time.Since(start)
 		p := &Permit{Waited: waited}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/config"
@@ -596,5 +597,135 @@ func TestReadQuota(t *testing.T) {
 				t.Errorf("ReadQuota = %+v, %v; want %+v, reason %q", got, err, tt.want, tt.reason)
 			}
 		})
+	}
+}
+
+// countingHook counts the commands a Redis client sends (one round trip
+// each: the limiter pipelines nothing).
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestReleaseRidesOnNextAdmit: with a ReleaseDelay, Release sends nothing;
+// the Limiter's next admit of the source frees the slot in its own round
+// trip before taking one (so a cap of 1 lets the same Limiter go on), the
+// slot counts as held for every other Limiter until then (the cap is never
+// exceeded), and a slot no admit took is freed when the delay ends, or at
+// once by FreeReleased.
+func TestReleaseRidesOnNextAdmit(t *testing.T) {
+	t.Parallel()
+	ro, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func() *redis.Client {
+		c := redis.NewClient(ro)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c, inspect := client(), client()
+	hook := &countingHook{}
+	c.AddHook(hook)
+	lazy := ratelimit.New(c, ratelimit.Options{ReleaseDelay: time.Hour})
+	others := []*ratelimit.Limiter{ratelimit.New(client(), ratelimit.Options{})}
+	one := ratelimit.Limits{MaxConcurrency: 1}
+	held := func(source string) int64 {
+		return inspect.ZCard(t.Context(), "tidemark:ratelimit:"+source+":inflight").Val()
+	}
+
+	p, err := lazy.Wait(t.Context(), "lazy", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := hook.n.Load()
+	p.Release()
+	if got := hook.n.Load() - sent; got != 0 || held("lazy") != 1 {
+		t.Errorf("Release sent %d commands and left %d slots held; want 0 and the slot held until the next admit", got, held("lazy"))
+	}
+	if _, err := others[0].Wait(t.Context(), "lazy", one); delayOf(t, err).Reason != "concurrency" {
+		t.Errorf("another limiter got a slot of a cap of 1 still held")
+	}
+	sent = hook.n.Load()
+	p, err = lazy.Wait(t.Context(), "lazy", one)
+	if err != nil {
+		t.Fatalf("the next admit did not free the released slot: %v", err)
+	}
+	if got := hook.n.Load() - sent; got != 1 || held("lazy") != 1 {
+		t.Errorf("the next admit took %d round trips and left %d slots held; want 1 and 1", got, held("lazy"))
+	}
+	p.Release()
+	lazy.FreeReleased()
+	if n := held("lazy"); n != 0 {
+		t.Errorf("FreeReleased left %d slots held", n)
+	}
+
+	soon := ratelimit.New(c, ratelimit.Options{ReleaseDelay: 20 * time.Millisecond})
+	p, err = soon.Wait(t.Context(), "soon", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release()
+	deadline := time.Now().Add(5 * time.Second)
+	for held("soon") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a released slot no admit took was not freed when the delay ended")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of the condition
+	}
+}
+
+// TestRateInTheAdmit: a request of a source with a rate, a cap and a
+// pacing takes all of them in one round trip; the rate's budget is the one
+// github.com/go-redis/redis_rate keeps under the same key, so a fleet whose
+// workers run either limiter shares it.
+func TestRateInTheAdmit(t *testing.T) {
+	t.Parallel()
+	ro, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(ro)
+	t.Cleanup(func() { c.Close() })
+	hook := &countingHook{}
+	c.AddHook(hook)
+	l := ratelimit.New(c, ratelimit.Options{})
+	rate := &config.RateLimit{Requests: 1, Per: config.Duration(time.Minute), Burst: 3}
+	lim := ratelimit.Limits{Rate: rate, MaxConcurrency: 4}
+	// The first script call of a Redis loads the script (EVALSHA, EVAL).
+	warm, err := l.Wait(t.Context(), "warm", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Release()
+	for i := range 2 {
+		sent := hook.n.Load()
+		p, err := l.Wait(t.Context(), "rated", lim)
+		if err != nil {
+			t.Fatalf("request %d of a burst of 3: %v", i+1, err)
+		}
+		if n := hook.n.Load() - sent; n != 1 {
+			t.Errorf("request %d took %d round trips, want 1", i+1, n)
+		}
+		p.Release()
+	}
+	old := redis_rate.NewLimiter(c)
+	res, err := old.Allow(t.Context(), "tidemark:ratelimit:rated:gcra", redis_rate.Limit{Rate: 1, Period: time.Minute, Burst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Allowed != 1 || res.Remaining != 0 {
+		t.Errorf("redis_rate after 2 of a burst of 3: allowed %d, remaining %d; want 1, 0 (one budget)", res.Allowed, res.Remaining)
+	}
+	if de := delayOf(t, func() error { _, err := l.Wait(t.Context(), "rated", lim); return err }()); de.Reason != "rate" || de.RetryIn < 50*time.Second {
+		t.Errorf("a fourth request: %s in %s; want rate, about a minute", de.Reason, de.RetryIn)
 	}
 }

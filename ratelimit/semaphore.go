@@ -94,10 +94,87 @@ func (ls *lease) stop(abandon bool) {
 		if abandon {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := ls.l.rdb.ZRem(ctx, ls.key, ls.token).Err(); err != nil {
-			ls.l.opt.Logger.Warn("release concurrency slot (it frees when its lease ends)", "error", err)
+		if ls.l.opt.ReleaseDelay > 0 {
+			ls.l.released.add(ls.l, ls.key, ls.token)
+			return
 		}
+		ls.l.zrem(ls.key, ls.token)
 	})
+}
+
+// zrem frees slots now, in one round trip.
+func (l *Limiter) zrem(key string, tokens ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	members := make([]any, len(tokens))
+	for i, t := range tokens {
+		members[i] = t
+	}
+	if err := l.rdb.ZRem(ctx, key, members...).Err(); err != nil {
+		l.opt.Logger.Warn("release concurrency slot (it frees when its lease ends)", "error", err)
+	}
+}
+
+// releases holds the slots a Limiter released and has not yet freed in
+// Redis, by semaphore key (Options.ReleaseDelay): the next admit of the
+// source frees them in its own round trip; a timer frees those no admit
+// took within the delay. A slot is freed late by at most the delay, never
+// early, so the fleet never holds more requests in flight than the cap.
+type releases struct {
+	mu     sync.Mutex
+	tokens map[string][]string
+	timers map[string]bool // a flush of the key is armed
+}
+
+// add queues a released slot and arms the key's flush.
+func (r *releases) add(l *Limiter, key, token string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tokens == nil {
+		r.tokens, r.timers = make(map[string][]string), make(map[string]bool)
+	}
+	r.tokens[key] = append(r.tokens[key], token)
+	if !r.timers[key] {
+		r.timers[key] = true
+		time.AfterFunc(l.opt.ReleaseDelay, func() { r.flush(l, key) })
+	}
+}
+
+// take returns and forgets the key's queued slots: the caller frees them.
+func (r *releases) take(key string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts := r.tokens[key]
+	if ts != nil {
+		delete(r.tokens, key)
+	}
+	return ts
+}
+
+// flush frees the key's queued slots in one round trip.
+func (r *releases) flush(l *Limiter, key string) {
+	r.mu.Lock()
+	ts := r.tokens[key]
+	delete(r.tokens, key)
+	delete(r.timers, key)
+	r.mu.Unlock()
+	if len(ts) > 0 {
+		l.zrem(key, ts...)
+	}
+}
+
+// FreeReleased frees at once every slot released and not yet freed
+// (Options.ReleaseDelay): call it before closing the Redis client.
+func (l *Limiter) FreeReleased() {
+	l.released.mu.Lock()
+	keys := make([]string, 0, len(l.released.tokens))
+	for k := range l.released.tokens {
+		keys = append(keys, k)
+	}
+	l.released.mu.Unlock()
+	for _, k := range keys {
+		if ts := l.released.take(k); len(ts) > 0 {
+			l.zrem(k, ts...)
+		}
+	}
 }

@@ -300,7 +300,7 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 			return
 		}
 		interval := store.State{ProbeIntervalMS: st.probeIntervalMS}.ProbeInterval(every)
-		add(s.probeDue(now, src, res, interval))
+		add(s.probeDue(now, src, res, interval, st))
 	})
 	return errors.Join(append(errs, s.enqueueAll(ctx, batch))...)
 }
@@ -315,7 +315,7 @@ type dueTask struct {
 
 // probeDue is the probe of res for the slot of now, unless this replica
 // saw it in Redis lately.
-func (s *Scheduler) probeDue(now time.Time, src *config.Source, res *config.Resource, interval time.Duration) (dueTask, bool, error) {
+func (s *Scheduler) probeDue(now time.Time, src *config.Source, res *config.Resource, interval time.Duration, st schedState) (dueTask, bool, error) {
 	slot := now.UnixNano() / int64(interval)
 	sk := sentKey{key: store.Key{Source: src.Name, Resource: res.Name}, kind: jobs.TypeProbe}
 	if s.seen(sk, interval, slot, now) {
@@ -325,7 +325,11 @@ func (s *Scheduler) probeDue(now time.Time, src *config.Source, res *config.Reso
 	// The payload says when the next slot's probe comes: the worker
 	// retries a failed probe only before it.
 	next := time.Unix(0, (slot+1)*int64(interval)).UTC()
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule, NextProbeAt: next},
+	// It carries the state the probe compares with, read by this tick
+	// already: the probe needs no read of its own (jobs.ProbeBasis).
+	basis := jobs.BasisOf(res, store.State{ETag: st.etag, LastModified: st.lastModified, ProbeHash: st.probeHash,
+		ProbeIntervalMS: st.probeIntervalMS, HeadUnsupported: st.headUnsupported})
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: src.Name, Resource: res.Name, Trigger: jobs.TriggerSchedule, NextProbeAt: next, Basis: basis},
 		append(jobs.ProbeOptions(res), asynq.TaskID(id), asynq.Retention(interval))...)
 	if err != nil {
 		return dueTask{}, false, err
@@ -338,6 +342,10 @@ type schedState struct {
 	paused          bool
 	lastFullSyncAt  *time.Time
 	probeIntervalMS int64
+	// The probe's basis (jobs.ProbeBasis): the confirmed validators and
+	// whether the upstream refused HEAD.
+	etag, lastModified, probeHash string
+	headUnsupported               bool
 }
 
 // states reads the columns a tick needs of every sync_state row. Every
@@ -346,7 +354,8 @@ type schedState struct {
 // CPU at 10,000 resources.
 func (s *Scheduler) states(ctx context.Context) (map[store.Key]schedState, error) {
 	rows, err := s.store.DB().WithContext(ctx).
-		Raw(`SELECT source, resource, paused, last_full_sync_at, probe_interval_ms FROM sync_state`).Rows()
+		Raw(`SELECT source, resource, paused, last_full_sync_at, probe_interval_ms,
+			etag, last_modified, probe_hash, head_unsupported FROM sync_state`).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("list sync state: %w", err)
 	}
@@ -355,7 +364,8 @@ func (s *Scheduler) states(ctx context.Context) (map[store.Key]schedState, error
 	for rows.Next() {
 		var k store.Key
 		var st schedState
-		if err := rows.Scan(&k.Source, &k.Resource, &st.paused, &st.lastFullSyncAt, &st.probeIntervalMS); err != nil {
+		if err := rows.Scan(&k.Source, &k.Resource, &st.paused, &st.lastFullSyncAt, &st.probeIntervalMS,
+			&st.etag, &st.lastModified, &st.probeHash, &st.headUnsupported); err != nil {
 			return nil, fmt.Errorf("list sync state: %w", err)
 		}
 		out[k] = st

@@ -205,3 +205,38 @@ func TestTicksDoNotResendEnqueuedSlots(t *testing.T) {
 		t.Errorf("%d probes pending after Recheck, want the deleted probe back", n)
 	}
 }
+
+// TestProbeCarriesItsBasis: a scheduled probe carries the validator, the
+// adaptive interval and head_unsupported the tick read, so that the worker
+// needs no read of its own (jobs.ProbeBasis); and nothing else of the
+// state (no URL, no credential: the payload is the task's JSON as asynq
+// stores it).
+func TestProbeCarriesItsBasis(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, st, client, insp := rig(t, conf)
+	if err := st.DB().Exec(`UPDATE sync_state SET etag = '"v7"', probe_interval_ms = 15000, head_unsupported = true
+		WHERE source = 'shop' AND resource = 'orders'`).Error; err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
+	s := scheduler.New(scheduler.Config{Now: func() time.Time { return now }}, c, st, client, slog.New(slog.DiscardHandler))
+	if err := s.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := insp.ListPendingTasks("probe_critical")
+	if err != nil || len(tasks) != 1 {
+		t.Fatalf("%d probes pending (%v), want 1", len(tasks), err)
+	}
+	p, err := jobs.ParseProbe(asynq.NewTask(tasks[0].Type, tasks[0].Payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := jobs.ProbeBasis{Kind: store.ValidatorETag, Validator: `"v7"`, IntervalMS: 15000, HeadUnsupported: true}
+	if p.Basis == nil || *p.Basis != want {
+		t.Errorf("basis %+v, want %+v", p.Basis, want)
+	}
+	if body := string(tasks[0].Payload); strings.Contains(body, "http") {
+		t.Errorf("payload %s names a URL", body)
+	}
+}

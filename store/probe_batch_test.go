@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,5 +184,66 @@ func TestProbeBatcherOrdersDirectWrites(t *testing.T) {
 	if got.ProbesTotal != 1 || got.ConsecutiveFailures != 1 || got.ProbeIntervalMS != 0 || got.InSyncAt == nil {
 		t.Errorf("a probe flushed after a later failure: total %d, failures %d, interval %d ms, in sync at %v; want 1, 1, 0 (untouched), set",
 			got.ProbesTotal, got.ConsecutiveFailures, got.ProbeIntervalMS, got.InSyncAt)
+	}
+}
+
+// TestProbeBatcherChecksTheValidator: an unchanged probe's tally is written
+// only where the validator it matched is still the confirmed one and the
+// resource is not paused; otherwise it is not counted and the Stale hook
+// hears of it, so that the resource is probed again against its stored
+// state. The Applied hook hears of what was written.
+func TestProbeBatcherChecksTheValidator(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	current, old, paused := store.Key{Source: "shop", Resource: "current"}, store.Key{Source: "shop", Resource: "old"}, store.Key{Source: "shop", Resource: "paused"}
+	keys := []store.Key{current, old, paused}
+	if err := s.EnsureStates(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := s.DB().Exec(`UPDATE sync_state SET etag = '"v2"' WHERE source = ? AND resource = ?`, k.Source, k.Resource).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SetPaused(ctx, paused.Source, paused.Resource, true); err != nil {
+		t.Fatal(err)
+	}
+	bt := s.NewProbeBatcher(time.Hour, func(err error) { t.Error(err) })
+	var mu sync.Mutex
+	applied, stale := map[store.Key]int64{}, map[store.Key]int64{}
+	bt.SetHooks(store.ProbeHooks{
+		Applied: func(k store.Key, n int64) { mu.Lock(); applied[k] += n; mu.Unlock() },
+		Stale:   func(k store.Key, n int64) { mu.Lock(); stale[k] += n; mu.Unlock() },
+	})
+	stop := runBatcher(t, bt)
+	waitOpen(t, s, bt)
+	record := func(k store.Key, validator string) {
+		out := store.ProbeOutcome{Kind: store.ValidatorETag, Validator: validator, Interval: time.Second}
+		if err := bt.Record(ctx, k, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(current, `"v2"`)
+	record(current, `"v1"`) // a basis read before "v2" was confirmed
+	record(current, `"v2"`)
+	record(old, `"v1"`)
+	record(paused, `"v2"`)
+	stop()
+	if got := mustState(t, s, current); got.ProbesTotal != 2 || got.ProbesNotModified != 2 || got.InSyncAt == nil {
+		t.Errorf("current: total %d, not modified %d, in sync at %v; want the two that matched \"v2\" counted", got.ProbesTotal, got.ProbesNotModified, got.InSyncAt)
+	}
+	for _, k := range []store.Key{old, paused} {
+		if got := mustState(t, s, k); got.ProbesTotal != 0 || got.InSyncAt != nil {
+			t.Errorf("%s: total %d, in sync at %v; want nothing written", k, got.ProbesTotal, got.InSyncAt)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[store.Key][2]int64{current: {2, 1}, old: {0, 1}, paused: {0, 1}}
+	for k, w := range want {
+		if applied[k] != w[0] || stale[k] != w[1] {
+			t.Errorf("%s: hooks heard %d applied, %d stale; want %d, %d", k, applied[k], stale[k], w[0], w[1])
+		}
 	}
 }

@@ -64,6 +64,17 @@ const (
 	ValidatorHash         = "hash"
 )
 
+// ValidatorKind is the kind of validator a probe strategy keeps: the
+// strategies etag, last_modified and hash keep one of their own name; any
+// other keeps none (""). The names are config's probe strategies.
+func ValidatorKind(strategy string) string {
+	switch strategy {
+	case ValidatorETag, ValidatorLastModified, ValidatorHash:
+		return strategy
+	}
+	return ""
+}
+
 // Confirmed is the validator of the given kind that the last successful
 // fetch confirmed.
 func (st State) Confirmed(kind string) string {

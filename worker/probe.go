@@ -92,7 +92,7 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	}
 	every := res.Probe.Every.D()
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	st, err := h.tally.State(ctx, key)
+	st, err := h.probeState(ctx, p, key)
 	if err != nil {
 		return every, err
 	}
@@ -101,6 +101,18 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	}
 	began := time.Now()
 	out, requests, err := h.probe(ctx, src, res, st)
+	if err == nil && out.Changed && p.Basis != nil {
+		// The basis may be stale (a fetch confirmed a newer validator since
+		// the scheduler read it): a change is judged against the stored
+		// state, so a stale basis costs this read, never a needless fetch.
+		if st, err = h.tally.State(ctx, key); err != nil {
+			return every, err
+		}
+		if st.Paused {
+			return every, nil
+		}
+		out = rejudge(res, st, out)
+	}
 	if err != nil {
 		if d, ok := jobs.HandBack(err); ok {
 			// Not a failure and no news: no run row, the probe comes back
@@ -131,9 +143,9 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	if err := h.tally.Record(ctx, key, out); err != nil {
 		return every, err
 	}
-	if !out.Changed {
-		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeNotModified)
-	} else {
+	// An unchanged probe is counted when its flush wrote it (Worker.New):
+	// one whose basis turned out stale is not, its re-probe is.
+	if out.Changed {
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeChanged)
 	}
 	if !out.Changed || out.Known {
@@ -147,6 +159,62 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
 	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
 	return every, err
+}
+
+// probeState is the sync state the probe compares the upstream's answer
+// with: its task's basis (with this process's unflushed probes' newer
+// interval over it), or the stored state for a task without one.
+//
+// Why a basis is safe without a read: an answer that differs from it is
+// judged again against the stored state (process), and an answer that
+// matches it is recorded as unchanged only where the flush finds the
+// basis's validator still confirmed (store.ProbeBatcher), so a stale
+// basis never hides a change; a stale one that matched is probed again.
+func (h probeHandler) probeState(ctx context.Context, p jobs.ProbePayload, key store.Key) (store.State, error) {
+	if p.Basis == nil {
+		return h.tally.State(ctx, key)
+	}
+	st := p.Basis.State(key)
+	if iv, head := h.tally.Interval(key); iv > 0 {
+		st.ProbeIntervalMS = iv.Milliseconds()
+		st.HeadUnsupported = st.HeadUnsupported || head
+	}
+	return st, nil
+}
+
+// reprobe enqueues a probe of k without a basis, against its stored state:
+// n unchanged probes of k matched a validator the store no longer holds
+// (store.ProbeHooks.Stale), so whether the upstream still equals the
+// store is unknown. The re-probe costs one request; a fetch is enqueued
+// only if it sees a change. One per resource and flush, whatever n.
+func (w *Worker) reprobe(k store.Key, n int64) {
+	if h := w.log; h.Enabled(context.Background(), slog.LevelDebug) {
+		h.Debug("probe basis stale: probing again against the stored state", "source", k.Source, "resource", k.Resource, "probes", n)
+	}
+	_, res, err := w.resource(k.Source, k.Resource)
+	if err != nil {
+		return // removed from the config: nothing to probe
+	}
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: k.Source, Resource: k.Resource, Trigger: jobs.TriggerSchedule}, jobs.ProbeOptions(res)...)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = w.client.EnqueueContext(ctx, task)
+	}
+	if err != nil {
+		// The next scheduled probe carries a fresh basis: the check is
+		// late by one interval, not lost.
+		w.log.Warn("re-probe after a stale probe basis", "source", k.Source, "resource", k.Resource, "error", err)
+	}
+}
+
+// rejudge is a probe's outcome judged against st, the stored state, where
+// it was judged against its task's basis.
+func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store.ProbeOutcome {
+	out.Changed = out.Validator != st.Confirmed(out.Kind)
+	out.Interval = nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), out.Changed)
+	out.HeadUnsupported = out.HeadUnsupported || st.HeadUnsupported
+	return out
 }
 
 // recordProbeRun writes the run row of a probe that changed or failed.

@@ -145,7 +145,10 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	if !ok {
 		return nil, fmt.Errorf("worker: unsupported Redis connection option %T", redisOpt)
 	}
-	limOpt := ratelimit.Options{Logger: log, OnWait: metrics.ObserveRateLimitWait,
+	// A request's concurrency slot is freed by the next admit of its
+	// source (ratelimit.Options.ReleaseDelay): a busy probe pool then
+	// takes and frees slots in one Redis round trip a probe, not two.
+	limOpt := ratelimit.Options{Logger: log, ReleaseDelay: releaseDelay, OnWait: metrics.ObserveRateLimitWait,
 		OnRemaining: metrics.ObserveRateLimitRemaining, OnIgnored: metrics.ObserveRateLimitHeadersIgnored}
 	w := &Worker{
 		cfg: cfg, live: conf, store: st, rdb: rdb, redis: redisOpt,
@@ -156,6 +159,12 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	}
 	w.runProgress = events.NewPublisher(st, rdb)
 	w.tally = st.NewProbeBatcher(0, func(err error) { log.Error("record unchanged probes (kept for the next flush)", "error", err) })
+	w.tally.SetHooks(store.ProbeHooks{
+		Applied: func(k store.Key, n int64) {
+			metrics.ObserveProbes(k.Source, k.Resource, metrics.ProbeNotModified, n)
+		},
+		Stale: w.reprobe,
+	})
 	// Made now so that a source no client can be made for fails the start.
 	initial := w.conf()
 	for i := range initial.Sources {
@@ -166,6 +175,11 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	}
 	return w, nil
 }
+
+// releaseDelay is the worker's ratelimit.Options.ReleaseDelay: long enough
+// for a busy pool's next admit of the source to carry the release, short
+// beside the 50ms a waiter for a full semaphore polls at.
+const releaseDelay = 10 * time.Millisecond
 
 // conf is the config in force: read it once per task.
 func (w *Worker) conf() *config.Config { return w.live.Current() }
@@ -199,6 +213,7 @@ func (w *Worker) clientFor(src *config.Source) (*upstream.Client, error) {
 // tasks get ShutdownTimeout to finish, the rest go back to their queues.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.rdb.Close()
+	defer w.limiter.FreeReleased() // before the client closes (deferred calls run last first)
 	if err := w.store.EnsureStates(ctx, store.KeysOf(w.conf())); err != nil {
 		return err
 	}

@@ -236,7 +236,13 @@ func (d *driver) enqueue(ctx context.Context, op StepOp) error {
 		d.ahead += res.Probe.Every.D() + time.Second
 		return d.sched.Tick(ctx)
 	case op == OpProbe && !probeless:
-		task, err = jobs.NewProbe(jobs.ProbePayload{Source: d.source, Resource: res.Name, Trigger: jobs.TriggerSchedule}, jobs.ProbeOptions(res)...)
+		// With the basis a scheduler's tick would read now: by the time
+		// the probe runs, a fetch may have made it stale.
+		var st store.State
+		if st, err = d.lane.Store.State(ctx, d.key()); err != nil {
+			return err
+		}
+		task, err = jobs.NewProbe(jobs.ProbePayload{Source: d.source, Resource: res.Name, Trigger: jobs.TriggerSchedule, Basis: jobs.BasisOf(res, st)}, jobs.ProbeOptions(res)...)
 	case op == OpFull:
 		task, err = jobs.NewFetch(jobs.FetchPayload{Source: d.source, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerSchedule}, jobs.FetchOptions(res)...)
 	default: // a delta, or the scheduled fetch of a resource without probes
