@@ -274,7 +274,7 @@ func (e *env) economyWorkload(ctx context.Context) error {
 	simTick := (24 * time.Hour / time.Duration(ticks)).Round(time.Second)
 	var naiveReq, naiveBytes float64
 	var per []string
-	var tReq, tBytes float64
+	var tReq, tBytes, fullReads float64
 	for _, r := range dayResources {
 		nr := ticks * float64(naiveBefore[r].requests+naiveAfter[r].requests) / 2
 		nb := ticks * float64(naiveBefore[r].bytes+naiveAfter[r].bytes) / 2
@@ -284,6 +284,7 @@ func (e *env) economyWorkload(ctx context.Context) error {
 		tr := d.Requests - s0.Resources[r].Requests
 		tb := d.BodyBytes - s0.Resources[r].BodyBytes
 		full := naiveBefore[r] // the day's full sync
+		fullReads += float64(full.requests)
 		tReq += float64(tr + full.requests)
 		tBytes += float64(tb + full.bytes)
 		per = append(per, fmt.Sprintf("%s %s req / %s in the day {%s} + full sync %s req / %s (naive %s req / %s)", r, thousands(tr), mib(tb),
@@ -311,8 +312,12 @@ func (e *env) economyWorkload(ctx context.Context) error {
 	if err := e.deepChangeNote(ctx, conn, simTick); err != nil {
 		return err
 	}
-	e.note("workload 5 request bound: a naive full read is about %.1f requests per resource; a delta probe spends 1 per interval, busy or quiet (before probe.strategy delta: 2 per interval in which a busy resource changed, the probe, then the delta read), so over the opening hours its ratio cannot pass about %.0fx for those resources.",
-		naiveReq/ticks/float64(len(dayResources)), naiveReq/ticks/float64(len(dayResources)))
+	// Three resources change in every opening-hours interval (07:00 to
+	// 23:00, dayChanges): at one request each per interval, with the day's
+	// full reads, the day costs at least this much.
+	floor := 3*ticks*16/24 + fullReads
+	e.note("workload 5 request bound: a naive full read is about %.1f requests per resource; a delta probe spends 1 per interval, busy or quiet (before probe.strategy delta: 2 per interval in which a busy resource changed, the probe, then the delta read). Three resources change in each of the %.0f opening-hours intervals, so with the day's %.0f full-sync requests tidemark spends at least %.0f requests, and the day's ratio cannot pass about %.1fx however little the night and the quiet resources cost. More would need a busy resource to cost less than one request per interval: probing it less often than the poller reads (trading freshness: probe.every 2s would halve it), or one request that reads several resources' changes.",
+		naiveReq/ticks/float64(len(dayResources)), ticks*16/24, fullReads, floor, naiveReq/floor)
 	if diff, err := compareCounts(ctx, db, s1); err != nil {
 		return err
 	} else if diff != "" {

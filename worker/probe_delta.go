@@ -100,7 +100,8 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 // bound is the watermark less delta.overlap, and the watermark stays
 // delta.clock_skew behind a read's start), so "empty" cannot mean no
 // records; it means nothing to apply, which a read of the page would have
-// found too, and no read then moves the watermark back.
+// found too. The watermark such a read might have moved on stays where it
+// is, which only keeps the next lower bound earlier: safe.
 func (f *run) nothingNew(ctx context.Context, first *upstream.Page, pager *upstream.Pager) (bool, error) {
 	if !pager.Done() || !f.cp.WindowTo.IsZero() || len(first.Rejected) > 0 {
 		return false, nil
