@@ -52,7 +52,7 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true,
 			Interval: nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)})
 	}
-	fh := fetchHandler{h.Worker}
+	fh := fetchHandler(h)
 	defer func() { fh.release(lock, src, res, 0) }()
 	var progress atomic.Int64
 	progress.Store(time.Now().UnixNano())
