@@ -49,7 +49,9 @@ func Table(results []Result, took time.Duration) string {
 	for _, p := range slices.Sorted(maps.Keys(probes)) {
 		per = append(per, fmt.Sprintf("%s %d", p, probes[p]))
 	}
-	fmt.Fprintf(&b, "| seeds by probe strategy | %s |\n", strings.Join(per, ", "))
+	if len(probes) > 1 || probes[""] == 0 { // partition seeds draw no probe
+		fmt.Fprintf(&b, "| seeds by probe strategy | %s |\n", strings.Join(per, ", "))
+	}
 	for _, k := range Kinds {
 		fmt.Fprintf(&b, "| violations: %s | %d |\n", k, byKind[k])
 	}
