@@ -346,11 +346,24 @@ const (
 	ProbeLastModified = "last_modified"
 	ProbeHash         = "hash"
 	ProbeNone         = "none"
+	// ProbeDelta makes the delta read the probe: the changes since the
+	// watermark, whose empty first page means unchanged and whose
+	// non-empty one is applied as the delta's first page.
+	ProbeDelta = "delta"
+	// ProbeRollingHash hashes one page of the full read per probe, in
+	// rotation, against the hash the last full read saw of it: a change
+	// anywhere is seen within pages × interval.
+	ProbeRollingHash = "rolling_hash"
 )
 
 // Probe describes the cheap change check of a resource.
 type Probe struct {
-	// Strategy is etag | last_modified | hash | none. Default none.
+	// Strategy is etag | last_modified | hash | delta | rolling_hash | none.
+	// delta (resources with a delta) reads the changes since the watermark
+	// as the probe: one request per interval, busy or quiet. rolling_hash
+	// hashes the next page of the full read in rotation, so that a change
+	// deep in a collection without change metadata is seen within pages ×
+	// interval. Default none.
 	Strategy string `yaml:"strategy"`
 	// Method is HEAD | GET (conditional GET), upper-cased on load. Default GET.
 	Method string `yaml:"method"`

@@ -128,11 +128,11 @@ var meta = map[string]keyMeta{
 	"Pagination.ResumeWithin": {rule: positive, example: "resume_within: 30m"},
 
 	"Probe.Strategy": {example: "strategy: etag"},
-	"Probe.Method":   {rule: "GET for strategy hash", example: "method: HEAD"},
+	"Probe.Method":   {rule: "GET for strategies hash, delta and rolling_hash", example: "method: HEAD"},
 	"Probe.Every":    {rule: positive, example: "every: 5s"},
 	"Probe.MaxEvery": {rule: ">= every", example: "max_every: 1m"},
 	"Probe.Path":     {rule: "starts with /", example: "path: /v1/ticket_sales?limit=1"},
-	"Probe.Limit":    {rule: positive + "; needs pagination.limit_param; not with path", example: "limit: 1"},
+	"Probe.Limit":    {rule: positive + "; needs pagination.limit_param; not with path, nor with strategy delta or rolling_hash", example: "limit: 1"},
 
 	"Delta.Param":  {required: "with method GET", example: "param: updated_since"},
 	"Delta.Start":  {rule: "RFC 3339 timestamp or positive duration; time formats only", example: "start: 720h"},
@@ -171,7 +171,7 @@ var enums = map[string][]string{
 	"Auth.AuthStyle":        authStyles,
 	"Resource.Priority":     {PriorityCritical, PriorityDefault, PriorityLow},
 	"Pagination.Style":      {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":        {ProbeETag, ProbeLastModified, ProbeHash, ProbeNone},
+	"Probe.Strategy":        {ProbeETag, ProbeLastModified, ProbeHash, ProbeDelta, ProbeRollingHash, ProbeNone},
 	"Probe.Method":          {"HEAD", "GET"},
 	"Resource.Method":       {MethodGet, MethodPost},
 	"Pagination.CursorFrom": {CursorFromResponse, CursorFromLastRecord},

@@ -69,7 +69,7 @@ var fieldDocs = map[string]string{
 	"Probe.MaxEvery":             "MaxEvery is the longest interval adaptive back-off reaches. Default Every.",
 	"Probe.Method":               "Method is HEAD | GET (conditional GET), upper-cased on load. Default GET.",
 	"Probe.Path":                 "Path is the request to probe; default the first page of the full read.",
-	"Probe.Strategy":             "Strategy is etag | last_modified | hash | none. Default none.",
+	"Probe.Strategy":             "Strategy is etag | last_modified | hash | delta | rolling_hash | none. delta (resources with a delta) reads the changes since the watermark as the probe: one request per interval, busy or quiet. rolling_hash hashes the next page of the full read in rotation, so that a change deep in a collection without change metadata is seen within pages × interval. Default none.",
 	"RateLimit":                  "RateLimit is a GCRA rate: Requests per Per, with Burst extra.",
 	"RateLimit.Burst":            "Burst defaults to 1.",
 	"RateLimit.Per":              "Per is the period Requests are counted over. Required, > 0.",

@@ -403,6 +403,7 @@ func (c *checker) resource(rp string, r *Resource) {
 	if r.Post() {
 		c.postProbe(join(rp, "probe"), &r.Probe)
 	}
+	c.readingProbe(join(rp, "probe"), r)
 
 	if d := r.Delta; d != nil {
 		dp := join(rp, "delta")
@@ -480,15 +481,15 @@ func (c *checker) pagination(pp string, p *Pagination) {
 }
 
 func (c *checker) probe(pp string, p *Probe, pg *Pagination) {
-	strategies := []string{ProbeETag, ProbeLastModified, ProbeHash, ProbeNone}
+	strategies := []string{ProbeETag, ProbeLastModified, ProbeHash, ProbeDelta, ProbeRollingHash, ProbeNone}
 	if !oneOf(p.Strategy, strategies...) {
 		c.report(join(pp, "strategy"), "unknown strategy %q (want %s)", p.Strategy, choices(strategies...))
 	}
 	switch {
 	case !oneOf(p.Method, "HEAD", "GET"):
 		c.report(join(pp, "method"), "unknown method %q (want HEAD | GET)", p.Method)
-	case p.Strategy == ProbeHash && p.Method == "HEAD":
-		c.report(join(pp, "method"), "strategy hash reads the body: use GET")
+	case oneOf(p.Strategy, ProbeHash, ProbeDelta, ProbeRollingHash) && p.Method == "HEAD":
+		c.report(join(pp, "method"), "strategy %s reads the body: use GET", p.Strategy)
 	}
 	c.positive(join(pp, "every"), int64(p.Every))
 	if c.zeros[join(pp, "max_every")] {

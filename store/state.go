@@ -303,6 +303,11 @@ func (s *Store) ResetState(ctx context.Context, k Key, r Reset) error {
 	if err := s.resetPartitions(ctx, k, r); err != nil {
 		return err
 	}
+	if r.Validators {
+		if err := s.ForgetProbePages(ctx, k); err != nil {
+			return err
+		}
+	}
 	if r.Checkpoint {
 		if _, err := s.CollectSeen(ctx); err != nil {
 			return err

@@ -631,7 +631,7 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	if f.cp.Pages == 0 {
 		f.firstETag = page.Header.Get("ETag")
 	}
-	next := f.cp
+	next, from := f.cp, f.cp.Position
 	if next.ReadStart.IsZero() {
 		next.ReadStart = cmp.Or(page.Date, f.began).UTC()
 	}
@@ -711,6 +711,9 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	}
 	f.cp = stored
 	f.requests = 0
+	if err := f.recordPage(ctx, from, page); err != nil {
+		return err
+	}
 	f.quarantining = f.quarantining || pr.Quarantined > 0
 	// A page of nothing but new or changed records (a first sync)
 	// suggests the next is too: skip its hash comparison.
@@ -749,6 +752,9 @@ func (f *run) finish(ctx context.Context) error {
 	}
 	if f.mode == jobs.ModeFull && !f.res.Partitioned() { // a partition's pass ends with it
 		if err := f.finishPass(ctx); err != nil {
+			return err
+		}
+		if err := f.trimPages(ctx); err != nil {
 			return err
 		}
 		if f.cp.DriftBase != "" {

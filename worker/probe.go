@@ -100,6 +100,9 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		return every, nil
 	}
 	began := time.Now()
+	if res.Probe.Strategy == config.ProbeDelta {
+		return every, h.deltaProbe(ctx, p, src, res, st, began) // probe_delta.go
+	}
 	out, requests, err := h.probe(ctx, src, res, st)
 	if err == nil && out.Changed && p.Basis != nil {
 		// The basis may be stale (a fetch confirmed a newer validator since
@@ -156,7 +159,7 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		return every, nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
-	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
+	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: fetchModeAfterProbe(res), Trigger: jobs.TriggerProbe}
 	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
 	return every, err
 }
@@ -251,7 +254,16 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 	if cerr != nil {
 		return store.ProbeOutcome{}, 0, cerr
 	}
-	out, requests, err := Probe(ctx, client, res, st)
+	var (
+		out      store.ProbeOutcome
+		requests int
+		err      error
+	)
+	if res.Probe.Strategy == config.ProbeRollingHash {
+		out, requests, err = h.rollingProbe(ctx, client, store.Key{Source: src.Name, Resource: res.Name}, res, st) // probe_rolling.go
+	} else {
+		out, requests, err = Probe(ctx, client, res, st)
+	}
 	if err != nil {
 		return out, requests, fmt.Errorf("probe %s/%s: %w", src.Name, res.Name, err)
 	}

@@ -255,7 +255,13 @@ func (p *previewer) run(ctx context.Context) (*previewReport, error) {
 	}
 	first, firstNotes := p.first(rep.Mode, watermark)
 	rep.Notes = append(rep.Notes, firstNotes...)
-	if p.opts.probe && p.res.Probe.Strategy != config.ProbeNone && p.res.Probe.Strategy != "" {
+	switch st := p.res.Probe.Strategy; {
+	case !p.opts.probe || st == config.ProbeNone || st == "":
+	case st == config.ProbeDelta || st == config.ProbeRollingHash:
+		// These probes read the collection's own pages, with state a
+		// preview does not write: the pages below show what they read.
+		rep.Notes = append(rep.Notes, fmt.Sprintf("probe.strategy %s reads the resource's own pages (delta: the delta read's first page; rolling_hash: one page of the last full read per probe): the pages below are what it reads", st))
+	default:
 		rep.Probe = p.probe(ctx)
 		rep.Requests += rep.Probe.Requests
 	}

@@ -38,7 +38,7 @@ func (d *driver) converge(ctx context.Context) error {
 	if err := d.waitQuiet(ctx); err != nil {
 		return fmt.Errorf("probe-triggered fetch after the upstream went quiet: %w", err)
 	}
-	diffs, err := d.compare(ctx, false)
+	diffs, err := d.rotate(ctx)
 	if err != nil {
 		return err
 	}
@@ -386,4 +386,36 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// rotate returns what differs after the probe-triggered fetch. A
+// rolling_hash probe asks one page per probe: its promise is that a change
+// is seen within one rotation of the pages, so it probes on (a probe and
+// the fetch it asks for at a time) until nothing differs or a rotation of
+// the pages the last full read recorded, and one more, has gone by.
+func (d *driver) rotate(ctx context.Context) ([]string, error) {
+	diffs, err := d.compare(ctx, false)
+	if err != nil || d.sc.API.Probe != "rolling_hash" {
+		return diffs, err
+	}
+	var pages int
+	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM probe_pages WHERE source = ? AND resource = 'items'`,
+		d.source).Scan(&pages).Error; err != nil {
+		return nil, err
+	}
+	for range pages {
+		if len(diffs) == 0 {
+			return nil, nil
+		}
+		if err := d.enqueue(ctx, OpProbe); err != nil {
+			return nil, err
+		}
+		if err := d.waitQuiet(ctx); err != nil {
+			return nil, fmt.Errorf("rolling probe after the upstream went quiet: %w", err)
+		}
+		if diffs, err = d.compare(ctx, false); err != nil {
+			return nil, err
+		}
+	}
+	return diffs, nil
 }

@@ -17,9 +17,10 @@ func Table(results []Result, took time.Duration) string {
 	var runs []int
 	var secs []time.Duration
 	quarantined, emptySeeds, empties, notModified := 0, 0, 0, 0
-	styles := map[string]int{}
+	styles, probes := map[string]int{}, map[string]int{}
 	for _, r := range results {
 		styles[r.Scenario.Style()]++
+		probes[r.Scenario.API.Probe]++
 		if r.Scenario.API.EmptyStatus != 0 {
 			emptySeeds++
 			empties += r.EmptyAnswers
@@ -44,6 +45,13 @@ func Table(results []Result, took time.Duration) string {
 		per = append(per, fmt.Sprintf("%s %d", st, styles[st]))
 	}
 	fmt.Fprintf(&b, "| seeds by style | %s |\n", strings.Join(per, ", "))
+	per = per[:0]
+	for _, p := range slices.Sorted(maps.Keys(probes)) {
+		per = append(per, fmt.Sprintf("%s %d", p, probes[p]))
+	}
+	if len(probes) > 1 || probes[""] == 0 { // partition seeds draw no probe
+		fmt.Fprintf(&b, "| seeds by probe strategy | %s |\n", strings.Join(per, ", "))
+	}
 	for _, k := range Kinds {
 		fmt.Fprintf(&b, "| violations: %s | %d |\n", k, byKind[k])
 	}

@@ -144,6 +144,7 @@ func NewScenario(seed uint64) Scenario {
 		s.API.EmptyStatus = http.StatusNotFound
 	}
 	s.drawShape(rand.New(rand.NewPCG(seed, 0x9057)))
+	s.drawReadingProbe(rand.New(rand.NewPCG(seed, 0x7e1a)))
 	s.drawWindow(rand.New(rand.NewPCG(seed, 0x3b1d)))
 
 	for range 6 + pick(9) {
@@ -171,6 +172,23 @@ func (s *Scenario) drawShape(rng *rand.Rand) {
 		// Stripe lists in an order nothing moves a record in (keyset
 		// after a record that moved would skip what it passed).
 		s.API.Order = ByID
+	}
+}
+
+// drawReadingProbe replaces the probe, for two fifths of the seeds, by a
+// strategy that reads the collection itself (from a stream of its own, so
+// that a seed's other draws stay what they were before these came): delta
+// where the resource has a delta, rolling_hash where its pages are GETs.
+func (s *Scenario) drawReadingProbe(rng *rand.Rand) {
+	switch rng.IntN(5) {
+	case 0:
+		if s.Content.Format != "" {
+			s.API.Probe = "delta"
+		}
+	case 1:
+		if s.API.Shape != ShapeGraphQL {
+			s.API.Probe = "rolling_hash"
+		}
 	}
 }
 

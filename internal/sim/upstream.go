@@ -26,8 +26,9 @@ type API struct {
 	// Cap is the largest page the upstream serves, whatever was asked
 	// (0: no cap).
 	Cap int
-	// Probe is etag | etag_weak | last_modified | hash | none: the
-	// validators it sends (collection-wide, as a list endpoint's are).
+	// Probe is etag | etag_weak | last_modified | hash | delta |
+	// rolling_hash | none: the validators it sends (collection-wide, as a
+	// list endpoint's are; none for the strategies that read pages).
 	Probe string
 	// HeadUnsupported answers HEAD with 405.
 	HeadUnsupported bool
