@@ -44,9 +44,9 @@ type Page struct {
 	// MaxChangedIDs bounds the ids listed in the page's outbox event. Default 100.
 	MaxChangedIDs int
 	// ExpectChanged skips comparing hashes before sending payloads: the
-	// caller expects (say, because its previous page was all new) that
-	// nearly every record differs, when the comparison is a wasted round
-	// trip. The outcome is the same either way.
+	// caller expects (because its previous page was all new) that every
+	// record is new, when the comparison is a wasted round trip; the page
+	// is then copied (copyNew). The outcome is the same either way.
 	ExpectChanged bool
 	// Quarantined says the resource may have quarantined records: a page
 	// then takes the records it stores out of quarantine. Without it (no
@@ -396,9 +396,10 @@ type change struct{ op, id, oldHash, newHash string }
 
 // differingSQL lists the positions (1-based) of the records whose stored
 // hash differs from the page's, that are new, or that are tombstoned: the
-// only ones upsertPageSQL has anything to do for.
+// only ones upsertPageSQL has anything to do for; and whether each is
+// stored at all (tombstoned included), which a COPY would collide with.
 const differingSQL = `
-SELECT i.ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(id, hash, ord)
+SELECT i.ord, r.content_hash IS NOT NULL AS stored FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(id, hash, ord)
 LEFT JOIN LATERAL (
 	SELECT r.content_hash, r.deleted_at FROM records r
 	WHERE r.source = $3 AND r.resource = $4 AND r.external_id = i.id
@@ -412,23 +413,24 @@ WHERE r.content_hash IS DISTINCT FROM i.hash OR r.deleted_at IS NOT NULL`
 // and decodes no payload at all (with this, `tidemark-bench --workloads 2`
 // went from 14.2 to 10.3 s for 1M records). A page that expects its records
 // changed skips the comparison and sends them all. A page whose records
-// all differ is most likely all new (a first load): it is copied (copyNew),
-// and upserted only when that finds a record already stored.
+// are all new (a first load) is copied (copyNew), and upserted only when
+// that finds a record stored meanwhile; so is a page expected changed,
+// unless that finds one stored.
 //
 // Both statements run on the transaction's connection directly: GORM would
 // expand the []string arguments into lists of scalars, where pgx sends each
 // as one text[] in binary.
 func upsertDiffering(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p Page, records []Record, ids, hashes []string) ([]change, error) {
-	allDiffer := true
+	allNew := true // unknown without the comparison: copyNew falls back if not
 	if !p.ExpectChanged {
-		differ, err := differing(ctx, tx, p, ids, hashes)
+		differ, anyStored, err := differing(ctx, tx, p, ids, hashes)
 		if err != nil || len(differ) == 0 {
 			return nil, err
 		}
-		allDiffer = len(differ) == len(records)
+		allNew = len(differ) == len(records) && !anyStored
 		ids, hashes, records = pick(ids, differ), pick(hashes, differ), pick(records, differ)
 	}
-	if allDiffer {
+	if allNew {
 		if changes, copied, err := copyNew(ctx, conn, p, records); err != nil || copied {
 			return changes, err
 		}
@@ -441,22 +443,23 @@ func upsertDiffering(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p Page, r
 }
 
 // differing returns the indexes of the records that differ from what is
-// stored.
-func differing(ctx context.Context, tx *gorm.DB, p Page, ids, hashes []string) ([]int, error) {
+// stored, and whether any of them is stored (so not new).
+func differing(ctx context.Context, tx *gorm.DB, p Page, ids, hashes []string) (differ []int, anyStored bool, err error) {
 	rows, err := tx.Statement.ConnPool.QueryContext(ctx, differingSQL, ids, hashes, p.Source, p.Resource)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rows.Close()
-	var differ []int
 	for rows.Next() {
 		var ord int
-		if err := rows.Scan(&ord); err != nil {
-			return nil, err
+		var stored bool
+		if err := rows.Scan(&ord, &stored); err != nil {
+			return nil, false, err
 		}
 		differ = append(differ, ord-1)
+		anyStored = anyStored || stored
 	}
-	return differ, rows.Err()
+	return differ, anyStored, rows.Err()
 }
 
 // pick returns the elements of s at the indexes idx.

@@ -329,7 +329,8 @@ type tallyID struct {
 
 // writeProbeTallies adds the tallies to sync_state in one statement and
 // returns those it wrote. A tally is written only where its validator is
-// still the confirmed one of its kind (a tally of kind "" is not checked)
+// still the confirmed one of its kind (a kind without a confirmed validator
+// in sync_state is not checked)
 // and the resource is not paused. The counters add up and in_sync_at only
 // moves forward, whatever else wrote the row; the probe's view of the latest
 // state (interval, next_probe_at, no consecutive failures) is taken only
@@ -374,7 +375,10 @@ func (s *Store) writeProbeTallies(ctx context.Context, batch map[Key][]*probeTal
 				updated_at = greatest(s.updated_at, v.at)
 			FROM v
 			WHERE s.source = v.source AND s.resource = v.resource AND NOT s.paused
-				AND (v.kind = '' OR v.validator = CASE v.kind WHEN 'etag' THEN s.etag
+				-- Only kinds with a confirmed validator in sync_state are
+				-- checked: "" (unchecked), delta (the watermark is its
+				-- memory) and rolling_hash (probe_pages) have none.
+				AND (v.kind NOT IN ('etag', 'last_modified', 'hash') OR v.validator = CASE v.kind WHEN 'etag' THEN s.etag
 					WHEN 'last_modified' THEN s.last_modified WHEN 'hash' THEN s.probe_hash END)
 			RETURNING v.source, v.resource, v.n, v.at, v.kind, v.validator
 		), minutes AS (

@@ -190,6 +190,9 @@ func TestProbeReadsOneRecord(t *testing.T) {
 		func() {
 			t := &named{t, name}
 			res := f.resource(name)
+			if s := res.Probe.Strategy; s == config.ProbeDelta || s == config.ProbeRollingHash {
+				return // reads the delta's or the full read's page by design (TestDeltaProbe, TestRollingProbeSeesDeepAmendment)
+			}
 			if res.Probe.Limit != 1 {
 				t.Fatalf("demo.yaml: probe.limit %d, want 1", res.Probe.Limit)
 			}

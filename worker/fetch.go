@@ -715,9 +715,10 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 		return err
 	}
 	f.quarantining = f.quarantining || pr.Quarantined > 0
-	// A page of nothing but new or changed records (a first sync)
-	// suggests the next is too: skip its hash comparison.
-	*expectChanged = pr.Unchanged == 0 && len(recs) > 0
+	// A page of nothing but new records (a first sync) suggests the next
+	// is too: skip its hash comparison, and try to copy it (store.copyNew).
+	// A page of updates does not: a COPY of it would be refused.
+	*expectChanged = pr.Created == len(recs) && len(recs) > 0
 	f.n.fetched += len(recs) + len(rejected)
 	f.n.created += pr.Created
 	f.n.updated += pr.Updated
