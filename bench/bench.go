@@ -44,7 +44,7 @@ type Config struct {
 	// interleaved, in one run; the table shows the median and the range.
 	// Default 3.
 	Reps int
-	// Quick scales every workload down to a smoke run of under two minutes.
+	// Quick scales every workload down to a smoke run of a few minutes.
 	Quick bool
 	// Workloads selects workloads by number ("1,4"); empty runs all. 2, 3
 	// and 7 need 1 and run with it.

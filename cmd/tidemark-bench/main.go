@@ -31,7 +31,7 @@ func parse(args []string, stderr io.Writer) (bench.Config, error) {
 	var c bench.Config
 	fs := flag.NewFlagSet("tidemark-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&c.Quick, "quick", false, "smoke run: every workload scaled down (under two minutes)")
+	fs.BoolVar(&c.Quick, "quick", false, "smoke run: every workload scaled down (a few minutes; workload 9 is the longest)")
 	fs.IntVar(&c.Records, "records", 0, "ticket_sales records of workloads 1-3 (default 1000000, 50000 with --quick)")
 	fs.IntVar(&c.ProbeTasks, "probes", 0, "probes of workload 4 (default 10000, 3000 with --quick)")
 	fs.DurationVar(&c.Day, "day", 0, "real length of workload 5's compressed day (default 3m, 40s with --quick)")
