@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -587,10 +586,8 @@ func (f *run) read(ctx context.Context) error {
 // once already, or is unknown) that on_status does not map, and the read
 // has not restarted already.
 func (f *run) continuationRejected(err error) bool {
-	var se *upstream.StatusError
 	continuing := f.cp.Next != f.cp.First || f.cp.Vars["cursor"] != nil
-	return !f.restarted && continuing && errors.As(err, &se) && se.Action == "" &&
-		se.Code >= 400 && se.Code < 500 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
+	return !f.restarted && continuing && positionRefused(err)
 }
 
 // readPages applies the pager's pages until the last, or the first error.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
@@ -55,6 +56,17 @@ func (h probeHandler) rollingProbe(ctx context.Context, client *upstream.Client,
 	}
 	pager := upstream.NewPager(client, res, at, page.Page)
 	got, err := pager.Next(ctx)
+	if page.Page > 0 && positionRefused(err) {
+		// The recorded continuation expired or was single-use: this page
+		// cannot be asked again, and failing until the next scheduled full
+		// read would wedge the probe. A full read records every page
+		// afresh (and sees whatever changed): ask for one, as for a
+		// changed page. With single-use continuations that is a full read
+		// per probe past the first page: use strategy hash there.
+		out.Changed, out.Validator = true, fmt.Sprintf("page %d: its recorded position was refused", page.Page)
+		out.Interval = nextInterval(res.Probe, 0, true)
+		return out, upstream.Requests(err), nil
+	}
 	if err != nil {
 		return out, upstream.Requests(err), fmt.Errorf("page %d of %d: %w", page.Page+1, pages, err)
 	}
@@ -119,4 +131,13 @@ func (f *run) trimPages(ctx context.Context) error {
 		return nil
 	}
 	return f.h.store.TrimProbePages(ctx, f.key, f.cp.Pages)
+}
+
+// positionRefused: the upstream answered a client error other than 408 and
+// 429 that on_status does not map, as it does for a continuation that
+// expired, was used once already, or is unknown (run.continuationRejected).
+func positionRefused(err error) bool {
+	var se *upstream.StatusError
+	return errors.As(err, &se) && se.Action == "" && se.Code >= 400 && se.Code < 500 &&
+		se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 }

@@ -33,8 +33,10 @@ var (
 
 // fixedSeeds run in make test: every pagination style several times over
 // (a seed's style is seed mod 6), with the probe strategies, delta formats
-// and faults their scenarios draw. A few hundred steps in all.
-var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+// and faults their scenarios draw. A few hundred steps in all. 95 and 285
+// are rolling_hash probes whose recorded continuations expire or are
+// single-use (they wedged the probe once).
+var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 95, 285}
 
 // TestSim drives the real worker and scheduler, on real Postgres and
 // Redis, against the simulated upstream of each seed, and fails with the
