@@ -97,7 +97,7 @@ func TestDemoConfig(t *testing.T) {
 		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{Path: "", ID: "id"}, PaginationLink, "limit",
 			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber, ClockSkew: Duration(5 * time.Second)}, 10 * time.Minute},
 		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{Path: "transactions", ID: "txn_id"}, PaginationPage, "per_page",
-			Probe{Strategy: ProbeLastModified, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
+			Probe{Strategy: ProbeDelta, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second)}, delta, 10 * time.Minute},
 		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{Path: "results", ID: "settlement.id"}, PaginationOffset, "limit",
 			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(5 * time.Minute), Limit: 1}, nil, time.Hour},
 		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{Path: "result.items", ID: "id"}, PaginationNextURL, "per_page",

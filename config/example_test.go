@@ -40,7 +40,7 @@ func ExampleConfig_Each() {
 	// Output:
 	// demo/ticket_sales etag every 5s
 	// demo/inventory_movements etag every 5s
-	// demo/transactions last_modified every 5s
+	// demo/transactions delta every 5s
 	// demo/settlements hash every 30s
 	// demo/tax_summaries rolling_hash every 1m0s
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -69,16 +71,28 @@ func (f *fleet) waitIdleFor(timeout time.Duration) {
 // probe runs one probe of a resource (and the fetch it may enqueue).
 func (f *fleet) probe(name string) {
 	f.t.Helper()
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(f.resource(name))...)
+	// Kept a minute once done, so that the wait below sees it finished.
+	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerManual},
+		append(jobs.ProbeOptions(f.resource(name)), asynq.Retention(time.Minute))...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	before := f.state(name).ProbesTotal
-	if _, err := f.client.Enqueue(task); err != nil {
+	info, err := f.client.Enqueue(task)
+	if err != nil {
 		f.t.Fatal(err)
 	}
+	// Counted, and its handler returned: a changed probe counts itself
+	// before it enqueues its fetch, and the queues may look idle between.
 	waitFor(f.t, 30*time.Second, "the probe of "+name, func() (bool, string) {
-		return f.state(name).ProbesTotal > before, ""
+		if f.state(name).ProbesTotal <= before {
+			return false, "not counted yet"
+		}
+		ti, err := f.insp.GetTaskInfo(info.Queue, info.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		return ti.State != asynq.TaskStatePending && ti.State != asynq.TaskStateActive, "task " + ti.State.String()
 	})
 	f.waitIdle()
 }
@@ -122,7 +136,9 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, 250)
 	f.fullSync(0)
-	validators := map[string]bool{"ticket_sales": true, "inventory_movements": true, "transactions": true}
+	// Answered 304 with no body; transactions' delta probe reads its
+	// overlap, the hash probes a page.
+	validators := map[string]bool{"ticket_sales": true, "inventory_movements": true}
 	// Not subtests: the fleet's helpers fail the test that owns the fleet.
 	for _, name := range demoapi.Resources {
 		func() {

@@ -63,6 +63,13 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 	if err != nil {
 		return h.deltaProbeFailed(ctx, p, key, 0, began, err)
 	}
+	if f == nil && why == firstFullDue {
+		// Nothing to ask for: the scheduler enqueues the first full read
+		// until it succeeds, and a fetch asked for now could take the
+		// resource before it and read the whole collection twice.
+		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true,
+			Interval: nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)})
+	}
 	if f == nil {
 		h.log.Info("delta probe: a fetch reads this time", "source", p.Source, "resource", p.Resource, "reason", why)
 		return h.handToFetch(ctx, p, res, key, began)
@@ -113,11 +120,16 @@ func (f *run) nothingNew(ctx context.Context, first *upstream.Page, pager *upstr
 	return f.h.store.StoredAsIs(ctx, f.key, recs)
 }
 
+// firstFullDue is probedDelta's reason when the resource was never read
+// and the scheduler has its first full read due: that read is the first.
+const firstFullDue = "the scheduled first full read reads it first"
+
 // probedDelta sets up the delta read a delta probe begins, with the fetch
 // lock held: the sync state as the last read left it, and the read's first
 // position. It returns nil and why when a fetch must read instead: there is
 // no usable watermark yet (the first read may be the whole collection, a
-// fetch pool's work), or the id path changed (a full read re-keys).
+// fetch pool's work; firstFullDue when the scheduler's full read is that
+// read), or the id path changed (a full read re-keys).
 func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *config.Resource, taskID string) (*run, string, error) {
 	client, err := h.clientFor(src)
 	if err != nil {
@@ -135,6 +147,8 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 	switch {
 	case f.rekey:
 		return nil, "the id path changed: a full read re-keys the records", nil
+	case f.st.Watermark == "" && f.st.LastFullSyncAt == nil && res.FullSync.Every.D() > 0:
+		return nil, firstFullDue, nil
 	case f.st.Watermark == "" || f.ignoreMark:
 		return nil, "no watermark yet: the first read may be the whole collection", nil
 	}

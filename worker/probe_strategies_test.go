@@ -181,3 +181,26 @@ func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 		}
 	}
 }
+
+// TestDeltaProbeLeavesTheFirstReadToTheFullRead: a delta probe of a
+// resource never read, whose first full read the scheduler has due, asks
+// for no fetch: one asked for then could take the resource before the
+// full read and read the whole collection twice (it did, under a tight
+// rate limit: TestTightRateLimitFirstSyncsFinish).
+func TestDeltaProbeLeavesTheFirstReadToTheFullRead(t *testing.T) {
+	t.Parallel()
+	const name = "ticket_sales"
+	f, _ := clockedFleet(t, 50, name, config.Probe{Strategy: config.ProbeDelta, Method: "GET",
+		Every: config.Duration(time.Minute), MaxEvery: config.Duration(time.Minute)})
+	if full := f.resource(name).FullSync.Every.D(); full <= 0 {
+		t.Fatalf("demo.yaml's %s has no full sync (every %s): the test needs one due", name, full)
+	}
+	requests, runs := f.requests(name), f.runCount()
+	f.probe(name) // waits for the probe, then for idle queues
+	if got := f.requests(name) - requests; got != 0 {
+		t.Errorf("the delta probe of a resource never read: %d requests, want none (the scheduled full read is the first)", got)
+	}
+	if got := f.runCount() - runs; got != 0 {
+		t.Errorf("the delta probe of a resource never read: %d run rows, want none", got)
+	}
+}
