@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tidemark/tidemark/config"
-	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -46,31 +45,6 @@ func (f *fleet) lastRun(name string) store.Run {
 		f.t.Fatalf("runs of %s: %v (%d)", name, err, len(runs))
 	}
 	return runs[0]
-}
-
-// storedLikeUpstream reports whether Postgres holds the upstream's version
-// of each of ids.
-func (f *fleet) storedLikeUpstream(name string, ids []string) bool {
-	f.t.Helper()
-	ex := extract.New(f.resource(name))
-	exported := f.upstream.Export(name)
-	for _, id := range ids {
-		doc, err := extract.Decode(exported[id])
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		want, err := ex.Record(doc)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		var got string
-		f.store.DB().Raw(`SELECT content_hash FROM records WHERE source = 'demo' AND resource = ? AND external_id = ? AND deleted_at IS NULL`,
-			name, id).Scan(&got)
-		if got != want.Hash {
-			return false
-		}
-	}
-	return true
 }
 
 // TestDeltaProbe: with probe.strategy delta, the delta read is the probe.
@@ -120,7 +94,7 @@ func TestDeltaProbe(t *testing.T) {
 	if after := f.state(name).Watermark; after <= st.Watermark {
 		t.Errorf("watermark %q → %q: did not advance", st.Watermark, after)
 	}
-	if !f.storedLikeUpstream(name, res.Updated) {
+	if !f.inStep(name, res.Updated) {
 		t.Errorf("the updated records %v are not stored as the upstream has them", res.Updated)
 	}
 }
@@ -169,7 +143,7 @@ func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 	advance(time.Minute)
 	for probes := 1; ; probes++ {
 		f.probe(name) // and the full read it asks for, when it sees the change
-		if f.storedLikeUpstream(name, []string{deepest}) {
+		if f.inStep(name, []string{deepest}) {
 			if run := f.lastRun(name); run.Kind != jobs.ModeFull || run.Trigger != jobs.TriggerProbe || run.RecordsUpdated != 1 {
 				t.Errorf("the read that stored it: %s %s, %d updated", run.Kind, run.Trigger, run.RecordsUpdated)
 			}
