@@ -192,10 +192,7 @@ func (c codec) appendMovement(b []byte, v version) []byte {
 	b = strconv.AppendInt(b, qty, 10)
 	b = append(b, `,"reason":"`...)
 	b = append(b, reason...)
-	b = append(b, `","occurred_at":"`...)
-	b = appendTime(b, v.created)
-	b = append(b, `","updated_at":"`...)
-	b = appendTime(b, v.upd)
+	b = appendStamps(b, "occurred_at", v)
 	b = append(b, `"}`...)
 	return b
 }
@@ -214,10 +211,7 @@ func (c codec) appendTransaction(b []byte, v version) []byte {
 	b = append(b, methods[(v.h0>>28)%uint64(len(methods))]...)
 	b = append(b, `","customer_id":"cus_`...)
 	b = appendPadded(b, int64((v.h0>>36)%100000), 5)
-	b = append(b, `","created_at":"`...)
-	b = appendTime(b, v.created)
-	b = append(b, `","updated_at":"`...)
-	b = appendTime(b, v.upd)
+	b = appendStamps(b, "created_at", v)
 	b = append(b, `"}`...)
 	return b
 }
@@ -265,6 +259,17 @@ func (c codec) appendTaxSummary(b []byte, v version) []byte {
 	b = appendTime(b, v.upd)
 	b = append(b, `"}`...)
 	return b
+}
+
+// appendStamps appends the record's creation time under key and its
+// updated_at, as string fields following a string field.
+func appendStamps(b []byte, key string, v version) []byte {
+	b = append(b, `","`...)
+	b = append(b, key...)
+	b = append(b, `":"`...)
+	b = appendTime(b, v.created)
+	b = append(b, `","updated_at":"`...)
+	return appendTime(b, v.upd)
 }
 
 // appendPadded appends n (>= 0) zero-padded to width digits.
