@@ -19,6 +19,8 @@ var ErrNotFound = errors.New("not found")
 // Store is tidemark's handle on Postgres. It is safe for concurrent use.
 type Store struct {
 	db *gorm.DB
+	// url is where Listen opens its own connection.
+	url string
 }
 
 // Open connects to the database at url and checks that it answers.
@@ -31,7 +33,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, url: url}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
 		return nil, err
