@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -60,6 +61,17 @@ func (s *Store) Close() error {
 		return err
 	}
 	return sqlDB.Close()
+}
+
+// Migrate runs up (migrations.Up) on the store's connection pool: the
+// migrations package owns the schema, store the connection, and store
+// imports no package of ours but config.
+func (s *Store) Migrate(ctx context.Context, up func(context.Context, *sql.DB) error) error {
+	db, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return up(ctx, db)
 }
 
 // Key names one resource of one source.

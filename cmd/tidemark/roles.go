@@ -42,11 +42,7 @@ func (e env) migrate(args []string) error {
 		return err
 	}
 	defer st.Close()
-	db, err := st.DB().DB()
-	if err != nil {
-		return err
-	}
-	if err := migrations.Up(e.ctx, db); err != nil {
+	if err := st.Migrate(e.ctx, migrations.Up); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "migrations applied")
