@@ -83,7 +83,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if err := fenceRun(tx, f.RunID); err != nil {
 			return err
 		}
-		digests, err := beginConfirm(tx, f)
+		digests, err := beginConfirm(ctx, tx, f)
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
 			return err
 		}
-		if err := confirmDigests(tx, f, digests); err != nil {
+		if err := confirmDigests(ctx, tx, f, digests); err != nil {
 			return err
 		}
 		return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, f.PassID).Error
@@ -325,7 +325,7 @@ func (s *Store) DropPass(ctx context.Context, passID int64) error {
 	if err := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, passID).Error; err != nil {
 		return fmt.Errorf("drop seen-set of pass %d: %w", passID, err)
 	}
-	if err := dropDigests(s.db.WithContext(ctx), passID); err != nil {
+	if err := dropDigests(ctx, s.db.WithContext(ctx), passID); err != nil {
 		return fmt.Errorf("drop page digests of pass %d: %w", passID, err)
 	}
 	return nil
