@@ -23,7 +23,7 @@ func TestStateReadsEveryColumnOfTheModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every column set, nullable ones too.
-	if err := s.DB().Exec(`UPDATE sync_state SET etag = 'e', last_modified = 'lm', probe_hash = 'ph', watermark = 'w',
+	if err := s.DBForTests().Exec(`UPDATE sync_state SET etag = 'e', last_modified = 'lm', probe_hash = 'ph', watermark = 'w',
 		checkpoint = '{"page":2}', full_checkpoint = '{"page":3}', basis = '{"b":1}',
 		last_success_at = now(), last_change_at = now(), last_full_sync_at = now(), next_probe_at = now(),
 		probe_interval_ms = 5000, paused = true, consecutive_failures = 2, probes_total = 7, probes_not_modified = 6,
@@ -34,7 +34,7 @@ func TestStateReadsEveryColumnOfTheModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want store.State
-	if err := s.DB().Where("source = ? AND resource = ?", key.Source, key.Resource).Take(&want).Error; err != nil {
+	if err := s.DBForTests().Where("source = ? AND resource = ?", key.Source, key.Resource).Take(&want).Error; err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.State(ctx, key)

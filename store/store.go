@@ -89,9 +89,10 @@ func notFound(err error) error {
 	return err
 }
 
-// DB exposes the GORM handle for tests and for packages' own test helpers.
-// Production code goes through Store's methods.
-func (s *Store) DB() *gorm.DB { return s.db }
+// DBForTests is the store's GORM handle, for tests (and the simulator) to
+// set up and inspect rows no method of Store reads or writes. Production
+// code goes through Store's methods: store is the one road to Postgres.
+func (s *Store) DBForTests() *gorm.DB { return s.db }
 
 // KeysOf lists the resources of a config, in file order.
 func KeysOf(conf *config.Config) []Key {
