@@ -89,7 +89,7 @@ func (d *driver) converge(ctx context.Context) error {
 		}
 	}
 	var q int64
-	d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, d.source).Scan(&q)
+	d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, d.source).Scan(&q)
 	d.out.Quarantined = int(q)
 	return nil
 }
@@ -98,7 +98,7 @@ func (d *driver) converge(ctx context.Context) error {
 // new pass (rather than resuming one).
 func (d *driver) freshFullRead(ctx context.Context, after int64) (bool, error) {
 	var notes []string
-	err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT note FROM sync_runs
+	err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT note FROM sync_runs
 		WHERE source = ? AND id > ? AND kind = 'full' AND status = 'succeeded'`, d.source, after).Scan(&notes).Error
 	for _, n := range notes {
 		if !strings.Contains(n, "resumed the interrupted read") {
@@ -135,7 +135,7 @@ func (d *driver) compare(ctx context.Context, strict bool) ([]string, error) {
 		Payload    string
 		Live       bool
 	}
-	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT external_id, payload::text AS payload, deleted_at IS NULL AS live
+	if err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT external_id, payload::text AS payload, deleted_at IS NULL AS live
 		FROM records WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (d *driver) compare(ctx context.Context, strict bool) ([]string, error) {
 func (d *driver) quarantine(ctx context.Context) (map[string]bool, int) {
 	var rows []struct{ ExternalID *string }
 	// Before the quarantine existed this table did not: nothing is set aside.
-	d.lane.Store.DB().WithContext(ctx).Raw(`SELECT external_id FROM record_quarantine WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows)
+	d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT external_id FROM record_quarantine WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows)
 	ids, unnamed := map[string]bool{}, 0
 	for _, r := range rows {
 		if r.ExternalID == nil {
@@ -268,7 +268,7 @@ func equalValue(a, b any) bool {
 // event naming exactly the records its transaction changed, each a real
 // change (invariant 3).
 func (d *driver) checkHistory(ctx context.Context) error {
-	db := d.lane.Store.DB().WithContext(ctx)
+	db := d.lane.Store.DBForTests().WithContext(ctx)
 	var fulls []time.Time
 	if err := db.Raw(`SELECT finished_at FROM sync_runs WHERE source = ? AND kind = 'full' AND status = 'succeeded' ORDER BY finished_at`,
 		d.source).Scan(&fulls).Error; err != nil {
@@ -431,7 +431,7 @@ func (d *driver) rotate(ctx context.Context) ([]string, error) {
 		return diffs, err
 	}
 	var pages int
-	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM probe_pages WHERE source = ? AND resource = 'items'`,
+	if err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM probe_pages WHERE source = ? AND resource = 'items'`,
 		d.source).Scan(&pages).Error; err != nil {
 		return nil, err
 	}
