@@ -27,25 +27,20 @@ const longMark = "// long: "
 // their branches (the owner's package after the name). It exists only so
 // that this branch is green before they merge; the merge removes it.
 var pendingSplit = map[string]string{
-	"store/apply.go (*Store).applyPage":              "store",
-	"store/apply.go (*Store).applyPage func literal": "store",
-	"store/deletes.go tombstoneUnseen":               "store",
-	"worker/fetch.go (*run).apply":                   "worker",
-	"worker/probe.go (probeHandler).process":         "worker",
-	"discover/paging.go (*session).pagination":       "discover",
-	"discover/paging.go (*session).pageParams":       "discover",
-	"discover/validators.go (*session).validators":   "discover",
-	"upstream/client.go (*Client).once":              "upstream",
-	"upstream/pager.go (*Pager).Next":                "upstream",
-	"cmd/tidemark/discover.go (env).discover":        "cmd/tidemark",
+	"worker/fetch.go (*run).apply":                 "worker",
+	"worker/probe.go (probeHandler).process":       "worker",
+	"discover/paging.go (*session).pagination":     "discover",
+	"discover/paging.go (*session).pageParams":     "discover",
+	"discover/validators.go (*session).validators": "discover",
+	"upstream/client.go (*Client).once":            "upstream",
+	"upstream/pager.go (*Pager).Next":              "upstream",
+	"cmd/tidemark/discover.go (env).discover":      "cmd/tidemark",
 }
 
 // pendingImports lists the packages that still reach Postgres on their own
 // while another helper moves that into store (the outbox listener); the
 // merge removes it.
-var pendingImports = map[string]string{
-	"events/relay.go github.com/jackc/pgx/v5": "store (the outbox listener moves there)",
-}
+var pendingImports = map[string]string{}
 
 // gormOwners may import gorm.io/...; sqlOwners may import pgx or
 // database/sql: store is the road to Postgres, migrations applies the
