@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/upstream"
 )
@@ -84,9 +85,9 @@ func newProber(opts Options, maxReq int, sleep func(context.Context, time.Durati
 		header.Set("Authorization", "Bearer "+opts.Token)
 	}
 	return &prober{
-		client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, 30*time.Second)},
+		client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, config.SourceTimeoutDefault.D())},
 		header: header, max: maxReq, methods: map[string]int{},
-		sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, 30*time.Second),
+		sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, MaxWaitDefault),
 	}
 }
 

@@ -98,6 +98,16 @@ func ProbeQueue(res *config.Resource) string {
 	return ProbePrefix + Queue(res)
 }
 
+// WeightsDefault is Queues' weights written as ParseWeights reads them,
+// "critical=6,default=3,low=1": the default of the worker's --queue-weights.
+func WeightsDefault() string {
+	parts := make([]string, 0, len(Queues))
+	for _, p := range []string{config.PriorityCritical, config.PriorityDefault, config.PriorityLow} {
+		parts = append(parts, p+"="+strconv.Itoa(Queues[p]))
+	}
+	return strings.Join(parts, ",")
+}
+
 // ParseWeights parses queue weights by priority, "critical=6,default=3,low=1",
 // into the weights of the fetch queues and of the probe queues. Every
 // priority must be named once, with a weight of at least 1.

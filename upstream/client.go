@@ -68,12 +68,16 @@ type Options struct {
 	// retries: the task hands itself back. Default none (no limits).
 	Limiter *ratelimit.Limiter
 	// MaxWait is how long one request may wait for the limiter in process.
-	// Default 2s.
+	// Default MaxWaitDefault (2s).
 	MaxWait time.Duration
 	// Tokens supplies the access tokens of a source with auth type oauth2;
 	// required for one, unused otherwise.
 	Tokens Tokens
 }
+
+// MaxWaitDefault is Options.MaxWait's default: short beside a fetch, long
+// enough to ride out a burst of the source's rate limit in process.
+const MaxWaitDefault = 2 * time.Second
 
 // guardedTransport connects directly (no proxy) and only where g allows,
 // resolving names with resolver (nil: the default).
@@ -112,7 +116,7 @@ func New(src *config.Source, opts Options) (*Client, error) {
 		getenv = os.Getenv
 	}
 	c := &Client{src: src, base: base, getenv: getenv, lim: opts.Limiter, tokens: opts.Tokens,
-		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, 2*time.Second))}
+		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, MaxWaitDefault))}
 	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
@@ -285,10 +289,7 @@ func Requests(err error) int {
 }
 
 func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*Response, error) {
-	timeout := c.src.Timeout.D()
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
+	timeout := c.src.RequestTimeout()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -356,7 +357,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	}
 	limit := int64(c.src.MaxBody)
 	if limit <= 0 {
-		limit = 64 << 20
+		limit = int64(config.SourceMaxBodyDefault)
 	}
 	decoded, err := decode(res)
 	if err != nil {

@@ -43,7 +43,7 @@ func (e env) discover(args []string) error {
 	headers := &headerFlags{h: http.Header{}}
 	fs.Var(headers, "header", "header sent with every request, K:V (repeatable; written into the config)")
 	authEnv := fs.String("auth-env", e.getenv("TIDEMARK_DISCOVER_AUTH_ENV"), "environment variable holding a bearer token (TIDEMARK_DISCOVER_AUTH_ENV)")
-	maxReq := fs.Int("max-requests", 12, "most requests to send (TIDEMARK_DISCOVER_MAX_REQUESTS)")
+	maxReq := fs.Int("max-requests", discover.MaxRequestsDefault, "most requests to send (TIDEMARK_DISCOVER_MAX_REQUESTS)")
 	if v := e.getenv("TIDEMARK_DISCOVER_MAX_REQUESTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {

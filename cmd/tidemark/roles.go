@@ -162,7 +162,7 @@ func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
 	fs.DurationVar(&f.configPoll, "config-poll", pollDef, "how often the config file is checked for changes, which are applied without a restart (also on SIGHUP); 0 = only on SIGHUP (TIDEMARK_CONFIG_POLL)")
 	serves, works, schedules := role == "server" || role == "run", role == "worker" || role == "run", role == "scheduler" || role == "run"
 	if serves {
-		fs.StringVar(&f.srv.Addr, "addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
+		fs.StringVar(&f.srv.Addr, "addr", e.or("TIDEMARK_ADDR", server.AddrDefault), "server listen address (TIDEMARK_ADDR)")
 		fs.StringVar(&f.srv.AdminToken, "admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
 		fs.StringVar(&f.srv.PublishAddr, "publish-addr", e.getenv("TIDEMARK_PUBLISH_ADDR"), "address the server is published on when not --addr, as a container's published port; beyond loopback the demo token is refused (TIDEMARK_PUBLISH_ADDR)")
 		trustProxyDef, err := e.envBool("TIDEMARK_TRUST_PROXY", false)
@@ -180,14 +180,14 @@ func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
 		fs.IntVar(&f.fetchConc, "concurrency", f.fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
 		fs.IntVar(&f.probeConc, "probe-concurrency", f.probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
 		fs.StringVar(&f.weights, "queue-weights", f.weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
-		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
+		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", worker.ShutdownTimeoutDefault)
 		errs = append(errs, err)
 		fs.DurationVar(&f.shutdown, "shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
 		f.secretKey, err = e.secretKey()
 		errs = append(errs, err)
 	}
 	if schedules {
-		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
+		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", scheduler.FailureThresholdDefault)
 		errs = append(errs, err)
 		fs.IntVar(&f.failureThreshold, "failure-threshold", thresholdDef, "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
 	}
@@ -261,7 +261,7 @@ func (e env) secretKey() ([]byte, error) {
 // poolEnv reads the worker pools' settings from the environment: a value
 // that is set but invalid is a usage error naming the variable.
 func (e env) poolEnv() (fetch, probe int, weights string, err error) {
-	fetch, probe, weights = 8, 4, "critical=6,default=3,low=1"
+	fetch, probe, weights = worker.ConcurrencyDefault, worker.ProbeConcurrencyDefault, jobs.WeightsDefault()
 	for _, v := range []struct {
 		name string
 		to   *int
