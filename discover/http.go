@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -133,11 +132,7 @@ func (p *prober) send(ctx context.Context, method, rawURL string, header http.He
 		p.last = p.now()
 		res, err := p.client.Do(req)
 		if err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // its copy of the URL may carry a token in the query
-			}
-			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), err)
+			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), upstream.UnwrapURLError(err))
 		}
 		body, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
 		res.Body.Close()
@@ -326,16 +321,12 @@ func roundUpWindow(d time.Duration) time.Duration {
 	return time.Duration(math.Ceil(d.Hours()/24)) * 24 * time.Hour
 }
 
-// withParams returns raw with params set (replacing values of the same name).
+// withParams returns raw with params set (upstream.SetParams), or raw
+// itself when it does not parse: the request then fails and says why.
 func withParams(raw string, params ...string) string {
-	u, err := url.Parse(raw)
+	u, err := upstream.SetParams(raw, params...)
 	if err != nil {
 		return raw
 	}
-	q := u.Query()
-	for i := 0; i+1 < len(params); i += 2 {
-		q.Set(params[i], params[i+1])
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	return u
 }

@@ -92,11 +92,7 @@ func post(ctx context.Context, client *http.Client, src *config.Source, g grant)
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its text holds the URL, query and all
-		}
-		return fail(0, "", "", err)
+		return fail(0, "", "", upstream.UnwrapURLError(err))
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenBody))

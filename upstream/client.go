@@ -338,7 +338,7 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	res, err := c.http.Do(req)
 	metrics.ObserveUpstream(c.src.Name, res, err, time.Since(sent))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(unwrapURLError(err)))
+		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(UnwrapURLError(err)))
 	}
 	defer res.Body.Close()
 	if c.lim != nil {
@@ -589,25 +589,6 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return d
 }
 
-// redact drops the query string: it may carry tokens that must not reach
-// logs, run rows or metrics.
-func redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.RawQuery, u.User, u.Fragment = "", nil, ""
-	return u.String()
-}
-
-// unwrapURLError drops *url.Error's copy of the URL (with its query string).
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
 
 func snippet(body []byte) string {
 	s := strings.TrimSpace(string(body))

@@ -444,7 +444,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 				return "", err
 			}
 			p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.PageParam, n+1, p.why)
-			return setParam(current, pg.PageParam, strconv.Itoa(n+1))
+			return SetParams(current, pg.PageParam, strconv.Itoa(n+1))
 		}
 		off, err := intParam(current, pg.OffsetParam, 0)
 		if err != nil {
@@ -461,7 +461,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			p.pos.Unproven = true
 		}
 		p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.OffsetParam, off, p.why)
-		return setParam(current, pg.OffsetParam, strconv.Itoa(off))
+		return SetParams(current, pg.OffsetParam, strconv.Itoa(off))
 	}
 	return "", fmt.Errorf("unknown pagination style %q", pg.Style)
 }
@@ -494,7 +494,7 @@ func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string
 		return current, nil // the cursor goes in the body
 	}
 	p.why = fmt.Sprintf("next page: %s=%.60q, from %s", pg.CursorParam, s, p.cursorSource())
-	return setParam(current, pg.CursorParam, s)
+	return SetParams(current, pg.CursorParam, s)
 }
 
 // hasMore reads has_more_field, when configured: false ends the read.
@@ -660,13 +660,18 @@ func start(pg config.Pagination) int {
 	return 1
 }
 
-func setParam(raw, key, value string) (string, error) {
+// SetParams returns raw with the query parameters of params, name and value
+// in turn, set (replacing values of the same name): the one way the pager
+// and discover write a page's parameters.
+func SetParams(raw string, params ...string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", err
 	}
 	q := u.Query()
-	q.Set(key, value)
+	for i := 0; i+1 < len(params); i += 2 {
+		q.Set(params[i], params[i+1])
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
@@ -697,11 +702,7 @@ func resolve(base, ref string) (string, error) {
 	if err != nil {
 		// Not the link itself: it may carry a credential the upstream
 		// echoed, and the error ends up in run rows and logs.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", fmt.Errorf("the next link is not a valid URL: %w", err)
+		return "", fmt.Errorf("the next link is not a valid URL: %w", UnwrapURLError(err))
 	}
 	u := b.ResolveReference(r)
 	if u.Scheme != "http" && u.Scheme != "https" {
