@@ -288,36 +288,15 @@ func Requests(err error) int {
 	return 0
 }
 
+// once sends one request, within the source's timeout and its limits, and
+// reads the response.
 func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*Response, error) {
 	timeout := c.src.RequestTimeout()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var payload io.Reader // nil, not a nil *bytes.Reader: a GET keeps no body
-	if reqBody != nil {
-		payload = bytes.NewReader(reqBody)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, rawURL, payload)
+	req, err := c.newRequest(ctx, method, rawURL, header, reqBody)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
-	}
-	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-		return nil, fmt.Errorf("%s: %w", method, &BlockedError{Target: redact(rawURL), Reason: fmt.Sprintf("scheme %q is not http or https", req.URL.Scheme)})
-	}
-	for k, v := range c.src.Headers {
-		req.Header.Set(k, v)
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	req.Header.Set("User-Agent", "tidemark")
-	if reqBody != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	// Asked for and decoded here, not by the transport, so that max_body
-	// counts decoded bytes for every encoding we accept.
-	req.Header.Set("Accept-Encoding", "gzip, deflate")
-	if err := c.authenticate(req); err != nil {
 		return nil, err
 	}
 	timedOut := func(err error) error {
@@ -355,6 +334,46 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 		}
 		return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: res.Header}, nil
 	}
+	return c.readBody(method, rawURL, req, res, timedOut)
+}
+
+// newRequest builds the request once sends: the source's headers, then
+// header's, tidemark's own, and the source's credentials.
+func (c *Client) newRequest(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*http.Request, error) {
+	var payload io.Reader // nil, not a nil *bytes.Reader: a GET keeps no body
+	if reqBody != nil {
+		payload = bytes.NewReader(reqBody)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, payload)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("%s: %w", method, &BlockedError{Target: redact(rawURL), Reason: fmt.Sprintf("scheme %q is not http or https", req.URL.Scheme)})
+	}
+	for k, v := range c.src.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	req.Header.Set("User-Agent", "tidemark")
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	// Asked for and decoded here, not by the transport, so that max_body
+	// counts decoded bytes for every encoding we accept.
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
+	if err := c.authenticate(req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// readBody reads and decodes res's body, up to the source's max_body, and
+// turns a status of 300 or more (but 304) into a *StatusError; timedOut
+// says so of an error the source's timeout caused.
+func (c *Client) readBody(method, rawURL string, req *http.Request, res *http.Response, timedOut func(error) error) (*Response, error) {
 	limit := int64(c.src.MaxBody)
 	if limit <= 0 {
 		limit = int64(config.SourceMaxBodyDefault)

@@ -206,6 +206,12 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		return &Page{URL: current, Header: resp.Header, Requests: resp.Requests, NotModified: true,
 			Decision: "the first page is not modified (304): the collection is as last read"}, nil
 	}
+	return p.readPage(method, current, resp)
+}
+
+// readPage extracts the records of the page resp brought and finds the page
+// after it.
+func (p *Pager) readPage(method, current string, resp *Response) (*Page, error) {
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).
 	bad := func(err error) error {
@@ -252,6 +258,13 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err := p.loop(current, page, next); err != nil {
 		return nil, bad(err)
 	}
+	p.advance(page, next, served)
+	return page, nil
+}
+
+// advance moves the position past page, whose upstream served served
+// records, to next ("" after the last page).
+func (p *Pager) advance(page *Page, next string, served int) {
 	p.pos.Served = max(p.pos.Served, served)
 	p.pos.Read += int64(len(page.Records) + len(page.Rejected))
 	p.pos.Next = next
@@ -260,7 +273,6 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	}
 	page.Next = next
 	page.Decision = p.why
-	return page, nil
 }
 
 // onStatus applies the resource's on_status to a failed request: a status
