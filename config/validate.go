@@ -214,6 +214,17 @@ func (c *checker) keyNotInPath(path, p, param string) {
 	}
 }
 
+// authName checks the name (a header, a query parameter) the token of auth
+// type typ travels in: required, and valid as what by valid.
+func (c *checker) authName(path, name, typ string, valid *regexp.Regexp, what string) {
+	switch {
+	case name == "":
+		c.report(path, "required for auth type %s", typ)
+	case !valid.MatchString(name):
+		c.report(path, "invalid %s %q", what, name)
+	}
+}
+
 func (c *checker) auth(ap string, a *Auth) {
 	notFor := func(field, value string) {
 		if value != "" {
@@ -235,22 +246,12 @@ func (c *checker) auth(ap string, a *Auth) {
 			c.report(join(ap, "token_file"), "set token_env or token_file, not both")
 		}
 		if a.Type == AuthHeader {
-			switch {
-			case a.Header == "":
-				c.report(join(ap, "header"), "required for auth type header")
-			case !headerName.MatchString(a.Header):
-				c.report(join(ap, "header"), "invalid header name %q", a.Header)
-			}
+			c.authName(join(ap, "header"), a.Header, a.Type, headerName, "header name")
 		} else {
 			notFor("header", a.Header)
 		}
 		if a.Type == AuthQuery {
-			switch {
-			case a.Param == "":
-				c.report(join(ap, "param"), "required for auth type query")
-			case !queryParamName.MatchString(a.Param):
-				c.report(join(ap, "param"), "invalid query parameter name %q", a.Param)
-			}
+			c.authName(join(ap, "param"), a.Param, a.Type, queryParamName, "query parameter name")
 		} else {
 			notFor("param", a.Param)
 		}

@@ -132,15 +132,7 @@ var updateNames = []string{"updated_at", "updatedat", "modified_at", "modifiedat
 
 // timestampFields finds timestamp-like fields present in every record.
 func timestampFields(recs []map[string]any) (update []tsField, other []string) {
-	flat := make([]map[string]any, len(recs))
-	for i, r := range recs {
-		flat[i] = leaves(r)
-	}
-	var paths []string
-	for p := range flat[0] {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+	flat, paths := flatten(recs)
 	for _, p := range paths {
 		format := ""
 		for _, f := range flat {

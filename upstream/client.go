@@ -608,7 +608,6 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return d
 }
 
-
 func snippet(body []byte) string {
 	s := strings.TrimSpace(string(body))
 	if len(s) > 200 {

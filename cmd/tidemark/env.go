@@ -294,7 +294,11 @@ func splitKey(arg string, needResource bool) (string, string, error) {
 	return src, res, nil
 }
 
-func noArgs(fs *flag.FlagSet) error {
+// parseNoArgs parses the flags of a command that takes no arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}

@@ -26,10 +26,7 @@ func (e env) migrate(args []string) error {
 	var s settings
 	fs := e.flags("migrate", &s)
 	create := fs.Bool("create-db", false, "create the database first if it does not exist")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *create {
@@ -60,10 +57,7 @@ func (e env) roles(role string, args []string) error {
 	var s settings
 	fs := e.flags(role, &s)
 	f, envErr := e.roleFlags(fs, role)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if envErr != nil {
