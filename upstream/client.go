@@ -75,8 +75,7 @@ type Options struct {
 	Tokens Tokens
 }
 
-// MaxWaitDefault is Options.MaxWait's default: short beside a fetch, long
-// enough to ride out a burst of the source's rate limit in process.
+// MaxWaitDefault is Options.MaxWait's default.
 const MaxWaitDefault = 2 * time.Second
 
 // guardedTransport connects directly (no proxy) and only where g allows,
