@@ -284,39 +284,42 @@ func (e env) poolEnv() (fetch, probe int, weights string, err error) {
 // envInt reads an integer variable: def when unset, a usage error naming
 // the variable when it is set to something else.
 func (e env) envInt(name string, def int) (int, error) {
-	v := e.getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return def, usagef("%s=%q: want a whole number", name, v)
-	}
-	return n, nil
+	return envValue(e, name, def, func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, errors.New("want a whole number")
+		}
+		return n, nil
+	})
 }
 
 // envBool reads a boolean variable (true, false, 1, 0, ...) like envInt.
 func (e env) envBool(name string, def bool) (bool, error) {
-	v := e.getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return def, usagef("%s=%q: want true or false", name, v)
-	}
-	return b, nil
+	return envValue(e, name, def, func(v string) (bool, error) {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, errors.New("want true or false")
+		}
+		return b, nil
+	})
 }
 
 // envDuration reads a duration variable like envInt.
 func (e env) envDuration(name string, def time.Duration) (time.Duration, error) {
+	return envValue(e, name, def, parseDuration)
+}
+
+// envValue reads variable name with parse: def when unset, a usage error
+// naming the variable and saying what parse wants when it is set to
+// something parse refuses.
+func envValue[T any](e env, name string, def T, parse func(string) (T, error)) (T, error) {
 	v := e.getenv(name)
 	if v == "" {
 		return def, nil
 	}
-	d, err := parseDuration(v)
+	x, err := parse(v)
 	if err != nil {
 		return def, usagef("%s=%q: %v", name, v, err)
 	}
-	return d, nil
+	return x, nil
 }
