@@ -6,11 +6,27 @@ import (
 	"time"
 )
 
+// Defaults that code outside config applies too: to a source built without
+// SetDefaults, and to discovery's requests.
+const (
+	// SourceTimeoutDefault is Source.Timeout's default.
+	SourceTimeoutDefault = Duration(30 * time.Second)
+	// SourceMaxBodyDefault is Source.MaxBody's default.
+	SourceMaxBodyDefault = 64 * MiB
+)
+
+// RequestTimeout bounds one request to the source: Timeout, or
+// SourceTimeoutDefault for a source built in code without SetDefaults.
+func (s *Source) RequestTimeout() time.Duration {
+	if s.Timeout <= 0 {
+		return SourceTimeoutDefault.D()
+	}
+	return s.Timeout.D()
+}
+
 // Defaults, as documented on the fields in config.go.
 const (
 	defaultMaxConcurrency = 4
-	defaultTimeout        = Duration(30 * time.Second)
-	defaultMaxBody        = 64 * MiB
 	defaultBurst          = 1
 	defaultFreshness      = Duration(5 * time.Minute)
 	defaultLimit          = 100
@@ -42,8 +58,8 @@ func (c *Config) SetDefaults() {
 		s := &c.Sources[i]
 		s.MaxConcurrency = cmp.Or(s.MaxConcurrency, defaultMaxConcurrency)
 		s.RateLimitHeaders = cmp.Or(s.RateLimitHeaders, HeadersHonour)
-		s.Timeout = cmp.Or(s.Timeout, defaultTimeout)
-		s.MaxBody = cmp.Or(s.MaxBody, defaultMaxBody)
+		s.Timeout = cmp.Or(s.Timeout, SourceTimeoutDefault)
+		s.MaxBody = cmp.Or(s.MaxBody, SourceMaxBodyDefault)
 		if s.Auth != nil && s.Auth.Type == AuthOAuth2 {
 			s.Auth.AuthStyle = cmp.Or(s.Auth.AuthStyle, AuthStyleBody)
 		}

@@ -30,15 +30,17 @@ type Options struct {
 	// Token is sent as "Authorization: Bearer Token". It never appears in the
 	// proposal, the notes or an error.
 	Token string
-	// MaxRequests is the most requests discovery sends, retries included. Default 12.
+	// MaxRequests is the most requests discovery sends, retries included.
+	// Default MaxRequestsDefault (12).
 	MaxRequests int
 	// Source and Resource name the proposal. Default: from the URL's host and
 	// last path segment.
 	Source, Resource string
-	// Timeout bounds one request. Default 30s.
+	// Timeout bounds one request. Default config.SourceTimeoutDefault
+	// (30s), as a source's requests.
 	Timeout time.Duration
 	// MaxWait is the longest discovery waits for a rate limit before giving
-	// up on further requests. Default 30s.
+	// up on further requests. Default MaxWaitDefault (30s).
 	MaxWait time.Duration
 	// Transport is the HTTP transport. Default http.DefaultTransport.
 	Transport http.RoundTripper
@@ -48,6 +50,14 @@ type Options struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
+
+// Options' defaults, filled in by Discover.
+const (
+	// MaxRequestsDefault is Options.MaxRequests's default.
+	MaxRequestsDefault = 12
+	// MaxWaitDefault is Options.MaxWait's default.
+	MaxWaitDefault = 30 * time.Second
+)
 
 // Note is the evidence behind one choice of the proposal, and how sure
 // discovery is of it: high, medium or low.
@@ -137,7 +147,7 @@ func Discover(ctx context.Context, rawURL string, opts Options) (*Result, error)
 		}
 	}
 	u.Fragment = ""
-	maxReq := cmp.Or(opts.MaxRequests, 12)
+	maxReq := cmp.Or(opts.MaxRequests, MaxRequestsDefault)
 	if maxReq < 1 {
 		return nil, fmt.Errorf("%w: max requests must be at least 1, got %d", ErrInvalidOptions, maxReq)
 	}

@@ -8,11 +8,11 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/upstream"
 )
@@ -84,9 +84,9 @@ func newProber(opts Options, maxReq int, sleep func(context.Context, time.Durati
 		header.Set("Authorization", "Bearer "+opts.Token)
 	}
 	return &prober{
-		client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, 30*time.Second)},
+		client: &http.Client{Transport: transport, Timeout: cmp.Or(opts.Timeout, config.SourceTimeoutDefault.D())},
 		header: header, max: maxReq, methods: map[string]int{},
-		sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, 30*time.Second),
+		sleep: sleep, now: now, maxWait: cmp.Or(opts.MaxWait, MaxWaitDefault),
 	}
 }
 
@@ -132,11 +132,7 @@ func (p *prober) send(ctx context.Context, method, rawURL string, header http.He
 		p.last = p.now()
 		res, err := p.client.Do(req)
 		if err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // its copy of the URL may carry a token in the query
-			}
-			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), err)
+			return nil, fmt.Errorf("%s %s: %w", method, upstream.Redact(rawURL), upstream.UnwrapURLError(err))
 		}
 		body, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
 		res.Body.Close()
@@ -325,16 +321,12 @@ func roundUpWindow(d time.Duration) time.Duration {
 	return time.Duration(math.Ceil(d.Hours()/24)) * 24 * time.Hour
 }
 
-// withParams returns raw with params set (replacing values of the same name).
+// withParams returns raw with params set (upstream.SetParams), or raw
+// itself when it does not parse: the request then fails and says why.
 func withParams(raw string, params ...string) string {
-	u, err := url.Parse(raw)
+	u, err := upstream.SetParams(raw, params...)
 	if err != nil {
 		return raw
 	}
-	q := u.Query()
-	for i := 0; i+1 < len(params); i += 2 {
-		q.Set(params[i], params[i+1])
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	return u
 }

@@ -59,82 +59,34 @@ func why(err error) string {
 	return err.Error()
 }
 
-// pagination detects and confirms how pages are walked.
+// pagination detects and confirms how pages are walked, trying the ways
+// tidemark supports in turn: the first that the first page shows wins.
 func (s *session) pagination(ctx context.Context) error {
 	n := len(s.ids1)
 	doc, _ := s.doc.(map[string]any)
-	pg := &s.res.Pagination
 	if s.conn != nil {
 		s.graphQLPagination()
 		return nil
 	}
-
 	// 1. RFC 8288 Link rel=next.
 	if found, err := s.linkPagination(ctx); found || err != nil {
 		return err
 	}
-
 	// 2. A next-URL field in the body.
-	if path, val, found := s.nextURLField(doc); found {
-		pg.Style, pg.NextField = config.PaginationNextURL, path
-		if val == "" {
-			s.note("pagination", "medium", fmt.Sprintf("field %q is null on the first page (the only page); not confirmed by following", path))
-			return nil
-		}
-		next, err := upstream.ResolveLink(s.page1.url, val)
-		if err != nil {
-			return notUnderstood(fmt.Sprintf("field %q holds %q, not a usable URL", path, val), "a valid next-page URL")
-		}
-		ok, limitParam, ev := s.follow(ctx, next)
-		s.setLimit(limitParam, n)
-		if ok {
-			s.note("pagination", "high", fmt.Sprintf("field %q holds the next page's URL; following it returned the next page%s", path, ev))
-		} else {
-			s.note("pagination", "medium", fmt.Sprintf("field %q looks like the next page's URL; not confirmed: %s", path, ev))
-		}
-		return nil
+	if found, err := s.nextURLPagination(ctx, doc); found || err != nil {
+		return err
 	}
-
 	hasMore, hasMoreField := s.hasMore(doc)
-
 	// 3. A cursor field.
-	if path, val, found := s.cursorField(doc); found {
-		pg.Style, pg.NextField = config.PaginationCursor, path
-		last := ""
-		if len(s.ids1) > 0 {
-			last = s.ids1[len(s.ids1)-1]
-		}
-		params := cursorParams(path, val == last)
-		if val == "" {
-			pg.CursorParam = params[0]
-			s.note("pagination", "low", fmt.Sprintf("field %q is null on the first page (the only page); the cursor parameter %q is a guess, not confirmed: check the API's docs", path, params[0]))
-			return nil
-		}
-		var tried []string
-		for _, param := range params {
-			if s.p.remaining() < 1 {
-				break
-			}
-			ok, limitParam, ev := s.follow(ctx, withParams(s.url, param, val))
-			tried = append(tried, param)
-			if ok {
-				pg.CursorParam = param
-				s.setLimit(limitParam, n)
-				s.note("pagination", "high", fmt.Sprintf("field %q carries the next cursor (%q); sending it as %s returned the next page%s", path, val, param, ev))
-				return nil
-			}
-		}
-		return notUnderstood(fmt.Sprintf("cursor field %q = %q, but none of the parameters tried (%s) returned the next page", path, val, strings.Join(tried, ", ")),
-			"the name of the query parameter that takes the cursor (see the API's docs), or a larger --max-requests")
+	if found, err := s.cursorPagination(ctx, doc); found || err != nil {
+		return err
 	}
-
 	// 4. has_more without a cursor: the next page starts after the last id.
 	if hasMoreField != "" && !hasMore {
-		pg.Style = config.PaginationNone
+		s.res.Pagination.Style = config.PaginationNone
 		s.note("pagination", "high", fmt.Sprintf("%q is false on the first page: all %d records fit on one page", hasMoreField, n))
 		return nil
 	}
-
 	// 5. Page or offset parameters, confirmed by comparing pages.
 	if n >= 3 {
 		ok, err := s.pageParams(ctx)
@@ -142,8 +94,79 @@ func (s *session) pagination(ctx context.Context) error {
 			return err
 		}
 	}
-
 	// 6. None.
+	return s.noPagination(doc, hasMore, hasMoreField)
+}
+
+// nextURLPagination pages by a response field holding the next page's URL,
+// if the first page has one.
+func (s *session) nextURLPagination(ctx context.Context, doc map[string]any) (bool, error) {
+	path, val, found := s.nextURLField(doc)
+	if !found {
+		return false, nil
+	}
+	pg := &s.res.Pagination
+	pg.Style, pg.NextField = config.PaginationNextURL, path
+	if val == "" {
+		s.note("pagination", "medium", fmt.Sprintf("field %q is null on the first page (the only page); not confirmed by following", path))
+		return true, nil
+	}
+	next, err := upstream.ResolveLink(s.page1.url, val)
+	if err != nil {
+		return true, notUnderstood(fmt.Sprintf("field %q holds %q, not a usable URL", path, val), "a valid next-page URL")
+	}
+	ok, limitParam, ev := s.follow(ctx, next)
+	s.setLimit(limitParam, len(s.ids1))
+	if ok {
+		s.note("pagination", "high", fmt.Sprintf("field %q holds the next page's URL; following it returned the next page%s", path, ev))
+	} else {
+		s.note("pagination", "medium", fmt.Sprintf("field %q looks like the next page's URL; not confirmed: %s", path, ev))
+	}
+	return true, nil
+}
+
+// cursorPagination pages by a response field carrying the next cursor, if
+// the first page has one, and finds the query parameter that takes it.
+func (s *session) cursorPagination(ctx context.Context, doc map[string]any) (bool, error) {
+	path, val, found := s.cursorField(doc)
+	if !found {
+		return false, nil
+	}
+	pg := &s.res.Pagination
+	pg.Style, pg.NextField = config.PaginationCursor, path
+	last := ""
+	if len(s.ids1) > 0 {
+		last = s.ids1[len(s.ids1)-1]
+	}
+	params := cursorParams(path, val == last)
+	if val == "" {
+		pg.CursorParam = params[0]
+		s.note("pagination", "low", fmt.Sprintf("field %q is null on the first page (the only page); the cursor parameter %q is a guess, not confirmed: check the API's docs", path, params[0]))
+		return true, nil
+	}
+	var tried []string
+	for _, param := range params {
+		if s.p.remaining() < 1 {
+			break
+		}
+		ok, limitParam, ev := s.follow(ctx, withParams(s.url, param, val))
+		tried = append(tried, param)
+		if ok {
+			pg.CursorParam = param
+			s.setLimit(limitParam, len(s.ids1))
+			s.note("pagination", "high", fmt.Sprintf("field %q carries the next cursor (%q); sending it as %s returned the next page%s", path, val, param, ev))
+			return true, nil
+		}
+	}
+	return true, notUnderstood(fmt.Sprintf("cursor field %q = %q, but none of the parameters tried (%s) returned the next page", path, val, strings.Join(tried, ", ")),
+		"the name of the query parameter that takes the cursor (see the API's docs), or a larger --max-requests")
+}
+
+// noPagination proposes no pagination when nothing on the first page says
+// there are more, and fails discovery when something does (has_more true,
+// a total beyond the page) but no supported way to walk the pages was found.
+func (s *session) noPagination(doc map[string]any, hasMore bool, hasMoreField string) error {
+	n := len(s.ids1)
 	more := ""
 	switch {
 	case hasMore:
@@ -157,7 +180,7 @@ func (s *session) pagination(ctx context.Context) error {
 		return notUnderstood(more+"; no next link, next-URL or cursor field, and no page or offset parameter returned the next page",
 			"a way to walk the pages that tidemark supports (Link header, next URL or cursor field, page or offset parameters)")
 	}
-	pg.Style = config.PaginationNone
+	s.res.Pagination.Style = config.PaginationNone
 	ev := fmt.Sprintf("no Link header, next-URL or cursor field; %d records on the first page", n)
 	conf := "medium"
 	if f, total := s.total(doc); f != "" && total == n {
@@ -371,6 +394,38 @@ type pageTry struct {
 // pageParams tries page and offset parameters and keeps the first a second
 // request confirms.
 func (s *session) pageParams(ctx context.Context) (bool, error) {
+	tries, maxTries := s.pageTries()
+	k := len(s.ids1) / 3
+	var tried []string
+	for i, t := range tries {
+		if i >= maxTries || s.p.remaining() < 1 {
+			break
+		}
+		var u string
+		if t.style == config.PaginationPage {
+			u = withParams(s.url, t.param, "2", t.limit, strconv.Itoa(k))
+		} else {
+			u = withParams(s.url, t.param, strconv.Itoa(k), t.limit, strconv.Itoa(k))
+		}
+		tried = append(tried, t.param+"/"+t.limit)
+		p, err := s.get(ctx, u)
+		if err != nil {
+			continue
+		}
+		if s.confirmPageTry(ctx, t, k, p.ids) {
+			return true, nil
+		}
+	}
+	if len(tried) > 0 {
+		s.pagingTried = tried
+	}
+	return false, nil
+}
+
+// pageTries lists the page and offset parameters to try, those the first
+// page's fields or the URL's query name first, and how many of them to try:
+// three, and one more for each so named.
+func (s *session) pageTries() ([]pageTry, int) {
 	tries := []pageTry{
 		{config.PaginationPage, "page", "per_page"},
 		{config.PaginationOffset, "offset", "limit"},
@@ -408,64 +463,51 @@ func (s *session) pageParams(ctx context.Context) (bool, error) {
 			maxTries++
 		}
 	}
+	return tries, maxTries
+}
+
+// confirmPageTry reads the ids of the page t's parameters asked for (page 2,
+// or offset k, with pages of k) against the first page's, and on a match
+// proposes t's pagination.
+func (s *session) confirmPageTry(ctx context.Context, t pageTry, k int, ids []string) bool {
 	n := len(s.ids1)
-	k := n / 3
-	var tried []string
-	for i, t := range tries {
-		if i >= maxTries || s.p.remaining() < 1 {
-			break
-		}
-		var u string
-		if t.style == config.PaginationPage {
-			u = withParams(s.url, t.param, "2", t.limit, strconv.Itoa(k))
-		} else {
-			u = withParams(s.url, t.param, strconv.Itoa(k), t.limit, strconv.Itoa(k))
-		}
-		tried = append(tried, t.param+"/"+t.limit)
-		p, err := s.get(ctx, u)
-		if err != nil {
-			continue
-		}
-		ids := p.ids
-		pg := &s.res.Pagination
-		switch {
-		case t.style == config.PaginationPage && slices.Equal(ids, s.ids1[k:2*k]):
-			s.setPage(t, 1, true, n, fmt.Sprintf("%s=2&%s=%d returned records %d-%d of the first page: pages count from 1 and %s sets the page size", t.param, t.limit, k, k+1, 2*k, t.limit))
-			return true, nil
-		case t.style == config.PaginationPage && slices.Equal(ids, s.ids1[2*k:3*k]):
-			s.setPage(t, 0, true, n, fmt.Sprintf("%s=2&%s=%d returned records %d-%d of the first page: pages count from 0 and %s sets the page size", t.param, t.limit, k, 2*k+1, 3*k, t.limit))
-			return true, nil
-		case t.style == config.PaginationPage && len(ids) > 0 && disjoint(ids, s.ids1) && len(ids) != k:
-			start, ev := 1, fmt.Sprintf("%s=2 returned %d records none of which is on the first page (%s is ignored)", t.param, len(ids), t.limit)
-			if s.p.remaining() > 0 {
-				if p1, err := s.get(ctx, withParams(s.url, t.param, "1")); err == nil {
-					if slices.Equal(p1.ids, s.ids1) {
-						ev += fmt.Sprintf("; %s=1 is the first page: pages count from 1", t.param)
-					} else {
-						start = 0
-						ev += fmt.Sprintf("; %s=1 is not the first page: pages count from 0", t.param)
-					}
-				}
-			} else {
-				ev += "; the first page number (1) is assumed"
-			}
-			s.setPage(t, start, false, n, ev)
-			return true, nil
-		case t.style == config.PaginationOffset && slices.Equal(ids, s.ids1[k:2*k]):
-			pg.Style, pg.OffsetParam = config.PaginationOffset, t.param
-			s.setLimit(t.limit, n)
-			s.note("pagination", "high", fmt.Sprintf("%s=%d&%s=%d returned records %d-%d of the first page", t.param, k, t.limit, k, k+1, 2*k))
-			return true, nil
-		case t.style == config.PaginationOffset && len(ids) >= n-k && slices.Equal(ids[:n-k], s.ids1[k:]):
-			pg.Style, pg.OffsetParam, pg.Limit = config.PaginationOffset, t.param, n
-			s.note("pagination", "high", fmt.Sprintf("%s=%d returned the first page shifted by %d (%s is ignored: pages of %d)", t.param, k, k, t.limit, n))
-			return true, nil
-		}
+	pg := &s.res.Pagination
+	switch {
+	case t.style == config.PaginationPage && slices.Equal(ids, s.ids1[k:2*k]):
+		s.setPage(t, 1, true, n, fmt.Sprintf("%s=2&%s=%d returned records %d-%d of the first page: pages count from 1 and %s sets the page size", t.param, t.limit, k, k+1, 2*k, t.limit))
+	case t.style == config.PaginationPage && slices.Equal(ids, s.ids1[2*k:3*k]):
+		s.setPage(t, 0, true, n, fmt.Sprintf("%s=2&%s=%d returned records %d-%d of the first page: pages count from 0 and %s sets the page size", t.param, t.limit, k, 2*k+1, 3*k, t.limit))
+	case t.style == config.PaginationPage && len(ids) > 0 && disjoint(ids, s.ids1) && len(ids) != k:
+		start, ev := s.firstPageNumber(ctx, t)
+		s.setPage(t, start, false, n, fmt.Sprintf("%s=2 returned %d records none of which is on the first page (%s is ignored)", t.param, len(ids), t.limit)+ev)
+	case t.style == config.PaginationOffset && slices.Equal(ids, s.ids1[k:2*k]):
+		pg.Style, pg.OffsetParam = config.PaginationOffset, t.param
+		s.setLimit(t.limit, n)
+		s.note("pagination", "high", fmt.Sprintf("%s=%d&%s=%d returned records %d-%d of the first page", t.param, k, t.limit, k, k+1, 2*k))
+	case t.style == config.PaginationOffset && len(ids) >= n-k && slices.Equal(ids[:n-k], s.ids1[k:]):
+		pg.Style, pg.OffsetParam, pg.Limit = config.PaginationOffset, t.param, n
+		s.note("pagination", "high", fmt.Sprintf("%s=%d returned the first page shifted by %d (%s is ignored: pages of %d)", t.param, k, k, t.limit, n))
+	default:
+		return false
 	}
-	if len(tried) > 0 {
-		s.pagingTried = tried
+	return true
+}
+
+// firstPageNumber asks for page 1 of t, when the budget allows, to tell
+// whether pages count from 1 or from 0; the evidence says how it knows.
+func (s *session) firstPageNumber(ctx context.Context, t pageTry) (start int, evidence string) {
+	if s.p.remaining() <= 0 {
+		return 1, "; the first page number (1) is assumed"
 	}
-	return false, nil
+	p1, err := s.get(ctx, withParams(s.url, t.param, "1"))
+	switch {
+	case err != nil:
+		return 1, ""
+	case slices.Equal(p1.ids, s.ids1):
+		return 1, fmt.Sprintf("; %s=1 is the first page: pages count from 1", t.param)
+	default:
+		return 0, fmt.Sprintf("; %s=1 is not the first page: pages count from 0", t.param)
+	}
 }
 
 func (s *session) setPage(t pageTry, start int, limitOK bool, n int, ev string) {

@@ -137,17 +137,23 @@ type idCandidate struct {
 	first     bool
 }
 
-// findID picks the id field among the records of the first page.
-func findID(recs []map[string]any, firstKey string, resource string) (id string, evidence string, confidence string, err error) {
-	flat := make([]map[string]any, len(recs))
+// flatten returns each record's leaves and the sorted paths of the first
+// record's.
+func flatten(recs []map[string]any) (flat []map[string]any, paths []string) {
+	flat = make([]map[string]any, len(recs))
 	for i, r := range recs {
 		flat[i] = leaves(r)
 	}
-	var all []string
 	for p := range flat[0] {
-		all = append(all, p)
+		paths = append(paths, p)
 	}
-	sort.Strings(all)
+	sort.Strings(paths)
+	return flat, paths
+}
+
+// findID picks the id field among the records of the first page.
+func findID(recs []map[string]any, firstKey string, resource string) (id string, evidence string, confidence string, err error) {
+	flat, all := flatten(recs)
 	var cands []idCandidate
 	var uniqueOthers []string
 	for _, p := range all {

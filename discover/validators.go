@@ -37,88 +37,86 @@ func (s *session) validators(ctx context.Context) {
 	if lm != "" {
 		ev = append(ev, "GET returns Last-Modified")
 	}
-
-	// HEAD: supported, and with the same validators?
-	headETag, headLM := false, false
-	if s.p.remaining() > 0 {
-		resp, err := s.p.do(ctx, http.MethodHead, s.url, nil)
-		switch {
-		case err != nil:
-			ev = append(ev, "HEAD "+why(err))
-		case resp.status >= 200 && resp.status < 300:
-			headETag = etag != "" && resp.header.Get("ETag") == etag
-			headLM = lm != "" && resp.header.Get("Last-Modified") == lm
-			switch {
-			case headETag || headLM:
-				ev = append(ev, "HEAD returns the same validator")
-			default:
-				ev = append(ev, "HEAD returns other validators")
-			}
-		default:
-			ev = append(ev, fmt.Sprintf("HEAD answers %d", resp.status))
-		}
-	} else {
-		ev = append(ev, "HEAD not tried: request budget spent")
-	}
-
-	// Conditional GET: does the API answer 304?
-	cond := func(name, value string) bool {
-		if s.p.remaining() < 1 {
-			ev = append(ev, "conditional GET not tried: request budget spent")
-			return false
-		}
-		resp, err := s.p.do(ctx, http.MethodGet, s.url, http.Header{name: {value}})
-		switch {
-		case err != nil:
-			ev = append(ev, "conditional GET: "+why(err))
-			return false
-		case resp.status == http.StatusNotModified:
-			ev = append(ev, name+" gets 304 Not Modified")
-			return true
-		default:
-			ev = append(ev, fmt.Sprintf("%s gets %d, not 304", name, resp.status))
-			s.rememberBody(resp)
-			return false
-		}
-	}
-
+	headETag, headLM, headEv := s.headValidators(ctx, etag, lm)
+	ev = append(ev, headEv)
 	if etag != "" {
-		ok304 := cond("If-None-Match", etag)
+		ok304, condEv := s.conditionalGet(ctx, "If-None-Match", etag)
+		ev = append(ev, condEv)
 		if headETag || ok304 {
-			pr.Strategy = config.ProbeETag
-			pr.Method = http.MethodGet
-			if headETag {
-				pr.Method = http.MethodHead
-			}
-			conf := "medium"
-			if headETag && ok304 {
-				conf = "high"
-			}
-			s.note("probe", conf, strings.Join(ev, "; "))
+			s.proposeValidator(config.ProbeETag, headETag, ok304, strings.Join(ev, "; "))
 			return
 		}
 	}
 	if lm != "" {
 		ok304 := false
 		if !headLM || etag == "" {
-			ok304 = cond("If-Modified-Since", lm)
+			var condEv string
+			ok304, condEv = s.conditionalGet(ctx, "If-Modified-Since", lm)
+			ev = append(ev, condEv)
 		}
 		if headLM || ok304 {
-			pr.Strategy = config.ProbeLastModified
-			pr.Method = http.MethodGet
-			if headLM {
-				pr.Method = http.MethodHead
-			}
-			conf := "medium"
-			if headLM && ok304 {
-				conf = "high"
-			}
-			s.note("probe", conf, strings.Join(ev, "; ")+"; Last-Modified has one-second precision")
+			s.proposeValidator(config.ProbeLastModified, headLM, ok304, strings.Join(ev, "; ")+"; Last-Modified has one-second precision")
 			return
 		}
 	}
 	pr.Strategy, pr.Method = config.ProbeHash, http.MethodGet
 	s.note("probe", "medium", strings.Join(ev, "; ")+": the validators could not be confirmed, so the safe choice is hashing the first page")
+}
+
+// headValidators asks whether HEAD is supported and returns the first
+// page's validators (etag, lm): whether it returns the same ETag and the
+// same Last-Modified, and the evidence.
+func (s *session) headValidators(ctx context.Context, etag, lm string) (sameETag, sameLM bool, evidence string) {
+	if s.p.remaining() <= 0 {
+		return false, false, "HEAD not tried: request budget spent"
+	}
+	resp, err := s.p.do(ctx, http.MethodHead, s.url, nil)
+	switch {
+	case err != nil:
+		return false, false, "HEAD " + why(err)
+	case resp.status >= 200 && resp.status < 300:
+		sameETag = etag != "" && resp.header.Get("ETag") == etag
+		sameLM = lm != "" && resp.header.Get("Last-Modified") == lm
+		if sameETag || sameLM {
+			return sameETag, sameLM, "HEAD returns the same validator"
+		}
+		return false, false, "HEAD returns other validators"
+	default:
+		return false, false, fmt.Sprintf("HEAD answers %d", resp.status)
+	}
+}
+
+// conditionalGet sends a GET with the conditional header name: value and
+// reports whether the API answers 304 Not Modified, and the evidence.
+func (s *session) conditionalGet(ctx context.Context, name, value string) (notModified bool, evidence string) {
+	if s.p.remaining() < 1 {
+		return false, "conditional GET not tried: request budget spent"
+	}
+	resp, err := s.p.do(ctx, http.MethodGet, s.url, http.Header{name: {value}})
+	switch {
+	case err != nil:
+		return false, "conditional GET: " + why(err)
+	case resp.status == http.StatusNotModified:
+		return true, name + " gets 304 Not Modified"
+	default:
+		s.rememberBody(resp)
+		return false, fmt.Sprintf("%s gets %d, not 304", name, resp.status)
+	}
+}
+
+// proposeValidator proposes probing by a validator: by HEAD when HEAD
+// returns it, else by conditional GET; sure of it when both were confirmed.
+func (s *session) proposeValidator(strategy string, head, ok304 bool, evidence string) {
+	pr := &s.res.Probe
+	pr.Strategy, pr.Method = strategy, http.MethodGet
+	if head {
+		pr.Method = http.MethodHead
+	}
+	conf := "medium"
+	if head && ok304 {
+		conf = "high"
+	}
+	s.note("probe", conf, evidence)
 }
 
 // tsField is a timestamp-like record field.
@@ -134,15 +132,7 @@ var updateNames = []string{"updated_at", "updatedat", "modified_at", "modifiedat
 
 // timestampFields finds timestamp-like fields present in every record.
 func timestampFields(recs []map[string]any) (update []tsField, other []string) {
-	flat := make([]map[string]any, len(recs))
-	for i, r := range recs {
-		flat[i] = leaves(r)
-	}
-	var paths []string
-	for p := range flat[0] {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+	flat, paths := flatten(recs)
 	for _, p := range paths {
 		format := ""
 		for _, f := range flat {

@@ -18,12 +18,21 @@ type HubConfig struct {
 	// Channel is the Redis pub/sub channel that signals new events. Default Channel.
 	Channel string
 	// PollInterval is how often the hub reads the outbox without a signal
-	// (pub/sub is fire-and-forget). Default 2s.
+	// (pub/sub is fire-and-forget). Default HubPollIntervalDefault (2s).
 	PollInterval time.Duration
 	// Buffer is how many events a subscriber may fall behind before it is
-	// dropped (it then resumes from the outbox by id). Default 1024.
+	// dropped (it then resumes from the outbox by id). Default
+	// HubBufferDefault (1024).
 	Buffer int
 }
+
+// HubConfig's defaults, filled in by NewHub.
+const (
+	// HubPollIntervalDefault is HubConfig.PollInterval's default.
+	HubPollIntervalDefault = 2 * time.Second
+	// HubBufferDefault is HubConfig.Buffer's default.
+	HubBufferDefault = 1024
+)
 
 // Hub fans events out to this process's subscribers. A pub/sub message only
 // wakes it: it reads the events themselves from the outbox, after the last
@@ -43,8 +52,8 @@ type Hub struct {
 // NewHub returns a hub reading st's outbox, woken through rdb.
 func NewHub(cfg HubConfig, st *store.Store, rdb redis.UniversalClient, log *slog.Logger) *Hub {
 	cfg.Channel = cmp.Or(cfg.Channel, Channel)
-	cfg.PollInterval = cmp.Or(cfg.PollInterval, 2*time.Second)
-	cfg.Buffer = cmp.Or(cfg.Buffer, 1024)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, HubPollIntervalDefault)
+	cfg.Buffer = cmp.Or(cfg.Buffer, HubBufferDefault)
 	return &Hub{cfg: cfg, store: st, rdb: rdb, log: log, ready: make(chan struct{}), subs: map[*Subscription]struct{}{}}
 }
 

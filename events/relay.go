@@ -27,13 +27,22 @@ type RelayConfig struct {
 	Channel string
 	// PollInterval is how often the relay looks for events without a
 	// notification (a missed NOTIFY, a LISTEN connection being re-made).
-	// Default 1s.
+	// Default RelayPollIntervalDefault (1s).
 	PollInterval time.Duration
-	// BatchSize is how many events one claim takes. Default 100.
+	// BatchSize is how many events one claim takes. Default
+	// RelayBatchSizeDefault (100).
 	BatchSize int
 	// Sink, when set, gets every event before it is published.
 	Sink Sink
 }
+
+// RelayConfig's defaults, filled in by NewRelay.
+const (
+	// RelayPollIntervalDefault is RelayConfig.PollInterval's default.
+	RelayPollIntervalDefault = time.Second
+	// RelayBatchSizeDefault is RelayConfig.BatchSize's default.
+	RelayBatchSizeDefault = 100
+)
 
 // Relay publishes committed outbox events. Any number may run at once: each
 // claims rows the others are not holding.
@@ -47,8 +56,8 @@ type Relay struct {
 // NewRelay returns a relay publishing st's outbox on rdb.
 func NewRelay(cfg RelayConfig, st *store.Store, rdb redis.UniversalClient, log *slog.Logger) *Relay {
 	cfg.Channel = cmp.Or(cfg.Channel, Channel)
-	cfg.PollInterval = cmp.Or(cfg.PollInterval, time.Second)
-	cfg.BatchSize = cmp.Or(cfg.BatchSize, 100)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, RelayPollIntervalDefault)
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, RelayBatchSizeDefault)
 	return &Relay{cfg: cfg, store: st, rdb: rdb, log: log}
 }
 

@@ -268,17 +268,25 @@ func (e *Extractor) Records(doc any) (records []Record, rejected []Rejected, err
 		b, _ := appendCanonical(nil, arr[i], nil) // cannot fail on decoded values
 		return b
 	}
-	out := make([]Record, len(arr))
-	for i, v := range arr {
-		r, err := e.Record(e.item(v))
+	records, rejected = collect(len(arr), func(i int) (Record, error) { return e.Record(e.item(arr[i])) }, raw)
+	return records, rejected, nil
+}
+
+// collect takes the count records of a page, record(i) making the i-th: the
+// ones it cannot make are rejected with their canonical JSON raw(i), and
+// settle resolves repeated ids. Records and DocRecords share it.
+func collect(count int, record func(i int) (Record, error), raw func(i int) []byte) ([]Record, []Rejected) {
+	out := make([]Record, count)
+	var rejected []Rejected
+	for i := range count {
+		r, err := record(i)
 		if err != nil {
 			rejected = append(rejected, rejectBad(i, raw(i), err))
 			continue
 		}
 		out[i] = r
 	}
-	out, rejected = settle(out, rejected, raw)
-	return out, rejected, nil
+	return settle(out, rejected, raw)
 }
 
 // settle finishes a page's records. out holds them by index, rejected

@@ -727,20 +727,11 @@ func (e *Extractor) DocRecords(d *Doc) (records []Record, rejected []Rejected, e
 		_ = w.appendNode(d.kids[n.lo+int32(i)], nil) // cannot fail, as in Records
 		return w.buf
 	}
-	out := make([]Record, count)
 	// One buffer for all payloads of the page: a few allocations instead of
 	// one per record. Canonical JSON is about as long as the body.
 	w := &encoder{d: d, buf: make([]byte, 0, len(d.body)+count*8)}
-	for i := range count {
-		r, err := e.docRecord(w, e.docItem(d, d.kids[n.lo+int32(i)]))
-		if err != nil {
-			rejected = append(rejected, rejectBad(i, raw(i), err))
-			continue
-		}
-		out[i] = r
-	}
-	out, rejected = settle(out, rejected, raw)
-	return out, rejected, nil
+	records, rejected = collect(count, func(i int) (Record, error) { return e.docRecord(w, e.docItem(d, d.kids[n.lo+int32(i)])) }, raw)
+	return records, rejected, nil
 }
 
 // docItem is the record inside array element v (records.item), or -1

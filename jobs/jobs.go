@@ -98,6 +98,16 @@ func ProbeQueue(res *config.Resource) string {
 	return ProbePrefix + Queue(res)
 }
 
+// WeightsDefault is Queues' weights written as ParseWeights reads them,
+// "critical=6,default=3,low=1": the default of the worker's --queue-weights.
+func WeightsDefault() string {
+	parts := make([]string, 0, len(Queues))
+	for _, p := range []string{config.PriorityCritical, config.PriorityDefault, config.PriorityLow} {
+		parts = append(parts, p+"="+strconv.Itoa(Queues[p]))
+	}
+	return strings.Join(parts, ",")
+}
+
 // ParseWeights parses queue weights by priority, "critical=6,default=3,low=1",
 // into the weights of the fetch queues and of the probe queues. Every
 // priority must be named once, with a weight of at least 1.
@@ -161,18 +171,27 @@ func NewFetch(p FetchPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	if p.Mode != ModeDelta && p.Mode != ModeFull {
 		return nil, fmt.Errorf("fetch %s/%s: unknown mode %q", p.Source, p.Resource, p.Mode)
 	}
+	return newTask(TypeFetch, p, opts)
+}
+
+// ParseFetch decodes a fetch payload.
+func ParseFetch(t *asynq.Task) (FetchPayload, error) { return parsePayload[FetchPayload](t, TypeFetch) }
+
+// newTask returns a task of type typ with payload p as its JSON.
+func newTask(typ string, p any, opts []asynq.Option) (*asynq.Task, error) {
 	body, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeFetch, body, opts...), nil
+	return asynq.NewTask(typ, body, opts...), nil
 }
 
-// ParseFetch decodes a fetch payload.
-func ParseFetch(t *asynq.Task) (FetchPayload, error) {
-	var p FetchPayload
+// parsePayload decodes the JSON payload of t, a task of type typ; a payload
+// that does not decode never will, so its error skips the retries.
+func parsePayload[P any](t *asynq.Task, typ string) (P, error) {
+	var p P
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("fetch payload: %w: %w", err, asynq.SkipRetry)
+		return p, fmt.Errorf("%s payload: %w: %w", typ, err, asynq.SkipRetry)
 	}
 	return p, nil
 }
@@ -388,21 +407,11 @@ func (b ProbeBasis) State(k store.Key) store.State {
 
 // NewProbe returns a probe task for a resource.
 func NewProbe(p ProbePayload, opts ...asynq.Option) (*asynq.Task, error) {
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	return asynq.NewTask(TypeProbe, body, opts...), nil
+	return newTask(TypeProbe, p, opts)
 }
 
 // ParseProbe decodes a probe payload.
-func ParseProbe(t *asynq.Task) (ProbePayload, error) {
-	var p ProbePayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("probe payload: %w: %w", err, asynq.SkipRetry)
-	}
-	return p, nil
-}
+func ParseProbe(t *asynq.Task) (ProbePayload, error) { return parsePayload[ProbePayload](t, TypeProbe) }
 
 // ProbeOptions are the asynq options of a probe task of res: probes are
 // cheap and frequent, so a failed one is retried at most twice, and only

@@ -56,20 +56,12 @@ func NewWebhook(p WebhookPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	if p.DeliveryID == "" || len(p.Event) == 0 {
 		return nil, fmt.Errorf("webhook %d: delivery id and event are required", p.Webhook)
 	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	return asynq.NewTask(TypeWebhook, body, opts...), nil
+	return newTask(TypeWebhook, p, opts)
 }
 
 // ParseWebhook decodes a webhook payload.
 func ParseWebhook(t *asynq.Task) (WebhookPayload, error) {
-	var p WebhookPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("webhook payload: %w: %w", err, asynq.SkipRetry)
-	}
-	return p, nil
+	return parsePayload[WebhookPayload](t, TypeWebhook)
 }
 
 // WebhookOptions are the asynq options of a delivery: its task id (see

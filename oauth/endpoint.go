@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/upstream"
@@ -80,7 +78,7 @@ func post(ctx context.Context, client *http.Client, src *config.Source, g grant)
 		return answer{}, &upstream.TokenError{Source: src.Name, URL: upstream.Redact(src.Auth.TokenURL),
 			Status: status, Code: clean(code, g.secrets), Description: clean(desc, g.secrets), Err: err}
 	}
-	ctx, cancel := context.WithTimeout(ctx, cmp.Or(src.Timeout.D(), 30*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, src.RequestTimeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, src.Auth.TokenURL, strings.NewReader(g.form.Encode()))
 	if err != nil {
@@ -94,11 +92,7 @@ func post(ctx context.Context, client *http.Client, src *config.Source, g grant)
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its text holds the URL, query and all
-		}
-		return fail(0, "", "", err)
+		return fail(0, "", "", upstream.UnwrapURLError(err))
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenBody))

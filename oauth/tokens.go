@@ -28,12 +28,12 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultLifetime is how long an access token is taken to live when
+	// LifetimeDefault is how long an access token is taken to live when
 	// its endpoint does not say (no expires_in): a 401 refreshes it sooner.
-	DefaultLifetime = time.Hour
-	// DefaultWaitPoll is how often a worker waiting for another's refresh
+	LifetimeDefault = time.Hour
+	// WaitPollDefault is how often a worker waiting for another's refresh
 	// looks for the new token.
-	DefaultWaitPoll = 25 * time.Millisecond
+	WaitPollDefault = 25 * time.Millisecond
 	// maxMargin caps how long before its expiry a token is refreshed.
 	maxMargin = time.Minute
 )
@@ -61,7 +61,7 @@ type Config struct {
 	// Log notes refreshes (never a token). Default: discard.
 	Log *slog.Logger
 	// WaitPoll is how often a waiting worker looks for the token another
-	// is refreshing. Default DefaultWaitPoll.
+	// is refreshing. Default WaitPollDefault.
 	WaitPoll time.Duration
 }
 
@@ -140,7 +140,7 @@ func New(cfg Config) (*Tokens, error) {
 		t.cfg.HTTP = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	t.cfg.Log = cmp.Or(t.cfg.Log, slog.New(slog.DiscardHandler))
-	t.cfg.WaitPoll = cmp.Or(t.cfg.WaitPoll, DefaultWaitPoll)
+	t.cfg.WaitPoll = cmp.Or(t.cfg.WaitPoll, WaitPollDefault)
 	t.cacheKey = "tidemark:oauth:" + src.Name + ":" + t.fingerprint()
 	return t, nil
 }
@@ -200,7 +200,7 @@ func (t *Tokens) fleetToken(ctx context.Context, stale string) (token, error) {
 	lockKey := t.cacheKey + ":lock"
 	owner := rand.Text()
 	// The lock outlives a refresh that hangs to the source's timeout.
-	lease := cmp.Or(t.cfg.Source.Timeout.D(), 30*time.Second) + 5*time.Second
+	lease := t.cfg.Source.RequestTimeout() + 5*time.Second
 	failures, err := t.failures(ctx)
 	if err != nil {
 		return token{}, err
@@ -365,7 +365,7 @@ func (t *Tokens) refresh(ctx context.Context) (token, error) {
 			return token{}, err
 		}
 	}
-	lifetime := DefaultLifetime
+	lifetime := LifetimeDefault
 	if ans.ExpiresIn > 0 {
 		lifetime = time.Duration(ans.ExpiresIn) * time.Second
 	}

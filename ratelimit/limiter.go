@@ -18,37 +18,58 @@ import (
 	"github.com/tidemark/tidemark/config"
 )
 
-// MaxResetDefault is the default Options.MaxReset: daily quotas are real,
-// longer windows are not.
-const MaxResetDefault = 24 * time.Hour
+// Options' defaults, filled in by New.
+const (
+	// MaxResetDefault is Options.MaxReset's default: daily quotas are
+	// real, longer windows are not.
+	MaxResetDefault = 24 * time.Hour
+	// PrefixDefault is Options.Prefix's default.
+	PrefixDefault = "tidemark:ratelimit:"
+	// LeaseDefault is Options.Lease's default.
+	LeaseDefault = 15 * time.Second
+	// PollIntervalDefault is Options.PollInterval's default.
+	PollIntervalDefault = 50 * time.Millisecond
+	// SemaphoreRetryInDefault is Options.SemaphoreRetryIn's default.
+	SemaphoreRetryInDefault = time.Second
+	// LowRemainingDefault is Options.LowRemaining's default.
+	LowRemainingDefault = 10
+	// ReserveDefault is Options.Reserve's default.
+	ReserveDefault = 1
+	// DefaultCooldownDefault is Options.DefaultCooldown's default.
+	DefaultCooldownDefault = time.Second
+	// MaxCooldownDefault is Options.MaxCooldown's default.
+	MaxCooldownDefault = time.Hour
+)
 
 // Options tune a Limiter; zero values take the defaults noted.
 type Options struct {
-	// Prefix starts every Redis key the limiter writes. Default "tidemark:ratelimit:".
+	// Prefix starts every Redis key the limiter writes. Default PrefixDefault
+	// ("tidemark:ratelimit:").
 	Prefix string
 	// Lease is how long a concurrency slot stays held without renewal; a
 	// holder renews every Lease/3. A dead worker's slot frees after at most
-	// Lease. Default 15s.
+	// Lease. Default LeaseDefault (15s).
 	Lease time.Duration
 	// PollInterval is how often a waiter retries a full concurrency
-	// semaphore. Default 50ms.
+	// semaphore. Default PollIntervalDefault (50ms).
 	PollInterval time.Duration
 	// SemaphoreRetryIn is the DelayError.RetryIn when the concurrency cap
 	// stays full beyond MaxWait (how long the holders keep their slots is
-	// unknown). Default 1s.
+	// unknown). Default SemaphoreRetryInDefault (1s).
 	SemaphoreRetryIn time.Duration
 	// LowRemaining is the RateLimit-Remaining value at or below which
 	// Observe spreads the remaining requests over the reset window.
-	// Default 10.
+	// Default LowRemainingDefault (10).
 	LowRemaining int
 	// Reserve is how many requests of an upstream's announced budget are
 	// kept back: at or below it the source pauses until the reset. It
 	// absorbs a request of another client of the same API key, or one
-	// that lands just past a window's edge. Default 1; negative: none.
+	// that lands just past a window's edge. Default ReserveDefault (1);
+	// negative: none.
 	Reserve int
 	// MaxReset is the longest reset an upstream may announce: a reset
 	// further away is taken for a broken header and ignored, not a
-	// pause of days. Default MaxResetDefault.
+	// pause of days. Default MaxResetDefault (24h).
 	MaxReset time.Duration
 	// OnRemaining, when set, is called with every remaining budget an
 	// upstream announces: feed tidemark_ratelimit_remaining{source}.
@@ -57,10 +78,10 @@ type Options struct {
 	// headers are present but unusable, with the QuotaError's Reason.
 	OnIgnored func(source, reason string)
 	// DefaultCooldown pauses a source after a 429 without a usable
-	// Retry-After. Default 1s.
+	// Retry-After. Default DefaultCooldownDefault (1s).
 	DefaultCooldown time.Duration
 	// MaxCooldown caps a cooldown an upstream asks for, so one bad header
-	// cannot stop a source for days. Default 1h.
+	// cannot stop a source for days. Default MaxCooldownDefault (1h).
 	MaxCooldown time.Duration
 	// OnWait, when set, is called once per Wait with how long it waited
 	// in process (whatever the outcome): feed tidemark_ratelimit_wait_seconds.
@@ -96,20 +117,20 @@ type Limiter struct {
 // New returns a Limiter over rdb. With asynq's connection options:
 // rdb := redisOpt.MakeRedisClient().(redis.UniversalClient).
 func New(rdb redis.UniversalClient, opt Options) *Limiter {
-	opt.Prefix = cmp.Or(opt.Prefix, "tidemark:ratelimit:")
-	opt.Lease = cmp.Or(opt.Lease, 15*time.Second)
-	opt.PollInterval = cmp.Or(opt.PollInterval, 50*time.Millisecond)
-	opt.SemaphoreRetryIn = cmp.Or(opt.SemaphoreRetryIn, time.Second)
-	opt.LowRemaining = cmp.Or(opt.LowRemaining, 10)
+	opt.Prefix = cmp.Or(opt.Prefix, PrefixDefault)
+	opt.Lease = cmp.Or(opt.Lease, LeaseDefault)
+	opt.PollInterval = cmp.Or(opt.PollInterval, PollIntervalDefault)
+	opt.SemaphoreRetryIn = cmp.Or(opt.SemaphoreRetryIn, SemaphoreRetryInDefault)
+	opt.LowRemaining = cmp.Or(opt.LowRemaining, LowRemainingDefault)
 	switch {
 	case opt.Reserve == 0:
-		opt.Reserve = 1
+		opt.Reserve = ReserveDefault
 	case opt.Reserve < 0:
 		opt.Reserve = 0
 	}
 	opt.MaxReset = cmp.Or(opt.MaxReset, MaxResetDefault)
-	opt.DefaultCooldown = cmp.Or(opt.DefaultCooldown, time.Second)
-	opt.MaxCooldown = cmp.Or(opt.MaxCooldown, time.Hour)
+	opt.DefaultCooldown = cmp.Or(opt.DefaultCooldown, DefaultCooldownDefault)
+	opt.MaxCooldown = cmp.Or(opt.MaxCooldown, MaxCooldownDefault)
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}

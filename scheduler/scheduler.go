@@ -25,16 +25,18 @@ import (
 
 // Config tunes a Scheduler.
 type Config struct {
-	// Tick is how often the scheduler looks for due work. Default 1s.
+	// Tick is how often the scheduler looks for due work. Default
+	// TickDefault (1s).
 	Tick time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// FailureThreshold is the failure streak (consecutive failed runs of a
-	// resource) that fires a run.failed event. Default 3.
+	// resource) that fires a run.failed event. Default
+	// FailureThresholdDefault (3).
 	FailureThreshold int
 	// Recheck is how long a replica trusts its memory that it has enqueued
 	// a slot's task before asking Redis again (which re-enqueues the task
-	// if someone deleted it). Default 1m.
+	// if someone deleted it). Default RecheckDefault (1m).
 	Recheck time.Duration
 	// Redis, when set, is watched for losing its data (an epoch key gone:
 	// a restart without persistence, a failover to an empty replica): the
@@ -43,6 +45,16 @@ type Config struct {
 	// Recheck. Default none.
 	Redis redis.UniversalClient
 }
+
+// Config's defaults, filled in by New; cmd/tidemark's flags start from them.
+const (
+	// TickDefault is Config.Tick's default.
+	TickDefault = time.Second
+	// FailureThresholdDefault is Config.FailureThreshold's default.
+	FailureThresholdDefault = 3
+	// RecheckDefault is Config.Recheck's default.
+	RecheckDefault = time.Minute
+)
 
 // Scheduler enqueues each resource's fetch once per interval slot.
 type Scheduler struct {
@@ -84,15 +96,22 @@ type sentSlot struct {
 // New returns a scheduler for the resources of conf, read afresh every
 // tick; client is owned by the caller.
 func New(cfg Config, conf config.Provider, st *store.Store, client *asynq.Client, log *slog.Logger) *Scheduler {
-	cfg.Tick = cmp.Or(cfg.Tick, time.Second)
-	cfg.FailureThreshold = cmp.Or(cfg.FailureThreshold, 3)
-	cfg.Recheck = cmp.Or(cfg.Recheck, time.Minute)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	n := 0
 	conf.Current().Each(func(*config.Source, *config.Resource) { n++ })
 	return &Scheduler{cfg: cfg, live: conf, store: st, client: client, log: log, sent: make(map[sentKey]sentSlot, n), resources: n}
+}
+
+// withDefaults returns cfg with every unset field that has a default set
+// to it.
+func (cfg Config) withDefaults() Config {
+	cfg.Tick = cmp.Or(cfg.Tick, TickDefault)
+	cfg.FailureThreshold = cmp.Or(cfg.FailureThreshold, FailureThresholdDefault)
+	cfg.Recheck = cmp.Or(cfg.Recheck, RecheckDefault)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg
 }
 
 // Run ticks until ctx is done.

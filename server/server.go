@@ -30,7 +30,7 @@ import (
 
 // Config tunes a Server.
 type Config struct {
-	// Addr is the listen address. Default 127.0.0.1:8080.
+	// Addr is the listen address. Default AddrDefault (127.0.0.1:8080).
 	Addr string
 	// AdminToken, when set, is required on /api/, /monitoring/ and the
 	// dashboard: as a bearer token, or through the session /login opens.
@@ -55,7 +55,7 @@ type Config struct {
 	// HookWindowDefault (250ms).
 	HookWindow time.Duration
 	// Heartbeat is how often an idle event stream gets a comment line, so
-	// proxies keep it open. Default 15s.
+	// proxies keep it open. Default HeartbeatDefault (15s).
 	Heartbeat time.Duration
 	// Now is the clock of inbound hooks (webhook-timestamp, HookWindow).
 	// Default time.Now.
@@ -65,6 +65,16 @@ type Config struct {
 	// TIDEMARK_HOOK_SECRET_<SOURCE> (source name upper-cased).
 	HookSecret func(source string) string
 }
+
+// Config's defaults not defined beside their feature (SessionTTLDefault,
+// HookWindowDefault), filled in by New; cmd/tidemark's flags start from them.
+const (
+	// AddrDefault is Config.Addr's default: loopback, where the admin API
+	// needs no token.
+	AddrDefault = "127.0.0.1:8080"
+	// HeartbeatDefault is Config.Heartbeat's default.
+	HeartbeatDefault = 15 * time.Second
+)
 
 // HookSecretEnv is the environment variable holding the inbound webhook
 // secret of source.
@@ -99,18 +109,7 @@ type Server struct {
 // running for it to answer. Close the server (Run does) to free its Redis
 // connections.
 func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.RedisConnOpt, hub *events.Hub, log *slog.Logger) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:8080"
-	}
-	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, 15*time.Second)
-	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, SessionTTLDefault)
-	cfg.HookWindow = cmp.Or(cfg.HookWindow, HookWindowDefault)
-	if cfg.HookSecret == nil {
-		cfg.HookSecret = func(source string) string { return os.Getenv(HookSecretEnv(source)) }
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -138,6 +137,22 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 	}, nil
 }
 
+// withDefaults returns cfg with every unset field that has a default set
+// to it.
+func (cfg Config) withDefaults() Config {
+	cfg.Addr = cmp.Or(cfg.Addr, AddrDefault)
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, HeartbeatDefault)
+	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, SessionTTLDefault)
+	cfg.HookWindow = cmp.Or(cfg.HookWindow, HookWindowDefault)
+	if cfg.HookSecret == nil {
+		cfg.HookSecret = func(source string) string { return os.Getenv(HookSecretEnv(source)) }
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg
+}
+
 // conf is the config in force: read it once per request.
 func (s *Server) conf() *config.Config { return s.live.Current() }
 
@@ -150,7 +165,7 @@ func (s *Server) Close() error {
 // Check refuses an admin API open beyond loopback without a token, or,
 // published beyond loopback, with the public demo token.
 func (cfg Config) Check() error {
-	if cfg.AdminToken == "" && !loopback(cmp.Or(cfg.Addr, "127.0.0.1:8080")) {
+	if cfg.AdminToken == "" && !loopback(cmp.Or(cfg.Addr, AddrDefault)) {
 		return fmt.Errorf("refusing to serve the admin API on %s without TIDEMARK_ADMIN_TOKEN (set it, or listen on 127.0.0.1)", cfg.Addr)
 	}
 	if cfg.PublishAddr != "" && !loopback(cfg.PublishAddr) && (cfg.AdminToken == "" || cfg.AdminToken == DemoAdminToken) {

@@ -68,12 +68,15 @@ type Options struct {
 	// retries: the task hands itself back. Default none (no limits).
 	Limiter *ratelimit.Limiter
 	// MaxWait is how long one request may wait for the limiter in process.
-	// Default 2s.
+	// Default MaxWaitDefault (2s).
 	MaxWait time.Duration
 	// Tokens supplies the access tokens of a source with auth type oauth2;
 	// required for one, unused otherwise.
 	Tokens Tokens
 }
+
+// MaxWaitDefault is Options.MaxWait's default.
+const MaxWaitDefault = 2 * time.Second
 
 // guardedTransport connects directly (no proxy) and only where g allows,
 // resolving names with resolver (nil: the default).
@@ -112,7 +115,7 @@ func New(src *config.Source, opts Options) (*Client, error) {
 		getenv = os.Getenv
 	}
 	c := &Client{src: src, base: base, getenv: getenv, lim: opts.Limiter, tokens: opts.Tokens,
-		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, 2*time.Second))}
+		limits: ratelimit.LimitsFor(src, cmp.Or(opts.MaxWait, MaxWaitDefault))}
 	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
@@ -284,14 +287,58 @@ func Requests(err error) int {
 	return 0
 }
 
+// once sends one request, within the source's timeout and its limits, and
+// reads the response.
 func (c *Client) once(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*Response, error) {
-	timeout := c.src.Timeout.D()
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
+	timeout := c.src.RequestTimeout()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	req, err := c.newRequest(ctx, method, rawURL, header, reqBody)
+	if err != nil {
+		return nil, err
+	}
+	timedOut := func(err error) error {
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("no complete response within the source's timeout (%s): %w", timeout, err)
+		}
+		return err
+	}
+	if c.lim != nil {
+		permit, err := c.lim.Wait(ctx, c.src.Name, c.limits)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+		}
+		// Released once the body is read (deferred calls run last first).
+		defer permit.Release()
+	}
+	sent := time.Now()
+	res, err := c.http.Do(req)
+	metrics.ObserveUpstream(c.src.Name, res, err, time.Since(sent))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(UnwrapURLError(err)))
+	}
+	defer res.Body.Close()
+	if c.lim != nil {
+		// Before the body: a 429's cooldown reaches the fleet at once.
+		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, c.limits, res.StatusCode, res.Header); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
+		}
+	}
+	if method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
+		// No body, whatever Content-Length says (a HEAD's is the GET's).
+		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
+			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: res.Header,
+				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()), RateLimited: c.budgetSpent(res)}
+		}
+		return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: res.Header}, nil
+	}
+	return c.readBody(method, rawURL, req, res, timedOut)
+}
+
+// newRequest builds the request once sends: the source's headers, then
+// header's, tidemark's own, and the source's credentials.
+func (c *Client) newRequest(ctx context.Context, method, rawURL string, header http.Header, reqBody []byte) (*http.Request, error) {
 	var payload io.Reader // nil, not a nil *bytes.Reader: a GET keeps no body
 	if reqBody != nil {
 		payload = bytes.NewReader(reqBody)
@@ -319,44 +366,16 @@ func (c *Client) once(ctx context.Context, method, rawURL string, header http.He
 	if err := c.authenticate(req); err != nil {
 		return nil, err
 	}
-	timedOut := func(err error) error {
-		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("no complete response within the source's timeout (%s): %w", timeout, err)
-		}
-		return err
-	}
-	if c.lim != nil {
-		permit, err := c.lim.Wait(ctx, c.src.Name, c.limits)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
-		}
-		// Released once the body is read (deferred calls run last first).
-		defer permit.Release()
-	}
-	sent := time.Now()
-	res, err := c.http.Do(req)
-	metrics.ObserveUpstream(c.src.Name, res, err, time.Since(sent))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), timedOut(unwrapURLError(err)))
-	}
-	defer res.Body.Close()
-	if c.lim != nil {
-		// Before the body: a 429's cooldown reaches the fleet at once.
-		if err := c.lim.Observe(context.WithoutCancel(ctx), c.src.Name, c.limits, res.StatusCode, res.Header); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, redact(rawURL), err)
-		}
-	}
-	if method == http.MethodHead || res.StatusCode == http.StatusNotModified || res.StatusCode == http.StatusNoContent {
-		// No body, whatever Content-Length says (a HEAD's is the GET's).
-		if res.StatusCode >= 300 && res.StatusCode != http.StatusNotModified {
-			return nil, &StatusError{Method: method, URL: redact(rawURL), Code: res.StatusCode, Header: res.Header,
-				RetryAfter: retryAfter(res.Header.Get("Retry-After"), time.Now()), RateLimited: c.budgetSpent(res)}
-		}
-		return &Response{URL: c.StripKey(res.Request.URL.String()), Status: res.StatusCode, Header: res.Header}, nil
-	}
+	return req, nil
+}
+
+// readBody reads and decodes res's body, up to the source's max_body, and
+// turns a status of 300 or more (but 304) into a *StatusError; timedOut
+// says so of an error the source's timeout caused.
+func (c *Client) readBody(method, rawURL string, req *http.Request, res *http.Response, timedOut func(error) error) (*Response, error) {
 	limit := int64(c.src.MaxBody)
 	if limit <= 0 {
-		limit = 64 << 20
+		limit = int64(config.SourceMaxBodyDefault)
 	}
 	decoded, err := decode(res)
 	if err != nil {
@@ -586,26 +605,6 @@ func (c *Client) budgetSpent(res *http.Response) bool {
 func retryAfter(v string, now time.Time) time.Duration {
 	d, _ := ratelimit.ParseRetryAfter(v, now)
 	return d
-}
-
-// redact drops the query string: it may carry tokens that must not reach
-// logs, run rows or metrics.
-func redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.RawQuery, u.User, u.Fragment = "", nil, ""
-	return u.String()
-}
-
-// unwrapURLError drops *url.Error's copy of the URL (with its query string).
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 func snippet(body []byte) string {

@@ -206,6 +206,12 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 		return &Page{URL: current, Header: resp.Header, Requests: resp.Requests, NotModified: true,
 			Decision: "the first page is not modified (304): the collection is as last read"}, nil
 	}
+	return p.readPage(method, current, resp)
+}
+
+// readPage extracts the records of the page resp brought and finds the page
+// after it.
+func (p *Pager) readPage(method, current string, resp *Response) (*Page, error) {
 	// A page that came back but cannot be used still cost its requests:
 	// the run row counts them (Requests).
 	bad := func(err error) error {
@@ -252,6 +258,13 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	if err := p.loop(current, page, next); err != nil {
 		return nil, bad(err)
 	}
+	p.advance(page, next, served)
+	return page, nil
+}
+
+// advance moves the position past page, whose upstream served served
+// records, to next ("" after the last page).
+func (p *Pager) advance(page *Page, next string, served int) {
 	p.pos.Served = max(p.pos.Served, served)
 	p.pos.Read += int64(len(page.Records) + len(page.Rejected))
 	p.pos.Next = next
@@ -260,7 +273,6 @@ func (p *Pager) Next(ctx context.Context) (*Page, error) {
 	}
 	page.Next = next
 	page.Decision = p.why
-	return page, nil
 }
 
 // onStatus applies the resource's on_status to a failed request: a status
@@ -444,7 +456,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 				return "", err
 			}
 			p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.PageParam, n+1, p.why)
-			return setParam(current, pg.PageParam, strconv.Itoa(n+1))
+			return SetParams(current, pg.PageParam, strconv.Itoa(n+1))
 		}
 		off, err := intParam(current, pg.OffsetParam, 0)
 		if err != nil {
@@ -461,7 +473,7 @@ func (p *Pager) nextURL(current string, resp *Response, doc *extract.Doc, page *
 			p.pos.Unproven = true
 		}
 		p.why = fmt.Sprintf("next page: %s=%d (%s)", pg.OffsetParam, off, p.why)
-		return setParam(current, pg.OffsetParam, strconv.Itoa(off))
+		return SetParams(current, pg.OffsetParam, strconv.Itoa(off))
 	}
 	return "", fmt.Errorf("unknown pagination style %q", pg.Style)
 }
@@ -494,7 +506,7 @@ func (p *Pager) cursorNext(current string, doc *extract.Doc, served int) (string
 		return current, nil // the cursor goes in the body
 	}
 	p.why = fmt.Sprintf("next page: %s=%.60q, from %s", pg.CursorParam, s, p.cursorSource())
-	return setParam(current, pg.CursorParam, s)
+	return SetParams(current, pg.CursorParam, s)
 }
 
 // hasMore reads has_more_field, when configured: false ends the read.
@@ -660,13 +672,18 @@ func start(pg config.Pagination) int {
 	return 1
 }
 
-func setParam(raw, key, value string) (string, error) {
+// SetParams returns raw with the query parameters of params, name and value
+// in turn, set (replacing values of the same name): the one way the pager
+// and discover write a page's parameters.
+func SetParams(raw string, params ...string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", err
 	}
 	q := u.Query()
-	q.Set(key, value)
+	for i := 0; i+1 < len(params); i += 2 {
+		q.Set(params[i], params[i+1])
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
@@ -697,11 +714,7 @@ func resolve(base, ref string) (string, error) {
 	if err != nil {
 		// Not the link itself: it may carry a credential the upstream
 		// echoed, and the error ends up in run rows and logs.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", fmt.Errorf("the next link is not a valid URL: %w", err)
+		return "", fmt.Errorf("the next link is not a valid URL: %w", UnwrapURLError(err))
 	}
 	u := b.ResolveReference(r)
 	if u.Scheme != "http" && u.Scheme != "https" {

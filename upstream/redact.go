@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"net/url"
 
 	"github.com/tidemark/tidemark/config"
@@ -12,6 +13,27 @@ import (
 // than the parameters known to be secret, keeps a key safe whatever its
 // parameter is called.
 func Redact(rawURL string) string { return redact(rawURL) }
+
+// redact is Redact, short for the many error messages of this package.
+func redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
+}
+
+// UnwrapURLError drops *url.Error's copy of the URL, whose query string may
+// carry a token, from an error of an HTTP client or of url.Parse: the one
+// way tidemark makes such an error fit to show.
+func UnwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
 
 // keyParam is the query parameter the source's key travels in; "" when the
 // source sends none.

@@ -28,11 +28,11 @@ import (
 // Config tunes a Worker.
 type Config struct {
 	// Concurrency is how many fetch (and webhook) tasks run at once: the
-	// fetch pool. Default 8.
+	// fetch pool. Default ConcurrencyDefault (8).
 	Concurrency int
 	// ProbeConcurrency is how many probes run at once: the probe pool, an
 	// asynq server of its own over the probe queues, so that long fetches
-	// never starve probes. Default 4.
+	// never starve probes. Default ProbeConcurrencyDefault (4).
 	ProbeConcurrency int
 	// Queues are the fetch queues' weights. Default jobs.Queues.
 	Queues map[string]int
@@ -40,26 +40,30 @@ type Config struct {
 	ProbeQueues map[string]int
 	// MaxWait is how long one upstream request may wait in process for the
 	// source's fleet-wide limits; a longer wait hands the task back to its
-	// queue with that delay. Default 2s.
+	// queue with that delay. Default MaxWaitDefault (2s).
 	MaxWait time.Duration
 	// ShutdownTimeout is how long in-flight tasks get to finish on shutdown
-	// before they are handed back to the queue. Default 25s.
+	// before they are handed back to the queue. Default
+	// ShutdownTimeoutDefault (25s).
 	ShutdownTimeout time.Duration
 	// PollInterval is how often an idle worker looks for new tasks; it bounds
-	// the latency a queued probe or fetch waits. Default 100ms.
+	// the latency a queued probe or fetch waits. Default
+	// PollIntervalDefault (100ms).
 	PollInterval time.Duration
 	// RefetchAfter is how long a change a probe has seen, and enqueued a
-	// fetch for, is not enqueued again by later probes. Default 1m.
+	// fetch for, is not enqueued again by later probes. Default
+	// RefetchAfterDefault (1m).
 	RefetchAfter time.Duration
 	// LockLease is the lease of the per-resource fetch lock, renewed every
 	// third of it while the fetch makes progress: a worker that dies (or
 	// stalls) holding it frees it after this long, and the takeover check
-	// resumes its fetch elsewhere. Default 6s: with TakeoverCheck, a dead
-	// worker's fetch resumes within about 8s.
+	// resumes its fetch elsewhere. Default LockLeaseDefault (6s): with
+	// TakeoverCheck, a dead worker's fetch resumes within about 8s.
 	LockLease time.Duration
 	// TakeoverCheck is how often the worker looks for fetches whose worker
 	// is gone (their run running, their lock lapsed) and enqueues a task
-	// that resumes each from its checkpoint. Default 1s.
+	// that resumes each from its checkpoint. Default TakeoverCheckDefault
+	// (1s).
 	TakeoverCheck time.Duration
 	// RetryCheckInterval is how often the fetch pool moves tasks whose
 	// delay is over (retries, hand-backs) back to their queue. The probe
@@ -84,6 +88,26 @@ type Config struct {
 	// fails the worker's start.
 	SecretKey []byte
 }
+
+// Config's defaults, filled in by New; cmd/tidemark's flags start from them.
+const (
+	// ConcurrencyDefault is Config.Concurrency's default.
+	ConcurrencyDefault = 8
+	// ProbeConcurrencyDefault is Config.ProbeConcurrency's default.
+	ProbeConcurrencyDefault = 4
+	// MaxWaitDefault is Config.MaxWait's default: the upstream client's own.
+	MaxWaitDefault = upstream.MaxWaitDefault
+	// ShutdownTimeoutDefault is Config.ShutdownTimeout's default.
+	ShutdownTimeoutDefault = 25 * time.Second
+	// PollIntervalDefault is Config.PollInterval's default.
+	PollIntervalDefault = 100 * time.Millisecond
+	// RefetchAfterDefault is Config.RefetchAfter's default.
+	RefetchAfterDefault = time.Minute
+	// LockLeaseDefault is Config.LockLease's default.
+	LockLeaseDefault = 6 * time.Second
+	// TakeoverCheckDefault is Config.TakeoverCheck's default.
+	TakeoverCheckDefault = time.Second
+)
 
 // Worker runs tasks from the queues.
 type Worker struct {
@@ -121,25 +145,9 @@ type sourceClient struct {
 
 // New returns a worker for the sources of conf, read afresh for every task.
 func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.RedisConnOpt, log *slog.Logger) (*Worker, error) {
-	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
-	cfg.ProbeConcurrency = cmp.Or(cfg.ProbeConcurrency, 4)
-	cfg.MaxWait = cmp.Or(cfg.MaxWait, 2*time.Second)
-	if cfg.Queues == nil {
-		cfg.Queues = jobs.Queues
-	}
-	if cfg.ProbeQueues == nil {
-		cfg.ProbeQueues = jobs.ProbeQueues
-	}
+	cfg = cfg.withDefaults()
 	if cfg.Concurrency < 0 || cfg.ProbeConcurrency < 0 {
 		return nil, fmt.Errorf("worker: concurrency %d, probe concurrency %d: want at least 1", cfg.Concurrency, cfg.ProbeConcurrency)
-	}
-	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 25*time.Second)
-	cfg.LockLease = cmp.Or(cfg.LockLease, 6*time.Second)
-	cfg.TakeoverCheck = cmp.Or(cfg.TakeoverCheck, time.Second)
-	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, time.Minute)
-	cfg.PollInterval = cmp.Or(cfg.PollInterval, 100*time.Millisecond)
-	if cfg.RetryDelay == nil {
-		cfg.RetryDelay = jobs.RetryDelay
 	}
 	rdb, ok := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
@@ -174,6 +182,29 @@ func New(cfg Config, conf config.Provider, st *store.Store, redisOpt asynq.Redis
 		}
 	}
 	return w, nil
+}
+
+// withDefaults returns cfg with every unset field that has a default set
+// to it.
+func (cfg Config) withDefaults() Config {
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, ConcurrencyDefault)
+	cfg.ProbeConcurrency = cmp.Or(cfg.ProbeConcurrency, ProbeConcurrencyDefault)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, MaxWaitDefault)
+	if cfg.Queues == nil {
+		cfg.Queues = jobs.Queues
+	}
+	if cfg.ProbeQueues == nil {
+		cfg.ProbeQueues = jobs.ProbeQueues
+	}
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, ShutdownTimeoutDefault)
+	cfg.LockLease = cmp.Or(cfg.LockLease, LockLeaseDefault)
+	cfg.TakeoverCheck = cmp.Or(cfg.TakeoverCheck, TakeoverCheckDefault)
+	cfg.RefetchAfter = cmp.Or(cfg.RefetchAfter, RefetchAfterDefault)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, PollIntervalDefault)
+	if cfg.RetryDelay == nil {
+		cfg.RetryDelay = jobs.RetryDelay
+	}
+	return cfg
 }
 
 // releaseDelay is the worker's ratelimit.Options.ReleaseDelay: long enough

@@ -36,19 +36,22 @@ type settings struct {
 	logLevel    string
 }
 
+// The shared flags' defaults (DESIGN.md §4.1).
 const (
+	defaultConfigPath  = "tidemark.yaml"
 	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/tidemark?sslmode=disable"
 	defaultRedisURL    = "redis://127.0.0.1:6379/0"
+	defaultLogLevel    = "info"
 )
 
 // flags returns a flag set whose defaults come from the environment.
 func (e env) flags(name string, s *settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("tidemark "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.StringVar(&s.configPath, "config", e.or("TIDEMARK_CONFIG", "tidemark.yaml"), "config file (TIDEMARK_CONFIG)")
+	fs.StringVar(&s.configPath, "config", e.or("TIDEMARK_CONFIG", defaultConfigPath), "config file (TIDEMARK_CONFIG)")
 	fs.StringVar(&s.databaseURL, "database-url", e.or("TIDEMARK_DATABASE_URL", defaultDatabaseURL), "Postgres URL (TIDEMARK_DATABASE_URL)")
 	fs.StringVar(&s.redisURL, "redis-url", e.or("TIDEMARK_REDIS_URL", defaultRedisURL), "Redis URL (TIDEMARK_REDIS_URL)")
-	fs.StringVar(&s.logLevel, "log-level", e.or("TIDEMARK_LOG_LEVEL", "info"), "debug | info | warn | error (TIDEMARK_LOG_LEVEL)")
+	fs.StringVar(&s.logLevel, "log-level", e.or("TIDEMARK_LOG_LEVEL", defaultLogLevel), "debug | info | warn | error (TIDEMARK_LOG_LEVEL)")
 	return fs
 }
 
@@ -291,7 +294,11 @@ func splitKey(arg string, needResource bool) (string, string, error) {
 	return src, res, nil
 }
 
-func noArgs(fs *flag.FlagSet) error {
+// parseNoArgs parses the flags of a command that takes no arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}

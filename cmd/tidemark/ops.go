@@ -243,10 +243,7 @@ func (e env) runs(args []string) error {
 	fs.StringVar(&f.Resource, "resource", "", "only this resource")
 	fs.StringVar(&f.Status, "status", "", "only this status: "+strings.Join(runStatuses, " | "))
 	fs.IntVar(&f.Limit, "limit", 20, "how many runs")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if f.Status != "" && !slices.Contains(runStatuses, f.Status) {

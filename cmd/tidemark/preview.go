@@ -59,7 +59,7 @@ func (e env) preview(args []string) error {
 		fmt.Fprintln(e.stderr, "validators and, when the database is reachable, what each record would do there.")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&s.configPath, "config", e.or("TIDEMARK_CONFIG", "tidemark.yaml"), "config file (TIDEMARK_CONFIG)")
+	fs.StringVar(&s.configPath, "config", e.or("TIDEMARK_CONFIG", defaultConfigPath), "config file (TIDEMARK_CONFIG)")
 	fs.StringVar(&s.databaseURL, "database-url", e.or("TIDEMARK_DATABASE_URL", defaultDatabaseURL), "Postgres URL, read only (TIDEMARK_DATABASE_URL)")
 	var o previewOptions
 	fs.IntVar(&o.pages, "pages", 1, fmt.Sprintf("pages to read, at most %d", previewMaxPages))

@@ -26,10 +26,7 @@ func (e env) migrate(args []string) error {
 	var s settings
 	fs := e.flags("migrate", &s)
 	create := fs.Bool("create-db", false, "create the database first if it does not exist")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *create {
@@ -56,10 +53,7 @@ func (e env) roles(role string, args []string) error {
 	var s settings
 	fs := e.flags(role, &s)
 	f, envErr := e.roleFlags(fs, role)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if envErr != nil {
@@ -158,7 +152,7 @@ func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
 	fs.DurationVar(&f.configPoll, "config-poll", pollDef, "how often the config file is checked for changes, which are applied without a restart (also on SIGHUP); 0 = only on SIGHUP (TIDEMARK_CONFIG_POLL)")
 	serves, works, schedules := role == "server" || role == "run", role == "worker" || role == "run", role == "scheduler" || role == "run"
 	if serves {
-		fs.StringVar(&f.srv.Addr, "addr", e.or("TIDEMARK_ADDR", "127.0.0.1:8080"), "server listen address (TIDEMARK_ADDR)")
+		fs.StringVar(&f.srv.Addr, "addr", e.or("TIDEMARK_ADDR", server.AddrDefault), "server listen address (TIDEMARK_ADDR)")
 		fs.StringVar(&f.srv.AdminToken, "admin-token", e.getenv("TIDEMARK_ADMIN_TOKEN"), "bearer token required by the admin API (TIDEMARK_ADMIN_TOKEN)")
 		fs.StringVar(&f.srv.PublishAddr, "publish-addr", e.getenv("TIDEMARK_PUBLISH_ADDR"), "address the server is published on when not --addr, as a container's published port; beyond loopback the demo token is refused (TIDEMARK_PUBLISH_ADDR)")
 		trustProxyDef, err := e.envBool("TIDEMARK_TRUST_PROXY", false)
@@ -176,14 +170,14 @@ func (e env) roleFlags(fs *flag.FlagSet, role string) (*roleFlags, error) {
 		fs.IntVar(&f.fetchConc, "concurrency", f.fetchConc, "old name of --fetch-concurrency (TIDEMARK_CONCURRENCY)")
 		fs.IntVar(&f.probeConc, "probe-concurrency", f.probeConc, "probes a worker runs at once: the probe pool (TIDEMARK_PROBE_CONCURRENCY)")
 		fs.StringVar(&f.weights, "queue-weights", f.weights, "queue weights by priority, for both pools (TIDEMARK_QUEUE_WEIGHTS)")
-		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", 25*time.Second)
+		shutdownDef, err := e.envDuration("TIDEMARK_SHUTDOWN_TIMEOUT", worker.ShutdownTimeoutDefault)
 		errs = append(errs, err)
 		fs.DurationVar(&f.shutdown, "shutdown-timeout", shutdownDef, "time in-flight tasks get to finish on SIGTERM (TIDEMARK_SHUTDOWN_TIMEOUT)")
 		f.secretKey, err = e.secretKey()
 		errs = append(errs, err)
 	}
 	if schedules {
-		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", 3)
+		thresholdDef, err := e.envInt("TIDEMARK_FAILURE_THRESHOLD", scheduler.FailureThresholdDefault)
 		errs = append(errs, err)
 		fs.IntVar(&f.failureThreshold, "failure-threshold", thresholdDef, "consecutive failed runs of a resource that fire run.failed (TIDEMARK_FAILURE_THRESHOLD)")
 	}
@@ -257,7 +251,7 @@ func (e env) secretKey() ([]byte, error) {
 // poolEnv reads the worker pools' settings from the environment: a value
 // that is set but invalid is a usage error naming the variable.
 func (e env) poolEnv() (fetch, probe int, weights string, err error) {
-	fetch, probe, weights = 8, 4, "critical=6,default=3,low=1"
+	fetch, probe, weights = worker.ConcurrencyDefault, worker.ProbeConcurrencyDefault, jobs.WeightsDefault()
 	for _, v := range []struct {
 		name string
 		to   *int
@@ -286,39 +280,42 @@ func (e env) poolEnv() (fetch, probe int, weights string, err error) {
 // envInt reads an integer variable: def when unset, a usage error naming
 // the variable when it is set to something else.
 func (e env) envInt(name string, def int) (int, error) {
-	v := e.getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return def, usagef("%s=%q: want a whole number", name, v)
-	}
-	return n, nil
+	return envValue(e, name, def, func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, errors.New("want a whole number")
+		}
+		return n, nil
+	})
 }
 
 // envBool reads a boolean variable (true, false, 1, 0, ...) like envInt.
 func (e env) envBool(name string, def bool) (bool, error) {
-	v := e.getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return def, usagef("%s=%q: want true or false", name, v)
-	}
-	return b, nil
+	return envValue(e, name, def, func(v string) (bool, error) {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, errors.New("want true or false")
+		}
+		return b, nil
+	})
 }
 
 // envDuration reads a duration variable like envInt.
 func (e env) envDuration(name string, def time.Duration) (time.Duration, error) {
+	return envValue(e, name, def, parseDuration)
+}
+
+// envValue reads variable name with parse: def when unset, a usage error
+// naming the variable and saying what parse wants when it is set to
+// something parse refuses.
+func envValue[T any](e env, name string, def T, parse func(string) (T, error)) (T, error) {
 	v := e.getenv(name)
 	if v == "" {
 		return def, nil
 	}
-	d, err := parseDuration(v)
+	x, err := parse(v)
 	if err != nil {
 		return def, usagef("%s=%q: %v", name, v, err)
 	}
-	return d, nil
+	return x, nil
 }

@@ -20,10 +20,7 @@ import (
 func (e env) views(args []string) error {
 	var s settings
 	fs := e.flags("views", &s)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	conf, err := s.loadConfig()

@@ -27,14 +27,8 @@ const longMark = "// long: "
 // their branches (the owner's package after the name). It exists only so
 // that this branch is green before they merge; the merge removes it.
 var pendingSplit = map[string]string{
-	"worker/fetch.go (*run).apply":                 "worker",
-	"worker/probe.go (probeHandler).process":       "worker",
-	"discover/paging.go (*session).pagination":     "discover",
-	"discover/paging.go (*session).pageParams":     "discover",
-	"discover/validators.go (*session).validators": "discover",
-	"upstream/client.go (*Client).once":            "upstream",
-	"upstream/pager.go (*Pager).Next":              "upstream",
-	"cmd/tidemark/discover.go (env).discover":      "cmd/tidemark",
+	"worker/fetch.go (*run).apply":           "worker",
+	"worker/probe.go (probeHandler).process": "worker",
 }
 
 // pendingImports lists the packages that still reach Postgres on their own
