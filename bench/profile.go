@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/store"
 )
@@ -130,7 +131,7 @@ func (e *env) profile(ctx context.Context) error {
 	if err := st.EnsureStates(ctx, []store.Key{key}); err != nil {
 		return err
 	}
-	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindFull, Trigger: "manual"}
+	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: tidemark.RunFull, Trigger: "manual"}
 	if err := st.StartRun(ctx, &run); err != nil {
 		return err
 	}

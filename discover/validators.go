@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 )
@@ -22,7 +23,7 @@ func (s *session) validators(ctx context.Context) {
 	pr := &s.res.Probe
 	pr.Every = config.Duration(time.Minute)
 	if etag == "" && lm == "" {
-		pr.Strategy, pr.Method = config.ProbeHash, http.MethodGet
+		pr.Strategy, pr.Method = tidemark.ProbeHash, http.MethodGet
 		s.note("probe", "high", "no ETag or Last-Modified on GET: hashing the first page is the only way to notice a change")
 		return
 	}
@@ -85,7 +86,7 @@ func (s *session) validators(ctx context.Context) {
 	if etag != "" {
 		ok304 := cond("If-None-Match", etag)
 		if headETag || ok304 {
-			pr.Strategy = config.ProbeETag
+			pr.Strategy = tidemark.ProbeETag
 			pr.Method = http.MethodGet
 			if headETag {
 				pr.Method = http.MethodHead
@@ -104,7 +105,7 @@ func (s *session) validators(ctx context.Context) {
 			ok304 = cond("If-Modified-Since", lm)
 		}
 		if headLM || ok304 {
-			pr.Strategy = config.ProbeLastModified
+			pr.Strategy = tidemark.ProbeLastModified
 			pr.Method = http.MethodGet
 			if headLM {
 				pr.Method = http.MethodHead
@@ -117,7 +118,7 @@ func (s *session) validators(ctx context.Context) {
 			return
 		}
 	}
-	pr.Strategy, pr.Method = config.ProbeHash, http.MethodGet
+	pr.Strategy, pr.Method = tidemark.ProbeHash, http.MethodGet
 	s.note("probe", "medium", strings.Join(ev, "; ")+": the validators could not be confirmed, so the safe choice is hashing the first page")
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/store"
@@ -27,12 +28,6 @@ const (
 	TypeProbe   = "probe"
 	TypeFetch   = "fetch"
 	TypeWebhook = "webhook"
-)
-
-// Fetch modes.
-const (
-	ModeDelta = "delta"
-	ModeFull  = "full"
 )
 
 // Triggers: why a task was enqueued.
@@ -134,8 +129,9 @@ func ParseWeights(s string) (fetch, probe map[string]int, err error) {
 type FetchPayload struct {
 	Source   string `json:"source"`
 	Resource string `json:"resource"`
-	Mode     string `json:"mode"`
-	Trigger  string `json:"trigger"`
+	// Mode is the kind of run the fetch makes: delta or full.
+	Mode    tidemark.RunKind `json:"mode"`
+	Trigger string           `json:"trigger"`
 	// ConfirmDeletes lets a full read tombstone every record it does not
 	// see, past the max_delete_fraction brake and the second read that
 	// pagination styles wait for (tidemark sync --full --confirm-deletes).
@@ -158,7 +154,7 @@ type FetchPayload struct {
 
 // NewFetch returns a fetch task for a resource.
 func NewFetch(p FetchPayload, opts ...asynq.Option) (*asynq.Task, error) {
-	if p.Mode != ModeDelta && p.Mode != ModeFull {
+	if p.Mode != tidemark.RunDelta && p.Mode != tidemark.RunFull {
 		return nil, fmt.Errorf("fetch %s/%s: unknown mode %q", p.Source, p.Resource, p.Mode)
 	}
 	body, err := json.Marshal(p)
@@ -317,11 +313,11 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 
 // ModeFor is the fetch mode for a resource: full when asked for, or when the
 // resource has no delta filter to read changes only.
-func ModeFor(res *config.Resource, full bool) string {
+func ModeFor(res *config.Resource, full bool) tidemark.RunKind {
 	if full || res.Delta == nil {
-		return ModeFull
+		return tidemark.RunFull
 	}
-	return ModeDelta
+	return tidemark.RunDelta
 }
 
 // ProbePayload is the payload of a probe task: a cheap check whether a
@@ -347,8 +343,8 @@ type ProbePayload struct {
 // no secret: validators (ETag, Last-Modified, the probe page's hash) are
 // what the upstream hands every client, and the rest is bookkeeping.
 type ProbeBasis struct {
-	// Kind is the validator's kind (store.ValidatorETag, ...).
-	Kind string `json:"kind"`
+	// Kind is the validator's kind: etag, last_modified or hash.
+	Kind tidemark.ValidatorKind `json:"kind"`
 	// Validator is the confirmed validator of the resource's probe
 	// strategy ("" when none is confirmed yet).
 	Validator string `json:"validator"`
@@ -362,8 +358,8 @@ type ProbeBasis struct {
 // nil when res's probe strategy keeps no validator of the three kinds a
 // basis carries (the worker then reads the state itself).
 func BasisOf(res *config.Resource, st store.State) *ProbeBasis {
-	kind := store.ValidatorKind(res.Probe.Strategy)
-	if kind == "" {
+	kind := res.Probe.Strategy.Validator()
+	if !kind.Confirmable() {
 		return nil
 	}
 	return &ProbeBasis{Kind: kind, Validator: st.Confirmed(kind), IntervalMS: st.ProbeIntervalMS, HeadUnsupported: st.HeadUnsupported}
@@ -376,11 +372,11 @@ func BasisOf(res *config.Resource, st store.State) *ProbeBasis {
 func (b ProbeBasis) State(k store.Key) store.State {
 	st := store.State{Source: k.Source, Resource: k.Resource, ProbeIntervalMS: b.IntervalMS, HeadUnsupported: b.HeadUnsupported}
 	switch b.Kind {
-	case store.ValidatorETag:
+	case tidemark.ValidatorETag:
 		st.ETag = b.Validator
-	case store.ValidatorLastModified:
+	case tidemark.ValidatorLastModified:
 		st.LastModified = b.Validator
-	case store.ValidatorHash:
+	case tidemark.ValidatorHash:
 		st.ProbeHash = b.Validator
 	}
 	return st

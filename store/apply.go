@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Record is one record ready to store: its id, the JSON to keep, and the hash
@@ -90,13 +92,6 @@ type PageResult struct {
 	// and its records were not compared one by one (store/digest.go).
 	DigestMatched bool
 }
-
-// Event types written to the outbox.
-const (
-	EventDataUpdated        = "data.updated"
-	EventRecordsQuarantined = "records.quarantined"
-	EventDeletesHeld        = "deletes.held"
-)
 
 // DataUpdated is the payload of a data.updated event.
 type DataUpdated struct {
@@ -366,7 +361,7 @@ func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside [
 			}
 		}
 		if len(changes) > 0 {
-			if err := writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
+			if err := writeOutbox(tx, tidemark.EventDataUpdated, p.Key, p.RunID, DataUpdated{
 				Source: p.Source, Resource: p.Resource, RunID: p.RunID,
 				Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
 			}); err != nil {
@@ -546,7 +541,7 @@ func recordHash(id, hash string) int64 {
 	return int64(binary.BigEndian.Uint64(sum[:8]))
 }
 
-func writeOutbox(tx *gorm.DB, event string, k Key, runID int64, payload any) error {
+func writeOutbox(tx *gorm.DB, event tidemark.EventType, k Key, runID int64, payload any) error {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", event, err)

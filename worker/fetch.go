@@ -15,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/extract"
@@ -30,7 +31,7 @@ import (
 // records. Each mode keeps its own (sync_state.checkpoint for deltas,
 // full_checkpoint for full reads).
 type checkpoint struct {
-	Mode string `json:"mode"`
+	Mode tidemark.RunKind `json:"mode"`
 	// PassID names the full read's seen-set (the id of the run that began it).
 	PassID int64 `json:"pass_id"`
 	// TaskID is the task whose run began the read: only that task's later
@@ -189,10 +190,10 @@ func (h fetchHandler) takeoverEnded(ctx context.Context, run int64, taskID strin
 // markOf is the mode a fetch leaves in the lock's pending mark when
 // another holds the lock: a full read that confirms deletions says so.
 func markOf(p jobs.FetchPayload) string {
-	if p.Mode == jobs.ModeFull && p.ConfirmDeletes {
-		return jobs.ModeFull + "+confirm"
+	if p.Mode == tidemark.RunFull && p.ConfirmDeletes {
+		return string(tidemark.RunFull) + "+confirm"
 	}
-	return p.Mode
+	return string(p.Mode)
 }
 
 // release frees the lock and enqueues the one follow-up fetch asked for while
@@ -219,7 +220,7 @@ func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.R
 		return
 	}
 	mode, confirm := strings.CutSuffix(mode, "+confirm")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: trigger, ConfirmDeletes: confirm}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunKind(mode), Trigger: trigger, ConfirmDeletes: confirm}, jobs.FetchOptions(res)...)
 	if err == nil {
 		_, err = h.client.EnqueueContext(ctx, task)
 	}
@@ -262,7 +263,7 @@ type run struct {
 	key    store.Key
 	client *upstream.Client
 	began  time.Time
-	mode   string
+	mode   tidemark.RunKind
 	st     store.State
 	row    store.Run
 	cp     checkpoint
@@ -356,7 +357,7 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 	f.st = st
 	f.summarizeCreates = firstLoadSummarized(res, st)
 	f.checkBasis()
-	f.mode = jobs.ModeFor(res, p.Mode == jobs.ModeFull || f.rekey)
+	f.mode = jobs.ModeFor(res, p.Mode == tidemark.RunFull || f.rekey)
 
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
@@ -422,7 +423,7 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 		}
 	}
 	f.cp = checkpoint{Mode: f.mode, TaskID: f.row.TaskID}
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		f.cp.PassID = f.row.ID
 		if f.partition != "" {
 			// One run reads many partitions, each with its own seen-set.
@@ -484,14 +485,14 @@ func (f *run) firstPosition(since string) upstream.Position {
 // resume it; when not, why ("" when there is nothing to say).
 func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 	raw := f.st.Checkpoint
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		raw = f.st.FullCheckpoint
 	}
 	var saved checkpoint
 	if len(raw) == 0 || json.Unmarshal(raw, &saved) != nil || saved.Mode != f.mode || saved.Next == "" && !saved.windowsLeft() {
 		return saved, false, ""
 	}
-	if f.mode == jobs.ModeFull && saved.PassID == 0 {
+	if f.mode == tidemark.RunFull && saved.PassID == 0 {
 		return saved, false, ""
 	}
 	switch {
@@ -508,7 +509,7 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 	case f.rekey || f.ignoreMark:
 		return saved, false, "the config of its ids or cursor changed"
 	}
-	if f.mode == jobs.ModeFull && saved.Pages > 0 {
+	if f.mode == tidemark.RunFull && saved.Pages > 0 {
 		// The seen-set is unlogged: a Postgres crash empties it, and the
 		// deletion check would then tombstone every record read before.
 		seen, err := f.h.store.SeenCount(ctx, saved.PassID)
@@ -522,7 +523,7 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 // lowerBound is a delta's lower bound: the watermark less the overlap;
 // without a watermark, delta.start. A full read has none.
 func (f *run) lowerBound() (string, bool) {
-	if f.mode != jobs.ModeDelta {
+	if f.mode != tidemark.RunDelta {
 		return "", false
 	}
 	if f.st.Watermark == "" || f.ignoreMark {
@@ -661,12 +662,12 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	rejected := make([]store.Rejected, len(page.Rejected))
 	for i, r := range page.Rejected {
 		rejected[i] = rejectedRecord(r, next.Pages)
-		if r.Unidentified && f.mode == jobs.ModeFull {
+		if r.Unidentified && f.mode == tidemark.RunFull {
 			next.Unidentified++
 		}
 	}
 	pass := int64(0)
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		pass = f.cp.PassID
 	}
 	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
@@ -748,7 +749,7 @@ func (f *run) finish(ctx context.Context) error {
 	if f.cp.Shifted {
 		f.note("records moved between the offset pages of this read (a page did not begin with the record the page before ended with), so it may have missed some: it deletes nothing and moves no watermark, and the next read covers the same ground")
 	}
-	if f.mode == jobs.ModeFull && !f.res.Partitioned() { // a partition's pass ends with it
+	if f.mode == tidemark.RunFull && !f.res.Partitioned() { // a partition's pass ends with it
 		if err := f.finishPass(ctx); err != nil {
 			return err
 		}
@@ -1016,7 +1017,7 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 		"duration_ms", time.Since(began).Milliseconds(),
 	}
 	attrs = append(attrs, extra...)
-	metrics.ObserveRun(run.Source, run.Resource, run.Kind, status)
+	metrics.ObserveRun(run.Source, run.Resource, string(run.Kind), status)
 	metrics.ObserveRecords(run.Source, run.Resource, n.created, n.updated, n.deleted)
 	if err != nil {
 		h.log.Warn("task finished", append(attrs, "error", err.Error())...)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/jobs"
@@ -100,7 +101,7 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		return every, nil
 	}
 	began := time.Now()
-	if res.Probe.Strategy == config.ProbeDelta {
+	if res.Probe.Strategy == tidemark.ProbeDelta {
 		return every, h.deltaProbe(ctx, p, src, res, st, began) // probe_delta.go
 	}
 	out, requests, err := h.probe(ctx, src, res, st)
@@ -224,7 +225,7 @@ func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store
 func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: store.KindProbe, Trigger: p.Trigger,
+	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: tidemark.RunProbe, Trigger: p.Trigger,
 		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -233,7 +234,7 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 		err = h.store.FinishRun(ctx, run.ID, out)
 	}
 	if err == nil {
-		metrics.ObserveRun(p.Source, p.Resource, store.KindProbe, out.Status)
+		metrics.ObserveRun(p.Source, p.Resource, string(tidemark.RunProbe), out.Status)
 	}
 	if err != nil {
 		h.log.Error("record probe run", "source", p.Source, "resource", p.Resource, "error", err)
@@ -259,7 +260,7 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 		requests int
 		err      error
 	)
-	if res.Probe.Strategy == config.ProbeRollingHash {
+	if res.Probe.Strategy == tidemark.ProbeRollingHash {
 		out, requests, err = h.rollingProbe(ctx, client, store.Key{Source: src.Name, Resource: res.Name}, res, st) // probe_rolling.go
 	} else {
 		out, requests, err = Probe(ctx, client, res, st)
@@ -308,10 +309,10 @@ func Probe(ctx context.Context, client *upstream.Client, res *config.Resource, s
 	requests := 0
 	var err error
 	switch res.Probe.Strategy {
-	case config.ProbeETag, config.ProbeLastModified:
+	case tidemark.ProbeETag, tidemark.ProbeLastModified:
 		out.Kind, out.Validator, requests, out.HeadUnsupported, err = validator(ctx, client, res, target, st)
-	case config.ProbeHash:
-		out.Kind = store.ValidatorHash
+	case tidemark.ProbeHash:
+		out.Kind = tidemark.ValidatorHash
 		var (
 			resp *upstream.Response
 			body []byte
@@ -355,10 +356,10 @@ func probeQuery(res *config.Resource) url.Values {
 // (weak W/ tags included), so an unchanged upstream answers 304 without
 // building the page. An upstream that refuses HEAD (405, 501) gets
 // conditional GETs from then on.
-func validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
-	kind, header, cond := store.ValidatorETag, "ETag", "If-None-Match"
-	if res.Probe.Strategy == config.ProbeLastModified {
-		kind, header, cond = store.ValidatorLastModified, "Last-Modified", "If-Modified-Since"
+func validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind tidemark.ValidatorKind, value string, requests int, headUnsupported bool, err error) {
+	kind, header, cond := tidemark.ValidatorETag, "ETag", "If-None-Match"
+	if res.Probe.Strategy == tidemark.ProbeLastModified {
+		kind, header, cond = tidemark.ValidatorLastModified, "Last-Modified", "If-Modified-Since"
 	}
 	confirmed := st.Confirmed(kind)
 	headUnsupported = st.HeadUnsupported
@@ -452,7 +453,7 @@ const emptyValidatorPrefix = "tidemark:empty:"
 // strategy gets the hash of a 200 answer with no records, so an upstream
 // that switches between the two is not a change. Other statuses with an
 // action are marked for the retry decision; other errors return as they are.
-func emptyByStatus(res *config.Resource, kind string, err error) (string, error) {
+func emptyByStatus(res *config.Resource, kind tidemark.ValidatorKind, err error) (string, error) {
 	var se *upstream.StatusError
 	if !errors.As(err, &se) {
 		return "", err
@@ -460,7 +461,7 @@ func emptyByStatus(res *config.Resource, kind string, err error) (string, error)
 	if se.Action = res.StatusAction(se.Code); se.Action != config.OnStatusEmpty {
 		return "", err
 	}
-	if kind != store.ValidatorHash {
+	if kind != tidemark.ValidatorHash {
 		return emptyValidatorPrefix + "0", nil
 	}
 	var doc any = []any{}

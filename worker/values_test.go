@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -322,7 +323,7 @@ full_sync: {detect_deletes: true}`)
 		t.Fatal(err)
 	}
 	run = f.mustSucceed(f.delta())
-	if run.Kind != store.KindFull || !strings.Contains(run.Note, "the id path changed") {
+	if run.Kind != tidemark.RunFull || !strings.Contains(run.Note, "the id path changed") {
 		t.Fatalf("after an id path change: a %s run, note %q; want a full read that re-keys", run.Kind, run.Note)
 	}
 }
