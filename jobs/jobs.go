@@ -5,6 +5,7 @@ package jobs
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,7 +169,7 @@ func NewFetch(p FetchPayload, opts ...asynq.Option) (*asynq.Task, error) {
 func ParseFetch(t *asynq.Task) (FetchPayload, error) {
 	var p FetchPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("fetch payload: %w: %w", err, asynq.SkipRetry)
+		return p, fmt.Errorf("fetch payload: %w: %w", err, ErrBadInput)
 	}
 	return p, nil
 }
@@ -183,13 +184,12 @@ func FetchOptions(res *config.Resource) []asynq.Option {
 }
 
 // Permanent reports whether err will fail the same way however often it is
-// retried: bad input from the upstream, a 4xx other than 408/429 (and a
-// 403 that says the rate-limit budget is spent), an OAuth2 token endpoint's
-// 4xx (invalid_grant, invalid_client), a bad payload, or an explicit
-// asynq.SkipRetry.
+// retried: one of the terminal errors (bad input, an unusable or blocked
+// upstream answer, an error Classify has marked already), a 4xx other than
+// 408/429 (and a 403 that says the rate-limit budget is spent), or an
+// OAuth2 token endpoint's 4xx (invalid_grant, invalid_client).
 func Permanent(err error) bool {
-	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) ||
-		errors.Is(err, upstream.ErrBadResponse) || errors.Is(err, upstream.ErrBlocked) {
+	if slices.ContainsFunc(terminal, func(t error) bool { return errors.Is(err, t) }) {
 		return true
 	}
 	var te *upstream.TokenError
@@ -211,19 +211,45 @@ func Permanent(err error) bool {
 }
 
 // ErrBadInput marks errors caused by configuration or data that a retry will
-// not fix (an unknown resource, a record without an id).
+// not fix (an unknown resource, a record without an id, a payload that does
+// not parse). A handler that must not be retried wraps it and returns; it
+// never says asynq.SkipRetry itself (Classify does).
 var ErrBadInput = errors.New("bad input")
 
-// Classify turns a handler error into what asynq should do with it: a
-// permanent error skips the remaining retries.
+// terminal are the errors no retry fixes, wherever they are wrapped.
+// asynq.SkipRetry is among them so that classifying twice changes nothing.
+var terminal = []error{ErrBadInput, upstream.ErrBadResponse, upstream.ErrBlocked, asynq.SkipRetry}
+
+// Classify turns a handler's error into what asynq should do with it, once
+// for every handler (the worker's classify middleware): a permanent error
+// skips the remaining retries. A hand-back (see HandBack) is never marked:
+// it is not a failure, so it is never archived for it.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		return err
+	}
+	if _, back := HandBack(err); back {
 		return err
 	}
 	if Permanent(err) {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	return err
+}
+
+// Final reports whether the attempt of the running task (ctx) that ended
+// with err is its last: err is permanent, or no retries are left. A run it
+// recorded is then dead, not failed (a hand-back aside: see HandBack).
+func Final(ctx context.Context, err error) bool {
+	return Permanent(err) || RetriesLeft(ctx) == 0
+}
+
+// RetriesLeft is how many more attempts asynq gives the running task (ctx)
+// after a failure: none outside a task.
+func RetriesLeft(ctx context.Context) int {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	return max(maxRetry-retried, 0)
 }
 
 // HandBack reports whether err means "not now" rather than "failed": the
@@ -395,7 +421,7 @@ func NewProbe(p ProbePayload, opts ...asynq.Option) (*asynq.Task, error) {
 func ParseProbe(t *asynq.Task) (ProbePayload, error) {
 	var p ProbePayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("probe payload: %w: %w", err, asynq.SkipRetry)
+		return p, fmt.Errorf("probe payload: %w: %w", err, ErrBadInput)
 	}
 	return p, nil
 }

@@ -68,7 +68,7 @@ func NewWebhook(p WebhookPayload, opts ...asynq.Option) (*asynq.Task, error) {
 func ParseWebhook(t *asynq.Task) (WebhookPayload, error) {
 	var p WebhookPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("webhook payload: %w: %w", err, asynq.SkipRetry)
+		return p, fmt.Errorf("webhook payload: %w: %w", err, ErrBadInput)
 	}
 	return p, nil
 }

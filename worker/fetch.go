@@ -93,7 +93,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	src, res, err := h.resource(p.Source, p.Resource)
 	if err != nil {
-		return jobs.Classify(err)
+		return err
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
 	taskID, _ := asynq.GetTaskID(ctx)
@@ -135,7 +135,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if d, ok := jobs.HandBack(err); ok {
 		handedBack = d
 	}
-	return jobs.Classify(err)
+	return err
 }
 
 // nothingLeft reports a fetch task with nothing to do: a takeover of a run
@@ -915,10 +915,8 @@ const outcomeRetry = 2 * time.Minute
 
 // failure is the outcome of an attempt that ended with err.
 func (f *run) failure(ctx context.Context, err error) store.RunOutcome {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	out := store.RunOutcome{Status: store.StatusFailed, Error: err.Error()}
-	if jobs.Permanent(err) || retried >= maxRetry {
+	if jobs.Final(ctx, err) {
 		out.Status = store.StatusDead
 	}
 	if d, ok := jobs.HandBack(err); ok {

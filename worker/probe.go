@@ -52,8 +52,7 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // dropUnconfigured looks at the config file once more
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
+	if !jobs.Final(ctx, err) && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
 		return err
 	}
 	id, _ := asynq.GetTaskID(ctx)
