@@ -540,11 +540,20 @@ func (f *run) lowerBound() (string, bool) {
 // DeltaLowerBound is the lower bound a delta read sends for a stored
 // watermark: the watermark less delta.overlap, in the delta's format.
 func DeltaLowerBound(d *config.Delta, watermark string) (string, error) {
-	wm, err := parseCursor(watermark, d.Format)
+	wm, err := readMark(d, watermark)
 	if err != nil {
-		return "", fmt.Errorf("the stored watermark %q is unreadable as %s (%v)", watermark, d.Format, err)
+		return "", err
 	}
 	return wm.minus(d.Overlap.D()).format(d.Format), nil
+}
+
+// readMark reads a stored watermark in the delta's format.
+func readMark(d *config.Delta, watermark string) (cursor, error) {
+	c, err := parseCursor(watermark, d.Format)
+	if err != nil {
+		return cursor{}, fmt.Errorf("the stored watermark %q is unreadable as %s (%v)", watermark, d.Format, err)
+	}
+	return c, nil
 }
 
 // read walks the pages from the checkpoint, applying each with the
@@ -618,7 +627,8 @@ func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *ev
 	}
 }
 
-// apply applies one page with the checkpoint that follows it.
+// apply applies one page with the checkpoint that follows it, in one
+// transaction, then counts it.
 func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Position, expectChanged *bool) error {
 	f.requests += page.Requests
 	if page.NotModified {
@@ -629,13 +639,47 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	if f.cp.Pages == 0 {
 		f.firstETag = page.Header.Get("ETag")
 	}
-	next, from := f.cp, f.cp.Position
+	from := f.cp.Position
+	next := f.nextCheckpoint(page, pos)
+	recs, cursors := f.pageRecords(page, &next)
+	rejected := f.pageRejected(page, &next)
+	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
+		return err
+	}
+	pc := &pageCheckpoint{next: next, cursors: cursors, driftBase: f.driftBase()}
+	pr, err := f.h.store.ApplyPage(ctx, f.storePage(recs, rejected, *expectChanged, pc))
+	if err != nil {
+		return err
+	}
+	if err := f.h.crashAt(failpoint.AfterPageCommit); err != nil {
+		return err
+	}
+	f.cp = pc.stored
+	f.requests = 0
+	if err := f.recordPage(ctx, from, page); err != nil {
+		return err
+	}
+	*expectChanged = f.countPage(pr, len(recs), len(rejected))
+	return nil
+}
+
+// nextCheckpoint is the checkpoint after page, which ends at pos, before
+// its records are looked at: the read's start, the position, the page
+// count and whether records shifted.
+func (f *run) nextCheckpoint(page *upstream.Page, pos upstream.Position) checkpoint {
+	next := f.cp
 	if next.ReadStart.IsZero() {
 		next.ReadStart = cmp.Or(page.Date, f.began).UTC()
 	}
 	next.Position = pos
 	next.Pages++
 	next.Shifted = next.Shifted || page.Shifted
+	return next
+}
+
+// pageRecords are the page's records as the store takes them, and the delta
+// cursor of each record that has one; next's MaxCursor rises to the highest.
+func (f *run) pageRecords(page *upstream.Page, next *checkpoint) ([]store.Record, map[string]cursor) {
 	cursors := make(map[string]cursor, len(page.Records))
 	recs := make([]store.Record, len(page.Records))
 	top, hasTop := cursor{}, false
@@ -659,6 +703,12 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 			next.MaxCursor = c.format(f.res.Delta.Format)
 		}
 	}
+	return recs, cursors
+}
+
+// pageRejected are the page's records set aside, for the quarantine; a full
+// read counts those without any id in next (it then deletes nothing).
+func (f *run) pageRejected(page *upstream.Page, next *checkpoint) []store.Rejected {
 	rejected := make([]store.Rejected, len(page.Rejected))
 	for i, r := range page.Rejected {
 		rejected[i] = rejectedRecord(r, next.Pages)
@@ -666,65 +716,78 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 			next.Unidentified++
 		}
 	}
+	return rejected
+}
+
+// driftBase is the watermark a full read measures drift against, or nil
+// when there is none.
+func (f *run) driftBase() *cursor {
+	if f.cp.DriftBase == "" {
+		return nil
+	}
+	c, err := parseCursor(f.cp.DriftBase, f.res.Delta.Format)
+	if err != nil {
+		return nil
+	}
+	return &c
+}
+
+// storePage is the page as the store applies it, with pc making the
+// checkpoint stored in the page's transaction.
+func (f *run) storePage(recs []store.Record, rejected []store.Rejected, expectChanged bool, pc *pageCheckpoint) store.Page {
 	pass := int64(0)
 	if f.mode == tidemark.RunFull {
 		pass = f.cp.PassID
 	}
-	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
-		return err
-	}
-	var driftBase *cursor
-	if f.cp.DriftBase != "" {
-		if c, err := parseCursor(f.cp.DriftBase, f.res.Delta.Format); err == nil {
-			driftBase = &c
+	return store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
+		ExpectChanged: expectChanged, Quarantined: f.quarantining, Partition: f.partition, SummarizeCreates: f.summarizeCreates,
+		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
+		Checkpoint:   pc.build}
+}
+
+// pageCheckpoint makes the checkpoint a page's transaction stores: the
+// drift and the seen ids are only known inside it (the ids it changed and
+// saw), so the store calls back (store.Page.Checkpoint).
+type pageCheckpoint struct {
+	next      checkpoint
+	cursors   map[string]cursor // the page's records' delta cursors
+	driftBase *cursor
+	stored    checkpoint // what build made: the run's checkpoint once the page commits
+}
+
+// build is next with the ids the page saw, the changes that were drift
+// (a change to a record not after the drift base, which the deltas
+// missed), and the time.
+func (pc *pageCheckpoint) build(changed []string, seenIDs int) json.RawMessage {
+	pc.stored = pc.next
+	pc.stored.SeenIDs += int64(seenIDs)
+	if pc.driftBase != nil {
+		for _, id := range changed {
+			if c, ok := pc.cursors[id]; ok && !c.After(*pc.driftBase) {
+				pc.stored.Drift++
+			}
 		}
 	}
-	// What the page's transaction stores as its checkpoint: the drift and
-	// the seen ids are only known inside it (the ids it changed and saw),
-	// so the store calls back.
-	var stored checkpoint
-	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
-		ExpectChanged: *expectChanged, Quarantined: f.quarantining, Partition: f.partition, SummarizeCreates: f.summarizeCreates,
-		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
-		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
-			stored = next
-			stored.SeenIDs += int64(seenIDs)
-			if driftBase != nil {
-				for _, id := range changed {
-					if c, ok := cursors[id]; ok && !c.After(*driftBase) {
-						stored.Drift++
-					}
-				}
-			}
-			stored.SavedAt = time.Now().UTC()
-			b, _ := json.Marshal(stored)
-			return b
-		}}
-	pr, err := f.h.store.ApplyPage(ctx, sp)
-	if err != nil {
-		return err
-	}
-	if err := f.h.crashAt(failpoint.AfterPageCommit); err != nil {
-		return err
-	}
-	f.cp = stored
-	f.requests = 0
-	if err := f.recordPage(ctx, from, page); err != nil {
-		return err
-	}
+	pc.stored.SavedAt = time.Now().UTC()
+	b, _ := json.Marshal(pc.stored)
+	return b
+}
+
+// countPage adds an applied page to the run's counts, and says whether the
+// next page is expected to be all new records too.
+func (f *run) countPage(pr store.PageResult, records, rejected int) (expectChanged bool) {
 	f.quarantining = f.quarantining || pr.Quarantined > 0
-	// A page of nothing but new records (a first sync) suggests the next
-	// is too: skip its hash comparison, and try to copy it (store.copyNew).
-	// A page of updates does not: a COPY of it would be refused.
-	*expectChanged = pr.Created == len(recs) && len(recs) > 0
-	f.n.fetched += len(recs) + len(rejected)
+	f.n.fetched += records + rejected
 	f.n.created += pr.Created
 	f.n.updated += pr.Updated
 	f.n.quarantined += pr.Quarantined
 	if pr.DigestMatched {
 		f.n.digestPages++
 	}
-	return nil
+	// A page of nothing but new records (a first sync) suggests the next
+	// is too: skip its hash comparison, and try to copy it (store.copyNew).
+	// A page of updates does not: a COPY of it would be refused.
+	return pr.Created == records && records > 0
 }
 
 // rejectedRecord is an extracted record set aside, as the quarantine keeps

@@ -104,7 +104,10 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		return every, h.deltaProbe(ctx, p, src, res, st, began) // probe_delta.go
 	}
 	out, requests, err := h.probe(ctx, src, res, st)
-	if err == nil && out.Changed && p.Basis != nil {
+	if err != nil {
+		return every, h.failed(ctx, p, key, requests, began, err)
+	}
+	if out.Changed && p.Basis != nil {
 		// The basis may be stale (a fetch confirmed a newer validator since
 		// the scheduler read it): a change is judged against the stored
 		// state, so a stale basis costs this read, never a needless fetch.
@@ -116,22 +119,31 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		}
 		out = rejudge(res, st, out)
 	}
-	if err != nil {
-		if d, ok := jobs.HandBack(err); ok {
-			// Not a failure and no news: no run row, the probe comes back
-			// when the source's limits allow.
-			h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
-			return every, err
-		}
-		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
-		// The failure counts after the unchanged probes before it.
-		if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
-			h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
-		}
-		// Failed, never dead: a probe task is not archived (ProcessTask).
-		h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
-		return every, err
+	return every, h.answered(ctx, p, res, st, out, requests, began)
+}
+
+// failed ends a probe attempt whose request failed with err, and returns
+// it. A hand-back (the source's limits) is not a failure and no news: no
+// run row, the probe comes back when the limits allow. A failure counts
+// after the unchanged probes before it, on a run row.
+func (h probeHandler) failed(ctx context.Context, p jobs.ProbePayload, key store.Key, requests int, began time.Time, err error) error {
+	if d, ok := jobs.HandBack(err); ok {
+		h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
+		return err
 	}
+	metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
+	if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
+		h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
+	}
+	// Failed, never dead: a probe task is not archived (ProcessTask).
+	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
+	return err
+}
+
+// answered records what an answered probe saw, out, judged against the
+// sync state st: its bookkeeping, and for a change not seen before its run
+// row and the fetch it asks for.
+func (h probeHandler) answered(ctx context.Context, p jobs.ProbePayload, res *config.Resource, st store.State, out store.ProbeOutcome, requests int, began time.Time) error {
 	// A change already seen, whose fetch was enqueued a moment ago, is not
 	// enqueued again; if that fetch was lost, the change is re-enqueued once
 	// the moment has passed.
@@ -143,8 +155,8 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	}
 	// An unchanged probe's bookkeeping is written behind, coalesced with
 	// the others'; a changed one's at once (store.ProbeBatcher).
-	if err := h.tally.Record(ctx, key, out); err != nil {
-		return every, err
+	if err := h.tally.Record(ctx, store.Key{Source: p.Source, Resource: p.Resource}, out); err != nil {
+		return err
 	}
 	// An unchanged probe is counted when its flush wrote it (Worker.New):
 	// one whose basis turned out stale is not, its re-probe is.
@@ -156,12 +168,12 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 			h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
 				"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
 		}
-		return every, nil
+		return nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: fetchModeAfterProbe(res), Trigger: jobs.TriggerProbe}
-	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
-	return every, err
+	_, err := jobs.RequestFetch(ctx, h.store, h.client, fp, res)
+	return err
 }
 
 // probeState is the sync state the probe compares the upstream's answer
