@@ -434,7 +434,11 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 			f.cp.PassID = id
 		}
 		if f.res.Delta != nil && !f.ignoreMark {
-			f.cp.DriftBase = f.st.Watermark
+			if _, err := f.storedMark(); err != nil {
+				f.note("%v: this full read measures no drift", err)
+			} else {
+				f.cp.DriftBase = f.st.Watermark
+			}
 		}
 	}
 	f.cp.Position = f.beginning()
@@ -545,6 +549,21 @@ func DeltaLowerBound(d *config.Delta, watermark string) (string, error) {
 		return "", err
 	}
 	return wm.minus(d.Overlap.D()).format(d.Format), nil
+}
+
+// storedMark is the resource's stored watermark as a cursor: nil when
+// there is none, or it is not used (ignoreMark). An unreadable one is an
+// error, which callers say on the run's note: it must never compare as
+// "before everything" unremarked.
+func (f *run) storedMark() (*cursor, error) {
+	if f.ignoreMark || f.st.Watermark == "" || f.res.Delta == nil {
+		return nil, nil
+	}
+	c, err := readMark(f.res.Delta, f.st.Watermark)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
 }
 
 // readMark reads a stored watermark in the delta's format.
@@ -894,11 +913,9 @@ func (f *run) watermark() string {
 	if d == nil || f.cp.Shifted {
 		return "" // a shifted read may have skipped records below its highest cursor (see finish)
 	}
-	var stored *cursor
-	if !f.ignoreMark && f.st.Watermark != "" {
-		if c, err := parseCursor(f.st.Watermark, d.Format); err == nil {
-			stored = &c
-		}
+	stored, err := f.storedMark()
+	if err != nil {
+		f.note("%v: the read's highest cursor, when it has one, replaces it", err)
 	}
 	top, err := parseCursor(f.cp.MaxCursor, d.Format)
 	if !f.cp.WindowTo.IsZero() {
