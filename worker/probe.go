@@ -122,10 +122,11 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	return every, h.answered(ctx, p, res, st, out, requests, began)
 }
 
-// failed ends a probe attempt whose request failed with err, and returns
-// it. A hand-back (the source's limits) is not a failure and no news: no
-// run row, the probe comes back when the limits allow. A failure counts
-// after the unchanged probes before it, on a run row.
+// failed ends a probe attempt (of any strategy) that failed with err before
+// a read had a run row of its own, and returns err. A hand-back (the
+// source's limits) is not a failure and no news: no run row, the probe
+// comes back when the limits allow. A failure counts after the unchanged
+// probes before it, on a run row.
 func (h probeHandler) failed(ctx context.Context, p jobs.ProbePayload, key store.Key, requests int, began time.Time, err error) error {
 	if d, ok := jobs.HandBack(err); ok {
 		h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())

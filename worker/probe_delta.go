@@ -57,7 +57,7 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 
 	f, why, err := fh.probedDelta(lctx, src, res, taskID)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, 0, began, err)
+		return h.failed(ctx, p, key, 0, began, err)
 	}
 	if f == nil && why == firstFullDue {
 		// Nothing to ask for: the scheduler enqueues the first full read
@@ -73,12 +73,12 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 	pager := upstream.NewPager(f.client, res, f.cp.Position, 0)
 	first, err := pager.Next(lctx)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, upstream.Requests(err), began, err)
+		return h.failed(ctx, p, key, upstream.Requests(err), began, err)
 	}
 	progress.Store(time.Now().UnixNano())
 	same, err := f.nothingNew(lctx, first, pager)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, first.Requests, began, err)
+		return h.failed(ctx, p, key, first.Requests, began, err)
 	}
 	if same {
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeNotModified)
@@ -196,20 +196,5 @@ func (h probeHandler) handToFetch(ctx context.Context, p jobs.ProbePayload, res 
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
 	_, err := jobs.RequestFetch(ctx, h.store, h.client, fp, res)
-	return err
-}
-
-// deltaProbeFailed records a delta probe that failed before its read had
-// a run row, as a failed probe is recorded; a hand-back (the source's
-// limits) is no failure and goes back to the queue.
-func (h probeHandler) deltaProbeFailed(ctx context.Context, p jobs.ProbePayload, key store.Key, requests int, began time.Time, err error) error {
-	if _, ok := jobs.HandBack(err); ok {
-		return err
-	}
-	metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
-	if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
-		h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
-	}
-	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
 	return err
 }
