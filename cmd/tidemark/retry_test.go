@@ -188,7 +188,7 @@ func TestRetry(t *testing.T) {
 		}
 		p := payload(t, got.Payload)
 		// Retried, it continues the dead task's read from its checkpoint.
-		if p["trigger"] != jobs.TriggerRetry || p["mode"] != tidemark.RunFull || p["source"] != "demo" || p["resource"] != "ticket_sales" || p["resume"] != true {
+		if p["trigger"] != jobs.TriggerRetry || p["mode"] != string(tidemark.RunFull) || p["source"] != "demo" || p["resource"] != "ticket_sales" || p["resume"] != true {
 			t.Errorf("payload %v, want the same fetch with trigger retry, resuming", p)
 		}
 	})
