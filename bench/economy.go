@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/upstream"
@@ -579,7 +580,7 @@ func compareCounts(ctx context.Context, db *database, s upstreamStats) (string, 
 func readingProbes(src *config.Source) []string {
 	var out []string
 	for _, r := range src.Resources {
-		if r.Probe.Strategy == config.ProbeDelta || r.Probe.Strategy == config.ProbeRollingHash {
+		if r.Probe.Strategy == tidemark.ProbeDelta || r.Probe.Strategy == tidemark.ProbeRollingHash {
 			out = append(out, r.Name)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tidemark/tidemark"
 )
 
 // freshEvery is workload 6's probe interval; max_every is pinned to it so
@@ -455,7 +457,7 @@ func (s *eventStream) read() {
 			continue
 		}
 		v, ok := strings.CutPrefix(line, "data: ")
-		if !ok || typ != "data.updated" {
+		if !ok || typ != string(tidemark.EventDataUpdated) {
 			continue
 		}
 		at := time.Now()

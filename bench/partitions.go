@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 )
@@ -196,7 +197,7 @@ func serve(h http.Handler) (base string, stop func(), err error) {
 // readAccounts enqueues a full read of the accounts and waits until want
 // (the items' read it starts has settled); it returns how long that took.
 func readAccounts(ctx context.Context, client *asynq.Client, res *config.Resource, w *proc, what string, want func() (bool, error)) (time.Duration, error) {
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual},
 		jobs.FetchOptions(res)...)
 	if err != nil {
 		return 0, err

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/store"
@@ -180,7 +181,7 @@ func replayApply(ctx context.Context, dbURL string, res *config.Resource, pages 
 	if err := st.EnsureStates(ctx, []store.Key{key}); err != nil {
 		return err
 	}
-	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindFull, Trigger: "manual"}
+	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: tidemark.RunFull, Trigger: "manual"}
 	if err := st.StartRun(ctx, &run); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 )
@@ -321,7 +322,7 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 func (e *env) measureFullFetch(ctx context.Context, conn *pgx.Conn, w *proc, res *config.Resource, lastRun int64, r *syncRun) error {
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n})
 	defer client.Close()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
 		return err
 	}

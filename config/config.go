@@ -3,6 +3,8 @@ package config
 import (
 	"strconv"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Config is the whole tidemark configuration file (tidemark.yaml).
@@ -340,22 +342,6 @@ type Pagination struct {
 	ResumeWithin Duration `yaml:"resume_within"`
 }
 
-// Probe strategies.
-const (
-	ProbeETag         = "etag"
-	ProbeLastModified = "last_modified"
-	ProbeHash         = "hash"
-	ProbeNone         = "none"
-	// ProbeDelta makes the delta read the probe: the changes since the
-	// watermark, whose empty first page means unchanged and whose
-	// non-empty one is applied as the delta's first page.
-	ProbeDelta = "delta"
-	// ProbeRollingHash hashes one page of the full read per probe, in
-	// rotation, against the hash the last full read saw of it: a change
-	// anywhere is seen within pages × interval.
-	ProbeRollingHash = "rolling_hash"
-)
-
 // Probe describes the cheap change check of a resource.
 type Probe struct {
 	// Strategy is etag | last_modified | hash | delta | rolling_hash | none.
@@ -364,7 +350,7 @@ type Probe struct {
 	// hashes the next page of the full read in rotation, so that a change
 	// deep in a collection without change metadata is seen within pages ×
 	// interval. Default none.
-	Strategy string `yaml:"strategy"`
+	Strategy tidemark.ProbeStrategy `yaml:"strategy"`
 	// Method is HEAD | GET (conditional GET), upper-cased on load. Default GET.
 	Method string `yaml:"method"`
 	// Every is the probe interval. Default 1m.
@@ -491,7 +477,7 @@ type Webhook struct {
 	// used as it is.
 	SecretEnv string `yaml:"secret_env"`
 	// Events lists the event types delivered; empty means all.
-	Events []string `yaml:"events"`
+	Events []tidemark.EventType `yaml:"events"`
 }
 
 // Duration is a time.Duration written as "5s", "1m30s" in YAML.

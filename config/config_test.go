@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 // env returns a lookup over vars, so tests need not touch the process
@@ -93,15 +95,15 @@ func TestDemoConfig(t *testing.T) {
 		full      time.Duration
 	}{
 		{"ticket_sales", "/v1/ticket_sales", PriorityCritical, 30 * time.Second, Records{Path: "data", ID: "id"}, PaginationCursor, "limit",
-			Probe{Strategy: ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
+			Probe{Strategy: tidemark.ProbeETag, Method: "HEAD", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, delta, 10 * time.Minute},
 		{"inventory_movements", "/v1/inventory_movements", PriorityCritical, 30 * time.Second, Records{Path: "", ID: "id"}, PaginationLink, "limit",
-			Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber, ClockSkew: Duration(5 * time.Second)}, 10 * time.Minute},
+			Probe{Strategy: tidemark.ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second), Limit: 1}, &Delta{Param: "after", Field: "id", Format: FormatNumber, ClockSkew: Duration(5 * time.Second)}, 10 * time.Minute},
 		{"transactions", "/api/transactions", PriorityCritical, 30 * time.Second, Records{Path: "transactions", ID: "txn_id"}, PaginationPage, "per_page",
-			Probe{Strategy: ProbeDelta, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second)}, delta, 10 * time.Minute},
+			Probe{Strategy: tidemark.ProbeDelta, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(20 * time.Second)}, delta, 10 * time.Minute},
 		{"settlements", "/settlements", PriorityLow, 10 * time.Minute, Records{Path: "results", ID: "settlement.id"}, PaginationOffset, "limit",
-			Probe{Strategy: ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(5 * time.Minute), Limit: 1}, nil, time.Hour},
+			Probe{Strategy: tidemark.ProbeHash, Method: "GET", Every: Duration(30 * time.Second), MaxEvery: Duration(5 * time.Minute), Limit: 1}, nil, time.Hour},
 		{"tax_summaries", "/v2/tax/summaries", PriorityLow, time.Hour, Records{Path: "result.items", ID: "id"}, PaginationNextURL, "per_page",
-			Probe{Strategy: ProbeRollingHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(30 * time.Minute)}, nil, time.Hour},
+			Probe{Strategy: tidemark.ProbeRollingHash, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(30 * time.Minute)}, nil, time.Hour},
 	}
 	if len(s.Resources) != len(tests) {
 		t.Errorf("got %d resources, want %d", len(s.Resources), len(tests))
@@ -361,7 +363,7 @@ func TestDefaults(t *testing.T) {
 		{"pagination", s.Resources[0].Pagination, Pagination{Style: PaginationNone, Limit: 100, PageParam: "page", Start: &start, OffsetParam: "offset",
 			MaxPages: 100000, ResumeWithin: Duration(time.Hour)}},
 		{"next_url field", s.Resources[1].Pagination.NextField, "next_url"},
-		{"probe", s.Resources[0].Probe, Probe{Strategy: ProbeNone, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}},
+		{"probe", s.Resources[0].Probe, Probe{Strategy: tidemark.ProbeNone, Method: "GET", Every: Duration(time.Minute), MaxEvery: Duration(time.Minute)}},
 		{"no delta", s.Resources[0].Delta, (*Delta)(nil)},
 		{"delta format", *s.Resources[1].Delta, Delta{Param: "since", Field: "ts", Format: FormatRFC3339, ClockSkew: Duration(5 * time.Second)}},
 		{"full_sync", s.Resources[0].FullSync, FullSync{Every: Duration(24 * time.Hour), MaxDeleteFraction: 0.2, DeleteAfterReads: 1}},
@@ -639,7 +641,7 @@ func TestAnchorsAndMerge(t *testing.T) {
         probe: *probe
 `, nil)
 	rs := cfg.Sources[0].Resources
-	want := Probe{Strategy: ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}
+	want := Probe{Strategy: tidemark.ProbeETag, Method: "GET", Every: Duration(5 * time.Second), MaxEvery: Duration(5 * time.Second)}
 	if rs[1].Name != "b" || rs[1].Path != "/b" || rs[1].Records.ID != "id" || rs[1].Probe != want || rs[2].Probe != want {
 		t.Errorf("resources = %+v", rs)
 	}

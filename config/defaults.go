@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"strings"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Defaults that code outside config applies too: to a source built without
@@ -104,7 +106,7 @@ func (r *Resource) setDefaults() {
 	p.ResumeWithin = cmp.Or(p.ResumeWithin, defaultResumeWithin)
 
 	pr := &r.Probe
-	pr.Strategy = cmp.Or(pr.Strategy, ProbeNone)
+	pr.Strategy = cmp.Or(pr.Strategy, tidemark.ProbeNone)
 	pr.Method = strings.ToUpper(cmp.Or(pr.Method, defaultProbeMethod))
 	pr.Every = cmp.Or(pr.Every, defaultProbeEvery)
 	pr.MaxEvery = cmp.Or(pr.MaxEvery, pr.Every)

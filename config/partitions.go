@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Placeholders in a partitioned resource's path.
@@ -75,7 +77,7 @@ func (c *checker) partitioning(rp string, s *Source, r *Resource) {
 	if r.Partitioned() && len(names)+len(bodyNames) == 0 && err == nil {
 		c.report(join(rp, "path"), "%q names no {partition} or {parent.FIELD}, nor does the body: every partition would read the same collection", r.Path)
 	}
-	if r.Partitioned() && r.Probe.Strategy != ProbeNone {
+	if r.Partitioned() && r.Probe.Strategy != tidemark.ProbeNone {
 		c.report(join(join(rp, "probe"), "strategy"), "must be none for a partitioned resource: one probe cannot watch every partition (the parent's changes start the child's reads)")
 	}
 }

@@ -1,5 +1,7 @@
 package config
 
+import "github.com/tidemark/tidemark"
+
 // readingProbe checks what the probe strategies that read the collection
 // itself (delta, rolling_hash) need: they ask the fetch's own pages, so
 // probe.path and probe.limit, which ask something else, do not apply.
@@ -7,11 +9,11 @@ package config
 func (c *checker) readingProbe(pp string, r *Resource) {
 	p := &r.Probe
 	switch p.Strategy {
-	case ProbeDelta:
+	case tidemark.ProbeDelta:
 		if r.Delta == nil {
 			c.report(join(pp, "strategy"), "delta reads the changes since the watermark as the probe: it needs a delta section (delta.field and delta.param)")
 		}
-	case ProbeRollingHash:
+	case tidemark.ProbeRollingHash:
 		if r.Post() {
 			c.report(join(pp, "strategy"), "rolling_hash re-asks the pages the last full read requested, by URL: not available with method POST, whose pages are bodies (use hash)")
 		}
@@ -27,8 +29,8 @@ func (c *checker) readingProbe(pp string, r *Resource) {
 }
 
 // readBy names the read whose pages a reading probe asks.
-func readBy(strategy string) string {
-	if strategy == ProbeDelta {
+func readBy(strategy tidemark.ProbeStrategy) string {
+	if strategy == tidemark.ProbeDelta {
 		return "delta read"
 	}
 	return "full read"

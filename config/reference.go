@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Key is one key of the config file as docs/config.md lists it. Keys are
@@ -171,12 +173,12 @@ var enums = map[string][]string{
 	"Auth.AuthStyle":        authStyles,
 	"Resource.Priority":     {PriorityCritical, PriorityDefault, PriorityLow},
 	"Pagination.Style":      {PaginationNone, PaginationPage, PaginationOffset, PaginationCursor, PaginationLink, PaginationNextURL},
-	"Probe.Strategy":        {ProbeETag, ProbeLastModified, ProbeHash, ProbeDelta, ProbeRollingHash, ProbeNone},
+	"Probe.Strategy":        names(probeStrategies),
 	"Probe.Method":          {"HEAD", "GET"},
 	"Resource.Method":       {MethodGet, MethodPost},
 	"Pagination.CursorFrom": {CursorFromResponse, CursorFromLastRecord},
 	"Delta.Format":          {FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber},
-	"Webhook.Events":        Events,
+	"Webhook.Events":        names(tidemark.EventTypes),
 
 	"Source.RateLimitHeaders": {HeadersHonour, HeadersIgnore},
 	"Audit.InitialLoad":       {InitialLoadSummary, InitialLoadRecords},

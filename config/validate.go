@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 var (
@@ -20,27 +22,6 @@ var (
 	// queryParamName is a parameter name that needs no escaping.
 	queryParamName = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
 )
-
-// Event types a webhook may subscribe to.
-const (
-	EventDataUpdated       = "data.updated"
-	EventRunFailed         = "run.failed"
-	EventResourceStale     = "resource.stale"
-	EventResourceRecovered = "resource.recovered"
-	EventRunProgress       = "run.progress"
-	// EventRecordsQuarantined: records a read set aside, unstorable.
-	EventRecordsQuarantined = "records.quarantined"
-	// EventDeletesHeld: a full read would have tombstoned more than
-	// full_sync.max_delete_fraction of a resource, and tombstoned none.
-	EventDeletesHeld = "deletes.held"
-	// EventConfigRejected: a changed config file did not load or validate;
-	// the config in force stays.
-	EventConfigRejected = "config.rejected"
-)
-
-// Events lists every event type, in documentation order.
-var Events = []string{EventDataUpdated, EventRunFailed, EventResourceStale, EventResourceRecovered, EventRunProgress,
-	EventRecordsQuarantined, EventDeletesHeld, EventConfigRejected}
 
 // Auth types.
 const (
@@ -72,9 +53,18 @@ var (
 	reservedTokenParams = []string{"grant_type", "client_id", "client_secret", "refresh_token", "scope"}
 )
 
-func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
+func oneOf[T ~string](v T, allowed ...T) bool { return slices.Contains(allowed, v) }
 
-func choices(allowed ...string) string { return strings.Join(allowed, " | ") }
+func choices[T ~string](allowed ...T) string { return strings.Join(names(allowed), " | ") }
+
+// names are enumerated values as strings.
+func names[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
 
 // validate reports every rule the (defaulted) config breaks.
 func (c *checker) validate(cfg *Config) {
@@ -493,15 +483,19 @@ func (c *checker) pagination(pp string, p *Pagination) {
 	}
 }
 
+// probeStrategies lists the probe strategies in documentation order.
+var probeStrategies = []tidemark.ProbeStrategy{tidemark.ProbeETag, tidemark.ProbeLastModified, tidemark.ProbeHash,
+	tidemark.ProbeDelta, tidemark.ProbeRollingHash, tidemark.ProbeNone}
+
 func (c *checker) probe(pp string, p *Probe, pg *Pagination) {
-	strategies := []string{ProbeETag, ProbeLastModified, ProbeHash, ProbeDelta, ProbeRollingHash, ProbeNone}
+	strategies := probeStrategies
 	if !oneOf(p.Strategy, strategies...) {
 		c.report(join(pp, "strategy"), "unknown strategy %q (want %s)", p.Strategy, choices(strategies...))
 	}
 	switch {
 	case !oneOf(p.Method, "HEAD", "GET"):
 		c.report(join(pp, "method"), "unknown method %q (want HEAD | GET)", p.Method)
-	case oneOf(p.Strategy, ProbeHash, ProbeDelta, ProbeRollingHash) && p.Method == "HEAD":
+	case oneOf(p.Strategy, tidemark.ProbeHash, tidemark.ProbeDelta, tidemark.ProbeRollingHash) && p.Method == "HEAD":
 		c.report(join(pp, "method"), "strategy %s reads the body: use GET", p.Strategy)
 	}
 	c.positive(join(pp, "every"), int64(p.Every))
@@ -552,12 +546,12 @@ func (c *checker) onStatus(op string, m map[string]string) {
 func (c *checker) webhook(wp string, w *Webhook) {
 	c.httpURL(join(wp, "url"), w.URL)
 	c.env(join(wp, "secret_env"), w.SecretEnv)
-	seen := map[string]bool{}
+	seen := map[tidemark.EventType]bool{}
 	for i, e := range w.Events {
 		ep := index(join(wp, "events"), i)
 		switch {
-		case !oneOf(e, Events...):
-			c.report(ep, "unknown event %q (want %s)", e, choices(Events...))
+		case !oneOf(e, tidemark.EventTypes...):
+			c.report(ep, "unknown event %q (want %s)", e, choices(tidemark.EventTypes...))
 		case seen[e]:
 			c.report(ep, "duplicate event %q", e)
 		}
@@ -671,7 +665,7 @@ func (c *checker) cursor(pp string, r *Resource) {
 // conditional POST with 304), and the hash probe posts the first page's
 // body to the resource's own path.
 func (c *checker) postProbe(pp string, p *Probe) {
-	if oneOf(p.Strategy, ProbeETag, ProbeLastModified) {
+	if oneOf(p.Strategy, tidemark.ProbeETag, tidemark.ProbeLastModified) {
 		c.report(join(pp, "strategy"), "%s is not available with method POST: a POST is not answered conditionally (use hash: it posts the first page's body)", p.Strategy)
 	}
 	if p.Method == http.MethodHead {

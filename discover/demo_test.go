@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/discover"
 	"github.com/tidemark/tidemark/extract"
@@ -88,17 +89,17 @@ func TestDemoResources(t *testing.T) {
 		resource   string
 		path       string
 		style      string
-		strategy   string
+		strategy   tidemark.ProbeStrategy
 		delta      string
 		id         string
 		ignore     []string
 		limitParam string
 	}{
-		{"ticket_sales", "/v1/ticket_sales", config.PaginationCursor, config.ProbeETag, "updated_since", "id", []string{"meta.request_id"}, "limit"},
-		{"inventory_movements", "/v1/inventory_movements", config.PaginationLink, config.ProbeETag, "", "id", nil, "limit"},
-		{"transactions", "/api/transactions", config.PaginationPage, config.ProbeLastModified, "updated_since", "txn_id", nil, "per_page"},
-		{"settlements", "/settlements", config.PaginationOffset, config.ProbeHash, "", "settlement.id", nil, "limit"},
-		{"tax_summaries", "/v2/tax/summaries", config.PaginationNextURL, config.ProbeHash, "", "id", nil, ""},
+		{"ticket_sales", "/v1/ticket_sales", config.PaginationCursor, tidemark.ProbeETag, "updated_since", "id", []string{"meta.request_id"}, "limit"},
+		{"inventory_movements", "/v1/inventory_movements", config.PaginationLink, tidemark.ProbeETag, "", "id", nil, "limit"},
+		{"transactions", "/api/transactions", config.PaginationPage, tidemark.ProbeLastModified, "updated_since", "txn_id", nil, "per_page"},
+		{"settlements", "/settlements", config.PaginationOffset, tidemark.ProbeHash, "", "settlement.id", nil, "limit"},
+		{"tax_summaries", "/v2/tax/summaries", config.PaginationNextURL, tidemark.ProbeHash, "", "id", nil, ""},
 	}
 	merged := &config.Config{}
 	for _, tt := range tests {
@@ -169,7 +170,7 @@ func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 	src := &conf.Sources[0]
 	for i := range src.Resources {
 		res := &src.Resources[i]
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func detectChanges(t *testing.T, fl *demoFleet, conf *config.Config, up *demoapi
 		key := store.Key{Source: src.Name, Resource: res.Name}
 		fl.probe(t, key, res) // learns the validator: a change, and a fetch that confirms it
 		st := fl.state(t, key)
-		kind := map[string]string{config.ProbeETag: store.ValidatorETag, config.ProbeLastModified: store.ValidatorLastModified, config.ProbeHash: store.ValidatorHash}[res.Probe.Strategy]
+		kind := map[tidemark.ProbeStrategy]tidemark.ValidatorKind{tidemark.ProbeETag: tidemark.ValidatorETag, tidemark.ProbeLastModified: tidemark.ValidatorLastModified, tidemark.ProbeHash: tidemark.ValidatorHash}[res.Probe.Strategy]
 		if st.Confirmed(kind) == "" {
 			t.Errorf("%s: no confirmed %s validator after a probe and its fetch: %+v", res.Name, kind, st)
 			continue

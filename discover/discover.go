@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/upstream"
@@ -188,7 +189,7 @@ func Discover(ctx context.Context, rawURL string, opts Options) (*Result, error)
 	}
 	s.validators(ctx)
 	reserve := 0
-	if s.res.Probe.Strategy == config.ProbeHash && s.reseen == 0 {
+	if s.res.Probe.Strategy == tidemark.ProbeHash && s.reseen == 0 {
 		reserve = 1 // a re-read to find volatile fields before hashing
 	}
 	s.delta(ctx, reserve)

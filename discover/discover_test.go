@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/discover"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -223,7 +224,7 @@ func TestPageStyles(t *testing.T) {
 			if pg.Style != tt.style || pg.PageParam != tt.param || *pg.Start != tt.start || pg.LimitParam != tt.limit {
 				t.Errorf("pagination %+v (start %d), want %s %s start %d limit %s\n%s", pg, *pg.Start, tt.style, tt.param, tt.start, tt.limit, yaml)
 			}
-			if r.Records.ID != "uuid" || r.Probe.Strategy != config.ProbeHash {
+			if r.Records.ID != "uuid" || r.Probe.Strategy != tidemark.ProbeHash {
 				t.Errorf("id %q probe %q, want uuid, hash", r.Records.ID, r.Probe.Strategy)
 			}
 			if strings.Contains(string(yaml), "s3cret") {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 )
@@ -22,7 +23,7 @@ func (s *session) validators(ctx context.Context) {
 	pr := &s.res.Probe
 	pr.Every = config.Duration(time.Minute)
 	if etag == "" && lm == "" {
-		pr.Strategy, pr.Method = config.ProbeHash, http.MethodGet
+		pr.Strategy, pr.Method = tidemark.ProbeHash, http.MethodGet
 		s.note("probe", "high", "no ETag or Last-Modified on GET: hashing the first page is the only way to notice a change")
 		return
 	}
@@ -43,7 +44,7 @@ func (s *session) validators(ctx context.Context) {
 		ok304, condEv := s.conditionalGet(ctx, "If-None-Match", etag)
 		ev = append(ev, condEv)
 		if headETag || ok304 {
-			s.proposeValidator(config.ProbeETag, headETag, ok304, strings.Join(ev, "; "))
+			s.proposeValidator(tidemark.ProbeETag, headETag, ok304, strings.Join(ev, "; "))
 			return
 		}
 	}
@@ -55,11 +56,11 @@ func (s *session) validators(ctx context.Context) {
 			ev = append(ev, condEv)
 		}
 		if headLM || ok304 {
-			s.proposeValidator(config.ProbeLastModified, headLM, ok304, strings.Join(ev, "; ")+"; Last-Modified has one-second precision")
+			s.proposeValidator(tidemark.ProbeLastModified, headLM, ok304, strings.Join(ev, "; ")+"; Last-Modified has one-second precision")
 			return
 		}
 	}
-	pr.Strategy, pr.Method = config.ProbeHash, http.MethodGet
+	pr.Strategy, pr.Method = tidemark.ProbeHash, http.MethodGet
 	s.note("probe", "medium", strings.Join(ev, "; ")+": the validators could not be confirmed, so the safe choice is hashing the first page")
 }
 
@@ -106,7 +107,7 @@ func (s *session) conditionalGet(ctx context.Context, name, value string) (notMo
 
 // proposeValidator proposes probing by a validator: by HEAD when HEAD
 // returns it, else by conditional GET; sure of it when both were confirmed.
-func (s *session) proposeValidator(strategy string, head, ok304 bool, evidence string) {
+func (s *session) proposeValidator(strategy tidemark.ProbeStrategy, head, ok304 bool, evidence string) {
 	pr := &s.res.Probe
 	pr.Strategy, pr.Method = strategy, http.MethodGet
 	if head {

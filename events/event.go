@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -14,7 +15,7 @@ const Channel = "tidemark:events"
 type Event struct {
 	// ID is the outbox id: increasing in commit order.
 	ID       int64
-	Type     string
+	Type     tidemark.EventType
 	Source   string
 	Resource string
 	// Data is the event as delivered (SSE data, webhook body): the outbox

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -44,30 +45,27 @@ func Installation(ctx context.Context, st *store.Store, rdb redis.UniversalClien
 	return fmt.Sprintf("%s:db%d", id, db), nil
 }
 
-// EventRunProgress is the type of progress events.
-const EventRunProgress = "run.progress"
-
 // Progress is a running fetch's progress so far.
 type Progress struct {
-	RunID          int64     `json:"run_id"`
-	Source         string    `json:"source"`
-	Resource       string    `json:"resource"`
-	Kind           string    `json:"kind"`
-	Pages          int       `json:"pages"`
-	RecordsFetched int64     `json:"records_fetched"`
-	Created        int64     `json:"created"`
-	Updated        int64     `json:"updated"`
-	At             time.Time `json:"at"`
+	RunID          int64            `json:"run_id"`
+	Source         string           `json:"source"`
+	Resource       string           `json:"resource"`
+	Kind           tidemark.RunKind `json:"kind"`
+	Pages          int              `json:"pages"`
+	RecordsFetched int64            `json:"records_fetched"`
+	Created        int64            `json:"created"`
+	Updated        int64            `json:"updated"`
+	At             time.Time        `json:"at"`
 }
 
 // Event is p as an event without an outbox id (ID 0: not resumable).
 func (p Progress) Event() Event {
 	fields := struct {
-		Event string `json:"event"`
+		Event tidemark.EventType `json:"event"`
 		Progress
-	}{EventRunProgress, p}
+	}{tidemark.EventRunProgress, p}
 	data, _ := json.Marshal(fields)
-	return Event{Type: EventRunProgress, Source: p.Source, Resource: p.Resource, Data: data}
+	return Event{Type: tidemark.EventRunProgress, Source: p.Source, Resource: p.Resource, Data: data}
 }
 
 // Publisher publishes the progress of an installation's runs on its own

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/store"
@@ -52,7 +53,7 @@ func TestProgressThroughHub(t *testing.T) {
 		if err := json.Unmarshal(ev.Data, &p); err != nil {
 			t.Fatal(err)
 		}
-		if ev.ID != 0 || ev.Type != events.EventRunProgress || p.RecordsFetched != 100 || p.RunID != 7 {
+		if ev.ID != 0 || ev.Type != tidemark.EventRunProgress || p.RecordsFetched != 100 || p.RunID != 7 {
 			t.Errorf("got event id %d type %s %+v: want the first progress, without an id", ev.ID, ev.Type, p)
 		}
 	case <-time.After(5 * time.Second):

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/store"
@@ -43,7 +44,7 @@ func TestRelayPublishesEveryEventOnce(t *testing.T) {
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	st.EnsureStates(ctx, []store.Key{{Source: "s", Resource: "r"}})
-	run := store.Run{Source: "s", Resource: "r", Kind: store.KindFull, Trigger: "manual"}
+	run := store.Run{Source: "s", Resource: "r", Kind: tidemark.RunFull, Trigger: "manual"}
 	st.StartRun(ctx, &run)
 
 	emit(t, st, run.ID, 0, 50) // committed, nobody publishing
@@ -111,7 +112,7 @@ func TestRelayRetriesAfterSinkFailure(t *testing.T) {
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	st.EnsureStates(ctx, []store.Key{{Source: "s", Resource: "r"}})
-	run := store.Run{Source: "s", Resource: "r", Kind: store.KindFull, Trigger: "manual"}
+	run := store.Run{Source: "s", Resource: "r", Kind: tidemark.RunFull, Trigger: "manual"}
 	st.StartRun(ctx, &run)
 	emit(t, st, run.ID, 0, 3)
 	fail := true

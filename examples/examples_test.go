@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/workertest"
@@ -181,7 +182,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			// Pagination to the end: every fixture record, in three pages.
-			run := f.fetch(t, key, res, jobs.ModeFull)
+			run := f.fetch(t, key, res, tidemark.RunFull)
 			if want := (len(fx.records) + pageSize - 1) / pageSize; run.Pages < want {
 				t.Errorf("full read: %d pages, want at least %d", run.Pages, want)
 			}
@@ -230,7 +231,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				// The fetch was a delta: the API's filter (since,
 				// filter[updated-since]) left out what had not changed.
 				run := f.lastRun(t, key)
-				if run.Kind != store.KindDelta || run.RecordsFetched >= int64(len(fx.records)) {
+				if run.Kind != tidemark.RunDelta || run.RecordsFetched >= int64(len(fx.records)) {
 					t.Errorf("fetch after the edit: %s run read %d of %d records, want a delta reading fewer", run.Kind, run.RecordsFetched, len(fx.records))
 				}
 			}
@@ -369,7 +370,7 @@ func (f *fleet) changes(t *testing.T, key store.Key) int {
 }
 
 // fetch runs one fetch and returns its run, which must have succeeded.
-func (f *fleet) fetch(t *testing.T, key store.Key, res *config.Resource, mode string) store.Run {
+func (f *fleet) fetch(t *testing.T, key store.Key, res *config.Resource, mode tidemark.RunKind) store.Run {
 	t.Helper()
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: mode, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
@@ -380,7 +381,7 @@ func (f *fleet) fetch(t *testing.T, key store.Key, res *config.Resource, mode st
 		t.Fatal(err)
 	}
 	var run store.Run
-	waitFor(t, 30*time.Second, "a "+mode+" fetch", func() (bool, string) {
+	waitFor(t, 30*time.Second, "a "+string(mode)+" fetch", func() (bool, string) {
 		run = f.lastRun(t, key)
 		return run.ID > after && run.Status != store.StatusRunning, run.Status
 	})
@@ -409,7 +410,7 @@ func (f *fleet) probe(t *testing.T, key store.Key, res *config.Resource) {
 		}
 		if st.CandidateAt != nil {
 			r := f.lastRun(t, key)
-			if r.Kind != store.KindProbe && (r.Status == store.StatusFailed || r.Status == store.StatusDead) {
+			if r.Kind != tidemark.RunProbe && (r.Status == store.StatusFailed || r.Status == store.StatusDead) {
 				t.Fatalf("fetch after probe: %s: %s", r.Status, r.Error)
 			}
 			return false, fmt.Sprintf("fetch pending; last run %d %s %s %s", r.ID, r.Kind, r.Status, r.Error)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -209,7 +210,7 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 
 	// The repositories' full read starts their issues' read, which starts
 	// the comments'.
-	f.fetch(t, repos, src.Resource("repos"), jobs.ModeFull)
+	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
 	waitFor(t, 30*time.Second, "issues and comments of every repository", func() (bool, string) {
 		n, m := f.live(t, issues), f.live(t, comments)
 		return n == 9 && m == 9, fmt.Sprintf("%d issues, %d comments; runs %s", n, m, f.runsOf(t, comments))
@@ -298,11 +299,11 @@ func checkDeleteWithParent(t *testing.T, f *fleet, fake *githubOrg, src *config.
 	fake.repos = fake.repos[:1]
 	delete(fake.issues, "golang/tools")
 	fake.mu.Unlock()
-	f.fetch(t, repos, src.Resource("repos"), jobs.ModeFull)
+	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
 	if n := f.live(t, issues); n != 9 {
 		t.Errorf("the deletion held by the brake tombstoned issues: %d live, want 9", n)
 	}
-	f.fetch(t, repos, src.Resource("repos"), jobs.ModeFull)
+	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
 	waitFor(t, 30*time.Second, "golang/tools' issues and comments tombstoned", func() (bool, string) {
 		n, m := f.live(t, issues), f.live(t, comments)
 		return n == 7 && m == 9, fmt.Sprintf("%d issues, %d comments live", n, m)

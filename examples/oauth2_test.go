@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/oauthtest"
 	"github.com/tidemark/tidemark/internal/testenv"
@@ -358,7 +359,7 @@ func startOAuthFleet(t *testing.T, conf *config.Config, dbURL, redisURL string, 
 
 func (f *oauthFleet) enqueue(t *testing.T, res config.Resource) {
 	t.Helper()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "xero", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(&res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "xero", Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(&res)...)
 	if err != nil {
 		t.Fatal(err)
 	}

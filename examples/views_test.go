@@ -6,8 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
-	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -30,7 +30,7 @@ func TestExampleView(t *testing.T) {
 	res.Pagination.Limit = pageSize
 	f := startFleet(t, conf)
 	key := store.Key{Source: src.Name, Resource: res.Name}
-	f.fetch(t, key, res, jobs.ModeFull)
+	f.fetch(t, key, res, tidemark.RunFull)
 
 	results, err := f.store.RefreshViews(context.Background(), conf)
 	if err != nil {

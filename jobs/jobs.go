@@ -5,6 +5,7 @@ package jobs
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/store"
@@ -27,12 +29,6 @@ const (
 	TypeProbe   = "probe"
 	TypeFetch   = "fetch"
 	TypeWebhook = "webhook"
-)
-
-// Fetch modes.
-const (
-	ModeDelta = "delta"
-	ModeFull  = "full"
 )
 
 // Triggers: why a task was enqueued.
@@ -144,8 +140,9 @@ func ParseWeights(s string) (fetch, probe map[string]int, err error) {
 type FetchPayload struct {
 	Source   string `json:"source"`
 	Resource string `json:"resource"`
-	Mode     string `json:"mode"`
-	Trigger  string `json:"trigger"`
+	// Mode is the kind of run the fetch makes: delta or full.
+	Mode    tidemark.RunKind `json:"mode"`
+	Trigger string           `json:"trigger"`
 	// ConfirmDeletes lets a full read tombstone every record it does not
 	// see, past the max_delete_fraction brake and the second read that
 	// pagination styles wait for (tidemark sync --full --confirm-deletes).
@@ -168,7 +165,7 @@ type FetchPayload struct {
 
 // NewFetch returns a fetch task for a resource.
 func NewFetch(p FetchPayload, opts ...asynq.Option) (*asynq.Task, error) {
-	if p.Mode != ModeDelta && p.Mode != ModeFull {
+	if p.Mode != tidemark.RunDelta && p.Mode != tidemark.RunFull {
 		return nil, fmt.Errorf("fetch %s/%s: unknown mode %q", p.Source, p.Resource, p.Mode)
 	}
 	return newTask(TypeFetch, p, opts)
@@ -191,7 +188,7 @@ func newTask(typ string, p any, opts []asynq.Option) (*asynq.Task, error) {
 func parsePayload[P any](t *asynq.Task, typ string) (P, error) {
 	var p P
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("%s payload: %w: %w", typ, err, asynq.SkipRetry)
+		return p, fmt.Errorf("%s payload: %w: %w", typ, err, ErrBadInput)
 	}
 	return p, nil
 }
@@ -206,13 +203,12 @@ func FetchOptions(res *config.Resource) []asynq.Option {
 }
 
 // Permanent reports whether err will fail the same way however often it is
-// retried: bad input from the upstream, a 4xx other than 408/429 (and a
-// 403 that says the rate-limit budget is spent), an OAuth2 token endpoint's
-// 4xx (invalid_grant, invalid_client), a bad payload, or an explicit
-// asynq.SkipRetry.
+// retried: one of the terminal errors (bad input, an unusable or blocked
+// upstream answer, an error Classify has marked already), a 4xx other than
+// 408/429 (and a 403 that says the rate-limit budget is spent), or an
+// OAuth2 token endpoint's 4xx (invalid_grant, invalid_client).
 func Permanent(err error) bool {
-	if errors.Is(err, asynq.SkipRetry) || errors.Is(err, ErrBadInput) ||
-		errors.Is(err, upstream.ErrBadResponse) || errors.Is(err, upstream.ErrBlocked) {
+	if slices.ContainsFunc(terminal, func(t error) bool { return errors.Is(err, t) }) {
 		return true
 	}
 	var te *upstream.TokenError
@@ -234,19 +230,45 @@ func Permanent(err error) bool {
 }
 
 // ErrBadInput marks errors caused by configuration or data that a retry will
-// not fix (an unknown resource, a record without an id).
+// not fix (an unknown resource, a record without an id, a payload that does
+// not parse). A handler that must not be retried wraps it and returns; it
+// never says asynq.SkipRetry itself (Classify does).
 var ErrBadInput = errors.New("bad input")
 
-// Classify turns a handler error into what asynq should do with it: a
-// permanent error skips the remaining retries.
+// terminal are the errors no retry fixes, wherever they are wrapped.
+// asynq.SkipRetry is among them so that classifying twice changes nothing.
+var terminal = []error{ErrBadInput, upstream.ErrBadResponse, upstream.ErrBlocked, asynq.SkipRetry}
+
+// Classify turns a handler's error into what asynq should do with it, once
+// for every handler (the worker's classify middleware): a permanent error
+// skips the remaining retries. A hand-back (see HandBack) is never marked:
+// it is not a failure, so it is never archived for it.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		return err
+	}
+	if _, back := HandBack(err); back {
 		return err
 	}
 	if Permanent(err) {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	return err
+}
+
+// Final reports whether the attempt of the running task (ctx) that ended
+// with err is its last: err is permanent, or no retries are left. A run it
+// recorded is then dead, not failed (a hand-back aside: see HandBack).
+func Final(ctx context.Context, err error) bool {
+	return Permanent(err) || RetriesLeft(ctx) == 0
+}
+
+// RetriesLeft is how many more attempts asynq gives the running task (ctx)
+// after a failure: none outside a task.
+func RetriesLeft(ctx context.Context) int {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	return max(maxRetry-retried, 0)
 }
 
 // HandBack reports whether err means "not now" rather than "failed": the
@@ -336,11 +358,11 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 
 // ModeFor is the fetch mode for a resource: full when asked for, or when the
 // resource has no delta filter to read changes only.
-func ModeFor(res *config.Resource, full bool) string {
+func ModeFor(res *config.Resource, full bool) tidemark.RunKind {
 	if full || res.Delta == nil {
-		return ModeFull
+		return tidemark.RunFull
 	}
-	return ModeDelta
+	return tidemark.RunDelta
 }
 
 // ProbePayload is the payload of a probe task: a cheap check whether a
@@ -366,8 +388,8 @@ type ProbePayload struct {
 // no secret: validators (ETag, Last-Modified, the probe page's hash) are
 // what the upstream hands every client, and the rest is bookkeeping.
 type ProbeBasis struct {
-	// Kind is the validator's kind (store.ValidatorETag, ...).
-	Kind string `json:"kind"`
+	// Kind is the validator's kind: etag, last_modified or hash.
+	Kind tidemark.ValidatorKind `json:"kind"`
 	// Validator is the confirmed validator of the resource's probe
 	// strategy ("" when none is confirmed yet).
 	Validator string `json:"validator"`
@@ -381,8 +403,8 @@ type ProbeBasis struct {
 // nil when res's probe strategy keeps no validator of the three kinds a
 // basis carries (the worker then reads the state itself).
 func BasisOf(res *config.Resource, st store.State) *ProbeBasis {
-	kind := store.ValidatorKind(res.Probe.Strategy)
-	if kind == "" {
+	kind := res.Probe.Strategy.Validator()
+	if !kind.Confirmable() {
 		return nil
 	}
 	return &ProbeBasis{Kind: kind, Validator: st.Confirmed(kind), IntervalMS: st.ProbeIntervalMS, HeadUnsupported: st.HeadUnsupported}
@@ -395,11 +417,11 @@ func BasisOf(res *config.Resource, st store.State) *ProbeBasis {
 func (b ProbeBasis) State(k store.Key) store.State {
 	st := store.State{Source: k.Source, Resource: k.Resource, ProbeIntervalMS: b.IntervalMS, HeadUnsupported: b.HeadUnsupported}
 	switch b.Kind {
-	case store.ValidatorETag:
+	case tidemark.ValidatorETag:
 		st.ETag = b.Validator
-	case store.ValidatorLastModified:
+	case tidemark.ValidatorLastModified:
 		st.LastModified = b.Validator
-	case store.ValidatorHash:
+	case tidemark.ValidatorHash:
 		st.ProbeHash = b.Validator
 	}
 	return st

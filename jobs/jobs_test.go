@@ -24,6 +24,8 @@ func TestClassify(t *testing.T) {
 		{"408 retries", &upstream.StatusError{Code: 408}, false},
 		{"429 retries", &upstream.StatusError{Code: 429}, false},
 		{"403 with the budget spent retries", &upstream.StatusError{Code: 403, RateLimited: true}, false},
+		// A hand-back is never archived for it, even where on_status says fail.
+		{"403 with the budget spent and on_status 403: fail is handed back", &upstream.StatusError{Code: 403, RateLimited: true, Action: "fail"}, false},
 		{"403", &upstream.StatusError{Code: 403}, true},
 		{"500 retries", &upstream.StatusError{Code: 500}, false},
 		{"503 retries", &upstream.StatusError{Code: 503}, false},
@@ -51,6 +53,25 @@ func TestClassify(t *testing.T) {
 				t.Fatalf("Classify lost the original error")
 			}
 		})
+	}
+}
+
+// TestUnreadablePayloadsAreTerminal: a payload that does not parse fails
+// the same way every time, so its task is not retried.
+func TestUnreadablePayloadsAreTerminal(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		parse func(*asynq.Task) error
+	}{
+		{jobs.TypeFetch, func(t *asynq.Task) error { _, err := jobs.ParseFetch(t); return err }},
+		{jobs.TypeProbe, func(t *asynq.Task) error { _, err := jobs.ParseProbe(t); return err }},
+		{jobs.TypeWebhook, func(t *asynq.Task) error { _, err := jobs.ParseWebhook(t); return err }},
+	} {
+		err := tt.parse(asynq.NewTask(tt.name, []byte("{not json")))
+		if !errors.Is(jobs.Classify(err), asynq.SkipRetry) {
+			t.Errorf("%s: an unreadable payload is classified %v, want it to skip retries", tt.name, jobs.Classify(err))
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 )
@@ -78,7 +79,7 @@ func WebhookOptions(deliveryID string) []asynq.Option {
 }
 
 // Subscribed reports whether hook wants events of type event.
-func Subscribed(hook config.Webhook, event string) bool {
+func Subscribed(hook config.Webhook, event tidemark.EventType) bool {
 	return len(hook.Events) == 0 || slices.Contains(hook.Events, event)
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/testenv"
@@ -40,7 +41,7 @@ func TestWebhookSinkFollowsReload(t *testing.T) {
 	live := config.NewLive(parse(""))
 	sink := jobs.WebhookSink(client, live)
 	ctx := context.Background()
-	ev := events.Event{ID: 1, Type: config.EventDataUpdated, Data: []byte(`{}`)}
+	ev := events.Event{ID: 1, Type: tidemark.EventDataUpdated, Data: []byte(`{}`)}
 	if err := sink(ctx, ev); err != nil {
 		t.Fatal(err)
 	}

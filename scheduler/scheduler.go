@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -307,15 +308,15 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 			return
 		}
 		if full := res.FullSync.Every.D(); full > 0 && (st.lastFullSyncAt == nil || now.Sub(*st.lastFullSyncAt) >= full) {
-			add(s.fetchDue(now, src, res, jobs.ModeFull, "full", full))
+			add(s.fetchDue(now, src, res, tidemark.RunFull, "full", full))
 		}
 		every := res.Probe.Every.D()
 		if every <= 0 {
 			return
 		}
-		if res.Probe.Strategy == config.ProbeNone || res.Probe.Strategy == "" {
+		if res.Probe.Strategy == tidemark.ProbeNone || res.Probe.Strategy == "" {
 			mode := jobs.ModeFor(res, false)
-			add(s.fetchDue(now, src, res, mode, mode, every))
+			add(s.fetchDue(now, src, res, mode, string(mode), every))
 			return
 		}
 		interval := store.State{ProbeIntervalMS: st.probeIntervalMS}.ProbeInterval(every)
@@ -385,7 +386,7 @@ func (s *Scheduler) states(ctx context.Context) (map[store.Key]schedState, error
 // fetchDue is the slot's fetch of res, unless this replica saw it in Redis
 // lately; kind tells apart a resource's fetch slots (full, or the mode of a
 // pure-pull fetch).
-func (s *Scheduler) fetchDue(now time.Time, src *config.Source, res *config.Resource, mode, kind string, every time.Duration) (dueTask, bool, error) {
+func (s *Scheduler) fetchDue(now time.Time, src *config.Source, res *config.Resource, mode tidemark.RunKind, kind string, every time.Duration) (dueTask, bool, error) {
 	slot := now.UnixNano() / int64(every)
 	sk := sentKey{key: store.Key{Source: src.Name, Resource: res.Name}, kind: jobs.TypeFetch + ":" + kind}
 	if s.seen(sk, every, slot, now) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
@@ -232,7 +233,7 @@ func TestProbeCarriesItsBasis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := jobs.ProbeBasis{Kind: store.ValidatorETag, Validator: `"v7"`, IntervalMS: 15000, HeadUnsupported: true}
+	want := jobs.ProbeBasis{Kind: tidemark.ValidatorETag, Validator: `"v7"`, IntervalMS: 15000, HeadUnsupported: true}
 	if p.Basis == nil || *p.Basis != want {
 		t.Errorf("basis %+v, want %+v", p.Basis, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/store"
 )
@@ -50,7 +51,7 @@ sources:
 		}
 		var out []string
 		for _, ev := range evs {
-			if ev.Event == store.EventResourceStale {
+			if ev.Event == tidemark.EventResourceStale {
 				out = append(out, ev.Resource)
 			}
 		}

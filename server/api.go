@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -34,8 +35,8 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	mode := q.Get("mode")
-	if mode != "" && mode != jobs.ModeDelta && mode != jobs.ModeFull {
+	mode := tidemark.RunKind(q.Get("mode"))
+	if mode != "" && mode != tidemark.RunDelta && mode != tidemark.RunFull {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode=%q: want delta or full", mode))
 		return
 	}
@@ -44,7 +45,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 		switch v := q.Get(name); v {
 		case "", "false":
 		case "true":
-			if mode != jobs.ModeFull {
+			if mode != tidemark.RunFull {
 				writeError(w, http.StatusBadRequest, name+"=true needs mode=full")
 				return
 			}
@@ -54,7 +55,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p := jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFor(res, mode == jobs.ModeFull), Trigger: jobs.TriggerManual,
+	p := jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFor(res, mode == tidemark.RunFull), Trigger: jobs.TriggerManual,
 		ConfirmDeletes: flags["confirm_deletes"], Resume: flags["resume"]}
 	info, err := jobs.RequestFetch(r.Context(), s.store, s.client, p, res)
 	if err != nil {
@@ -63,7 +64,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("sync requested", "source", src.Name, "resource", res.Name, "mode", p.Mode, "task_id", info.ID)
 	writeJSON(w, http.StatusAccepted, map[string]string{
-		"source": src.Name, "resource": res.Name, "mode": p.Mode, "task_id": info.ID, "queue": info.Queue,
+		"source": src.Name, "resource": res.Name, "mode": string(p.Mode), "task_id": info.ID, "queue": info.Queue,
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -24,11 +25,9 @@ type Cause struct {
 	// Summary is the last error in plain words: what went wrong, the HTTP
 	// status and the request (its URL without query string or user info).
 	Summary string `json:"summary"`
-	// Kind is the kind of failure: http_auth, http_not_found,
-	// http_rate_limited, http_client_error, http_server_error, timeout,
-	// connection, blocked, bad_response or error.
-	Kind       string `json:"kind"`
-	HTTPStatus int    `json:"http_status,omitempty"`
+	// Kind is the kind of failure.
+	Kind       CauseKind `json:"kind"`
+	HTTPStatus int       `json:"http_status,omitempty"`
 	// Request is the failed request, "METHOD URL", when the error names it.
 	Request string `json:"request,omitempty"`
 	// Error is the last failed run's error as recorded.
@@ -38,9 +37,9 @@ type Cause struct {
 	Since    time.Time `json:"since"`
 	Attempts int       `json:"attempts"`
 	// RunID, RunKind and TaskID are the last failed run and its task.
-	RunID   int64  `json:"run_id"`
-	RunKind string `json:"run_kind"`
-	TaskID  string `json:"task_id,omitempty"`
+	RunID   int64            `json:"run_id"`
+	RunKind tidemark.RunKind `json:"run_kind"`
+	TaskID  string           `json:"task_id,omitempty"`
 	// Next says what tidemark will do next, in words ("next attempt at
 	// 15:04:05 UTC", "dead: run `tidemark retry …`"); NextAt is when, if
 	// known.
@@ -49,6 +48,23 @@ type Cause struct {
 	// Dead is true when nothing will retry the task: an operator must.
 	Dead bool `json:"dead"`
 }
+
+// CauseKind is the kind of failure a Cause reads from a run's error.
+type CauseKind string
+
+// Cause kinds.
+const (
+	CauseHTTPAuth        CauseKind = "http_auth"
+	CauseHTTPNotFound    CauseKind = "http_not_found"
+	CauseHTTPRateLimited CauseKind = "http_rate_limited"
+	CauseHTTPClientError CauseKind = "http_client_error"
+	CauseHTTPServerError CauseKind = "http_server_error"
+	CauseTimeout         CauseKind = "timeout"
+	CauseConnection      CauseKind = "connection"
+	CauseBlocked         CauseKind = "blocked"
+	CauseBadResponse     CauseKind = "bad_response"
+	CauseError           CauseKind = "error"
+)
 
 // Text is the cause in one line, for the status table.
 func (c *Cause) Text() string {
@@ -106,32 +122,36 @@ func describe(c *Cause, msg string) string {
 		status := fmt.Sprintf("HTTP %d %s", code, http.StatusText(code))
 		switch {
 		case code == http.StatusUnauthorized || code == http.StatusForbidden:
-			c.Kind = "http_auth"
+			c.Kind = CauseHTTPAuth
 			return "the upstream refused tidemark's credentials (" + status + ")"
 		case code == http.StatusNotFound || code == http.StatusGone:
-			c.Kind = "http_not_found"
+			c.Kind = CauseHTTPNotFound
 			return "the upstream has no such path (" + status + ")"
 		case code == http.StatusTooManyRequests:
-			c.Kind = "http_rate_limited"
+			c.Kind = CauseHTTPRateLimited
 			return "the upstream is rate limiting tidemark (" + status + ")"
 		case code >= 500:
-			c.Kind = "http_server_error"
+			c.Kind = CauseHTTPServerError
 			return "the upstream failed (" + status + ")"
 		default:
-			c.Kind = "http_client_error"
+			c.Kind = CauseHTTPClientError
 			return "the upstream rejected the request (" + status + ")"
 		}
 	}
 	lower := strings.ToLower(msg)
-	for _, k := range []struct{ needle, kind, words string }{
-		{"timeout", "timeout", "the upstream did not answer in time"},
-		{"deadline exceeded", "timeout", "the upstream did not answer in time"},
-		{"timed out", "timeout", "the upstream did not answer in time"},
-		{"connection refused", "connection", "the upstream refused the connection"},
-		{"connection reset", "connection", "the upstream cut the connection"},
-		{"no such host", "connection", "the upstream's host name does not resolve"},
-		{"eof", "connection", "the upstream cut the connection"},
-		{"refused to connect to", "blocked", "tidemark refused the address (private or not allowed by the config)"},
+	for _, k := range []struct {
+		needle string
+		kind   CauseKind
+		words  string
+	}{
+		{"timeout", CauseTimeout, "the upstream did not answer in time"},
+		{"deadline exceeded", CauseTimeout, "the upstream did not answer in time"},
+		{"timed out", CauseTimeout, "the upstream did not answer in time"},
+		{"connection refused", CauseConnection, "the upstream refused the connection"},
+		{"connection reset", CauseConnection, "the upstream cut the connection"},
+		{"no such host", CauseConnection, "the upstream's host name does not resolve"},
+		{"eof", CauseConnection, "the upstream cut the connection"},
+		{"refused to connect to", CauseBlocked, "tidemark refused the address (private or not allowed by the config)"},
 	} {
 		if strings.Contains(lower, k.needle) {
 			c.Kind = k.kind
@@ -139,10 +159,10 @@ func describe(c *Cause, msg string) string {
 		}
 	}
 	if _, detail, ok := strings.Cut(msg, upstream.ErrBadResponse.Error()+": "); ok {
-		c.Kind = "bad_response"
+		c.Kind = CauseBadResponse
 		return "the upstream's answer is unusable: " + shorten(detail, 160)
 	}
-	c.Kind = "error"
+	c.Kind = CauseError
 	return shorten(msg, 200)
 }
 
@@ -164,7 +184,7 @@ func (c *Cause) nextFromQueue(insp *asynq.Inspector, res *config.Resource, st *s
 		return nil
 	}
 	queue := jobs.Queue(res)
-	if c.RunKind == store.KindProbe {
+	if c.RunKind == tidemark.RunProbe {
 		queue = jobs.ProbeQueue(res)
 	}
 	info, err := insp.GetTaskInfo(queue, c.TaskID)
@@ -204,7 +224,7 @@ func (c *Cause) unreadable(err error) {
 
 // nextProbe says when the next probe runs: the scheduler's next_probe_at.
 func (c *Cause) nextProbe(res *config.Resource, st *store.State, now time.Time) {
-	if res.Probe.Strategy == config.ProbeNone || st == nil || st.NextProbeAt == nil || !st.NextProbeAt.After(now) {
+	if res.Probe.Strategy == tidemark.ProbeNone || st == nil || st.NextProbeAt == nil || !st.NextProbeAt.After(now) {
 		c.Next = "next attempt when the scheduler next finds it due"
 		return
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/server"
 	"github.com/tidemark/tidemark/store"
@@ -17,7 +18,7 @@ import (
 
 // fail records a finished run of shop/orders with the given status and
 // error, under task taskID.
-func (e *env) fail(kind, status, taskID, msg string) store.Run {
+func (e *env) fail(kind tidemark.RunKind, status, taskID, msg string) store.Run {
 	e.t.Helper()
 	ctx := context.Background()
 	run := store.Run{Source: "shop", Resource: "orders", Kind: kind, Trigger: "schedule", TaskID: taskID}
@@ -68,13 +69,13 @@ func TestResourcesShowTheCause(t *testing.T) {
 	// A failure, a successful fetch, then the streak of three: the run of
 	// a probe that saw a change, in between, ends no streak (its fetch has
 	// yet to bring the resource in step).
-	e.fail(store.KindDelta, store.StatusFailed, "old", "GET http://127.0.0.1:1/orders: HTTP 500")
-	e.fail(store.KindDelta, store.StatusSucceeded, "ok", "")
+	e.fail(tidemark.RunDelta, store.StatusFailed, "old", "GET http://127.0.0.1:1/orders: HTTP 500")
+	e.fail(tidemark.RunDelta, store.StatusSucceeded, "ok", "")
 	const taskID = "probe-task-1"
-	first := e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
-	e.fail(store.KindProbe, store.StatusSucceeded, "changed", "")
-	e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
-	last := e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
+	first := e.fail(tidemark.RunProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
+	e.fail(tidemark.RunProbe, store.StatusSucceeded, "changed", "")
+	e.fail(tidemark.RunProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
+	last := e.fail(tidemark.RunProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders?api_key=s3cret: HTTP 503")
 
 	// The task waits for its retry (scheduled, as a retry with its delay is).
 	res := e.conf.Source("shop").Resource("orders")
@@ -150,7 +151,7 @@ func TestDescribeFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := server.NewCauseForTest(store.FailureStreak{Attempts: 1, Last: store.Run{Status: store.StatusFailed, Error: tc.err}})
-			if c.Kind != tc.kind || !strings.Contains(c.Summary, tc.words) {
+			if string(c.Kind) != tc.kind || !strings.Contains(c.Summary, tc.words) {
 				t.Errorf("%q: kind %q, summary %q; want %q containing %q", tc.err, c.Kind, c.Summary, tc.kind, tc.words)
 			}
 		})
@@ -203,7 +204,7 @@ func TestResourcePageAPI(t *testing.T) {
 	for _, r := range h.Requests {
 		probes, unchanged, fetch = probes+r.Probe, unchanged+r.Unchanged, fetch+r.Fetch
 	}
-	if probes != 1 || unchanged != 1 || fetch != 3 || len(h.Runs) != 1 || h.Runs[0].Kind != store.KindFull {
+	if probes != 1 || unchanged != 1 || fetch != 3 || len(h.Runs) != 1 || h.Runs[0].Kind != tidemark.RunFull {
 		t.Errorf("history: %d probes (%d unchanged), %d fetch requests, runs %+v; want 1 (1), 3, the full run", probes, unchanged, fetch, h.Runs)
 	}
 	if resp, body := e.do("GET", "/api/resources/shop/orders/history?hours=0", "", nil, ""); resp.StatusCode != 400 || !strings.Contains(body, "want a whole number from 1 to 48") {
@@ -250,7 +251,7 @@ func TestCauseCountsRetries(t *testing.T) {
 	t.Parallel()
 	e := setup(t, server.Config{})
 	const taskID = "probe-task-retried"
-	e.fail(store.KindProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders: HTTP 503")
+	e.fail(tidemark.RunProbe, store.StatusFailed, taskID, "HEAD http://127.0.0.1:1/orders: HTTP 503")
 
 	res := e.conf.Source("shop").Resource("orders")
 	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "shop", Resource: "orders", Trigger: "schedule"},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 )
@@ -20,15 +21,15 @@ import (
 // /api/resources and the settings that explain it.
 type ResourceDetail struct {
 	ResourceView
-	Path              string   `json:"path"`
-	ProbeStrategy     string   `json:"probe_strategy"`
-	ProbeMethod       string   `json:"probe_method"`
-	ProbeEverySeconds float64  `json:"probe_every_seconds"`
-	ProbeMaxSeconds   float64  `json:"probe_max_every_seconds"`
-	ProbeNowSeconds   float64  `json:"probe_interval_seconds"` // the adaptive interval now
-	FullSyncSeconds   float64  `json:"full_sync_every_seconds"`
-	DeltaParam        string   `json:"delta_param,omitempty"`
-	DeadTasks         []string `json:"dead_tasks"` // ids of its archived tasks
+	Path              string                 `json:"path"`
+	ProbeStrategy     tidemark.ProbeStrategy `json:"probe_strategy"`
+	ProbeMethod       string                 `json:"probe_method"`
+	ProbeEverySeconds float64                `json:"probe_every_seconds"`
+	ProbeMaxSeconds   float64                `json:"probe_max_every_seconds"`
+	ProbeNowSeconds   float64                `json:"probe_interval_seconds"` // the adaptive interval now
+	FullSyncSeconds   float64                `json:"full_sync_every_seconds"`
+	DeltaParam        string                 `json:"delta_param,omitempty"`
+	DeadTasks         []string               `json:"dead_tasks"` // ids of its archived tasks
 }
 
 func (s *Server) resource(w http.ResponseWriter, r *http.Request) {
@@ -98,15 +99,15 @@ type History struct {
 
 // HistoryRun is one finished fetch run on the charts.
 type HistoryRun struct {
-	ID       int64     `json:"id"`
-	Kind     string    `json:"kind"`
-	Status   string    `json:"status"`
-	At       time.Time `json:"at"` // finished
-	Created  int64     `json:"created"`
-	Updated  int64     `json:"updated"`
-	Deleted  int64     `json:"deleted"`
-	Drift    *int64    `json:"drift"` // full runs
-	Requests int       `json:"requests"`
+	ID       int64            `json:"id"`
+	Kind     tidemark.RunKind `json:"kind"`
+	Status   string           `json:"status"`
+	At       time.Time        `json:"at"` // finished
+	Created  int64            `json:"created"`
+	Updated  int64            `json:"updated"`
+	Deleted  int64            `json:"deleted"`
+	Drift    *int64           `json:"drift"` // full runs
+	Requests int              `json:"requests"`
 }
 
 // rangeParam is the query parameter name as a whole number from 1 to max,

@@ -22,6 +22,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/metrics"
@@ -385,7 +386,7 @@ func partitioned(conf *config.Config) bool {
 
 func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.RunFilter{Source: q.Get("source"), Resource: q.Get("resource"), Status: q.Get("status"), Kind: q.Get("kind")}
+	f := store.RunFilter{Source: q.Get("source"), Resource: q.Get("resource"), Status: q.Get("status"), Kind: tidemark.RunKind(q.Get("kind"))}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {

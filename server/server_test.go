@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/testenv"
@@ -91,7 +92,7 @@ func setup(t *testing.T, cfg server.Config) *env {
 	}
 	e := &env{t: t, conf: conf, st: st, redisOpt: redisOpt, srv: srv, http: hs, runs: map[string]int64{}}
 	for _, res := range []string{"orders", "items"} {
-		run := store.Run{Source: "shop", Resource: res, Kind: store.KindFull, Trigger: "manual"}
+		run := store.Run{Source: "shop", Resource: res, Kind: tidemark.RunFull, Trigger: "manual"}
 		if err := st.StartRun(ctx, &run); err != nil {
 			t.Fatal(err)
 		}

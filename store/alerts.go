@@ -5,13 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-)
 
-// Alert event types, written to the outbox like data.updated.
-const (
-	EventResourceStale     = "resource.stale"
-	EventResourceRecovered = "resource.recovered"
-	EventRunFailed         = "run.failed"
+	"github.com/tidemark/tidemark"
 )
 
 // Target is a resource's freshness target, for CheckFreshness.
@@ -24,10 +19,10 @@ type Target struct {
 // Transition is an alert state change CheckFreshness or CheckFailures made
 // (and wrote an event for).
 type Transition struct {
-	Event    string `gorm:"column:event"`
-	Source   string `gorm:"column:source"`
-	Resource string `gorm:"column:resource"`
-	OutboxID int64  `gorm:"column:id"`
+	Event    tidemark.EventType `gorm:"column:event"`
+	Source   string             `gorm:"column:source"`
+	Resource string             `gorm:"column:resource"`
+	OutboxID int64              `gorm:"column:id"`
 }
 
 // CheckFreshness turns resources stale that State.Freshness judges so, and

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Record is one record ready to store: its id, the JSON to keep, and the hash
@@ -91,13 +93,6 @@ type PageResult struct {
 	// and its records were not compared one by one (store/digest.go).
 	DigestMatched bool
 }
-
-// Event types written to the outbox.
-const (
-	EventDataUpdated        = "data.updated"
-	EventRecordsQuarantined = "records.quarantined"
-	EventDeletesHeld        = "deletes.held"
-)
 
 // DataUpdated is the payload of a data.updated event.
 type DataUpdated struct {
@@ -455,7 +450,7 @@ func (a *pageApply) announce(tx *gorm.DB) error {
 	}
 	p, res := a.p, a.res
 	listed := res.Changed[:min(len(res.Changed), cmpOr(p.MaxChangedIDs, 100))]
-	return writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
+	return writeOutbox(tx, tidemark.EventDataUpdated, p.Key, p.RunID, DataUpdated{
 		Source: p.Source, Resource: p.Resource, RunID: p.RunID,
 		Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
 	})
@@ -629,7 +624,7 @@ func recordHash(id, hash string) int64 {
 }
 
 // writeOutbox writes an event in tx, to be published after it commits.
-func writeOutbox(tx *gorm.DB, event string, k Key, runID int64, payload any) error {
+func writeOutbox(tx *gorm.DB, event tidemark.EventType, k Key, runID int64, payload any) error {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", event, err)

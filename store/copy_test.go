@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -43,7 +44,7 @@ func TestCopiedPageIsStoredLikeAnUpserted(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	for i, expect := range []bool{false, true} {
 		p := newPage(run, i*100, i*100+100)
 		p.ExpectChanged = expect
@@ -99,7 +100,7 @@ func TestCopyFallsBackWhenARecordIsStored(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	if _, err := s.ApplyPage(ctx, newPage(run, 0, 10)); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestFirstLoadIsSummarized(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	runs := []int64{startRun(t, s, store.KindFull), 0}
+	runs := []int64{startRun(t, s, tidemark.RunFull), 0}
 	for i := range 3 {
 		p := newPage(runs[0], i*100, i*100+100)
 		p.SummarizeCreates, p.ExpectChanged = true, i > 0
@@ -166,7 +167,7 @@ func TestFirstLoadIsSummarized(t *testing.T) {
 	}
 	// A second run of the first load (a retry that read again from the
 	// start) counts only what it created.
-	runs[1] = startRun(t, s, store.KindFull)
+	runs[1] = startRun(t, s, tidemark.RunFull)
 	for _, p := range []store.Page{newPage(runs[1], 0, 100), newPage(runs[1], 250, 350)} {
 		p.SummarizeCreates = true
 		if _, err := s.ApplyPage(ctx, p); err != nil {
@@ -209,7 +210,7 @@ func TestCopiedPageRollsBackWhole(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	if err := s.AbandonRunning(ctx, key, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func TestCopiedPageQuarantinesWhatPostgresRefuses(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	p := newPage(run, 0, 10)
 	p.Records[4].Payload = []byte(`{"n": 1e999999}`) // beyond numeric
 	got, err := s.ApplyPage(ctx, p)

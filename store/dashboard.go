@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 // FailureStreak is what the run rows say about a resource that is failing:
@@ -149,7 +151,7 @@ func (s *Store) PruneProbeMinutes(ctx context.Context) (int64, error) {
 func (s *Store) FetchRunsSince(ctx context.Context, k Key, since time.Time) ([]Run, error) {
 	var runs []Run
 	err := s.db.WithContext(ctx).
-		Where("source = ? AND resource = ? AND kind IN ? AND finished_at >= ?", k.Source, k.Resource, []string{KindDelta, KindFull}, since).
+		Where("source = ? AND resource = ? AND kind IN ? AND finished_at >= ?", k.Source, k.Resource, []tidemark.RunKind{tidemark.RunDelta, tidemark.RunFull}, since).
 		Order("id DESC").Limit(5000).Find(&runs).Error
 	if err != nil {
 		return nil, fmt.Errorf("runs of %s since %s: %w", k, since.Format(time.RFC3339), err)

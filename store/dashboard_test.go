@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
-func finishRun(t *testing.T, s *store.Store, kind, status string, requests int) int64 {
+func finishRun(t *testing.T, s *store.Store, kind tidemark.RunKind, status string, requests int) int64 {
 	t.Helper()
 	id := startRun(t, s, kind)
 	if err := s.FinishRun(context.Background(), id, store.RunOutcome{Status: status, Error: status, HTTPRequests: requests}); err != nil {
@@ -26,11 +27,11 @@ func TestFailureStreaks(t *testing.T) {
 	if err := s.EnsureStates(ctx, []store.Key{key}); err != nil {
 		t.Fatal(err)
 	}
-	finishRun(t, s, store.KindDelta, store.StatusFailed, 1)
-	finishRun(t, s, store.KindDelta, store.StatusSucceeded, 1)
-	first := finishRun(t, s, store.KindProbe, store.StatusFailed, 1)
-	finishRun(t, s, store.KindDelta, store.StatusInterrupted, 1)
-	last := finishRun(t, s, store.KindDelta, store.StatusDead, 1)
+	finishRun(t, s, tidemark.RunDelta, store.StatusFailed, 1)
+	finishRun(t, s, tidemark.RunDelta, store.StatusSucceeded, 1)
+	first := finishRun(t, s, tidemark.RunProbe, store.StatusFailed, 1)
+	finishRun(t, s, tidemark.RunDelta, store.StatusInterrupted, 1)
+	last := finishRun(t, s, tidemark.RunDelta, store.StatusDead, 1)
 
 	streaks, err := s.FailureStreaks(ctx)
 	if err != nil {
@@ -41,7 +42,7 @@ func TestFailureStreaks(t *testing.T) {
 	if !ok || got.Attempts != 2 || got.Last.ID != last || got.Last.Status != store.StatusDead || !got.Since.Equal(firstRun.StartedAt) {
 		t.Fatalf("streak = %+v (found %v), want 2 attempts since run %d (%s), last run %d dead", got, ok, first, firstRun.StartedAt, last)
 	}
-	finishRun(t, s, store.KindDelta, store.StatusSucceeded, 1)
+	finishRun(t, s, tidemark.RunDelta, store.StatusSucceeded, 1)
 	if streaks, err = s.FailureStreaks(ctx); err != nil || len(streaks) != 0 {
 		t.Fatalf("after a success: %+v, %v; want no streak", streaks, err)
 	}
@@ -71,8 +72,8 @@ func TestProbeHistory(t *testing.T) {
 		}
 	}
 	stop()
-	finishRun(t, s, store.KindProbe, store.StatusFailed, 2)
-	finishRun(t, s, store.KindDelta, store.StatusSucceeded, 5)
+	finishRun(t, s, tidemark.RunProbe, store.StatusFailed, 2)
+	finishRun(t, s, tidemark.RunDelta, store.StatusSucceeded, 5)
 
 	hours, err := s.RequestsPerHour(ctx, key, since)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // ErrSuperseded is a page or the end of a run refused because the run is
@@ -181,7 +183,7 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		return res, err
 	}
 	if res.Mass && res.Held > 0 {
-		return res, writeOutbox(tx, EventDeletesHeld, k, f.RunID, DeletesHeld{
+		return res, writeOutbox(tx, tidemark.EventDeletesHeld, k, f.RunID, DeletesHeld{
 			Source: k.Source, Resource: k.Resource, RunID: f.RunID, Held: res.Held, Live: res.Live,
 			MaxFraction: pol.MaxFraction, At: time.Now().UTC(),
 		})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -39,7 +40,7 @@ func page(pairs ...string) []store.Record {
 // did not see), and returns which pages the store matched by digest.
 func (e digestEnv) fullRead(pages ...[]store.Record) []bool {
 	e.t.Helper()
-	run := startRun(e.t, e.s, store.KindFull)
+	run := startRun(e.t, e.s, tidemark.RunFull)
 	return e.finishRead(run, e.applyPages(run, run, pages...))
 }
 
@@ -66,7 +67,7 @@ func (e digestEnv) finishRead(run int64, matched []bool) []bool {
 // delta applies records as a delta run's page.
 func (e digestEnv) delta(recs []store.Record) {
 	e.t.Helper()
-	run := startRun(e.t, e.s, store.KindDelta)
+	run := startRun(e.t, e.s, tidemark.RunDelta)
 	if _, err := e.s.ApplyPage(context.Background(), store.Page{Key: key, RunID: run, Records: recs}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestDigestChainBrokenByAWriteMidRead(t *testing.T) {
 	t.Parallel()
 	e := newDigestEnv(t)
 	p1, p2 := page("1=a", "2=a"), page("3=a", "4=a")
-	run := startRun(t, e.s, store.KindFull)
+	run := startRun(t, e.s, tidemark.RunFull)
 	m := e.applyPages(run, run, p1)
 	e.delta(page("1=b"))
 	e.finishRead(run, append(m, e.applyPages(run, run, p2)...))
@@ -178,7 +179,7 @@ func TestDigestSkippedPagesStillDetectDeletes(t *testing.T) {
 // readWith applies the pages as one full read and ends it of the pages with a deletion policy.
 func (e digestEnv) readWith(pol store.DeletePolicy, pages ...[]store.Record) store.FullReadResult {
 	e.t.Helper()
-	run := startRun(e.t, e.s, store.KindFull)
+	run := startRun(e.t, e.s, tidemark.RunFull)
 	e.applyPages(run, run, pages...)
 	var seen int64
 	e.s.DBForTests().Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, run).Scan(&seen)

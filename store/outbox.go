@@ -7,18 +7,20 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // OutboxEvent is one committed change event (table outbox).
 type OutboxEvent struct {
-	ID          int64           `gorm:"column:id;primaryKey" json:"id"`
-	Event       string          `gorm:"column:event" json:"event"`
-	Source      string          `gorm:"column:source" json:"source"`
-	Resource    string          `gorm:"column:resource" json:"resource"`
-	RunID       *int64          `gorm:"column:run_id" json:"run_id"`
-	Payload     json.RawMessage `gorm:"column:payload;type:jsonb" json:"payload"`
-	CreatedAt   time.Time       `gorm:"column:created_at" json:"created_at"`
-	PublishedAt *time.Time      `gorm:"column:published_at" json:"published_at"`
+	ID          int64              `gorm:"column:id;primaryKey" json:"id"`
+	Event       tidemark.EventType `gorm:"column:event" json:"event"`
+	Source      string             `gorm:"column:source" json:"source"`
+	Resource    string             `gorm:"column:resource" json:"resource"`
+	RunID       *int64             `gorm:"column:run_id" json:"run_id"`
+	Payload     json.RawMessage    `gorm:"column:payload;type:jsonb" json:"payload"`
+	CreatedAt   time.Time          `gorm:"column:created_at" json:"created_at"`
+	PublishedAt *time.Time         `gorm:"column:published_at" json:"published_at"`
 }
 
 // TableName maps OutboxEvent to outbox.

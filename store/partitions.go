@@ -10,6 +10,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/tidemark/tidemark"
 )
 
 // Partition is the sync memory of one partition of a partitioned resource
@@ -353,7 +355,7 @@ func recordTombstones(tx *gorm.DB, k Key, runID int64, gone []tombstone) error {
 	if err := tx.Exec(`UPDATE sync_runs SET records_deleted = records_deleted + ? WHERE id = ?`, len(gone), runID).Error; err != nil {
 		return err
 	}
-	return writeOutbox(tx, EventDataUpdated, k, runID, DataUpdated{
+	return writeOutbox(tx, tidemark.EventDataUpdated, k, runID, DataUpdated{
 		Source: k.Source, Resource: k.Resource, RunID: runID, Deleted: len(gone), IDs: ids, At: time.Now().UTC(),
 	})
 }

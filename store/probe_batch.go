@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tidemark/tidemark"
 )
 
 // ProbeBatcher writes the bookkeeping of unchanged probes behind, coalesced:
@@ -56,7 +58,8 @@ type ProbeHooks struct {
 // probeTally is what the unchanged probes of one resource that matched one
 // validator add up to.
 type probeTally struct {
-	kind, validator string        // what the probes matched ("": unchecked)
+	kind            tidemark.ValidatorKind // what the probes matched ("": unchecked)
+	validator       string
 	n               int64         // unchanged probes
 	at              time.Time     // the newest one's time
 	interval        time.Duration // the interval the newest one chose
@@ -292,8 +295,9 @@ func (b *ProbeBatcher) restore(batch map[Key][]*probeTally) {
 
 // tallyID names one tally: a resource and the validator its probes matched.
 type tallyID struct {
-	key             Key
-	kind, validator string
+	key       Key
+	kind      tidemark.ValidatorKind
+	validator string
 }
 
 // writeProbeTallies adds the tallies to sync_state in one statement and
@@ -385,7 +389,7 @@ type tallyColumns struct {
 
 func (c *tallyColumns) add(k Key, t *probeTally) {
 	c.sources, c.resources = append(c.sources, k.Source), append(c.resources, k.Resource)
-	c.kinds, c.validators = append(c.kinds, t.kind), append(c.validators, t.validator)
+	c.kinds, c.validators = append(c.kinds, string(t.kind)), append(c.validators, t.validator)
 	c.counts, c.intervals = append(c.counts, t.n), append(c.intervals, t.interval.Milliseconds())
 	c.ats, c.heads = append(c.ats, t.at), append(c.heads, t.headUnsupported)
 }

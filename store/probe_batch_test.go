@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -158,7 +159,7 @@ func TestProbeBatcherOrdersDirectWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out := store.ProbeOutcome{Changed: true, Kind: store.ValidatorETag, Validator: `"v2"`, Interval: time.Second}
+	out := store.ProbeOutcome{Changed: true, Kind: tidemark.ValidatorETag, Validator: `"v2"`, Interval: time.Second}
 	if err := bt.Record(ctx, changed, out); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestProbeBatcherOrdersDirectWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The failure comes after the probe (two round trips later).
-	r := store.Run{Source: failed.Source, Resource: failed.Resource, Kind: store.KindProbe, Trigger: "manual"}
+	r := store.Run{Source: failed.Source, Resource: failed.Resource, Kind: tidemark.RunProbe, Trigger: "manual"}
 	if err := s.StartRun(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestProbeBatcherChecksTheValidator(t *testing.T) {
 	stop := runBatcher(t, bt)
 	waitOpen(t, s, bt)
 	record := func(k store.Key, validator string) {
-		out := store.ProbeOutcome{Kind: store.ValidatorETag, Validator: validator, Interval: time.Second}
+		out := store.ProbeOutcome{Kind: tidemark.ValidatorETag, Validator: validator, Interval: time.Second}
 		if err := bt.Record(ctx, k, out); err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // MaxIDBytes is the longest id stored as a record's key. A btree entry of
@@ -166,7 +168,7 @@ func writeQuarantineEvent(tx *gorm.DB, p Page, newly []Rejected) error {
 			ev.Reasons = append(ev.Reasons, why)
 		}
 	}
-	return writeOutbox(tx, EventRecordsQuarantined, p.Key, p.RunID, ev)
+	return writeOutbox(tx, tidemark.EventRecordsQuarantined, p.Key, p.RunID, ev)
 }
 
 // recordPrefix is where a reason says which record it is about ("page 3,

@@ -6,22 +6,24 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidemark/tidemark"
 )
 
 // SyncRequest is a fetch asked for and not yet done (table sync_requests):
 // what an operator, a probe or a busy resource's follow-up asked, kept in
 // Postgres because Redis may lose the task that carries it.
 type SyncRequest struct {
-	ID             int64      `gorm:"column:id;primaryKey" json:"id"`
-	Source         string     `gorm:"column:source" json:"source"`
-	Resource       string     `gorm:"column:resource" json:"resource"`
-	Mode           string     `gorm:"column:mode" json:"mode"`
-	Trigger        string     `gorm:"column:trigger" json:"trigger"`
-	ConfirmDeletes bool       `gorm:"column:confirm_deletes" json:"confirm_deletes"`
-	Resume         bool       `gorm:"column:resume" json:"resume"`
-	RequestedAt    time.Time  `gorm:"column:requested_at" json:"requested_at"`
-	DoneAt         *time.Time `gorm:"column:done_at" json:"done_at,omitempty"`
-	RunID          *int64     `gorm:"column:run_id" json:"run_id,omitempty"`
+	ID             int64            `gorm:"column:id;primaryKey" json:"id"`
+	Source         string           `gorm:"column:source" json:"source"`
+	Resource       string           `gorm:"column:resource" json:"resource"`
+	Mode           tidemark.RunKind `gorm:"column:mode" json:"mode"`
+	Trigger        string           `gorm:"column:trigger" json:"trigger"`
+	ConfirmDeletes bool             `gorm:"column:confirm_deletes" json:"confirm_deletes"`
+	Resume         bool             `gorm:"column:resume" json:"resume"`
+	RequestedAt    time.Time        `gorm:"column:requested_at" json:"requested_at"`
+	DoneAt         *time.Time       `gorm:"column:done_at" json:"done_at,omitempty"`
+	RunID          *int64           `gorm:"column:run_id" json:"run_id,omitempty"`
 }
 
 // TableName maps SyncRequest to sync_requests.

@@ -8,13 +8,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-)
 
-// Run kinds.
-const (
-	KindProbe = "probe"
-	KindDelta = "delta"
-	KindFull  = "full"
+	"github.com/tidemark/tidemark"
 )
 
 // Run statuses.
@@ -33,26 +28,26 @@ const (
 
 // Run is one execution of a probe or fetch task (table sync_runs).
 type Run struct {
-	ID               int64      `gorm:"column:id;primaryKey" json:"id"`
-	Source           string     `gorm:"column:source" json:"source"`
-	Resource         string     `gorm:"column:resource" json:"resource"`
-	Kind             string     `gorm:"column:kind" json:"kind"`
-	Trigger          string     `gorm:"column:trigger" json:"trigger"`
-	TaskID           string     `gorm:"column:task_id" json:"task_id"`
-	Attempt          int        `gorm:"column:attempt" json:"attempt"`
-	Status           string     `gorm:"column:status" json:"status"`
-	StartedAt        time.Time  `gorm:"column:started_at" json:"started_at"`
-	FinishedAt       *time.Time `gorm:"column:finished_at" json:"finished_at"`
-	HTTPRequests     int        `gorm:"column:http_requests" json:"http_requests"`
-	Pages            int        `gorm:"column:pages" json:"pages"`
-	RecordsFetched   int64      `gorm:"column:records_fetched" json:"records_fetched"`
-	RecordsCreated   int64      `gorm:"column:records_created" json:"records_created"`
-	RecordsUpdated   int64      `gorm:"column:records_updated" json:"records_updated"`
-	RecordsDeleted   int64      `gorm:"column:records_deleted" json:"records_deleted"`
-	RecordsUnchanged int64      `gorm:"column:records_unchanged" json:"records_unchanged"`
-	Drift            *int64     `gorm:"column:drift" json:"drift"`
-	VersionHash      string     `gorm:"column:version_hash" json:"version_hash"`
-	Error            string     `gorm:"column:error" json:"error"`
+	ID               int64            `gorm:"column:id;primaryKey" json:"id"`
+	Source           string           `gorm:"column:source" json:"source"`
+	Resource         string           `gorm:"column:resource" json:"resource"`
+	Kind             tidemark.RunKind `gorm:"column:kind" json:"kind"`
+	Trigger          string           `gorm:"column:trigger" json:"trigger"`
+	TaskID           string           `gorm:"column:task_id" json:"task_id"`
+	Attempt          int              `gorm:"column:attempt" json:"attempt"`
+	Status           string           `gorm:"column:status" json:"status"`
+	StartedAt        time.Time        `gorm:"column:started_at" json:"started_at"`
+	FinishedAt       *time.Time       `gorm:"column:finished_at" json:"finished_at"`
+	HTTPRequests     int              `gorm:"column:http_requests" json:"http_requests"`
+	Pages            int              `gorm:"column:pages" json:"pages"`
+	RecordsFetched   int64            `gorm:"column:records_fetched" json:"records_fetched"`
+	RecordsCreated   int64            `gorm:"column:records_created" json:"records_created"`
+	RecordsUpdated   int64            `gorm:"column:records_updated" json:"records_updated"`
+	RecordsDeleted   int64            `gorm:"column:records_deleted" json:"records_deleted"`
+	RecordsUnchanged int64            `gorm:"column:records_unchanged" json:"records_unchanged"`
+	Drift            *int64           `gorm:"column:drift" json:"drift"`
+	VersionHash      string           `gorm:"column:version_hash" json:"version_hash"`
+	Error            string           `gorm:"column:error" json:"error"`
 	// RecordsQuarantined counts the records set aside (record_quarantine);
 	// DeletesHeld the deletions a full read left for the next to agree on.
 	RecordsQuarantined int64 `gorm:"column:records_quarantined" json:"records_quarantined"`
@@ -156,14 +151,14 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, out RunOutcome) erro
 				// The data is known in step as of the run's start at least.
 				"in_sync_at": gorm.Expr("greatest(in_sync_at, ?)", run.StartedAt),
 			}
-			if run.Kind == KindProbe {
+			if run.Kind == tidemark.RunProbe {
 				// A probe's run row documents the change it saw; the
 				// resource is in step only once the fetch succeeds, so
 				// the failure streak stands until then.
 				err = state.Updates(map[string]any{"updated_at": now}).Error
 				break
 			}
-			if run.Kind == KindFull {
+			if run.Kind == tidemark.RunFull {
 				upd["full_checkpoint"] = nil
 				upd["last_full_sync_at"] = now
 				upd["last_drift"] = out.Drift
@@ -213,7 +208,7 @@ type RunFilter struct {
 	Source   string
 	Resource string
 	Status   string
-	Kind     string
+	Kind     tidemark.RunKind
 	BeforeID int64 // paging: runs with a smaller id
 	Limit    int   // default 50, at most 1000
 }
@@ -255,7 +250,7 @@ func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 // current takes over from their checkpoint.
 func (s *Store) AbandonRunning(ctx context.Context, k Key, current int64) error {
 	err := s.db.WithContext(ctx).Model(&Run{}).
-		Where("source = ? AND resource = ? AND status = ? AND kind IN ? AND id <> ?", k.Source, k.Resource, StatusRunning, []string{KindDelta, KindFull}, current).
+		Where("source = ? AND resource = ? AND status = ? AND kind IN ? AND id <> ?", k.Source, k.Resource, StatusRunning, []tidemark.RunKind{tidemark.RunDelta, tidemark.RunFull}, current).
 		Updates(map[string]any{
 			"status":        StatusInterrupted,
 			"error":         fmt.Sprintf("abandoned: its worker stopped renewing the fetch lock (it died or stalled) without finishing; run %d took over from the last checkpoint", current),
@@ -285,8 +280,9 @@ func (s *Store) TakenOver(ctx context.Context, taskID string) (int64, bool, erro
 
 // RunningFetch is a fetch run still marked running.
 type RunningFetch struct {
-	ID                     int64
-	Source, Resource, Kind string
+	ID               int64
+	Source, Resource string
+	Kind             tidemark.RunKind
 }
 
 // RunningFetches lists the fetch runs marked running (the takeover check
@@ -312,8 +308,9 @@ func (s *Store) RunningFetches(ctx context.Context) ([]RunningFetch, error) {
 // again and its fetch, starting a second later, confirms it.
 func promoteCandidate(tx *gorm.DB, run Run) error {
 	var cand struct {
-		Kind, Validator string
-		At              *time.Time
+		Kind      tidemark.ValidatorKind
+		Validator string
+		At        *time.Time
 	}
 	if err := tx.Raw(`SELECT candidate_kind AS kind, candidate_validator AS validator, candidate_at AS at
 		FROM sync_state WHERE source = ? AND resource = ? FOR UPDATE`, run.Source, run.Resource).Scan(&cand).Error; err != nil {
@@ -329,8 +326,8 @@ func promoteCandidate(tx *gorm.DB, run Run) error {
 	if run.ReadStartedAt != nil {
 		started, window = *run.ReadStartedAt, racyUpstream
 	}
-	column := map[string]string{ValidatorETag: "etag", ValidatorLastModified: "last_modified", ValidatorHash: "probe_hash"}[cand.Kind]
-	if column == "" || (cand.Kind == ValidatorLastModified && racyLastModified(cand.Validator, started, window)) {
+	column := map[tidemark.ValidatorKind]string{tidemark.ValidatorETag: "etag", tidemark.ValidatorLastModified: "last_modified", tidemark.ValidatorHash: "probe_hash"}[cand.Kind]
+	if column == "" || (cand.Kind == tidemark.ValidatorLastModified && racyLastModified(cand.Validator, started, window)) {
 		return tx.Exec(`UPDATE sync_state SET candidate_kind = '', candidate_validator = '', candidate_at = NULL
 			WHERE source = ? AND resource = ?`, run.Source, run.Resource).Error
 	}

@@ -8,6 +8,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/tidemark/tidemark"
 )
 
 // State is a resource's sync memory (table sync_state).
@@ -24,25 +26,25 @@ type State struct {
 	Checkpoint     json.RawMessage `gorm:"column:checkpoint;type:jsonb" json:"checkpoint,omitempty"`
 	FullCheckpoint json.RawMessage `gorm:"column:full_checkpoint;type:jsonb" json:"full_checkpoint,omitempty"`
 	// Basis is what the watermark and the stored ids were made under.
-	Basis               json.RawMessage `gorm:"column:basis;type:jsonb" json:"basis,omitempty"`
-	LastSuccessAt       *time.Time      `gorm:"column:last_success_at" json:"last_success_at"`
-	LastChangeAt        *time.Time      `gorm:"column:last_change_at" json:"last_change_at"`
-	LastFullSyncAt      *time.Time      `gorm:"column:last_full_sync_at" json:"last_full_sync_at"`
-	NextProbeAt         *time.Time      `gorm:"column:next_probe_at" json:"next_probe_at"`
-	ProbeIntervalMS     int64           `gorm:"column:probe_interval_ms" json:"probe_interval_ms"`
-	Paused              bool            `gorm:"column:paused" json:"paused"`
-	ConsecutiveFailures int             `gorm:"column:consecutive_failures" json:"consecutive_failures"`
-	ProbesTotal         int64           `gorm:"column:probes_total" json:"probes_total"`
-	ProbesNotModified   int64           `gorm:"column:probes_not_modified" json:"probes_not_modified"`
-	CandidateKind       string          `gorm:"column:candidate_kind" json:"candidate_kind,omitempty"`
-	CandidateValidator  string          `gorm:"column:candidate_validator" json:"candidate_validator,omitempty"`
-	CandidateAt         *time.Time      `gorm:"column:candidate_at" json:"candidate_at,omitempty"`
-	HeadUnsupported     bool            `gorm:"column:head_unsupported" json:"head_unsupported"`
-	InSyncAt            *time.Time      `gorm:"column:in_sync_at" json:"in_sync_at"`
-	LastDrift           *int64          `gorm:"column:last_drift" json:"last_drift"`
-	Stale               bool            `gorm:"column:stale" json:"stale"`
-	StaleSince          *time.Time      `gorm:"column:stale_since" json:"stale_since,omitempty"`
-	FailureAlerted      bool            `gorm:"column:failure_alerted" json:"failure_alerted"`
+	Basis               json.RawMessage        `gorm:"column:basis;type:jsonb" json:"basis,omitempty"`
+	LastSuccessAt       *time.Time             `gorm:"column:last_success_at" json:"last_success_at"`
+	LastChangeAt        *time.Time             `gorm:"column:last_change_at" json:"last_change_at"`
+	LastFullSyncAt      *time.Time             `gorm:"column:last_full_sync_at" json:"last_full_sync_at"`
+	NextProbeAt         *time.Time             `gorm:"column:next_probe_at" json:"next_probe_at"`
+	ProbeIntervalMS     int64                  `gorm:"column:probe_interval_ms" json:"probe_interval_ms"`
+	Paused              bool                   `gorm:"column:paused" json:"paused"`
+	ConsecutiveFailures int                    `gorm:"column:consecutive_failures" json:"consecutive_failures"`
+	ProbesTotal         int64                  `gorm:"column:probes_total" json:"probes_total"`
+	ProbesNotModified   int64                  `gorm:"column:probes_not_modified" json:"probes_not_modified"`
+	CandidateKind       tidemark.ValidatorKind `gorm:"column:candidate_kind" json:"candidate_kind,omitempty"`
+	CandidateValidator  string                 `gorm:"column:candidate_validator" json:"candidate_validator,omitempty"`
+	CandidateAt         *time.Time             `gorm:"column:candidate_at" json:"candidate_at,omitempty"`
+	HeadUnsupported     bool                   `gorm:"column:head_unsupported" json:"head_unsupported"`
+	InSyncAt            *time.Time             `gorm:"column:in_sync_at" json:"in_sync_at"`
+	LastDrift           *int64                 `gorm:"column:last_drift" json:"last_drift"`
+	Stale               bool                   `gorm:"column:stale" json:"stale"`
+	StaleSince          *time.Time             `gorm:"column:stale_since" json:"stale_since,omitempty"`
+	FailureAlerted      bool                   `gorm:"column:failure_alerted" json:"failure_alerted"`
 	// Quarantined counts the records set aside (record_quarantine).
 	Quarantined int64 `gorm:"column:quarantined" json:"quarantined"`
 	// DeletesHeld counts deletions waiting for the next full read to agree;
@@ -57,33 +59,15 @@ type State struct {
 	UpdatedAt time.Time `gorm:"column:updated_at" json:"updated_at"`
 }
 
-// Validator kinds, one per probe strategy that keeps one.
-const (
-	ValidatorETag         = "etag"
-	ValidatorLastModified = "last_modified"
-	ValidatorHash         = "hash"
-)
-
-// ValidatorKind is the kind of validator a probe strategy keeps: the
-// strategies etag, last_modified and hash keep one of their own name; any
-// other keeps none (""). The names are config's probe strategies.
-func ValidatorKind(strategy string) string {
-	switch strategy {
-	case ValidatorETag, ValidatorLastModified, ValidatorHash:
-		return strategy
-	}
-	return ""
-}
-
 // Confirmed is the validator of the given kind that the last successful
 // fetch confirmed.
-func (st State) Confirmed(kind string) string {
+func (st State) Confirmed(kind tidemark.ValidatorKind) string {
 	switch kind {
-	case ValidatorETag:
+	case tidemark.ValidatorETag:
 		return st.ETag
-	case ValidatorLastModified:
+	case tidemark.ValidatorLastModified:
 		return st.LastModified
-	case ValidatorHash:
+	case tidemark.ValidatorHash:
 		return st.ProbeHash
 	}
 	return ""
@@ -188,7 +172,8 @@ type ProbeOutcome struct {
 	Changed bool
 	// Kind and Validator are what the probe saw (recorded as the candidate
 	// when Changed).
-	Kind, Validator string
+	Kind      tidemark.ValidatorKind
+	Validator string
 	// Interval is the probe interval from now on.
 	Interval time.Duration
 	// Known marks a change seen before, whose fetch is already on its way:

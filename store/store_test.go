@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/store"
 )
@@ -28,7 +29,7 @@ func rec(id, body string) store.Record {
 	return store.Record{ExternalID: id, Payload: json.RawMessage(body), Hash: "h:" + body}
 }
 
-func startRun(t *testing.T, s *store.Store, kind string) int64 {
+func startRun(t *testing.T, s *store.Store, kind tidemark.RunKind) int64 {
 	t.Helper()
 	r := store.Run{Source: key.Source, Resource: key.Resource, Kind: kind, Trigger: "manual"}
 	if err := s.StartRun(context.Background(), &r); err != nil {
@@ -68,7 +69,7 @@ func TestApplyPageTwiceChangesNothing(t *testing.T) {
 	if err := s.EnsureStates(ctx, []store.Key{key}); err != nil {
 		t.Fatal(err)
 	}
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	page := store.Page{Key: key, RunID: run, Records: []store.Record{rec("1", `{"a":1}`), rec("2", `{"a":2}`)}}
 
 	got, err := s.ApplyPage(ctx, page)
@@ -109,7 +110,7 @@ func TestApplyPageVersionsAndAudit(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	apply := func(recs ...store.Record) store.PageResult {
 		t.Helper()
 		r, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, Records: recs})
@@ -166,14 +167,14 @@ func TestFullReadTombstonesUnseen(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	first := startRun(t, s, store.KindFull)
+	first := startRun(t, s, tidemark.RunFull)
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	if r := finish(t, s, first, 3, store.DeletePolicy{}); r.Deleted != 0 {
 		t.Fatalf("first pass deleted %d; want 0", r.Deleted)
 	}
-	second := startRun(t, s, store.KindFull)
+	second := startRun(t, s, tidemark.RunFull)
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: second, PassID: second, Records: []store.Record{rec("1", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +190,14 @@ func TestFullReadTombstonesUnseen(t *testing.T) {
 		t.Fatalf("run records_deleted = %d, want 1", run.RecordsDeleted)
 	}
 	// The record comes back: it is created again, with a new version.
-	third := startRun(t, s, store.KindFull)
+	third := startRun(t, s, tidemark.RunFull)
 	r, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: third, PassID: third, Records: []store.Record{rec("2", `{}`)}})
 	if err != nil || r.Created != 1 {
 		t.Fatalf("resurrect = %+v, %v; want 1 created", r, err)
 	}
 	// A full read that saw nothing must not wipe the resource, even with
 	// the brake off: it waits for a second read to agree.
-	empty := startRun(t, s, store.KindFull)
+	empty := startRun(t, s, tidemark.RunFull)
 	if r := finish(t, s, empty, 0, store.DeletePolicy{}); r.Deleted != 0 || r.Held != 3 || !r.Mass {
 		t.Fatalf("empty full read = %+v, want nothing deleted and 3 held", r)
 	}
@@ -207,7 +208,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	run := startRun(t, s, store.KindFull)
+	run := startRun(t, s, tidemark.RunFull)
 	cp := json.RawMessage(`{"next_url":"http://x/?page=2"}`)
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, PassID: run, Records: []store.Record{rec("1", `{}`)}, Checkpoint: func([]string, int) json.RawMessage { return cp }, Requests: 1}); err != nil {
 		t.Fatal(err)
@@ -222,7 +223,7 @@ func TestFinishRunKeepsCheckpointOnFailure(t *testing.T) {
 	if st.ConsecutiveFailures != 1 || len(st.FullCheckpoint) == 0 || st.Checkpoint != nil {
 		t.Fatalf("after failure state = %+v, want 1 failure and the checkpoint kept", st)
 	}
-	run2 := startRun(t, s, store.KindFull)
+	run2 := startRun(t, s, tidemark.RunFull)
 	if err := s.FinishRun(ctx, run2, store.RunOutcome{Status: store.StatusSucceeded}); err != nil {
 		t.Fatal(err)
 	}
@@ -257,10 +258,10 @@ func TestLastModifiedOfTheFetchSecondIsNotConfirmed(t *testing.T) {
 	fetch := func(lastModified time.Time, started time.Time) store.State {
 		t.Helper()
 		validator := lastModified.UTC().Format(http.TimeFormat)
-		if err := s.RecordProbe(ctx, key, store.ProbeOutcome{Changed: true, Kind: store.ValidatorLastModified, Validator: validator, Interval: time.Second}); err != nil {
+		if err := s.RecordProbe(ctx, key, store.ProbeOutcome{Changed: true, Kind: tidemark.ValidatorLastModified, Validator: validator, Interval: time.Second}); err != nil {
 			t.Fatal(err)
 		}
-		r := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindDelta, Trigger: "probe", StartedAt: started}
+		r := store.Run{Source: key.Source, Resource: key.Resource, Kind: tidemark.RunDelta, Trigger: "probe", StartedAt: started}
 		if err := s.StartRun(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
@@ -291,12 +292,12 @@ func TestLostSeenSetDeletesNothing(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	first := startRun(t, s, store.KindFull)
+	first := startRun(t, s, tidemark.RunFull)
 	if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: first, PassID: first, Records: []store.Record{rec("1", `{}`), rec("2", `{}`), rec("3", `{}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	finish(t, s, first, 3, store.DeletePolicy{})
-	second := startRun(t, s, store.KindFull)
+	second := startRun(t, s, tidemark.RunFull)
 	page := func(ids ...string) {
 		t.Helper()
 		var recs []store.Record
@@ -331,15 +332,15 @@ func TestRequestsOutliveRedis(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	s.EnsureStates(ctx, []store.Key{key})
-	delta, err := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindDelta, Trigger: "probe"})
+	delta, err := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: tidemark.RunDelta, Trigger: "probe"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindDelta, Trigger: "manual"}); again != delta {
+	if again, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: tidemark.RunDelta, Trigger: "manual"}); again != delta {
 		t.Fatalf("a second delta request is %d, want the outstanding %d", again, delta)
 	}
-	confirm, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: store.KindFull, Trigger: "manual", ConfirmDeletes: true})
-	run := startRun(t, s, store.KindFull)
+	confirm, _ := s.Request(ctx, store.SyncRequest{Source: key.Source, Resource: key.Resource, Mode: tidemark.RunFull, Trigger: "manual", ConfirmDeletes: true})
+	run := startRun(t, s, tidemark.RunFull)
 	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusSucceeded}); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestRequestsOutliveRedis(t *testing.T) {
 	if err != nil || len(out) != 1 || out[0].ID != confirm {
 		t.Fatalf("outstanding after a full read = %+v, %v; want only the request to confirm deletions", out, err)
 	}
-	run = startRun(t, s, store.KindFull)
+	run = startRun(t, s, tidemark.RunFull)
 	if err := s.FinishRun(ctx, run, store.RunOutcome{Status: store.StatusSucceeded, ConfirmedDeletes: true}); err != nil {
 		t.Fatal(err)
 	}

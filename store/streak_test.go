@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -23,14 +24,14 @@ func TestChangedProbeKeepsTheFailureStreak(t *testing.T) {
 	}
 	var firstFailure time.Time
 	for i := range 3 {
-		changed := store.ProbeOutcome{Changed: true, Kind: store.ValidatorETag, Validator: `"v2"`, Interval: 5 * time.Second}
+		changed := store.ProbeOutcome{Changed: true, Kind: tidemark.ValidatorETag, Validator: `"v2"`, Interval: 5 * time.Second}
 		if err := s.RecordProbe(ctx, key, changed); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.FinishRun(ctx, startRun(t, s, store.KindProbe), store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: 1}); err != nil {
+		if err := s.FinishRun(ctx, startRun(t, s, tidemark.RunProbe), store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: 1}); err != nil {
 			t.Fatal(err)
 		}
-		id := startRun(t, s, store.KindDelta)
+		id := startRun(t, s, tidemark.RunDelta)
 		if i == 0 {
 			r, err := s.Run(ctx, id)
 			if err != nil {
@@ -60,11 +61,11 @@ func TestChangedProbeKeepsTheFailureStreak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fired) != 1 || fired[0].Event != store.EventRunFailed {
+	if len(fired) != 1 || fired[0].Event != tidemark.EventRunFailed {
 		t.Errorf("CheckFailures(3) fired %+v, want one run.failed", fired)
 	}
 	// The upstream settles back on what the last successful fetch saw.
-	unchanged := store.ProbeOutcome{Kind: store.ValidatorETag, Interval: 5 * time.Second}
+	unchanged := store.ProbeOutcome{Kind: tidemark.ValidatorETag, Interval: 5 * time.Second}
 	if err := s.RecordProbe(ctx, key, unchanged); err != nil {
 		t.Fatal(err)
 	}

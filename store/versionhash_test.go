@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -42,7 +43,7 @@ func TestVersionHashFollowsEveryWrite(t *testing.T) {
 		t.Fatalf("empty resource's version hash = %s", empty)
 	}
 
-	first := startRun(t, s, store.KindFull)
+	first := startRun(t, s, tidemark.RunFull)
 	apply := func(run int64, recs ...store.Record) {
 		t.Helper()
 		if _, err := s.ApplyPage(ctx, store.Page{Key: key, RunID: run, PassID: run, Records: recs}); err != nil {
@@ -52,7 +53,7 @@ func TestVersionHashFollowsEveryWrite(t *testing.T) {
 	apply(first, rec("1", `{"a":1}`), rec("2", `{"a":2}`), rec("3", `{"a":3}`))
 	created := check("three created")
 
-	second := startRun(t, s, store.KindFull)
+	second := startRun(t, s, tidemark.RunFull)
 	apply(second, rec("1", `{"a":1}`), rec("2", `{"a":20}`))
 	finish(t, s, second, 2, store.DeletePolicy{})
 	changed := check("one updated, one tombstoned")
@@ -60,7 +61,7 @@ func TestVersionHashFollowsEveryWrite(t *testing.T) {
 		t.Fatalf("after an update and a delete the version hash is %s (before %s)", changed, created)
 	}
 
-	third := startRun(t, s, store.KindDelta)
+	third := startRun(t, s, tidemark.RunDelta)
 	apply(third, rec("3", `{"a":3}`), rec("2", `{"a":2}`))
 	// Records 1, 2 and 3 now hold what they held after the first page.
 	if back := check("resurrected and reverted"); back != created {

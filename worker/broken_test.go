@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/internal/workertest"
@@ -119,7 +120,7 @@ func TestFailedFetchCountsItsRequests(t *testing.T) {
 			}
 			w := workertest.Start(t, conf, cfg)
 			res := conf.Sources[0].Resource("items")
-			task, err := jobs.NewFetch(jobs.FetchPayload{Source: "paged", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
+			task, err := jobs.NewFetch(jobs.FetchPayload{Source: "paged", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual},
 				jobs.FetchOptions(res)...)
 			if err != nil {
 				t.Fatal(err)
@@ -194,7 +195,7 @@ sources:
 			t.Fatal(err)
 		}
 		for _, r := range runs {
-			if r.Kind == store.KindProbe && r.Error != "" {
+			if r.Kind == tidemark.RunProbe && r.Error != "" {
 				errs[r.Resource] = r.Error
 				if r.HTTPRequests != 1 {
 					t.Errorf("failed probe run %d counts %d requests, want 1", r.ID, r.HTTPRequests)
@@ -322,7 +323,7 @@ sources:
 	waitFor(t, 30*time.Second, "failed probes", func() (bool, string) {
 		failed, lastAttempts := 0, 0
 		for _, r := range runs() {
-			if r.Kind == store.KindProbe && r.Status == store.StatusFailed {
+			if r.Kind == tidemark.RunProbe && r.Status == store.StatusFailed {
 				failed++
 				if r.Attempt == maxAttempt {
 					lastAttempts++
@@ -349,7 +350,7 @@ sources:
 		}
 		fetched := false
 		for _, r := range runs() {
-			fetched = fetched || (r.Kind != store.KindProbe && r.Status == store.StatusSucceeded)
+			fetched = fetched || (r.Kind != tidemark.RunProbe && r.Status == store.StatusSucceeded)
 		}
 		return fetched && st.ConsecutiveFailures == 0, fmt.Sprintf("fetched %t, %d consecutive failures", fetched, st.ConsecutiveFailures)
 	})
@@ -457,7 +458,7 @@ func TestProbeRetryNeverPassesTheNextProbe(t *testing.T) {
 	var runs []store.Run
 	waitFor(t, 40*time.Second, "two slots' probes retried", func() (bool, string) {
 		var err error
-		runs, err = w.Store.Runs(ctx, store.RunFilter{Source: "slots", Kind: store.KindProbe, Limit: 100})
+		runs, err = w.Store.Runs(ctx, store.RunFilter{Source: "slots", Kind: tidemark.RunProbe, Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/worker"
@@ -100,7 +101,7 @@ full_sync: {detect_deletes: true, max_delete_fraction: 0.2}`)
 		t.Fatalf("%d live records after a held mass deletion, want 20", n)
 	}
 	// The operator confirms: every unseen record goes.
-	run = f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerManual, ConfirmDeletes: true}))
+	run = f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull, Trigger: jobs.TriggerManual, ConfirmDeletes: true}))
 	if run.RecordsDeleted != 15 || len(f.live()) != 5 || f.state().DeletesHeld != 0 {
 		t.Fatalf("confirmed full read deleted %d (%d live, %d held), want 15 deleted", run.RecordsDeleted, len(f.live()), f.state().DeletesHeld)
 	}
@@ -186,7 +187,7 @@ full_sync: {detect_deletes: true}`)
 	phase = 1
 	api.mu.Unlock()
 	// tidemark retry: the dead task's read is resumed.
-	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerRetry, Resume: true}))
+	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull, Trigger: jobs.TriggerRetry, Resume: true}))
 	if !strings.Contains(run.Note, "started again from its first page") || !strings.Contains(run.Note, "410") {
 		t.Fatalf("run note %q does not say the read restarted after the 410", run.Note)
 	}
@@ -233,7 +234,7 @@ full_sync: {detect_deletes: true}`)
 	}
 	f.mustSucceed(f.delta())
 	// tidemark retry: the dead full read resumes where it stopped.
-	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerRetry, Resume: true}))
+	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull, Trigger: jobs.TriggerRetry, Resume: true}))
 	api.mu.Lock()
 	asked := firstPages
 	api.mu.Unlock()
@@ -300,7 +301,7 @@ func TestHandBackIsNotAFailure(t *testing.T) {
 	}
 	f := startScriptedWith(t, api, `pagination: {style: none}`, worker.Config{Concurrency: 2})
 	res := f.conf.Sources[0].Resource("items")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "api", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "api", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/scheduler"
@@ -190,7 +191,7 @@ func TestProbeReadsOneRecord(t *testing.T) {
 		func() {
 			t := &named{t, name}
 			res := f.resource(name)
-			if s := res.Probe.Strategy; s == config.ProbeDelta || s == config.ProbeRollingHash {
+			if s := res.Probe.Strategy; s == tidemark.ProbeDelta || s == tidemark.ProbeRollingHash {
 				return // reads the delta's or the full read's page by design (TestDeltaProbe, TestRollingProbeSeesDeepAmendment)
 			}
 			if res.Probe.Limit != 1 {

@@ -15,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/extract"
@@ -30,7 +31,7 @@ import (
 // records. Each mode keeps its own (sync_state.checkpoint for deltas,
 // full_checkpoint for full reads).
 type checkpoint struct {
-	Mode string `json:"mode"`
+	Mode tidemark.RunKind `json:"mode"`
 	// PassID names the full read's seen-set (the id of the run that began it).
 	PassID int64 `json:"pass_id"`
 	// TaskID is the task whose run began the read: only that task's later
@@ -92,7 +93,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	src, res, err := h.resource(p.Source, p.Resource)
 	if err != nil {
-		return jobs.Classify(err)
+		return err
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
 	taskID, _ := asynq.GetTaskID(ctx)
@@ -134,7 +135,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if d, ok := jobs.HandBack(err); ok {
 		handedBack = d
 	}
-	return jobs.Classify(err)
+	return err
 }
 
 // nothingLeft reports a fetch task with nothing to do: a takeover of a run
@@ -189,10 +190,10 @@ func (h fetchHandler) takeoverEnded(ctx context.Context, run int64, taskID strin
 // markOf is the mode a fetch leaves in the lock's pending mark when
 // another holds the lock: a full read that confirms deletions says so.
 func markOf(p jobs.FetchPayload) string {
-	if p.Mode == jobs.ModeFull && p.ConfirmDeletes {
-		return jobs.ModeFull + "+confirm"
+	if p.Mode == tidemark.RunFull && p.ConfirmDeletes {
+		return string(tidemark.RunFull) + "+confirm"
 	}
-	return p.Mode
+	return string(p.Mode)
 }
 
 // release frees the lock and enqueues the one follow-up fetch asked for while
@@ -219,7 +220,7 @@ func (h fetchHandler) release(lock *fetchLock, src *config.Source, res *config.R
 		return
 	}
 	mode, confirm := strings.CutSuffix(mode, "+confirm")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: mode, Trigger: trigger, ConfirmDeletes: confirm}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunKind(mode), Trigger: trigger, ConfirmDeletes: confirm}, jobs.FetchOptions(res)...)
 	if err == nil {
 		_, err = h.client.EnqueueContext(ctx, task)
 	}
@@ -262,7 +263,7 @@ type run struct {
 	key    store.Key
 	client *upstream.Client
 	began  time.Time
-	mode   string
+	mode   tidemark.RunKind
 	st     store.State
 	row    store.Run
 	cp     checkpoint
@@ -356,7 +357,7 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 	f.st = st
 	f.summarizeCreates = firstLoadSummarized(res, st)
 	f.checkBasis()
-	f.mode = jobs.ModeFor(res, p.Mode == jobs.ModeFull || f.rekey)
+	f.mode = jobs.ModeFor(res, p.Mode == tidemark.RunFull || f.rekey)
 
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
@@ -422,7 +423,7 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 		}
 	}
 	f.cp = checkpoint{Mode: f.mode, TaskID: f.row.TaskID}
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		f.cp.PassID = f.row.ID
 		if f.partition != "" {
 			// One run reads many partitions, each with its own seen-set.
@@ -433,7 +434,11 @@ func (f *run) setCheckpoint(ctx context.Context) error {
 			f.cp.PassID = id
 		}
 		if f.res.Delta != nil && !f.ignoreMark {
-			f.cp.DriftBase = f.st.Watermark
+			if _, err := f.storedMark(); err != nil {
+				f.note("%v: this full read measures no drift", err)
+			} else {
+				f.cp.DriftBase = f.st.Watermark
+			}
 		}
 	}
 	f.cp.Position = f.beginning()
@@ -484,14 +489,14 @@ func (f *run) firstPosition(since string) upstream.Position {
 // resume it; when not, why ("" when there is nothing to say).
 func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 	raw := f.st.Checkpoint
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		raw = f.st.FullCheckpoint
 	}
 	var saved checkpoint
 	if len(raw) == 0 || json.Unmarshal(raw, &saved) != nil || saved.Mode != f.mode || saved.Next == "" && !saved.windowsLeft() {
 		return saved, false, ""
 	}
-	if f.mode == jobs.ModeFull && saved.PassID == 0 {
+	if f.mode == tidemark.RunFull && saved.PassID == 0 {
 		return saved, false, ""
 	}
 	switch {
@@ -508,7 +513,7 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 	case f.rekey || f.ignoreMark:
 		return saved, false, "the config of its ids or cursor changed"
 	}
-	if f.mode == jobs.ModeFull && saved.Pages > 0 {
+	if f.mode == tidemark.RunFull && saved.Pages > 0 {
 		// The seen-set is unlogged: a Postgres crash empties it, and the
 		// deletion check would then tombstone every record read before.
 		seen, err := f.h.store.SeenCount(ctx, saved.PassID)
@@ -522,7 +527,7 @@ func (f *run) resumable(ctx context.Context) (checkpoint, bool, string) {
 // lowerBound is a delta's lower bound: the watermark less the overlap;
 // without a watermark, delta.start. A full read has none.
 func (f *run) lowerBound() (string, bool) {
-	if f.mode != jobs.ModeDelta {
+	if f.mode != tidemark.RunDelta {
 		return "", false
 	}
 	if f.st.Watermark == "" || f.ignoreMark {
@@ -539,11 +544,35 @@ func (f *run) lowerBound() (string, bool) {
 // DeltaLowerBound is the lower bound a delta read sends for a stored
 // watermark: the watermark less delta.overlap, in the delta's format.
 func DeltaLowerBound(d *config.Delta, watermark string) (string, error) {
-	wm, err := parseCursor(watermark, d.Format)
+	wm, err := readMark(d, watermark)
 	if err != nil {
-		return "", fmt.Errorf("the stored watermark %q is unreadable as %s (%v)", watermark, d.Format, err)
+		return "", err
 	}
 	return wm.minus(d.Overlap.D()).format(d.Format), nil
+}
+
+// storedMark is the resource's stored watermark as a cursor: nil when
+// there is none, or it is not used (ignoreMark). An unreadable one is an
+// error, which callers say on the run's note: it must never compare as
+// "before everything" unremarked.
+func (f *run) storedMark() (*cursor, error) {
+	if f.ignoreMark || f.st.Watermark == "" || f.res.Delta == nil {
+		return nil, nil
+	}
+	c, err := readMark(f.res.Delta, f.st.Watermark)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// readMark reads a stored watermark in the delta's format.
+func readMark(d *config.Delta, watermark string) (cursor, error) {
+	c, err := parseCursor(watermark, d.Format)
+	if err != nil {
+		return cursor{}, fmt.Errorf("the stored watermark %q is unreadable as %s (%v)", watermark, d.Format, err)
+	}
+	return c, nil
 }
 
 // read walks the pages from the checkpoint, applying each with the
@@ -617,7 +646,8 @@ func (f *run) readPages(ctx context.Context, pager *upstream.Pager, progress *ev
 	}
 }
 
-// apply applies one page with the checkpoint that follows it.
+// apply applies one page with the checkpoint that follows it, in one
+// transaction, then counts it.
 func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Position, expectChanged *bool) error {
 	f.requests += page.Requests
 	if page.NotModified {
@@ -628,13 +658,47 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 	if f.cp.Pages == 0 {
 		f.firstETag = page.Header.Get("ETag")
 	}
-	next, from := f.cp, f.cp.Position
+	from := f.cp.Position
+	next := f.nextCheckpoint(page, pos)
+	recs, cursors := f.pageRecords(page, &next)
+	rejected := f.pageRejected(page, &next)
+	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
+		return err
+	}
+	pc := &pageCheckpoint{next: next, cursors: cursors, driftBase: f.driftBase()}
+	pr, err := f.h.store.ApplyPage(ctx, f.storePage(recs, rejected, *expectChanged, pc))
+	if err != nil {
+		return err
+	}
+	if err := f.h.crashAt(failpoint.AfterPageCommit); err != nil {
+		return err
+	}
+	f.cp = pc.stored
+	f.requests = 0
+	if err := f.recordPage(ctx, from, page); err != nil {
+		return err
+	}
+	*expectChanged = f.countPage(pr, len(recs), len(rejected))
+	return nil
+}
+
+// nextCheckpoint is the checkpoint after page, which ends at pos, before
+// its records are looked at: the read's start, the position, the page
+// count and whether records shifted.
+func (f *run) nextCheckpoint(page *upstream.Page, pos upstream.Position) checkpoint {
+	next := f.cp
 	if next.ReadStart.IsZero() {
 		next.ReadStart = cmp.Or(page.Date, f.began).UTC()
 	}
 	next.Position = pos
 	next.Pages++
 	next.Shifted = next.Shifted || page.Shifted
+	return next
+}
+
+// pageRecords are the page's records as the store takes them, and the delta
+// cursor of each record that has one; next's MaxCursor rises to the highest.
+func (f *run) pageRecords(page *upstream.Page, next *checkpoint) ([]store.Record, map[string]cursor) {
 	cursors := make(map[string]cursor, len(page.Records))
 	recs := make([]store.Record, len(page.Records))
 	top, hasTop := cursor{}, false
@@ -658,72 +722,91 @@ func (f *run) apply(ctx context.Context, page *upstream.Page, pos upstream.Posit
 			next.MaxCursor = c.format(f.res.Delta.Format)
 		}
 	}
+	return recs, cursors
+}
+
+// pageRejected are the page's records set aside, for the quarantine; a full
+// read counts those without any id in next (it then deletes nothing).
+func (f *run) pageRejected(page *upstream.Page, next *checkpoint) []store.Rejected {
 	rejected := make([]store.Rejected, len(page.Rejected))
 	for i, r := range page.Rejected {
 		rejected[i] = rejectedRecord(r, next.Pages)
-		if r.Unidentified && f.mode == jobs.ModeFull {
+		if r.Unidentified && f.mode == tidemark.RunFull {
 			next.Unidentified++
 		}
 	}
+	return rejected
+}
+
+// driftBase is the watermark a full read measures drift against, or nil
+// when there is none.
+func (f *run) driftBase() *cursor {
+	if f.cp.DriftBase == "" {
+		return nil
+	}
+	c, err := parseCursor(f.cp.DriftBase, f.res.Delta.Format)
+	if err != nil {
+		return nil
+	}
+	return &c
+}
+
+// storePage is the page as the store applies it, with pc making the
+// checkpoint stored in the page's transaction.
+func (f *run) storePage(recs []store.Record, rejected []store.Rejected, expectChanged bool, pc *pageCheckpoint) store.Page {
 	pass := int64(0)
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		pass = f.cp.PassID
 	}
-	if err := f.h.crashAt(failpoint.BeforePageCommit); err != nil {
-		return err
-	}
-	var driftBase *cursor
-	if f.cp.DriftBase != "" {
-		if c, err := parseCursor(f.cp.DriftBase, f.res.Delta.Format); err == nil {
-			driftBase = &c
+	return store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
+		ExpectChanged: expectChanged, Quarantined: f.quarantining, Partition: f.partition, SummarizeCreates: f.summarizeCreates,
+		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
+		Checkpoint:   pc.build}
+}
+
+// pageCheckpoint makes the checkpoint a page's transaction stores: the
+// drift and the seen ids are only known inside it (the ids it changed and
+// saw), so the store calls back (store.Page.Checkpoint).
+type pageCheckpoint struct {
+	next      checkpoint
+	cursors   map[string]cursor // the page's records' delta cursors
+	driftBase *cursor
+	stored    checkpoint // what build made: the run's checkpoint once the page commits
+}
+
+// build is next with the ids the page saw, the changes that were drift
+// (a change to a record not after the drift base, which the deltas
+// missed), and the time.
+func (pc *pageCheckpoint) build(changed []string, seenIDs int) json.RawMessage {
+	pc.stored = pc.next
+	pc.stored.SeenIDs += int64(seenIDs)
+	if pc.driftBase != nil {
+		for _, id := range changed {
+			if c, ok := pc.cursors[id]; ok && !c.After(*pc.driftBase) {
+				pc.stored.Drift++
+			}
 		}
 	}
-	// What the page's transaction stores as its checkpoint: the drift and
-	// the seen ids are only known inside it (the ids it changed and saw),
-	// so the store calls back.
-	var stored checkpoint
-	sp := store.Page{Key: f.key, RunID: f.row.ID, Records: recs, Rejected: rejected, PassID: pass, Requests: f.requests,
-		ExpectChanged: *expectChanged, Quarantined: f.quarantining, Partition: f.partition, SummarizeCreates: f.summarizeCreates,
-		BeforeCommit: func() { failpoint.Hit(failpoint.InPageTransaction) },
-		Checkpoint: func(changed []string, seenIDs int) json.RawMessage {
-			stored = next
-			stored.SeenIDs += int64(seenIDs)
-			if driftBase != nil {
-				for _, id := range changed {
-					if c, ok := cursors[id]; ok && !c.After(*driftBase) {
-						stored.Drift++
-					}
-				}
-			}
-			stored.SavedAt = time.Now().UTC()
-			b, _ := json.Marshal(stored)
-			return b
-		}}
-	pr, err := f.h.store.ApplyPage(ctx, sp)
-	if err != nil {
-		return err
-	}
-	if err := f.h.crashAt(failpoint.AfterPageCommit); err != nil {
-		return err
-	}
-	f.cp = stored
-	f.requests = 0
-	if err := f.recordPage(ctx, from, page); err != nil {
-		return err
-	}
+	pc.stored.SavedAt = time.Now().UTC()
+	b, _ := json.Marshal(pc.stored)
+	return b
+}
+
+// countPage adds an applied page to the run's counts, and says whether the
+// next page is expected to be all new records too.
+func (f *run) countPage(pr store.PageResult, records, rejected int) (expectChanged bool) {
 	f.quarantining = f.quarantining || pr.Quarantined > 0
-	// A page of nothing but new records (a first sync) suggests the next
-	// is too: skip its hash comparison, and try to copy it (store.copyNew).
-	// A page of updates does not: a COPY of it would be refused.
-	*expectChanged = pr.Created == len(recs) && len(recs) > 0
-	f.n.fetched += len(recs) + len(rejected)
+	f.n.fetched += records + rejected
 	f.n.created += pr.Created
 	f.n.updated += pr.Updated
 	f.n.quarantined += pr.Quarantined
 	if pr.DigestMatched {
 		f.n.digestPages++
 	}
-	return nil
+	// A page of nothing but new records (a first sync) suggests the next
+	// is too: skip its hash comparison, and try to copy it (store.copyNew).
+	// A page of updates does not: a COPY of it would be refused.
+	return pr.Created == records && records > 0
 }
 
 // rejectedRecord is an extracted record set aside, as the quarantine keeps
@@ -748,7 +831,7 @@ func (f *run) finish(ctx context.Context) error {
 	if f.cp.Shifted {
 		f.note("records moved between the offset pages of this read (a page did not begin with the record the page before ended with), so it may have missed some: it deletes nothing and moves no watermark, and the next read covers the same ground")
 	}
-	if f.mode == jobs.ModeFull && !f.res.Partitioned() { // a partition's pass ends with it
+	if f.mode == tidemark.RunFull && !f.res.Partitioned() { // a partition's pass ends with it
 		if err := f.finishPass(ctx); err != nil {
 			return err
 		}
@@ -830,11 +913,9 @@ func (f *run) watermark() string {
 	if d == nil || f.cp.Shifted {
 		return "" // a shifted read may have skipped records below its highest cursor (see finish)
 	}
-	var stored *cursor
-	if !f.ignoreMark && f.st.Watermark != "" {
-		if c, err := parseCursor(f.st.Watermark, d.Format); err == nil {
-			stored = &c
-		}
+	stored, err := f.storedMark()
+	if err != nil {
+		f.note("%v: the read's highest cursor, when it has one, replaces it", err)
 	}
 	top, err := parseCursor(f.cp.MaxCursor, d.Format)
 	if !f.cp.WindowTo.IsZero() {
@@ -914,10 +995,8 @@ const outcomeRetry = 2 * time.Minute
 
 // failure is the outcome of an attempt that ended with err.
 func (f *run) failure(ctx context.Context, err error) store.RunOutcome {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	out := store.RunOutcome{Status: store.StatusFailed, Error: err.Error()}
-	if jobs.Permanent(err) || retried >= maxRetry {
+	if jobs.Final(ctx, err) {
 		out.Status = store.StatusDead
 	}
 	if d, ok := jobs.HandBack(err); ok {
@@ -1016,7 +1095,7 @@ func (h fetchHandler) summary(run store.Run, status string, began time.Time, n c
 		"duration_ms", time.Since(began).Milliseconds(),
 	}
 	attrs = append(attrs, extra...)
-	metrics.ObserveRun(run.Source, run.Resource, run.Kind, status)
+	metrics.ObserveRun(run.Source, run.Resource, string(run.Kind), status)
 	metrics.ObserveRecords(run.Source, run.Resource, n.created, n.updated, n.deleted)
 	if err != nil {
 		h.log.Warn("task finished", append(attrs, "error", err.Error())...)

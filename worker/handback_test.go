@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/ratelimit"
 	"github.com/tidemark/tidemark/store"
@@ -48,7 +49,7 @@ func TestHandBackAtRetryLimit(t *testing.T) {
 			name:  "fetch",
 			queue: "critical",
 			task: func(f *fleet) *asynq.Task {
-				task, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
+				task, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual},
 					append(jobs.FetchOptions(f.resource("ticket_sales")), asynq.MaxRetry(0))...)
 				if err != nil {
 					t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -212,7 +213,7 @@ func startHostileWorker(t *testing.T, conf *config.Config) *hostileWorker {
 func (h *hostileWorker) enqueueFull(t *testing.T, source string) {
 	t.Helper()
 	res := h.conf.Source(source).Resource("ticket_sales")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: source, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: source, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
 		t.Fatal(err)
 	}

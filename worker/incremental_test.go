@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -98,7 +99,7 @@ func (f *fleet) probe(name string) {
 }
 
 // fetch runs one fetch of a resource and returns its run.
-func (f *fleet) fetch(name, mode string) store.Run {
+func (f *fleet) fetch(name string, mode tidemark.RunKind) store.Run {
 	f.t.Helper()
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: name, Mode: mode, Trigger: jobs.TriggerManual}, jobs.FetchOptions(f.resource(name))...)
 	if err != nil {
@@ -109,7 +110,7 @@ func (f *fleet) fetch(name, mode string) store.Run {
 		f.t.Fatal(err)
 	}
 	var run store.Run
-	waitFor(f.t, 30*time.Second, "a "+mode+" fetch of "+name, func() (bool, string) {
+	waitFor(f.t, 30*time.Second, "a "+string(mode)+" fetch of "+name, func() (bool, string) {
 		runs, err := f.store.Runs(context.Background(), store.RunFilter{Resource: name, Limit: 1})
 		if err != nil || len(runs) == 0 || runs[0].ID <= after || runs[0].Status == store.StatusRunning {
 			return false, ""
@@ -143,7 +144,7 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 	for _, name := range demoapi.Resources {
 		func() {
 			t := &named{t, name}
-			if s := f.resource(name).Probe.Strategy; s != config.ProbeDelta && s != config.ProbeRollingHash {
+			if s := f.resource(name).Probe.Strategy; s != tidemark.ProbeDelta && s != tidemark.ProbeRollingHash {
 				// A strategy that keeps a validator sees it for the
 				// first time: a change, and a fetch. (A delta probe's
 				// memory is the watermark; a rolling one's, the pages
@@ -202,14 +203,14 @@ func (n *named) Errorf(format string, args ...any) {
 	n.T.Errorf(n.name+": "+format, args...)
 }
 
-func kindOf(res *config.Resource) string {
+func kindOf(res *config.Resource) tidemark.ValidatorKind {
 	switch res.Probe.Strategy {
-	case config.ProbeETag:
-		return store.ValidatorETag
-	case config.ProbeLastModified:
-		return store.ValidatorLastModified
+	case tidemark.ProbeETag:
+		return tidemark.ValidatorETag
+	case tidemark.ProbeLastModified:
+		return tidemark.ValidatorLastModified
 	}
-	return store.ValidatorHash
+	return tidemark.ValidatorHash
 }
 
 // TestChangesArriveWithinProbeInterval runs the scheduler with 1 s probes:
@@ -307,12 +308,12 @@ func TestEqualTimestampAtWatermark(t *testing.T) {
 	conf.Sources[0].Resource("ticket_sales").Delta.Overlap = 0
 	f := startFleetWith(t, conf, up)
 
-	f.fetch("ticket_sales", jobs.ModeFull)
+	f.fetch("ticket_sales", tidemark.RunFull)
 	a, err := up.Mutate(demoapi.Mutation{Resource: "ticket_sales", Updates: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.fetch("ticket_sales", jobs.ModeDelta)
+	f.fetch("ticket_sales", tidemark.RunDelta)
 	wm := f.state("ticket_sales").Watermark
 	// The watermark stays delta.clock_skew behind the read's start (the
 	// upstream's Date, the frozen instant).
@@ -325,7 +326,7 @@ func TestEqualTimestampAtWatermark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := f.fetch("ticket_sales", jobs.ModeDelta)
+	run := f.fetch("ticket_sales", tidemark.RunDelta)
 	if !f.inStep("ticket_sales", append(a.Updated, b.Updated...)) {
 		t.Fatalf("the record written at the watermark's instant was lost (delta run %+v)", run)
 	}
@@ -340,26 +341,26 @@ func TestEqualTimestampAtWatermark(t *testing.T) {
 func TestFullSyncRepairsDrift(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, 200)
-	first := f.fetch("ticket_sales", jobs.ModeFull)
+	first := f.fetch("ticket_sales", tidemark.RunFull)
 	if first.Drift != nil {
 		t.Errorf("first full sync drift = %d, want none (no delta ran yet)", *first.Drift)
 	}
 	if _, err := f.upstream.Mutate(demoapi.Mutation{Resource: "ticket_sales", Updates: 1}); err != nil {
 		t.Fatal(err)
 	}
-	f.fetch("ticket_sales", jobs.ModeDelta)
+	f.fetch("ticket_sales", tidemark.RunDelta)
 	hidden, err := f.upstream.Mutate(demoapi.Mutation{Resource: "ticket_sales", Updates: 1, Hidden: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := f.fetch("ticket_sales", jobs.ModeDelta); d.RecordsUpdated != 0 || f.inStep("ticket_sales", hidden.Updated) {
+	if d := f.fetch("ticket_sales", tidemark.RunDelta); d.RecordsUpdated != 0 || f.inStep("ticket_sales", hidden.Updated) {
 		t.Fatalf("the delta saw the hidden change (updated %d): the test cannot show drift", d.RecordsUpdated)
 	}
 	// A normal change after the last delta: new, not missed.
 	if _, err := f.upstream.Mutate(demoapi.Mutation{Resource: "ticket_sales", Updates: 1}); err != nil {
 		t.Fatal(err)
 	}
-	full := f.fetch("ticket_sales", jobs.ModeFull)
+	full := f.fetch("ticket_sales", tidemark.RunFull)
 	if full.RecordsUpdated != 2 || full.Drift == nil || *full.Drift != 1 {
 		t.Fatalf("full sync: updated %d, drift %v; want 2 updated, drift 1", full.RecordsUpdated, full.Drift)
 	}
@@ -403,17 +404,17 @@ func TestOffsetPaginationUnderChange(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	f := startFleetWith(t, demoConfig(t, srv.URL), up)
-	first := f.fetch("settlements", jobs.ModeFull)
+	first := f.fetch("settlements", tidemark.RunFull)
 	if len(changed.Created) != 1 || len(changed.Deleted) != 1 {
 		t.Fatalf("mutation during the read: %+v", changed)
 	}
 	if first.RecordsDeleted != 0 || !strings.Contains(first.Note, "moved") {
 		t.Fatalf("the read during the change deleted %d (note %q): want nothing, and why", first.RecordsDeleted, first.Note)
 	}
-	if run := f.fetch("settlements", jobs.ModeFull); run.RecordsDeleted != 0 || run.DeletesHeld != 1 {
+	if run := f.fetch("settlements", tidemark.RunFull); run.RecordsDeleted != 0 || run.DeletesHeld != 1 {
 		t.Fatalf("the second read deleted %d, held %d: want the deletion held for a second read", run.RecordsDeleted, run.DeletesHeld)
 	}
-	f.fetch("settlements", jobs.ModeFull)
+	f.fetch("settlements", tidemark.RunFull)
 
 	var live, distinct int64
 	f.store.DBForTests().Raw(`SELECT count(*), count(DISTINCT external_id) FROM records WHERE resource = 'settlements' AND deleted_at IS NULL`).Row().Scan(&live, &distinct)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/internal/workertest"
@@ -97,7 +98,7 @@ func TestTightRateLimitFirstSyncsFinish(t *testing.T) {
 		}
 		requests, attempts := 0, 0
 		for _, r := range runs {
-			if r.Kind != jobs.ModeFull && r.Kind != jobs.ModeDelta || r.ID > first.ID {
+			if r.Kind != tidemark.RunFull && r.Kind != tidemark.RunDelta || r.ID > first.ID {
 				continue
 			}
 			requests += r.HTTPRequests
@@ -116,7 +117,7 @@ func TestTightRateLimitFirstSyncsFinish(t *testing.T) {
 func firstFullSuccess(runs []store.Run) *store.Run {
 	var first *store.Run
 	for i := range runs {
-		if runs[i].Kind == jobs.ModeFull && runs[i].Status == store.StatusSucceeded {
+		if runs[i].Kind == tidemark.RunFull && runs[i].Status == store.StatusSucceeded {
 			first = &runs[i]
 		}
 	}
@@ -142,7 +143,7 @@ func TestHandedBackTakeoverGoesOn(t *testing.T) {
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2, MaxWait: 100 * time.Millisecond, RetryCheckInterval: 200 * time.Millisecond})
 	ctx := context.Background()
 	// A fetch whose worker is gone: running, no fetch lock.
-	gone := store.Run{Source: "demo", Resource: "ticket_sales", Kind: jobs.ModeFull, Trigger: jobs.TriggerSchedule, TaskID: "gone", Attempt: 1}
+	gone := store.Run{Source: "demo", Resource: "ticket_sales", Kind: tidemark.RunFull, Trigger: jobs.TriggerSchedule, TaskID: "gone", Attempt: 1}
 	if err := w.Store.StartRun(ctx, &gone); err != nil {
 		t.Fatal(err)
 	}

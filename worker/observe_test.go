@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -98,7 +99,7 @@ func syncAll(f *fleet, after int64) {
 	want := 0
 	f.conf.Each(func(src *config.Source, res *config.Resource) {
 		want++
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 		if err == nil {
 			_, err = f.client.Enqueue(task)
 		}
@@ -161,7 +162,7 @@ func TestMetricsAfterDemoSync(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kinds := map[string]int{}
+		kinds := map[tidemark.RunKind]int{}
 		for _, r := range rows {
 			if r.Status == store.StatusRunning {
 				return false, "a run is running"
@@ -172,7 +173,7 @@ func TestMetricsAfterDemoSync(t *testing.T) {
 		n, _ := sum(s, "tidemark_probes_total", map[string]string{"source": source})
 		notModified, _ := sum(s, "tidemark_probes_total", map[string]string{"source": source, "result": metrics.ProbeNotModified})
 		counted, _ := sum(s, "tidemark_runs_total", map[string]string{"source": source})
-		return n == 1 && int(counted) == len(rows) && kinds[store.KindProbe] == int(n-notModified) && kinds[store.KindProbe] == kinds[store.KindDelta],
+		return n == 1 && int(counted) == len(rows) && kinds[tidemark.RunProbe] == int(n-notModified) && kinds[tidemark.RunProbe] == kinds[tidemark.RunDelta],
 			fmt.Sprintf("%v probes, %v of %d runs counted, %v", n, counted, len(rows), kinds)
 	})
 
@@ -195,7 +196,7 @@ func TestMetricsAfterDemoSync(t *testing.T) {
 	want := map[runKey]float64{}
 	var created, updated, deleted, requests float64
 	for _, r := range runs {
-		want[runKey{r.Resource, r.Kind, r.Status}]++
+		want[runKey{r.Resource, string(r.Kind), r.Status}]++
 		created += float64(r.RecordsCreated)
 		updated += float64(r.RecordsUpdated)
 		deleted += float64(r.RecordsDeleted)
@@ -281,7 +282,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(hook.Close)
-	deliveries := func(ev string) int { mu.Lock(); defer mu.Unlock(); return delivered[ev] }
+	deliveries := func(ev tidemark.EventType) int { mu.Lock(); defer mu.Unlock(); return delivered[string(ev)] }
 
 	up := demoapi.New(demoapi.Options{Seed: 3, Records: 50})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -298,7 +299,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 	res := &conf.Sources[0].Resources[0]
 	res.Freshness = config.Duration(5 * time.Second)
 	res.Probe.Every, res.Probe.MaxEvery = config.Duration(time.Second), config.Duration(time.Second)
-	conf.Webhooks = []config.Webhook{{URL: hook.URL, Events: []string{store.EventResourceStale, store.EventResourceRecovered, store.EventRunFailed}}}
+	conf.Webhooks = []config.Webhook{{URL: hook.URL, Events: []tidemark.EventType{tidemark.EventResourceStale, tidemark.EventResourceRecovered, tidemark.EventRunFailed}}}
 	f := startFleetWith(t, conf, up)
 	key := store.Key{Source: "obs_stale", Resource: res.Name}
 
@@ -315,7 +316,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 		run(scheduler.New(scheduler.Config{Tick: 200 * time.Millisecond}, conf, f.store, f.client, testLogger(t)).Run)
 	}
 
-	count := func(event string) (int, []store.OutboxEvent) {
+	count := func(event tidemark.EventType) (int, []store.OutboxEvent) {
 		rows, err := f.store.OutboxAfter(ctx, store.OutboxFilter{Source: key.Source, Limit: 10000})
 		if err != nil {
 			t.Fatal(err)
@@ -340,7 +341,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 	stopped := time.Now()
 	var stale []store.OutboxEvent
 	waitFor(t, 10*time.Second, "resource.stale", func() (bool, string) {
-		n, rows := count(store.EventResourceStale)
+		n, rows := count(tidemark.EventResourceStale)
 		stale = rows
 		return n > 0, ""
 	})
@@ -357,7 +358,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 		t.Errorf("stale at lag %.2fs (freshness %vs), %s after the stop: want a lag of 5-7s within 7s", payload.LagSeconds, payload.FreshnessSeconds, after)
 	}
 	waitFor(t, 20*time.Second, "run.failed after 3 failed probes", func() (bool, string) {
-		n, _ := count(store.EventRunFailed)
+		n, _ := count(tidemark.EventRunFailed)
 		return n > 0, ""
 	})
 
@@ -371,9 +372,9 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	waitFor(t, 30*time.Second, "resource.recovered delivered", func() (bool, string) {
-		return deliveries(store.EventResourceRecovered) > 0, ""
+		return deliveries(tidemark.EventResourceRecovered) > 0, ""
 	})
-	for _, ev := range []string{store.EventResourceStale, store.EventResourceRecovered, store.EventRunFailed} {
+	for _, ev := range []tidemark.EventType{tidemark.EventResourceStale, tidemark.EventResourceRecovered, tidemark.EventRunFailed} {
 		if n, _ := count(ev); n != 1 {
 			t.Errorf("%d %s events, want exactly 1", n, ev)
 		}
@@ -381,7 +382,7 @@ func TestStaleOnceAndRecovered(t *testing.T) {
 			t.Errorf("%d %s webhook deliveries, want exactly 1", n, ev)
 		}
 	}
-	_, failed := count(store.EventRunFailed)
+	_, failed := count(tidemark.EventRunFailed)
 	var fp struct {
 		Error               string `json:"error"`
 		ConsecutiveFailures int    `json:"consecutive_failures"`
@@ -448,7 +449,7 @@ sources:
 	go func() { done <- w.Run(ctx) }()
 	client := asynq.NewClient(redisOpt)
 	t.Cleanup(func() { cancel(); <-done; client.Close(); st.Close() })
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "obs_secret", Resource: "things", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, asynq.MaxRetry(1))
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "obs_secret", Resource: "things", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, asynq.MaxRetry(1))
 	if err == nil {
 		_, err = client.Enqueue(task, asynq.Queue("default"))
 	}

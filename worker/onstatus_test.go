@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
@@ -220,7 +221,7 @@ sources:
 	res := conf.Sources[0].Resource("items")
 	ctx := context.Background()
 	key := store.Key{Source: "dated", Resource: "items"}
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "dated", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "dated", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err == nil {
 		_, err = w.Client.Enqueue(task)
 	}
@@ -241,7 +242,7 @@ sources:
 			t.Fatal(err)
 		}
 		for _, r := range runs {
-			if r.Kind == store.KindDelta && r.Status != store.StatusRunning {
+			if r.Kind == tidemark.RunDelta && r.Status != store.StatusRunning {
 				return r.Status == store.StatusSucceeded || t.Failed(), fmt.Sprintf("delta run %s: %s", r.Status, r.Error)
 			}
 		}

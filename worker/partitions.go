@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/jobs"
@@ -32,10 +33,10 @@ import (
 // resumes: after the partition After (a parent's id, or a partition's
 // name). It is kept in the resource's checkpoint of the run's mode.
 type walkCheckpoint struct {
-	Mode    string    `json:"mode"`
-	TaskID  string    `json:"task_id,omitempty"`
-	After   string    `json:"after_partition"`
-	SavedAt time.Time `json:"saved_at,omitzero"`
+	Mode    tidemark.RunKind `json:"mode"`
+	TaskID  string           `json:"task_id,omitempty"`
+	After   string           `json:"after_partition"`
+	SavedAt time.Time        `json:"saved_at,omitzero"`
 }
 
 // partition is one partition a walk visits.
@@ -61,7 +62,7 @@ const maxPartitionNotes = 20
 // explicit resumption, within pagination.resume_within), or starts anew.
 func (f *run) setWalk() {
 	raw := f.st.Checkpoint
-	if f.mode == jobs.ModeFull {
+	if f.mode == tidemark.RunFull {
 		raw = f.st.FullCheckpoint
 	}
 	f.walk = walkCheckpoint{Mode: f.mode, TaskID: f.row.TaskID}
@@ -233,7 +234,7 @@ func (f *run) readPartition(ctx context.Context, pt partition) error {
 	if err == nil {
 		err = pf.read(ctx)
 	}
-	if err == nil && pf.mode == jobs.ModeFull && !pf.notModified {
+	if err == nil && pf.mode == tidemark.RunFull && !pf.notModified {
 		err = pf.finishPass(ctx)
 	}
 	f.absorb(pf)
@@ -273,7 +274,7 @@ func (f *run) partitionNote(name, format string, args ...any) {
 func (f *run) finishPartition(ctx context.Context, pt partition, pf *run, failed error) error {
 	f.walk.After, f.walk.SavedAt = pt.after, time.Now().UTC()
 	walk, _ := json.Marshal(f.walk)
-	d := store.PartitionDone{Key: f.key, Partition: pt.name, RunID: f.row.ID, Full: f.mode == jobs.ModeFull,
+	d := store.PartitionDone{Key: f.key, Partition: pt.name, RunID: f.row.ID, Full: f.mode == tidemark.RunFull,
 		ParentVersion: pt.parentVersion, Walk: walk}
 	switch {
 	case failed != nil:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/internal/workertest"
@@ -123,7 +124,7 @@ func accountsConfig(t *testing.T, baseURL string, changedOnly bool, static []str
 
 // fetchAndSettle enqueues a fetch and waits until every queue is empty and
 // no run is running (a parent's change starts its children's fetch).
-func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, resource, mode, trigger string) {
+func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, resource string, mode tidemark.RunKind, trigger string) {
 	t.Helper()
 	res := conf.Sources[0].Resource(resource)
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: resource, Mode: mode, Trigger: trigger}, jobs.FetchOptions(res)...)
@@ -176,7 +177,7 @@ func TestParentChildThousandParents(t *testing.T) {
 	conf := accountsConfig(t, srv.URL, true, nil)
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
 
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	if n := countRows(t, w, `SELECT count(*) FROM sync_partitions WHERE resource = 'items' AND last_success_at IS NOT NULL`); n != parents {
 		t.Errorf("%d synced partition rows, want one per parent (%d)", n, parents)
 	}
@@ -201,7 +202,7 @@ func TestParentChildThousandParents(t *testing.T) {
 	up.items["b0000"] = []map[string]any{{"id": "b0000-0", "v": 1}}
 	up.mu.Unlock()
 	up.reset()
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	if accounts, requests := up.touched(); accounts != 11 {
 		t.Errorf("changed_only: the items of %d accounts were read (%d requests), want the 11 new or changed", accounts, requests)
 	}
@@ -216,7 +217,7 @@ func TestParentChildThousandParents(t *testing.T) {
 	up.mu.Lock()
 	up.accounts = up.accounts[1:] // a0000, one item
 	up.mu.Unlock()
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	if n := countRows(t, w, `SELECT count(*) FROM records WHERE resource = 'items' AND partition = 'a0000' AND deleted_at IS NULL`); n != 0 {
 		t.Errorf("%d items of the deleted account live", n)
 	}
@@ -253,7 +254,7 @@ func TestPartitionResumesAfterCrash(t *testing.T) {
 			return nil
 		}})
 	res := conf.Sources[0].Resource("items")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,11 +301,11 @@ func TestDeleteWithParentOff(t *testing.T) {
 	off := false
 	conf.Sources[0].Resource("items").Parent.DeleteWithParent = &off
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	up.mu.Lock()
 	up.accounts = up.accounts[1:] // a0000 and its one item
 	up.mu.Unlock()
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	if n := countRows(t, w, `SELECT count(*) FROM records WHERE resource = 'accounts' AND deleted_at IS NOT NULL`); n != 1 {
 		t.Fatalf("%d accounts tombstoned, want 1", n)
 	}
@@ -333,7 +334,7 @@ func TestPartitionInPostBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
-	fetchAndSettle(t, w, conf, "accounts", jobs.ModeFull, jobs.TriggerManual)
+	fetchAndSettle(t, w, conf, "accounts", tidemark.RunFull, jobs.TriggerManual)
 	if n := countRows(t, w, `SELECT count(*) FROM records WHERE resource = 'items' AND deleted_at IS NULL`); n != 1+2+3 {
 		t.Errorf("%d items stored, want 6", n)
 	}

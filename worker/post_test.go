@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 )
@@ -151,7 +152,7 @@ func TestGraphQLReadResumesMidWay(t *testing.T) {
 	}
 	bodies = nil
 	api.mu.Unlock()
-	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull, Trigger: jobs.TriggerRetry, Resume: true}))
+	run := f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull, Trigger: jobs.TriggerRetry, Resume: true}))
 	api.mu.Lock()
 	resumed := bodies
 	api.mu.Unlock()
@@ -303,7 +304,7 @@ delta: {param: updated_since, field: updated_at, start: %q, window: {size: 1h, e
 	if f.state().Watermark != "" {
 		t.Fatalf("watermark %q after a failed windowed read, want none", f.state().Watermark)
 	}
-	f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: jobs.ModeDelta, Trigger: jobs.TriggerRetry, Resume: true}))
+	f.mustSucceed(f.fetch(jobs.FetchPayload{Mode: tidemark.RunDelta, Trigger: jobs.TriggerRetry, Resume: true}))
 	api.mu.Lock()
 	resumed := windows[failedAt:]
 	api.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/store"
@@ -49,7 +50,7 @@ func DeltaStart(res *config.Resource, st store.State) (watermark string, full bo
 // FirstPosition is where a fetch of res in mode would begin at now, given
 // the watermark it would start from (DeltaStart): its first URL and, for a
 // POST, its body's values; and the notes its run would carry about it.
-func FirstPosition(client *upstream.Client, res *config.Resource, mode, watermark string, now time.Time) (upstream.Position, []string) {
+func FirstPosition(client *upstream.Client, res *config.Resource, mode tidemark.RunKind, watermark string, now time.Time) (upstream.Position, []string) {
 	f := &run{res: res, client: client, mode: mode, began: now, st: store.State{Watermark: watermark}}
 	return f.beginning(), f.notes
 }

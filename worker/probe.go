@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/jobs"
@@ -51,8 +52,7 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // dropUnconfigured looks at the config file once more
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
+	if !jobs.Final(ctx, err) && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
 		return err
 	}
 	id, _ := asynq.GetTaskID(ctx)
@@ -100,11 +100,14 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		return every, nil
 	}
 	began := time.Now()
-	if res.Probe.Strategy == config.ProbeDelta {
+	if res.Probe.Strategy == tidemark.ProbeDelta {
 		return every, h.deltaProbe(ctx, p, src, res, st, began) // probe_delta.go
 	}
 	out, requests, err := h.probe(ctx, src, res, st)
-	if err == nil && out.Changed && p.Basis != nil {
+	if err != nil {
+		return every, h.failed(ctx, p, key, requests, began, err)
+	}
+	if out.Changed && p.Basis != nil {
 		// The basis may be stale (a fetch confirmed a newer validator since
 		// the scheduler read it): a change is judged against the stored
 		// state, so a stale basis costs this read, never a needless fetch.
@@ -116,22 +119,32 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 		}
 		out = rejudge(res, st, out)
 	}
-	if err != nil {
-		if d, ok := jobs.HandBack(err); ok {
-			// Not a failure and no news: no run row, the probe comes back
-			// when the source's limits allow.
-			h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
-			return every, err
-		}
-		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
-		// The failure counts after the unchanged probes before it.
-		if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
-			h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
-		}
-		// Failed, never dead: a probe task is not archived (ProcessTask).
-		h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
-		return every, err
+	return every, h.answered(ctx, p, res, st, out, requests, began)
+}
+
+// failed ends a probe attempt (of any strategy) that failed with err before
+// a read had a run row of its own, and returns err. A hand-back (the
+// source's limits) is not a failure and no news: no run row, the probe
+// comes back when the limits allow. A failure counts after the unchanged
+// probes before it, on a run row.
+func (h probeHandler) failed(ctx context.Context, p jobs.ProbePayload, key store.Key, requests int, began time.Time, err error) error {
+	if d, ok := jobs.HandBack(err); ok {
+		h.log.Info("probe handed back", "source", p.Source, "resource", p.Resource, "delay", d.String(), "reason", err.Error())
+		return err
 	}
+	metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
+	if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
+		h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
+	}
+	// Failed, never dead: a probe task is not archived (ProcessTask).
+	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
+	return err
+}
+
+// answered records what an answered probe saw, out, judged against the
+// sync state st: its bookkeeping, and for a change not seen before its run
+// row and the fetch it asks for.
+func (h probeHandler) answered(ctx context.Context, p jobs.ProbePayload, res *config.Resource, st store.State, out store.ProbeOutcome, requests int, began time.Time) error {
 	// A change already seen, whose fetch was enqueued a moment ago, is not
 	// enqueued again; if that fetch was lost, the change is re-enqueued once
 	// the moment has passed.
@@ -143,8 +156,8 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 	}
 	// An unchanged probe's bookkeeping is written behind, coalesced with
 	// the others'; a changed one's at once (store.ProbeBatcher).
-	if err := h.tally.Record(ctx, key, out); err != nil {
-		return every, err
+	if err := h.tally.Record(ctx, store.Key{Source: p.Source, Resource: p.Resource}, out); err != nil {
+		return err
 	}
 	// An unchanged probe is counted when its flush wrote it (Worker.New):
 	// one whose basis turned out stale is not, its re-probe is.
@@ -156,12 +169,12 @@ func (h probeHandler) process(ctx context.Context, t *asynq.Task) (time.Duration
 			h.log.Debug("probe: nothing new", "source", p.Source, "resource", p.Resource, "changed", out.Changed,
 				"interval", out.Interval.String(), "duration_ms", time.Since(began).Milliseconds())
 		}
-		return every, nil
+		return nil
 	}
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded, HTTPRequests: requests}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: fetchModeAfterProbe(res), Trigger: jobs.TriggerProbe}
-	_, err = jobs.RequestFetch(ctx, h.store, h.client, fp, res)
-	return every, err
+	_, err := jobs.RequestFetch(ctx, h.store, h.client, fp, res)
+	return err
 }
 
 // probeState is the sync state the probe compares the upstream's answer
@@ -224,7 +237,7 @@ func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store
 func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: store.KindProbe, Trigger: p.Trigger,
+	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: tidemark.RunProbe, Trigger: p.Trigger,
 		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -233,7 +246,7 @@ func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, o
 		err = h.store.FinishRun(ctx, run.ID, out)
 	}
 	if err == nil {
-		metrics.ObserveRun(p.Source, p.Resource, store.KindProbe, out.Status)
+		metrics.ObserveRun(p.Source, p.Resource, string(tidemark.RunProbe), out.Status)
 	}
 	if err != nil {
 		h.log.Error("record probe run", "source", p.Source, "resource", p.Resource, "error", err)
@@ -259,7 +272,7 @@ func (h probeHandler) probe(ctx context.Context, src *config.Source, res *config
 		requests int
 		err      error
 	)
-	if res.Probe.Strategy == config.ProbeRollingHash {
+	if res.Probe.Strategy == tidemark.ProbeRollingHash {
 		out, requests, err = h.rollingProbe(ctx, client, store.Key{Source: src.Name, Resource: res.Name}, res, st) // probe_rolling.go
 	} else {
 		out, requests, err = Probe(ctx, client, res, st)
@@ -308,10 +321,10 @@ func Probe(ctx context.Context, client *upstream.Client, res *config.Resource, s
 	requests := 0
 	var err error
 	switch res.Probe.Strategy {
-	case config.ProbeETag, config.ProbeLastModified:
+	case tidemark.ProbeETag, tidemark.ProbeLastModified:
 		out.Kind, out.Validator, requests, out.HeadUnsupported, err = validator(ctx, client, res, target, st)
-	case config.ProbeHash:
-		out.Kind = store.ValidatorHash
+	case tidemark.ProbeHash:
+		out.Kind = tidemark.ValidatorHash
 		var (
 			resp *upstream.Response
 			body []byte
@@ -355,10 +368,10 @@ func probeQuery(res *config.Resource) url.Values {
 // (weak W/ tags included), so an unchanged upstream answers 304 without
 // building the page. An upstream that refuses HEAD (405, 501) gets
 // conditional GETs from then on.
-func validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind, value string, requests int, headUnsupported bool, err error) {
-	kind, header, cond := store.ValidatorETag, "ETag", "If-None-Match"
-	if res.Probe.Strategy == config.ProbeLastModified {
-		kind, header, cond = store.ValidatorLastModified, "Last-Modified", "If-Modified-Since"
+func validator(ctx context.Context, client *upstream.Client, res *config.Resource, target string, st store.State) (kind tidemark.ValidatorKind, value string, requests int, headUnsupported bool, err error) {
+	kind, header, cond := tidemark.ValidatorETag, "ETag", "If-None-Match"
+	if res.Probe.Strategy == tidemark.ProbeLastModified {
+		kind, header, cond = tidemark.ValidatorLastModified, "Last-Modified", "If-Modified-Since"
 	}
 	confirmed := st.Confirmed(kind)
 	headUnsupported = st.HeadUnsupported
@@ -452,7 +465,7 @@ const emptyValidatorPrefix = "tidemark:empty:"
 // strategy gets the hash of a 200 answer with no records, so an upstream
 // that switches between the two is not a change. Other statuses with an
 // action are marked for the retry decision; other errors return as they are.
-func emptyByStatus(res *config.Resource, kind string, err error) (string, error) {
+func emptyByStatus(res *config.Resource, kind tidemark.ValidatorKind, err error) (string, error) {
 	var se *upstream.StatusError
 	if !errors.As(err, &se) {
 		return "", err
@@ -460,7 +473,7 @@ func emptyByStatus(res *config.Resource, kind string, err error) (string, error)
 	if se.Action = res.StatusAction(se.Code); se.Action != config.OnStatusEmpty {
 		return "", err
 	}
-	if kind != store.ValidatorHash {
+	if kind != tidemark.ValidatorHash {
 		return emptyValidatorPrefix + "0", nil
 	}
 	var doc any = []any{}

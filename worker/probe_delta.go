@@ -7,17 +7,13 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
-
-// deltaProbeKind is the validator kind a delta probe records: none is
-// kept (the watermark is the delta probe's memory), so a changed delta
-// probe leaves no candidate to confirm.
-const deltaProbeKind = "delta"
 
 // deltaProbe is the probe of strategy delta: the delta read of the changes
 // since the watermark is the probe. Its first page, empty, means unchanged
@@ -49,7 +45,7 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 		// moment its read began (less clock_skew), so the next probe's
 		// delta covers whatever changed since: nothing is lost by not
 		// asking now, and asking would race it.
-		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true,
+		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: tidemark.ValidatorDelta, Changed: true, Known: true,
 			Interval: nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)})
 	}
 	fh := fetchHandler(h)
@@ -61,13 +57,13 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 
 	f, why, err := fh.probedDelta(lctx, src, res, taskID)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, 0, began, err)
+		return h.failed(ctx, p, key, 0, began, err)
 	}
 	if f == nil && why == firstFullDue {
 		// Nothing to ask for: the scheduler enqueues the first full read
 		// until it succeeds, and a fetch asked for now could take the
 		// resource before it and read the whole collection twice.
-		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true,
+		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: tidemark.ValidatorDelta, Changed: true, Known: true,
 			Interval: nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)})
 	}
 	if f == nil {
@@ -77,22 +73,22 @@ func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *
 	pager := upstream.NewPager(f.client, res, f.cp.Position, 0)
 	first, err := pager.Next(lctx)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, upstream.Requests(err), began, err)
+		return h.failed(ctx, p, key, upstream.Requests(err), began, err)
 	}
 	progress.Store(time.Now().UnixNano())
 	same, err := f.nothingNew(lctx, first, pager)
 	if err != nil {
-		return h.deltaProbeFailed(ctx, p, key, first.Requests, began, err)
+		return h.failed(ctx, p, key, first.Requests, began, err)
 	}
 	if same {
 		metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeNotModified)
-		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind,
+		return h.tally.Record(ctx, key, store.ProbeOutcome{Kind: tidemark.ValidatorDelta,
 			Interval: nextInterval(res.Probe, st.ProbeInterval(res.Probe.Every.D()), false)})
 	}
 	metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeChanged)
 	// Changed and, being read now, known: no candidate to confirm, no
 	// fetch to ask for.
-	if err := h.tally.Record(ctx, key, store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true,
+	if err := h.tally.Record(ctx, key, store.ProbeOutcome{Kind: tidemark.ValidatorDelta, Changed: true, Known: true,
 		Interval: nextInterval(res.Probe, 0, true)}); err != nil {
 		return err
 	}
@@ -135,9 +131,9 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 	if err != nil {
 		return nil, "", err
 	}
-	f := &run{h: h, p: jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeDelta, Trigger: jobs.TriggerProbe},
+	f := &run{h: h, p: jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunDelta, Trigger: jobs.TriggerProbe},
 		src: src, res: res, key: store.Key{Source: src.Name, Resource: res.Name}, client: client,
-		began: time.Now(), basis: basisOf(res), mode: jobs.ModeDelta}
+		began: time.Now(), basis: basisOf(res), mode: tidemark.RunDelta}
 	// Read under the lock, not from the probe's cached state: the
 	// watermark is the one the last read left.
 	if f.st, err = h.store.State(ctx, f.key); err != nil {
@@ -153,7 +149,7 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 		return nil, "no watermark yet: the first read may be the whole collection", nil
 	}
 	f.notes = nil // checkBasis's notes belong to the fetch that acts on them
-	f.cp = checkpoint{Mode: jobs.ModeDelta, TaskID: taskID}
+	f.cp = checkpoint{Mode: tidemark.RunDelta, TaskID: taskID}
 	f.cp.Position = f.beginning()
 	f.cp.First, f.cp.FirstVars = f.cp.Next, f.cp.Vars
 	return f, "", nil
@@ -166,7 +162,7 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 func (f *run) readFrom(ctx context.Context, first *upstream.Page, pos upstream.Position) error {
 	taskID, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	f.row = store.Run{Source: f.key.Source, Resource: f.key.Resource, Kind: jobs.ModeDelta, Trigger: jobs.TriggerProbe,
+	f.row = store.Run{Source: f.key.Source, Resource: f.key.Resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerProbe,
 		TaskID: taskID, Attempt: retried + 1}
 	if err := f.h.store.StartRun(ctx, &f.row); err != nil {
 		return err
@@ -192,7 +188,7 @@ func (f *run) readFrom(ctx context.Context, first *upstream.Page, pos upstream.P
 // handToFetch ends a probe that leaves the read to a fetch task, as a
 // changed probe does: its run row, and the fetch asked for.
 func (h probeHandler) handToFetch(ctx context.Context, p jobs.ProbePayload, res *config.Resource, key store.Key, began time.Time) error {
-	out := store.ProbeOutcome{Kind: deltaProbeKind, Changed: true, Known: true, Interval: nextInterval(res.Probe, 0, true)}
+	out := store.ProbeOutcome{Kind: tidemark.ValidatorDelta, Changed: true, Known: true, Interval: nextInterval(res.Probe, 0, true)}
 	if err := h.tally.Record(ctx, key, out); err != nil {
 		return err
 	}
@@ -200,20 +196,5 @@ func (h probeHandler) handToFetch(ctx context.Context, p jobs.ProbePayload, res 
 	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusSucceeded}, began, nil)
 	fp := jobs.FetchPayload{Source: p.Source, Resource: p.Resource, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerProbe}
 	_, err := jobs.RequestFetch(ctx, h.store, h.client, fp, res)
-	return err
-}
-
-// deltaProbeFailed records a delta probe that failed before its read had
-// a run row, as a failed probe is recorded; a hand-back (the source's
-// limits) is no failure and goes back to the queue.
-func (h probeHandler) deltaProbeFailed(ctx context.Context, p jobs.ProbePayload, key store.Key, requests int, began time.Time, err error) error {
-	if _, ok := jobs.HandBack(err); ok {
-		return err
-	}
-	metrics.ObserveProbe(p.Source, p.Resource, metrics.ProbeFailed)
-	if ferr := h.tally.FlushKey(context.WithoutCancel(ctx), key); ferr != nil {
-		h.log.Error("record unchanged probes", "source", p.Source, "resource", p.Resource, "error", ferr)
-	}
-	h.recordProbeRun(ctx, p, store.RunOutcome{Status: store.StatusFailed, Error: err.Error(), HTTPRequests: requests}, began, err)
 	return err
 }

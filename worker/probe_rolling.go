@@ -9,16 +9,12 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
 	"github.com/tidemark/tidemark/upstream"
 )
-
-// rollingKind is the validator kind of a rolling_hash probe. The fetch
-// confirms none (store.promoteCandidate drops a candidate of a kind it does
-// not keep): the full read records every page's hash itself.
-const rollingKind = "rolling_hash"
 
 // rollingProbe is the probe of strategy rolling_hash: it asks the next page
 // of the last full read, in rotation, and compares the hash of its records
@@ -34,7 +30,7 @@ const rollingKind = "rolling_hash"
 // dropped, so a lost or failed read is asked for again when the rotation
 // comes back to the page, whose recorded hash has not moved).
 func (h probeHandler) rollingProbe(ctx context.Context, client *upstream.Client, key store.Key, res *config.Resource, st store.State) (store.ProbeOutcome, int, error) {
-	out := store.ProbeOutcome{Kind: rollingKind, HeadUnsupported: st.HeadUnsupported}
+	out := store.ProbeOutcome{Kind: tidemark.ValidatorRollingHash, HeadUnsupported: st.HeadUnsupported}
 	// The rotation is fleet-wide (Redis), so that probes on any worker
 	// take the pages in turn; a lost counter starts again at page 0.
 	turn, err := h.rdb.Incr(ctx, "tidemark:rolling-probe:"+key.String()).Result()
@@ -98,13 +94,13 @@ func pageHash(p *upstream.Page) string {
 // fetchModeAfterProbe is the mode of the fetch a changed probe asks for:
 // a rolling_hash probe's is a full read (above), others' a delta where
 // the resource has one.
-func fetchModeAfterProbe(res *config.Resource) string {
-	return jobs.ModeFor(res, res.Probe.Strategy == config.ProbeRollingHash)
+func fetchModeAfterProbe(res *config.Resource) tidemark.RunKind {
+	return jobs.ModeFor(res, res.Probe.Strategy == tidemark.ProbeRollingHash)
 }
 
 // recordsPages: a full read of a rolling_hash resource records its pages.
 func (f *run) recordsPages() bool {
-	return f.res.Probe.Strategy == config.ProbeRollingHash && f.mode == jobs.ModeFull && !f.res.Partitioned()
+	return f.res.Probe.Strategy == tidemark.ProbeRollingHash && f.mode == tidemark.RunFull && !f.res.Partitioned()
 }
 
 // recordPage records the page just applied (the checkpoint counts it),

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/jobs"
@@ -55,9 +56,9 @@ func (f *fleet) lastRun(name string) store.Run {
 func TestDeltaProbe(t *testing.T) {
 	t.Parallel()
 	const name = "ticket_sales"
-	f, advance := clockedFleet(t, 250, name, config.Probe{Strategy: config.ProbeDelta, Method: "GET",
+	f, advance := clockedFleet(t, 250, name, config.Probe{Strategy: tidemark.ProbeDelta, Method: "GET",
 		Every: config.Duration(time.Minute), MaxEvery: config.Duration(time.Minute)})
-	f.fetch(name, jobs.ModeFull)
+	f.fetch(name, tidemark.RunFull)
 	advance(time.Minute) // past the read's start less clock_skew: the watermark covers everything
 
 	requests, runs, st := f.requests(name), f.runCount(), f.state(name)
@@ -86,7 +87,7 @@ func TestDeltaProbe(t *testing.T) {
 		t.Fatalf("changed delta probe: %d run rows, want 1 (the delta it became)", got)
 	}
 	run := f.lastRun(name)
-	if run.Kind != jobs.ModeDelta || run.Trigger != jobs.TriggerProbe || run.Status != store.StatusSucceeded ||
+	if run.Kind != tidemark.RunDelta || run.Trigger != jobs.TriggerProbe || run.Status != store.StatusSucceeded ||
 		run.HTTPRequests != 1 || run.RecordsUpdated != 3 {
 		t.Errorf("the delta probe's run: %s %s %s, %d requests, %d updated (%s); want delta probe succeeded, 1 request, 3 updated",
 			run.Kind, run.Trigger, run.Status, run.HTTPRequests, run.RecordsUpdated, run.Error)
@@ -106,9 +107,9 @@ func TestDeltaProbe(t *testing.T) {
 func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 	t.Parallel()
 	const name = "tax_summaries" // next_url pages of 100: 250 records are 3 pages
-	f, advance := clockedFleet(t, 250, name, config.Probe{Strategy: config.ProbeRollingHash, Method: "GET",
+	f, advance := clockedFleet(t, 250, name, config.Probe{Strategy: tidemark.ProbeRollingHash, Method: "GET",
 		Every: config.Duration(time.Minute), MaxEvery: config.Duration(time.Minute)})
-	f.fetch(name, jobs.ModeFull)
+	f.fetch(name, tidemark.RunFull)
 	const pages = 3
 	var recorded int
 	f.store.DBForTests().Raw(`SELECT count(*) FROM probe_pages WHERE source = 'demo' AND resource = ?`, name).Scan(&recorded)
@@ -144,7 +145,7 @@ func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 	for probes := 1; ; probes++ {
 		f.probe(name) // and the full read it asks for, when it sees the change
 		if f.inStep(name, []string{deepest}) {
-			if run := f.lastRun(name); run.Kind != jobs.ModeFull || run.Trigger != jobs.TriggerProbe || run.RecordsUpdated != 1 {
+			if run := f.lastRun(name); run.Kind != tidemark.RunFull || run.Trigger != jobs.TriggerProbe || run.RecordsUpdated != 1 {
 				t.Errorf("the read that stored it: %s %s, %d updated", run.Kind, run.Trigger, run.RecordsUpdated)
 			}
 			t.Logf("seen after %d probes", probes)
@@ -164,7 +165,7 @@ func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 func TestDeltaProbeLeavesTheFirstReadToTheFullRead(t *testing.T) {
 	t.Parallel()
 	const name = "ticket_sales"
-	f, _ := clockedFleet(t, 50, name, config.Probe{Strategy: config.ProbeDelta, Method: "GET",
+	f, _ := clockedFleet(t, 50, name, config.Probe{Strategy: tidemark.ProbeDelta, Method: "GET",
 		Every: config.Duration(time.Minute), MaxEvery: config.Duration(time.Minute)})
 	if full := f.resource(name).FullSync.Every.D(); full <= 0 {
 		t.Fatalf("demo.yaml's %s has no full sync (every %s): the test needs one due", name, full)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
@@ -104,7 +105,7 @@ sources:
 	w := workertest.StartLogged(t, conf, worker.Config{Concurrency: 2}, log)
 	ctx := context.Background()
 	for _, res := range []string{"items", "broken"} {
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "keyed", Resource: res, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual},
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "keyed", Resource: res, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual},
 			asynq.MaxRetry(0), asynq.Queue("default"))
 		if err == nil {
 			_, err = w.Client.Enqueue(task)

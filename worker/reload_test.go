@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/demoapi"
 	"github.com/tidemark/tidemark/internal/workertest"
@@ -71,7 +72,7 @@ func TestRemovedResourceTasksDropped(t *testing.T) {
 	res := full.Source("demo").Resource("ticket_sales")
 	probe, _ := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: "ticket_sales", Trigger: jobs.TriggerSchedule})
 	enqueueAs(t, w.Client, probe, "probe-removed", jobs.ProbeOptions(res))
-	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual})
+	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
 	enqueueAs(t, w.Client, fetch, "fetch-removed", jobs.FetchOptions(res))
 	if s := taskEnds(t, w.Inspector, jobs.ProbeQueue(res), "probe-removed"); s != asynq.TaskStateCompleted {
 		t.Errorf("probe of a removed resource ended %s, want completed", s)
@@ -125,7 +126,7 @@ func TestReloadedSourceNewClient(t *testing.T) {
 	live := config.NewLive(demoConfig(t, oldSrv.URL))
 	w := workertest.Start(t, live, worker.Config{Concurrency: 2})
 	res := live.Current().Source("demo").Resource("ticket_sales")
-	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual})
+	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
 	enqueueAs(t, w.Client, fetch, "before", jobs.FetchOptions(res))
 	select {
 	case <-held:
@@ -163,7 +164,7 @@ func TestAbandonedRunOfRemovedResourceEnds(t *testing.T) {
 	t.Cleanup(srv.Close)
 	w := workertest.Start(t, demoConfig(t, srv.URL), worker.Config{Concurrency: 1, TakeoverCheck: 50 * time.Millisecond})
 	ctx := context.Background()
-	run := store.Run{Source: "demo", Resource: "gone", Kind: store.KindFull, Trigger: jobs.TriggerSchedule, TaskID: "died", Attempt: 1}
+	run := store.Run{Source: "demo", Resource: "gone", Kind: tidemark.RunFull, Trigger: jobs.TriggerSchedule, TaskID: "died", Attempt: 1}
 	if err := w.Store.StartRun(ctx, &run); err != nil {
 		t.Fatal(err)
 	}

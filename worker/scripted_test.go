@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/jobs"
@@ -223,8 +224,8 @@ func (f *scriptedFleet) fetch(p jobs.FetchPayload) store.Run {
 	return run
 }
 
-func (f *scriptedFleet) full() store.Run  { return f.fetch(jobs.FetchPayload{Mode: jobs.ModeFull}) }
-func (f *scriptedFleet) delta() store.Run { return f.fetch(jobs.FetchPayload{Mode: jobs.ModeDelta}) }
+func (f *scriptedFleet) full() store.Run  { return f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull}) }
+func (f *scriptedFleet) delta() store.Run { return f.fetch(jobs.FetchPayload{Mode: tidemark.RunDelta}) }
 
 // mustSucceed fails the test unless run succeeded.
 func (f *scriptedFleet) mustSucceed(run store.Run) store.Run {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/workertest"
 	"github.com/tidemark/tidemark/store"
@@ -66,9 +67,9 @@ sources:
 		}
 		for i := len(runs) - 1; i >= 0; i-- {
 			switch r := runs[i]; {
-			case r.Kind == store.KindProbe && len(failed) > 0:
+			case r.Kind == tidemark.RunProbe && len(failed) > 0:
 				probesBetween++
-			case r.Kind != store.KindProbe && (r.Status == store.StatusFailed || r.Status == store.StatusDead):
+			case r.Kind != tidemark.RunProbe && (r.Status == store.StatusFailed || r.Status == store.StatusDead):
 				failed = append(failed, r) // malformed JSON: dead at once
 			}
 		}
@@ -100,7 +101,7 @@ sources:
 			t.Fatal(err)
 		}
 		for _, ev := range evs {
-			if ev.Event == store.EventRunFailed {
+			if ev.Event == tidemark.EventRunFailed {
 				return true, ""
 			}
 		}

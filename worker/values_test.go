@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/store"
 )
 
@@ -322,7 +323,7 @@ full_sync: {detect_deletes: true}`)
 		t.Fatal(err)
 	}
 	run = f.mustSucceed(f.delta())
-	if run.Kind != store.KindFull || !strings.Contains(run.Note, "the id path changed") {
+	if run.Kind != tidemark.RunFull || !strings.Contains(run.Note, "the id path changed") {
 		t.Fatalf("after an id path change: a %s run, note %q; want a full read that re-keys", run.Kind, run.Note)
 	}
 }
@@ -352,4 +353,45 @@ func (f *scriptedFleet) quarantine() map[string]string {
 		}
 	}
 	return out
+}
+
+// TestUnreadableWatermarkIsSaid: a stored watermark that does not parse in
+// the delta's format is never taken as "before everything" unremarked: a
+// delta reads from the start, a full read measures no drift (rather than
+// reporting none), each run says why, and the read's highest cursor
+// replaces the watermark.
+func TestUnreadableWatermarkIsSaid(t *testing.T) {
+	t.Parallel()
+	api := &scripted{recs: numbered(3, time.Now().Add(-time.Minute))}
+	f := startScripted(t, api, `
+pagination: {style: none}
+delta: {param: updated_since, field: updated_at, format: rfc3339}
+full_sync: {detect_deletes: true}`)
+	f.mustSucceed(f.delta())
+	corrupt := func() {
+		t.Helper()
+		if err := f.store.DBForTests().Exec(`UPDATE sync_state SET watermark = 'not a time'`).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	readable := func(what string) {
+		t.Helper()
+		if _, err := time.Parse(time.RFC3339Nano, f.state().Watermark); err != nil {
+			t.Fatalf("after %s the watermark is %q, want this read's highest cursor: %v", what, f.state().Watermark, err)
+		}
+	}
+
+	corrupt()
+	run := f.mustSucceed(f.full())
+	if run.Drift != nil || !strings.Contains(run.Note, `the stored watermark "not a time" is unreadable`) {
+		t.Errorf("full read over an unreadable watermark: drift %v, note %q; want no drift measured, and why", run.Drift, run.Note)
+	}
+	readable("a full read")
+
+	corrupt()
+	run = f.mustSucceed(f.delta())
+	if run.RecordsFetched != 3 || !strings.Contains(run.Note, `the stored watermark "not a time" is unreadable`) {
+		t.Errorf("delta over an unreadable watermark: fetched %d, note %q; want all 3 read from the start, and why", run.RecordsFetched, run.Note)
+	}
+	readable("a delta")
 }

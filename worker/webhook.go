@@ -59,7 +59,7 @@ func (h webhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(p.Event))
 	if err != nil {
-		return fmt.Errorf("webhook delivery %s: webhooks[%d].url: %w: %w", p.DeliveryID, p.Webhook, err, asynq.SkipRetry)
+		return fmt.Errorf("webhook delivery %s: webhooks[%d].url: %w: %w", p.DeliveryID, p.Webhook, err, jobs.ErrBadInput)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "tidemark-webhook")

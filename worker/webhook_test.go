@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/testenv"
@@ -98,9 +99,9 @@ func TestWebhookDelivery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	conf := &config.Config{Webhooks: []config.Webhook{
-		{URL: flakySrv.URL, SecretEnv: "TIDEMARK_TEST_HOOK_SECRET", Events: []string{"data.updated"}},
+		{URL: flakySrv.URL, SecretEnv: "TIDEMARK_TEST_HOOK_SECRET", Events: []tidemark.EventType{"data.updated"}},
 		{URL: downSrv.URL, SecretEnv: "TIDEMARK_TEST_HOOK_SECRET"},
-		{URL: downSrv.URL + "/never", Events: []string{"run.failed"}}, // not subscribed
+		{URL: downSrv.URL + "/never", Events: []tidemark.EventType{"run.failed"}}, // not subscribed
 	}}
 	redisOpt, client := startHookWorker(t, conf, testLogger(t))
 	ev := events.Event{ID: 42, Type: "data.updated", Source: "shop", Resource: "orders", Data: json.RawMessage(`{"id":42,"event":"data.updated"}`)}
@@ -180,7 +181,7 @@ func TestWebhookReceiverDownTenSeconds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	conf := &config.Config{Webhooks: []config.Webhook{
-		{URL: "http://" + addr + "/hook", SecretEnv: "TIDEMARK_TEST_OUTAGE_SECRET", Events: []string{"data.updated"}},
+		{URL: "http://" + addr + "/hook", SecretEnv: "TIDEMARK_TEST_OUTAGE_SECRET", Events: []tidemark.EventType{"data.updated"}},
 	}}
 	redisOpt, client := startHookWorker(t, conf, testLogger(t))
 	sink := jobs.WebhookSink(client, conf)

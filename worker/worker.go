@@ -285,11 +285,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	// small Redis scripts per probe queue per check.
 	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues, w.cfg.PollInterval)
 	fetchMux := asynq.NewServeMux()
-	fetchMux.Use(w.track)
+	fetchMux.Use(w.track, w.classify)
 	fetchMux.Handle(jobs.TypeFetch, w.dropUnconfigured(w.handBack(fetchHandler{w})))
 	fetchMux.Handle(jobs.TypeWebhook, webhookHandler{w})
 	probeMux := asynq.NewServeMux()
-	probeMux.Use(w.track)
+	probeMux.Use(w.track, w.classify)
 	probeMux.Handle(jobs.TypeProbe, w.dropUnconfigured(w.handBack(probeHandler{w})))
 	if err := fetches.Start(fetchMux); err != nil {
 		return fmt.Errorf("start worker fetch pool: %w", err)
@@ -332,20 +332,29 @@ func (w *Worker) handBack(h asynq.Handler) asynq.Handler {
 		if !ok {
 			return err
 		}
-		retried, _ := asynq.GetRetryCount(ctx)
-		maxRetry, _ := asynq.GetMaxRetry(ctx)
-		if retried < maxRetry {
+		left := jobs.RetriesLeft(ctx)
+		if left > 0 {
 			return err
 		}
 		queue, _ := asynq.GetQueueName(ctx)
 		id, _ := asynq.GetTaskID(ctx)
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, id, queue, maxRetry-retried, d)); eerr != nil {
+		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, id, queue, left, d)); eerr != nil {
 			// Not revoked: asynq archives it, and tidemark retry brings it back.
 			return fmt.Errorf("%w (hand-back at the retry limit failed: %w)", err, eerr)
 		}
 		return fmt.Errorf("%w: %w", err, asynq.RevokeTask)
+	})
+}
+
+// classify hands every handler's error to jobs.Classify, the one place
+// that decides retry or not: handlers return their errors as they are, and
+// wrap jobs.ErrBadInput where no retry can help. It runs outside handBack
+// and dropUnconfigured, so that they see the handler's own error.
+func (w *Worker) classify(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		return jobs.Classify(next.ProcessTask(ctx, t))
 	})
 }
 

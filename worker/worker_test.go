@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -69,7 +70,7 @@ func testLogger(*testing.T) *slog.Logger { return workertest.Logger() }
 func (f *fleet) fullSync(after int64) {
 	f.t.Helper()
 	f.conf.Each(func(src *config.Source, res *config.Resource) {
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 		if err != nil {
 			f.t.Fatal(err)
 		}
@@ -268,7 +269,7 @@ sources:
 	}
 	f := startFleetWith(t, conf, nil)
 	enqueue := func() {
-		task, _ := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: "items", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(conf.Sources[0].Resource("items"))...)
+		task, _ := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(conf.Sources[0].Resource("items"))...)
 		if _, err := f.client.Enqueue(task); err != nil {
 			t.Fatal(err)
 		}

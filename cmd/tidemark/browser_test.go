@@ -17,8 +17,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/internal/testenv"
-	"github.com/tidemark/tidemark/store"
 )
 
 // chromiumPath is Debian's Chromium; .ci/run installs it.
@@ -470,9 +470,9 @@ func driftOfTheLastFullSync(t *testing.T, ctx context.Context, f *demoFleet) {
 			Drift  *int64
 		}
 	}
-	newest := func(kind string, after int64) (int64, *int64) {
+	newest := func(kind tidemark.RunKind, after int64) (int64, *int64) {
 		var r runs
-		if err := f.getJSON("/api/runs?source=demo&resource=ticket_sales&status=succeeded&kind="+kind+"&limit=1", &r); err != nil {
+		if err := f.getJSON("/api/runs?source=demo&resource=ticket_sales&status=succeeded&kind="+string(kind)+"&limit=1", &r); err != nil {
 			t.Fatal(err)
 		}
 		if len(r.Runs) == 0 || r.Runs[0].ID <= after {
@@ -480,12 +480,12 @@ func driftOfTheLastFullSync(t *testing.T, ctx context.Context, f *demoFleet) {
 		}
 		return r.Runs[0].ID, r.Runs[0].Drift
 	}
-	before, _ := newest(store.KindFull, 0)
+	before, _ := newest(tidemark.RunFull, 0)
 	jsClick(t, ctx, "full sync of ticket_sales", `#resources tr[data-key="demo/ticket_sales"] button[data-act="sync?mode=full"]`)
 	var full int64
 	var drift *int64
 	wait(t, 15*time.Second, "ticket_sales: the full read finished", func() (bool, string) {
-		full, drift = newest(store.KindFull, before)
+		full, drift = newest(tidemark.RunFull, before)
 		return full > 0, ""
 	})
 	if drift == nil {
@@ -493,7 +493,7 @@ func driftOfTheLastFullSync(t *testing.T, ctx context.Context, f *demoFleet) {
 	}
 	f.mutate(`{"resource":"ticket_sales","creates":1}`)
 	wait(t, 15*time.Second, "ticket_sales: a delta after the full read", func() (bool, string) {
-		id, _ := newest(store.KindDelta, full)
+		id, _ := newest(tidemark.RunDelta, full)
 		return id > 0, ""
 	})
 	waitPage(t, ctx, 15*time.Second, "the drift column shows the last full read's drift with a delta as the last run", fmt.Sprintf(

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/server"
@@ -155,7 +156,7 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 	now := time.Now()
 	for _, v := range views {
 		res := conf.Source(v.Source).Resource(v.Resource)
-		state, probe, change, lag, watermark, full, lastRun, failures := "never synced", res.Probe.Strategy, "-", "-", "-", "-", "-", 0
+		state, probe, change, lag, watermark, full, lastRun, failures := "never synced", string(res.Probe.Strategy), "-", "-", "-", "-", "-", 0
 		quarantined, held := "0", "0"
 		if v.LastRun != nil {
 			lastRun = fmt.Sprintf("%s %s %s ago", v.LastRun.Kind, v.LastRun.Status, ago(now, v.LastRun.StartedAt))
@@ -170,7 +171,7 @@ func printStatus(e env, conf *config.Config, views []server.ResourceView) {
 			if st.DeletesHeldMass {
 				held += " (mass: confirm or wait)"
 			}
-			if res.Probe.Strategy != config.ProbeNone {
+			if res.Probe.Strategy != tidemark.ProbeNone {
 				probe += " every " + st.ProbeInterval(res.Probe.Every.D()).String()
 			}
 			if st.LastChangeAt != nil {
@@ -338,7 +339,7 @@ func (e env) reset(args []string) error {
 		return err
 	}
 	defer st.Close()
-	if runs, err := st.Runs(e.ctx, store.RunFilter{Source: key.Source, Resource: key.Resource, Status: store.StatusRunning, Limit: 1}); err == nil && len(runs) > 0 && runs[0].Kind != store.KindProbe {
+	if runs, err := st.Runs(e.ctx, store.RunFilter{Source: key.Source, Resource: key.Resource, Status: store.StatusRunning, Limit: 1}); err == nil && len(runs) > 0 && runs[0].Kind != tidemark.RunProbe {
 		fmt.Fprintf(e.stderr, "warning: run %d of %s is running: it stores its own checkpoint with its next page (pause the resource first)\n", runs[0].ID, key)
 	}
 	if err := st.ResetState(e.ctx, key, r); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -96,7 +97,7 @@ func TestRunsShowTaskID(t *testing.T) {
 	}
 	env := map[string]string{"TIDEMARK_DATABASE_URL": dbURL}
 	for _, status := range runStatuses[1:] { // every status a run ends with
-		r := store.Run{Source: key.Source, Resource: key.Resource, Kind: store.KindDelta, Trigger: jobs.TriggerSchedule,
+		r := store.Run{Source: key.Source, Resource: key.Resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerSchedule,
 			TaskID: "task-" + status, Attempt: 1}
 		if err := st.StartRun(ctx, &r); err != nil {
 			t.Fatal(err)
@@ -214,7 +215,7 @@ func TestStatusWaitFor(t *testing.T) {
 	var got result
 	deadline := time.After(time.Minute)
 	for waiting := true; waiting; {
-		r := store.Run{Source: ticketSales.Source, Resource: ticketSales.Resource, Kind: store.KindDelta, Trigger: jobs.TriggerSchedule, Attempt: 1}
+		r := store.Run{Source: ticketSales.Source, Resource: ticketSales.Resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerSchedule, Attempt: 1}
 		if err := st.StartRun(ctx, &r); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/oauth"
@@ -141,9 +142,9 @@ func (e env) previewClient(src *config.Source, db *store.Store) (*upstream.Clien
 // previewReport is what preview shows: the text and the JSON forms are of
 // this one value.
 type previewReport struct {
-	Source   string `json:"source"`
-	Resource string `json:"resource"`
-	Mode     string `json:"mode"`
+	Source   string           `json:"source"`
+	Resource string           `json:"resource"`
+	Mode     tidemark.RunKind `json:"mode"`
 	// Database is "read", or why it could not be (previewNoDB).
 	Database    string         `json:"database"`
 	DBError     string         `json:"database_error,omitempty"`
@@ -160,15 +161,15 @@ type previewReport struct {
 }
 
 type previewProbe struct {
-	Strategy  string `json:"strategy"`
-	Method    string `json:"method,omitempty"`
-	URL       string `json:"url"`
-	Kind      string `json:"kind,omitempty"`
-	Validator string `json:"validator,omitempty"`
-	Stored    string `json:"stored,omitempty"`
-	Changed   bool   `json:"changed"`
-	Requests  int    `json:"requests"`
-	Error     string `json:"error,omitempty"`
+	Strategy  tidemark.ProbeStrategy `json:"strategy"`
+	Method    string                 `json:"method,omitempty"`
+	URL       string                 `json:"url"`
+	Kind      tidemark.ValidatorKind `json:"kind,omitempty"`
+	Validator string                 `json:"validator,omitempty"`
+	Stored    string                 `json:"stored,omitempty"`
+	Changed   bool                   `json:"changed"`
+	Requests  int                    `json:"requests"`
+	Error     string                 `json:"error,omitempty"`
 }
 
 type previewPage struct {
@@ -256,8 +257,8 @@ func (p *previewer) run(ctx context.Context) (*previewReport, error) {
 	first, firstNotes := p.first(rep.Mode, watermark)
 	rep.Notes = append(rep.Notes, firstNotes...)
 	switch st := p.res.Probe.Strategy; {
-	case !p.opts.probe || st == config.ProbeNone || st == "":
-	case st == config.ProbeDelta || st == config.ProbeRollingHash:
+	case !p.opts.probe || st == tidemark.ProbeNone || st == "":
+	case st == tidemark.ProbeDelta || st == tidemark.ProbeRollingHash:
 		// These probes read the collection's own pages, with state a
 		// preview does not write: the pages below show what they read.
 		rep.Notes = append(rep.Notes, fmt.Sprintf("probe.strategy %s reads the resource's own pages (delta: the delta read's first page; rolling_hash: one page of the last full read per probe): the pages below are what it reads", st))
@@ -298,9 +299,9 @@ func (p *previewer) run(ctx context.Context) (*previewReport, error) {
 
 // first is the read's first position, as the fetch makes it, and notes
 // on where a delta begins.
-func (p *previewer) first(mode, watermark string) (upstream.Position, []string) {
+func (p *previewer) first(mode tidemark.RunKind, watermark string) (upstream.Position, []string) {
 	var note string
-	if d := p.res.Delta; mode == jobs.ModeDelta {
+	if d := p.res.Delta; mode == tidemark.RunDelta {
 		from := "from the start"
 		if d.Start != "" {
 			from = "from delta.start (" + d.Start + ")"
@@ -327,7 +328,7 @@ func (p *previewer) first(mode, watermark string) (upstream.Position, []string) 
 // probe runs the resource's probe against the stored validators.
 func (p *previewer) probe(ctx context.Context) *previewProbe {
 	pr := &previewProbe{Strategy: p.res.Probe.Strategy, URL: p.showURL(worker.ProbeURL(p.client, p.res))}
-	if pr.Strategy != config.ProbeHash {
+	if pr.Strategy != tidemark.ProbeHash {
 		pr.Method = p.res.Probe.Method
 	}
 	out, requests, err := worker.Probe(ctx, p.client, p.res, p.state)
@@ -474,16 +475,16 @@ func (r *previewReport) writeText(w io.Writer) {
 }
 
 // validatorName is how an operator knows a validator kind: by its header.
-func validatorName(kind string) string {
+func validatorName(kind tidemark.ValidatorKind) string {
 	switch kind {
-	case store.ValidatorETag:
+	case tidemark.ValidatorETag:
 		return "ETag"
-	case store.ValidatorLastModified:
+	case tidemark.ValidatorLastModified:
 		return "Last-Modified"
-	case store.ValidatorHash:
+	case tidemark.ValidatorHash:
 		return "body hash"
 	}
-	return kind
+	return string(kind)
 }
 
 func (pg previewPage) writeText(w io.Writer) {

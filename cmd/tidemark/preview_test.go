@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/internal/testenv"
@@ -315,7 +316,7 @@ func storePage(t *testing.T, db *store.Store, key store.Key, res *config.Resourc
 	if err := db.EnsureStates(ctx, []store.Key{key}); err != nil {
 		t.Fatal(err)
 	}
-	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: jobs.ModeFull, Trigger: jobs.TriggerManual, Attempt: 1}
+	run := store.Run{Source: key.Source, Resource: key.Resource, Kind: tidemark.RunFull, Trigger: jobs.TriggerManual, Attempt: 1}
 	if err := db.StartRun(ctx, &run); err != nil {
 		t.Fatal(err)
 	}

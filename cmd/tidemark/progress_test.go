@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/events"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -108,7 +109,7 @@ sources:
 	}()
 
 	res := conf.Sources[0].Resource("ticket_sales")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "progress", Resource: "ticket_sales", Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "progress", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err == nil {
 		_, err = client.Enqueue(task)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/store"
@@ -65,7 +66,7 @@ func (r *reloads) rejected(err error, sum string) {
 		"role": r.role, "host": host, "at": time.Now().UTC(),
 		"hint": fmt.Sprintf("the config in force stays; tidemark config check %s shows what is wrong", r.path),
 	}
-	if _, aerr := r.store.Announce(ctx, config.EventConfigRejected, payload); aerr != nil {
+	if _, aerr := r.store.Announce(ctx, tidemark.EventConfigRejected, payload); aerr != nil {
 		r.log.Error("announce the refused config", "error", aerr)
 	}
 }

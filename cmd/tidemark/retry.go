@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -171,7 +172,7 @@ func (e env) deadTaskOfRun(st *store.Store, insp *asynq.Inspector, arg string) (
 		return nil, fmt.Errorf("look up run %d: %w", id, err)
 	}
 	what := run.Kind + " fetch"
-	if run.Kind == store.KindProbe {
+	if run.Kind == tidemark.RunProbe {
 		what = "probe"
 	}
 	label := fmt.Sprintf("run %d (%s of %s/%s, %s)", run.ID, what, run.Source, run.Resource, run.Status)
@@ -209,7 +210,7 @@ func lookupTask(insp *asynq.Inspector, id string) (*asynq.TaskInfo, error) {
 // syncCommand is the command that reads what run r read, now.
 func syncCommand(r store.Run) string {
 	cmd := "tidemark sync " + r.Source + "/" + r.Resource
-	if r.Kind == store.KindFull {
+	if r.Kind == tidemark.RunFull {
 		cmd += " --full"
 	}
 	return cmd

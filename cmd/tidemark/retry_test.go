@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -56,7 +57,7 @@ func TestRetry(t *testing.T) {
 		}
 	}
 	// run records a run of task taskID as the workers do.
-	run := func(t *testing.T, resource, kind, taskID string) string {
+	run := func(t *testing.T, resource string, kind tidemark.RunKind, taskID string) string {
 		t.Helper()
 		r := store.Run{Source: "demo", Resource: resource, Kind: kind, Trigger: jobs.TriggerSchedule, TaskID: taskID, Attempt: 1}
 		if err := st.StartRun(ctx, &r); err != nil {
@@ -81,7 +82,7 @@ func TestRetry(t *testing.T) {
 	// one that fails for good at once (a 404 is not worth retrying).
 	enqueueFetch := func(resource string) *asynq.TaskInfo {
 		t.Helper()
-		fetch, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: resource, Mode: jobs.ModeFull, Trigger: jobs.TriggerSchedule},
+		fetch, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: resource, Mode: tidemark.RunFull, Trigger: jobs.TriggerSchedule},
 			asynq.Queue("critical"), asynq.MaxRetry(1))
 		if err != nil {
 			t.Fatal(err)
@@ -123,7 +124,7 @@ func TestRetry(t *testing.T) {
 			t.Fatalf("archived %s with %d retries, want %d", dead.ID, dead.Retried, want[dead.ID])
 		}
 	}
-	fetchRun, noTaskRun := run(t, "ticket_sales", store.KindFull, fetchInfo.ID), run(t, "transactions", store.KindDelta, "")
+	fetchRun, noTaskRun := run(t, "ticket_sales", tidemark.RunFull, fetchInfo.ID), run(t, "transactions", tidemark.RunDelta, "")
 
 	// A probe archived by hand, in the queue its resource's priority picks.
 	probe, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: "settlements", Trigger: jobs.TriggerSchedule}, asynq.Queue("low"))
@@ -134,7 +135,7 @@ func TestRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeRun := run(t, "settlements", store.KindProbe, probeInfo.ID)
+	probeRun := run(t, "settlements", tidemark.RunProbe, probeInfo.ID)
 	// A pending task is not dead: retry refuses it, by task and by run.
 	expect(t, []string{"retry", probeInfo.ID}, 2, "", "task "+probeInfo.ID+" is not dead: it is waiting in its queue to run (queue low); nothing to retry")
 	expect(t, []string{"retry", probeRun}, 2, "", "run "+probeRun+" (probe of demo/settlements, running) ran as task "+probeInfo.ID+
@@ -187,7 +188,7 @@ func TestRetry(t *testing.T) {
 		}
 		p := payload(t, got.Payload)
 		// Retried, it continues the dead task's read from its checkpoint.
-		if p["trigger"] != jobs.TriggerRetry || p["mode"] != jobs.ModeFull || p["source"] != "demo" || p["resource"] != "ticket_sales" || p["resume"] != true {
+		if p["trigger"] != jobs.TriggerRetry || p["mode"] != string(tidemark.RunFull) || p["source"] != "demo" || p["resource"] != "ticket_sales" || p["resume"] != true {
 			t.Errorf("payload %v, want the same fetch with trigger retry, resuming", p)
 		}
 	})

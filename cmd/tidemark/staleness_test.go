@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/metrics"
 	"github.com/tidemark/tidemark/scheduler"
 	"github.com/tidemark/tidemark/server"
@@ -66,7 +67,7 @@ sources:
 	}
 	var events []string
 	for _, ev := range evs {
-		if ev.Event != store.EventResourceStale {
+		if ev.Event != tidemark.EventResourceStale {
 			continue
 		}
 		events = append(events, ev.Resource)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/testenv"
 	"github.com/tidemark/tidemark/jobs"
@@ -56,7 +57,7 @@ sources:
 	taskIDs := map[string]string{}
 	for _, f := range failures {
 		res := conf.Source("shop").Resource(f.resource)
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: f.resource, Mode: jobs.ModeDelta, Trigger: jobs.TriggerSchedule},
+		task, err := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: f.resource, Mode: tidemark.RunDelta, Trigger: jobs.TriggerSchedule},
 			append(jobs.FetchOptions(res), asynq.ProcessIn(time.Hour))...)
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +73,7 @@ sources:
 			}
 		}
 		for range f.n {
-			run := store.Run{Source: "shop", Resource: f.resource, Kind: store.KindDelta, Trigger: jobs.TriggerSchedule, TaskID: info.ID}
+			run := store.Run{Source: "shop", Resource: f.resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerSchedule, TaskID: info.ID}
 			if err := st.StartRun(ctx, &run); err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +84,7 @@ sources:
 	}
 
 	// limited: its fetch handed back under a 429, not a failure.
-	run := store.Run{Source: "shop", Resource: "limited", Kind: store.KindDelta, Trigger: jobs.TriggerSchedule}
+	run := store.Run{Source: "shop", Resource: "limited", Kind: tidemark.RunDelta, Trigger: jobs.TriggerSchedule}
 	if err := st.StartRun(ctx, &run); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ sources:
 `)
 	runs := map[string]int64{}
 	for _, name := range []string{"orders", "items"} {
-		run := store.Run{Source: "shop", Resource: name, Kind: store.KindFull, Trigger: jobs.TriggerSchedule}
+		run := store.Run{Source: "shop", Resource: name, Kind: tidemark.RunFull, Trigger: jobs.TriggerSchedule}
 		if err := st.StartRun(ctx, &run); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/scheduler"
@@ -228,7 +229,7 @@ func (d *driver) unprovable() bool {
 // would (or lets the real scheduler do it, for a tick).
 func (d *driver) enqueue(ctx context.Context, op StepOp) error {
 	res := d.resource
-	probeless := res.Probe.Strategy == config.ProbeNone
+	probeless := res.Probe.Strategy == tidemark.ProbeNone
 	var task *asynq.Task
 	var err error
 	switch {
@@ -244,7 +245,7 @@ func (d *driver) enqueue(ctx context.Context, op StepOp) error {
 		}
 		task, err = jobs.NewProbe(jobs.ProbePayload{Source: d.source, Resource: res.Name, Trigger: jobs.TriggerSchedule, Basis: jobs.BasisOf(res, st)}, jobs.ProbeOptions(res)...)
 	case op == OpFull:
-		task, err = jobs.NewFetch(jobs.FetchPayload{Source: d.source, Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerSchedule}, jobs.FetchOptions(res)...)
+		task, err = jobs.NewFetch(jobs.FetchPayload{Source: d.source, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerSchedule}, jobs.FetchOptions(res)...)
 	default: // a delta, or the scheduled fetch of a resource without probes
 		task, err = jobs.NewFetch(jobs.FetchPayload{Source: d.source, Resource: res.Name, Mode: jobs.ModeFor(res, false), Trigger: jobs.TriggerSchedule}, jobs.FetchOptions(res)...)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
 	"github.com/tidemark/tidemark/store"
@@ -365,7 +366,7 @@ func (d *driver) partitionStep(ctx context.Context, fam *family, st PartitionSte
 	}
 	d.crash.set(st.Crash, st.CrashAt)
 	defer d.crash.set("", 0)
-	resource, mode, trigger := "children", jobs.ModeFull, jobs.TriggerSchedule
+	resource, mode, trigger := "children", tidemark.RunFull, jobs.TriggerSchedule
 	switch st.Op {
 	case "parents":
 		resource = "parents"
