@@ -95,7 +95,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return jobs.Classify(err)
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	taskID, _ := asynq.GetTaskID(ctx)
+	taskID := runningTask(ctx).ID
 	if done, err := h.nothingLeft(ctx, p, taskID); err != nil || done {
 		return err
 	}
@@ -358,8 +358,8 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 	f.checkBasis()
 	f.mode = jobs.ModeFor(res, p.Mode == jobs.ModeFull || f.rekey)
 
-	taskID, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
+	taskID := runningTask(ctx).ID
+	retried := runningTask(ctx).Retried
 	f.row = store.Run{Source: p.Source, Resource: p.Resource, Kind: f.mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
 	if err := h.store.StartRun(ctx, &f.row); err != nil {
 		return nil, err
@@ -914,8 +914,8 @@ const outcomeRetry = 2 * time.Minute
 
 // failure is the outcome of an attempt that ended with err.
 func (f *run) failure(ctx context.Context, err error) store.RunOutcome {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	retried := runningTask(ctx).Retried
+	maxRetry := runningTask(ctx).MaxRetry
 	out := store.RunOutcome{Status: store.StatusFailed, Error: err.Error()}
 	if jobs.Permanent(err) || retried >= maxRetry {
 		out.Status = store.StatusDead

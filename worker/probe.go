@@ -50,12 +50,12 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if errors.As(err, new(notConfiguredError)) {
 		return err // dropUnconfigured looks at the config file once more
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	retried := runningTask(ctx).Retried
+	maxRetry := runningTask(ctx).MaxRetry
 	if !jobs.Permanent(err) && retried < maxRetry && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
 		return err
 	}
-	id, _ := asynq.GetTaskID(ctx)
+	id := runningTask(ctx).ID
 	h.log.Info("probe failed: the next scheduled probe is its retry", "task_id", id, "attempt", retried+1,
 		"every", every.String(), "error", err.Error())
 	return nil
@@ -222,8 +222,8 @@ func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store
 
 // recordProbeRun writes the run row of a probe that changed or failed.
 func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
-	taskID, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
+	taskID := runningTask(ctx).ID
+	retried := runningTask(ctx).Retried
 	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: store.KindProbe, Trigger: p.Trigger,
 		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
