@@ -116,11 +116,17 @@ func newWorker(t testing.TB, conf config.Provider, cfg worker.Config, log *slog.
 // Work runs task through the worker's real handlers and middleware, here
 // and now, and returns the handler's error (River's rivertest.Worker.Work).
 // opts are the options the task would be enqueued with (jobs.FetchOptions,
-// ...): its queue, retry budget and id are read from them as asynq would
-// (a fresh id when none is given); the attempt is the first. It works on a
-// worker from New and on one from Start alike.
+// ...); the attempt is the first (see TaskInfo). It works on a worker from
+// New and on one from Start alike.
 func (w *Worker) Work(t testing.TB, task *asynq.Task, opts ...asynq.Option) error {
 	t.Helper()
+	return w.WorkAs(t, task, w.TaskInfo(opts...))
+}
+
+// TaskInfo is what asynq would tell the handler of the first attempt of a
+// task enqueued with opts: its queue, retry budget and id read from them
+// (asynq's defaults where they say nothing; a fresh id).
+func (w *Worker) TaskInfo(opts ...asynq.Option) worker.TaskInfo {
 	info := worker.TaskInfo{Queue: "default", MaxRetry: 25} // asynq's defaults
 	for _, o := range opts {
 		switch o.Type() {
@@ -135,7 +141,7 @@ func (w *Worker) Work(t testing.TB, task *asynq.Task, opts ...asynq.Option) erro
 	if info.ID == "" {
 		info.ID = fmt.Sprintf("workertest-%d-%d", os.Getpid(), w.tasks.Add(1))
 	}
-	return w.WorkAs(t, task, info)
+	return info
 }
 
 // WorkAs is Work with what asynq would tell the handler given outright:
