@@ -66,16 +66,10 @@ func StartLogged(t testing.TB, conf config.Provider, cfg worker.Config, log *slo
 // New returns a worker for conf that takes no task from its queues: the
 // test runs its tasks with Work (or Fetch, Probe). Tasks the handlers
 // enqueue (a changed probe's fetch) wait in the queues, for the test to
-// inspect.
+// inspect. Zero fields of cfg take the worker's defaults.
 func New(t testing.TB, conf config.Provider, cfg worker.Config) *Worker {
 	t.Helper()
-	return NewLogged(t, conf, cfg, Logger())
-}
-
-// NewLogged is New with the worker logging to log.
-func NewLogged(t testing.TB, conf config.Provider, cfg worker.Config, log *slog.Logger) *Worker {
-	t.Helper()
-	w := newWorker(t, conf, cfg, log)
+	w := newWorker(t, conf, cfg, Logger())
 	t.Cleanup(func() { w.worker.Close() })
 	return w
 }
@@ -157,10 +151,7 @@ func (w *Worker) Fetch(t testing.TB, p jobs.FetchPayload) error {
 	t.Helper()
 	opts := jobs.FetchOptions(w.resource(t, p.Source, p.Resource))
 	task, err := jobs.NewFetch(p, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w.Work(t, task, opts...)
+	return w.workMade(t, task, err, opts)
 }
 
 // Probe runs a probe task of p with Work, made as the scheduler makes it
@@ -169,8 +160,15 @@ func (w *Worker) Probe(t testing.TB, p jobs.ProbePayload) error {
 	t.Helper()
 	opts := jobs.ProbeOptions(w.resource(t, p.Source, p.Resource))
 	task, err := jobs.NewProbe(p, opts...)
+	return w.workMade(t, task, err, opts)
+}
+
+// workMade runs task, which a jobs constructor made with opts (or failed
+// to, with err: the test fails), with Work.
+func (w *Worker) workMade(t testing.TB, task *asynq.Task, err error, opts []asynq.Option) error {
+	t.Helper()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("workertest: %v", err)
 	}
 	return w.Work(t, task, opts...)
 }
