@@ -129,56 +129,70 @@ var dayResources = []string{"ticket_sales", "inventory_movements", "transactions
 // Freshness is measured too: how long each change of the day took to show
 // in Postgres, since tidemark's back-off must not cost it its targets.
 func (e *env) economyWorkload(ctx context.Context) error {
-	day := e.cfg.Day
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "economy")
+	rig, err := e.startRig(ctx, "economy", func(base string) string {
+		return fmt.Sprintf(economyConfig, base, pollEvery, busyMaxEvery, quietMaxEvery)
+	}, "--records", fmt.Sprint(e.cfg.DayRecords), "--seed", "1")
 	if err != nil {
 		return err
 	}
-	if !e.cfg.Keep {
-		defer db.drop(context.WithoutCancel(ctx))
-	}
-	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-economy", "--records", fmt.Sprint(e.cfg.DayRecords), "--seed", "1")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	cfgPath, conf, err := e.writeConfig("economy.yaml", fmt.Sprintf(economyConfig, up.base, pollEvery, busyMaxEvery, quietMaxEvery))
-	if err != nil {
-		return err
-	}
-	src := &conf.Sources[0]
-
-	naiveBefore, err := naiveRead(ctx, up.base, src)
-	if err != nil {
+	defer rig.close(ctx)
+	base := rig.up.base
+	d := economyDay{lags: newLagTracker()}
+	if d.naiveBefore, err = naiveRead(ctx, base, rig.src); err != nil {
 		return fmt.Errorf("naive read before the day: %w", err)
 	}
-	conn, err := pgx.Connect(ctx, db.url)
+	conn, err := pgx.Connect(ctx, rig.db.url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n})
 	defer insp.Close()
-	sw, err := stats(ctx, up.base)
-	if err != nil {
+	if d.sw, err = stats(ctx, base); err != nil {
 		return err
 	}
-	w, err := e.startRole("worker", cfgPath, db, "worker-economy")
+	w, err := e.startRole("worker", rig.cfgPath, rig.db, "worker-economy")
 	if err != nil {
 		return err
 	}
 	defer w.stop()
-	sch, err := e.startRole("scheduler", cfgPath, db, "scheduler-economy")
+	sch, err := e.startRole("scheduler", rig.cfgPath, rig.db, "scheduler-economy")
 	if err != nil {
 		return err
 	}
 	defer sch.stop()
-	// Warm-up, before the day: the first full syncs, and the probes that
-	// learn each resource's validator. On a loaded machine the first syncs
-	// of 5 × 10,000 records take a minute or more, a large share of a
-	// compressed day where a real day's full sync is a small one. The day's
-	// full sync is counted instead as one full read per resource, the cost
-	// naiveRead measured.
+	if err := e.warmUp(ctx, &d, rig, conn, insp, w); err != nil {
+		return err
+	}
+	if err := e.liveDay(ctx, &d, base, conn, insp, w, sch); err != nil {
+		return err
+	}
+	if d.s1, err = stats(ctx, base); err != nil {
+		return err
+	}
+	if d.naiveAfter, err = naiveRead(ctx, base, rig.src); err != nil {
+		return fmt.Errorf("naive read after the day: %w", err)
+	}
+	return e.economyReport(ctx, &d, rig.db, conn)
+}
+
+// economyDay is what workload 5 measures: the naive reads around the day,
+// demo-upstream's statistics at its start (sw), after the warm-up (s0) and
+// at the end (s1), and the changes' way into Postgres.
+type economyDay struct {
+	naiveBefore, naiveAfter map[string]readCost
+	sw, s0, s1              upstreamStats
+	warmTook, elapsed       time.Duration
+	lags                    *lagTracker
+}
+
+// warmUp waits, before the day, for the first full syncs and the probes
+// that learn each resource's validator. On a loaded machine the first syncs
+// of 5 × 10,000 records take a minute or more, a large share of a
+// compressed day where a real day's full sync is a small one. The day's
+// full sync is counted instead as one full read per resource, the cost
+// naiveRead measured.
+func (e *env) warmUp(ctx context.Context, d *economyDay, rig *rig, conn *pgx.Conn, insp *asynq.Inspector, w *proc) error {
 	warm := time.Now()
 	if err := waitFor(ctx, 10*time.Minute, 250*time.Millisecond, "the first full syncs and validators", func() (bool, error) {
 		if err := w.exited(); err != nil {
@@ -189,40 +203,59 @@ func (e *env) economyWorkload(ctx context.Context) error {
 		var n int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM sync_state WHERE last_full_sync_at IS NOT NULL
 			AND (etag || last_modified || probe_hash <> '' OR resource = ANY($1)) AND candidate_at IS NULL`,
-			readingProbes(src)).Scan(&n); err != nil {
+			readingProbes(rig.src)).Scan(&n); err != nil {
 			return false, err
 		}
 		return n == len(dayResources) && queuesIdle(insp), nil
 	}); err != nil {
 		return err
 	}
-	warmTook := time.Since(warm)
-	s0, err := stats(ctx, up.base)
-	if err != nil {
+	d.warmTook = time.Since(warm)
+	var err error
+	d.s0, err = stats(ctx, rig.up.base)
+	return err
+}
+
+// liveDay makes the day's changes, one real second at a time, while the
+// lag tracker watches them arrive; then it stops the scheduler, lets the
+// last fetches finish and stops the worker.
+func (e *env) liveDay(ctx context.Context, d *economyDay, base string, conn *pgx.Conn, insp *asynq.Inspector, w, sch *proc) error {
+	stopWatching := d.lags.watch(ctx, conn)
+	defer stopWatching()
+	began := time.Now()
+	if err := e.makeDayChanges(ctx, d.lags, base, w, sch); err != nil {
 		return err
 	}
+	// The day is over: stop scheduling, let the last fetches finish.
+	if err := sch.stop(); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, 100*time.Millisecond, "the queues to drain", func() (bool, error) {
+		return queuesIdle(insp), nil
+	}); err != nil {
+		return err
+	}
+	if err := w.stop(); err != nil {
+		return err
+	}
+	d.elapsed = time.Since(began)
+	if err := stopWatching(); err != nil {
+		return fmt.Errorf("watch changes arrive: %w", err)
+	}
+	return d.lags.poll(ctx, conn) // what arrived in the drain
+}
 
-	lags := newLagTracker()
-	pollCtx, stopPolling := context.WithCancel(ctx)
-	polled := make(chan error, 1)
-	go func() { polled <- lags.run(pollCtx, conn) }()
-	watching := true
-	defer func() {
-		if watching {
-			stopPolling()
-			<-polled
-		}
-	}()
-
-	daySeconds := int(day / time.Second)
-	began := time.Now()
+// makeDayChanges makes dayChanges' changes upstream, one second of the
+// compressed day per real second, and hands each changed id to lags.
+func (e *env) makeDayChanges(ctx context.Context, lags *lagTracker, base string, w, sch *proc) error {
+	daySeconds := int(e.cfg.Day / time.Second)
 	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for s := range daySeconds {
 		for _, m := range dayChanges(s, daySeconds, e.cfg.DayRecords) {
 			at := time.Now()
-			changed, err := mutateIDs(ctx, up.base, m)
+			changed, err := mutateIDs(ctx, base, m)
 			if err != nil {
-				tick.Stop()
 				return err
 			}
 			lags.add(m["resource"].(string), append(changed.Created, changed.Updated...), at)
@@ -239,85 +272,84 @@ func (e *env) economyWorkload(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-	tick.Stop()
-	// The day is over: stop scheduling, let the last fetches finish.
-	if err := sch.stop(); err != nil {
-		return err
-	}
-	if err := waitFor(ctx, time.Minute, 100*time.Millisecond, "the queues to drain", func() (bool, error) {
-		return queuesIdle(insp), nil
-	}); err != nil {
-		return err
-	}
-	if err := w.stop(); err != nil {
-		return err
-	}
-	elapsed := time.Since(began)
-	stopPolling()
-	watching = false
-	if err := <-polled; err != nil {
-		return fmt.Errorf("watch changes arrive: %w", err)
-	}
-	if err := lags.poll(ctx, conn); err != nil { // what arrived in the drain
-		return err
-	}
-	s1, err := stats(ctx, up.base)
-	if err != nil {
-		return err
-	}
-	naiveAfter, err := naiveRead(ctx, up.base, src)
-	if err != nil {
-		return fmt.Errorf("naive read after the day: %w", err)
-	}
+	return nil
+}
 
+// economyCost is the day's cost on both sides, in total and per resource.
+type economyCost struct {
+	naiveReq, naiveBytes    float64
+	tReq, tBytes, fullReads float64
+	per                     []string // each resource's line of the note
+}
+
+// dayCost adds up what tidemark spent in the day, plus one full read per
+// resource for the day's full sync, and what the naive poller would have
+// spent over ticks intervals.
+func dayCost(d *economyDay, ticks float64) economyCost {
+	var c economyCost
+	for _, r := range dayResources {
+		nr := ticks * float64(d.naiveBefore[r].requests+d.naiveAfter[r].requests) / 2
+		nb := ticks * float64(d.naiveBefore[r].bytes+d.naiveAfter[r].bytes) / 2
+		c.naiveReq += nr
+		c.naiveBytes += nb
+		s1, s0 := d.s1.Resources[r], d.s0.Resources[r]
+		tr := s1.Requests - s0.Requests
+		tb := s1.BodyBytes - s0.BodyBytes
+		full := d.naiveBefore[r] // the day's full sync
+		c.fullReads += float64(full.requests)
+		c.tReq += float64(tr + full.requests)
+		c.tBytes += float64(tb + full.bytes)
+		c.per = append(c.per, fmt.Sprintf("%s %s req / %s in the day {%s} + full sync %s req / %s (naive %s req / %s)", r, thousands(tr), mib(tb),
+			statusDelta(s1.ByStatus, s0.ByStatus), thousands(full.requests), mib(full.bytes), thousands(int64(nr)), mib(int64(nb))))
+	}
+	return c
+}
+
+// economyReport is workload 5's row and notes.
+func (e *env) economyReport(ctx context.Context, d *economyDay, db *database, conn *pgx.Conn) error {
+	day := e.cfg.Day
 	ticks := float64(day / pollEvery)
 	simTick := (24 * time.Hour / time.Duration(ticks)).Round(time.Second)
-	var naiveReq, naiveBytes float64
-	var per []string
-	var tReq, tBytes, fullReads float64
-	for _, r := range dayResources {
-		nr := ticks * float64(naiveBefore[r].requests+naiveAfter[r].requests) / 2
-		nb := ticks * float64(naiveBefore[r].bytes+naiveAfter[r].bytes) / 2
-		naiveReq += nr
-		naiveBytes += nb
-		d := s1.Resources[r]
-		tr := d.Requests - s0.Resources[r].Requests
-		tb := d.BodyBytes - s0.Resources[r].BodyBytes
-		full := naiveBefore[r] // the day's full sync
-		fullReads += float64(full.requests)
-		tReq += float64(tr + full.requests)
-		tBytes += float64(tb + full.bytes)
-		per = append(per, fmt.Sprintf("%s %s req / %s in the day {%s} + full sync %s req / %s (naive %s req / %s)", r, thousands(tr), mib(tb),
-			statusDelta(d.ByStatus, s0.Resources[r].ByStatus), thousands(full.requests), mib(full.bytes), thousands(int64(nr)), mib(int64(nb))))
-	}
-	reqX, bytesX := naiveReq/tReq, naiveBytes/tBytes
+	c := dayCost(d, ticks)
+	reqX, bytesX := c.naiveReq/c.tReq, c.naiveBytes/c.tBytes
 	e.report.Rows = append(e.report.Rows, Row{
 		ID: "5", Workload: fmt.Sprintf("API economy, compressed day (%s real, 5 resources × %s records, 1000/page, both every %s; tidemark backs off to %s / %s when unchanged)",
 			day, thousands(int64(e.cfg.DayRecords)), pollEvery, busyMaxEvery, quietMaxEvery),
-		Tidemark: fmt.Sprintf("%s requests, %s", thousands(int64(tReq)), mib(int64(tBytes))),
-		Baseline: fmt.Sprintf("naive poller %s requests, %s", thousands(int64(naiveReq)), mib(int64(naiveBytes))),
+		Tidemark: fmt.Sprintf("%s requests, %s", thousands(int64(c.tReq)), mib(int64(c.tBytes))),
+		Baseline: fmt.Sprintf("naive poller %s requests, %s", thousands(int64(c.naiveReq)), mib(int64(c.naiveBytes))),
 		Ratio:    fmt.Sprintf("%.1fx fewer requests, %.1fx fewer bytes", reqX, bytesX),
 		Target:   "≥ 20x requests, ≥ 50x bytes", Met: met(reqX >= 20 && bytesX >= 50),
 	})
 	e.note("workload 5: day of %s real (%s with the drain); tidemark's count is what it spent in the day plus one full read per resource for the day's full sync; its responses in the day by status {%s}; per resource: %s.",
-		day, elapsed.Round(time.Second), statusDelta(s1.ByStatus, s0.ByStatus), strings.Join(per, "; "))
+		day, d.elapsed.Round(time.Second), statusDelta(d.s1.ByStatus, d.s0.ByStatus), strings.Join(c.per, "; "))
 	e.note("workload 5 warm-up before the day (not counted: the first full syncs, the first probes and the fetches they asked for, until every resource had a confirmed validator and the queues were idle): %s, %s requests / %s.",
-		warmTook.Round(time.Second), thousands(s0.Requests-sw.Requests), mib(s0.BodyBytes-sw.BodyBytes))
+		d.warmTook.Round(time.Second), thousands(d.s0.Requests-d.sw.Requests), mib(d.s0.BodyBytes-d.sw.BodyBytes))
 	e.note("workload 5 intervals: each 1 s interval stands for %s of the day. The naive poller re-reads every resource in full every %s (%s of the day); tidemark probes every resource every %s (ticket_sales, inventory_movements and transactions: probe.strategy delta, the delta read is the probe; settlements: a hashed GET of a one-record page; tax_summaries: rolling_hash, one 1000-record page per probe in rotation) and, after unchanged probes, backs off by half as long again each time up to %s (%s of the day) for ticket_sales, inventory_movements and transactions, %s (%s) for settlements and tax_summaries.",
 		simTick, pollEvery, simTick, pollEvery, busyMaxEvery, simDur(busyMaxEvery, simTick), quietMaxEvery, simDur(quietMaxEvery, simTick))
 	e.note("workload 5 changes: from 07:00 to 23:00 of the day, every interval, transactions 2 creates + 4 updates, ticket_sales 1 create + 2 updates, inventory_movements 1 create; at night one transaction created every 4th interval; settlements one batch of %d creates at 02:00; tax_summaries 1 update of a random summary at 12:00.",
 		max(10, e.cfg.DayRecords/100))
 	e.note("workload 5 freshness (mutation to the record's new version in Postgres, polled every 250 ms; real time, and in the day's time): %s.",
-		lags.summary(simTick))
+		d.lags.summary(simTick))
 	if err := e.deepChangeNote(ctx, conn, simTick); err != nil {
 		return err
 	}
-	// Three resources change in every opening-hours interval (07:00 to
-	// 23:00, dayChanges): at one request each per interval, with the day's
-	// full reads, the day costs at least this much.
-	floor := 3*ticks*16/24 + fullReads
+	e.requestBoundNote(c, ticks)
+	return e.countsNote(ctx, db, d.s1)
+}
+
+// requestBoundNote explains the ratio's ceiling. Three resources change in
+// every opening-hours interval (07:00 to 23:00, dayChanges): at one request
+// each per interval, with the day's full reads, the day costs at least
+// this much.
+func (e *env) requestBoundNote(c economyCost, ticks float64) {
+	floor := 3*ticks*16/24 + c.fullReads
 	e.note("workload 5 request bound: a naive full read is about %.1f requests per resource; a delta probe spends 1 per interval, busy or quiet (before probe.strategy delta: 2 per interval in which a busy resource changed, the probe, then the delta read). Three resources change in each of the %.0f opening-hours intervals, so with the day's %.0f full-sync requests tidemark spends at least %.0f requests, and the day's ratio cannot pass about %.1fx however little the night and the quiet resources cost. More would need a busy resource to cost less than one request per interval: probing it less often than the poller reads (trading freshness: probe.every 2s would halve it), or one request that reads several resources' changes.",
-		naiveReq/ticks/float64(len(dayResources)), ticks*16/24, fullReads, floor, naiveReq/floor)
+		c.naiveReq/ticks/float64(len(dayResources)), ticks*16/24, c.fullReads, floor, c.naiveReq/floor)
+}
+
+// countsNote compares the live records in Postgres with the upstream's at
+// the end of the day.
+func (e *env) countsNote(ctx context.Context, db *database, s1 upstreamStats) error {
 	if diff, err := compareCounts(ctx, db, s1); err != nil {
 		return err
 	} else if diff != "" {
@@ -385,6 +417,19 @@ func (l *lagTracker) add(resource string, ids []string, at time.Time) {
 	for _, id := range ids {
 		l.pending[resource] = append(l.pending[resource], pendingChange{id, at})
 	}
+}
+
+// watch runs the tracker in the background until the stop it returns is
+// called; stop returns run's error, and later calls (a deferred one)
+// return the same.
+func (l *lagTracker) watch(ctx context.Context, conn *pgx.Conn) (stop func() error) {
+	ctx, cancel := context.WithCancel(ctx)
+	polled := make(chan error, 1)
+	go func() { polled <- l.run(ctx, conn) }()
+	return sync.OnceValue(func() error {
+		cancel()
+		return <-polled
+	})
 }
 
 // run polls every 250 ms until ctx ends.

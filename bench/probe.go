@@ -92,7 +92,7 @@ func (e *env) bareProbeRun(ctx context.Context, rdb *redisDB, src *config.Source
 }
 
 // tidemarkProbeRun drains n probes through the running worker w.
-func tidemarkProbeRun(ctx context.Context, opt asynq.RedisClientOpt, rig *probeRig, conn *pgx.Conn, w *proc, n int) (probeRun, error) {
+func tidemarkProbeRun(ctx context.Context, opt asynq.RedisClientOpt, rig *rig, conn *pgx.Conn, w *proc, n int) (probeRun, error) {
 	var r probeRun
 	// The probes carry the basis the scheduler would give them (its read
 	// of sync_state at the tick), as the scheduler's probes do.
@@ -254,46 +254,6 @@ func probeConfig(base string) string {
 `, i)
 	}
 	return b.String()
-}
-
-// probeRig is what both probe workloads run against: their own database, a
-// demo upstream and the probe config.
-type probeRig struct {
-	db      *database
-	up      *upstreamProc
-	cfgPath string
-	conf    *config.Config
-	src     *config.Source
-	keep    bool
-}
-
-func (e *env) startProbeRig(ctx context.Context, name string) (*probeRig, error) {
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, strings.ReplaceAll(name, "-", "_"))
-	if err != nil {
-		return nil, err
-	}
-	rig := &probeRig{db: db, keep: e.cfg.Keep}
-	rig.up, err = startUpstream(ctx, e.upstream(), e.tmp, "upstream-"+name, "--records", "100")
-	if err != nil {
-		rig.close(ctx)
-		return nil, err
-	}
-	rig.cfgPath, rig.conf, err = e.writeConfig(name+".yaml", probeConfig(rig.up.base))
-	if err != nil {
-		rig.close(ctx)
-		return nil, err
-	}
-	rig.src = &rig.conf.Sources[0]
-	return rig, nil
-}
-
-func (r *probeRig) close(ctx context.Context) {
-	if r.up != nil {
-		r.up.stop()
-	}
-	if !r.keep {
-		r.db.drop(context.WithoutCancel(ctx))
-	}
 }
 
 // primeProbes runs one probe of every resource and waits for the fetch each

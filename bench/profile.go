@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"sync"
 	"time"
 
+	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
 	"github.com/tidemark/tidemark/store"
 )
@@ -25,55 +27,89 @@ import (
 // Go's side only, Postgres's time shows up as the stages' wall time.
 func (e *env) profile(ctx context.Context) error {
 	n := min(e.cfg.Records, 200_000)
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "profile")
+	rig, err := e.startRig(ctx, "profile", func(base string) string {
+		return fmt.Sprintf(syncConfig, base)
+	}, "--records", fmt.Sprint(n), "--seed", "1")
 	if err != nil {
 		return err
 	}
-	if !e.cfg.Keep {
-		defer db.drop(context.WithoutCancel(ctx))
-	}
-	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-profile", "--records", fmt.Sprint(n), "--seed", "1")
+	defer rig.close(ctx)
+	res := rig.src.Resource("ticket_sales")
+	profilePath, stopProfile, err := startCPUProfile(e.cfg.ProfileDir, "cpu.pprof")
 	if err != nil {
 		return err
 	}
-	defer up.stop()
-	_, conf, err := e.writeConfig("profile.yaml", fmt.Sprintf(syncConfig, up.base))
-	if err != nil {
-		return err
-	}
-	res := conf.Sources[0].Resource("ticket_sales")
-	if err := os.MkdirAll(e.cfg.ProfileDir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(e.cfg.ProfileDir, "cpu.pprof"))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return err
-	}
-	defer pprof.StopCPUProfile()
+	defer stopProfile()
 
-	// HTTP: every page, raw.
-	var bodies [][]byte
-	var total int64
-	t := time.Now()
+	var t replayTimes
+	bodies, total, err := readAllPages(ctx, rig.up.base+res.Path, &t)
+	if err != nil {
+		return err
+	}
+	if err := timeScan(bodies, &t); err != nil {
+		return err
+	}
+	pages, err := extractPages(res, bodies, &t)
+	if err != nil {
+		return err
+	}
+	if err := replayApply(ctx, rig.db.url, res, pages, &t); err != nil {
+		return err
+	}
+	per := func(d time.Duration) string {
+		return fmt.Sprintf("%s (%.1f µs/record)", secs(d), float64(d.Microseconds())/float64(n))
+	}
+	e.note("profile (in-process replay, %s records, %d pages, %s of JSON): HTTP GET of every page %s; JSON scan alone %s; scan+extract (canonical JSON + sha256) %s; ApplyPage into an empty table %s; ApplyPage unchanged with seen-set %s, without %s; FinishFullRead %s; VersionHash %s. CPU profile: %s.",
+		thousands(int64(n)), len(bodies), mib(total), per(t.http), per(t.decode), per(t.extract),
+		per(t.first), per(t.same), per(t.sameNoSeen), secs(t.finish), secs(t.versionHash), profilePath)
+	return nil
+}
+
+// replayTimes are the replay's stages' wall times.
+type replayTimes struct {
+	http, decode, extract   time.Duration
+	first, same, sameNoSeen time.Duration // ApplyPage of every page
+	finish, versionHash     time.Duration
+}
+
+// startCPUProfile writes a CPU profile to dir/name until stop is called.
+func startCPUProfile(dir, name string) (path string, stop func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return "", nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return "", nil, err
+	}
+	return f.Name(), sync.OnceFunc(func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}), nil
+}
+
+// readAllPages GETs every page of the cursor-paginated collection at u, 1000
+// records a page, and returns the raw bodies and their total size.
+func readAllPages(ctx context.Context, u string, t *replayTimes) (bodies [][]byte, total int64, err error) {
+	began := time.Now()
 	next := ""
 	for {
 		q := url.Values{"limit": {"1000"}}
 		if next != "" {
 			q.Set("starting_after", next)
 		}
-		body, err := get(ctx, up.base+res.Path+"?"+q.Encode())
+		body, err := get(ctx, u+"?"+q.Encode())
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		bodies = append(bodies, body)
 		total += int64(len(body))
 		doc, err := extract.Scan(body)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		c, _ := doc.Lookup("next_cursor")
 		doc.Release()
@@ -83,9 +119,14 @@ func (e *env) profile(ctx context.Context) error {
 		}
 		next = s
 	}
-	httpTook := time.Since(t)
-	// The cursor lookup scanned each body once: time the scan on its own.
-	t = time.Now()
+	t.http = time.Since(began)
+	return bodies, total, nil
+}
+
+// timeScan times the JSON scan of every body on its own (readAllPages'
+// cursor lookup scanned each once, within the HTTP time).
+func timeScan(bodies [][]byte, t *replayTimes) error {
+	began := time.Now()
 	for _, b := range bodies {
 		doc, err := extract.Scan(b)
 		if err != nil {
@@ -93,25 +134,28 @@ func (e *env) profile(ctx context.Context) error {
 		}
 		doc.Release()
 	}
-	decodeTook := time.Since(t)
+	t.decode = time.Since(began)
+	return nil
+}
 
-	// What the worker's pager does with a page: scan, then records with
-	// their canonical payloads and hashes.
+// extractPages does what the worker's pager does with a page: scan, then
+// records with their canonical payloads and hashes.
+func extractPages(res *config.Resource, bodies [][]byte, t *replayTimes) ([][]store.Record, error) {
 	ex := extract.New(res)
 	pages := make([][]store.Record, 0, len(bodies))
-	t = time.Now()
+	began := time.Now()
 	for _, b := range bodies {
 		doc, err := extract.Scan(b)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		recs, rejected, err := ex.DocRecords(doc)
 		doc.Release()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(rejected) > 0 {
-			return fmt.Errorf("%s", rejected[0].Reason)
+			return nil, fmt.Errorf("%s", rejected[0].Reason)
 		}
 		page := make([]store.Record, len(recs))
 		for i, r := range recs {
@@ -119,9 +163,15 @@ func (e *env) profile(ctx context.Context) error {
 		}
 		pages = append(pages, page)
 	}
-	extractTook := time.Since(t)
+	t.extract = time.Since(began)
+	return pages, nil
+}
 
-	st, err := store.Open(ctx, db.url)
+// replayApply applies the pages through store as a full run would: into
+// an empty table, then unchanged with a seen-set and without, then
+// finishes the read (with delete detection) and computes the version hash.
+func replayApply(ctx context.Context, dbURL string, res *config.Resource, pages [][]store.Record, t *replayTimes) error {
+	st, err := store.Open(ctx, dbURL)
 	if err != nil {
 		return err
 	}
@@ -136,44 +186,35 @@ func (e *env) profile(ctx context.Context) error {
 	}
 	seen := map[int64]int64{} // ids per pass, as the checkpoints count them
 	apply := func(pass int64) (time.Duration, error) {
-		t := time.Now()
+		began := time.Now()
 		for _, p := range pages {
 			if _, err := st.ApplyPage(ctx, store.Page{Key: key, RunID: run.ID, Records: p, PassID: pass}); err != nil {
 				return 0, err
 			}
 			seen[pass] += int64(len(p))
 		}
-		return time.Since(t), nil
+		return time.Since(began), nil
 	}
-	firstTook, err := apply(run.ID)
-	if err != nil {
+	if t.first, err = apply(run.ID); err != nil {
 		return err
 	}
-	sameTook, err := apply(run.ID + 1)
-	if err != nil {
+	if t.same, err = apply(run.ID + 1); err != nil {
 		return err
 	}
-	sameNoSeenTook, err := apply(0)
-	if err != nil {
+	if t.sameNoSeen, err = apply(0); err != nil {
 		return err
 	}
-	t = time.Now()
+	began := time.Now()
 	if _, err := st.FinishFullRead(ctx, store.FullRead{Key: key, RunID: run.ID, PassID: run.ID + 1, SeenIDs: seen[run.ID+1],
 		Policy: store.DeletePolicy{Detect: true, AfterReads: 1, MaxFraction: 1}}); err != nil {
 		return err
 	}
-	finishTook := time.Since(t)
-	t = time.Now()
+	t.finish = time.Since(began)
+	began = time.Now()
 	if _, err := st.VersionHash(ctx, key); err != nil {
 		return err
 	}
-	vhTook := time.Since(t)
-	per := func(d time.Duration) string {
-		return fmt.Sprintf("%s (%.1f µs/record)", secs(d), float64(d.Microseconds())/float64(n))
-	}
-	e.note("profile (in-process replay, %s records, %d pages, %s of JSON): HTTP GET of every page %s; JSON scan alone %s; scan+extract (canonical JSON + sha256) %s; ApplyPage into an empty table %s; ApplyPage unchanged with seen-set %s, without %s; FinishFullRead %s; VersionHash %s. CPU profile: %s.",
-		thousands(int64(n)), len(bodies), mib(total), per(httpTook), per(decodeTook), per(extractTook),
-		per(firstTook), per(sameTook), per(sameNoSeenTook), secs(finishTook), secs(vhTook), f.Name())
+	t.versionHash = time.Since(began)
 	return nil
 }
 

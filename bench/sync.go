@@ -242,23 +242,14 @@ func (e *env) resyncRows(reps []syncRep) {
 // the two should be about the same.
 func (e *env) memoryWorkload(ctx context.Context, large syncRun) error {
 	n := max(1, e.cfg.Records/10)
-	db, err := createDatabase(ctx, e.cfg.AdminDatabaseURL, "memory")
+	rig, err := e.startRig(ctx, "memory", func(base string) string {
+		return fmt.Sprintf(syncConfig, base)
+	}, "--records", fmt.Sprint(n), "--seed", "1")
 	if err != nil {
 		return err
 	}
-	if !e.cfg.Keep {
-		defer db.drop(context.WithoutCancel(ctx))
-	}
-	up, err := startUpstream(ctx, e.upstream(), e.tmp, "upstream-memory", "--records", fmt.Sprint(n), "--seed", "1")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	cfgPath, conf, err := e.writeConfig("memory.yaml", fmt.Sprintf(syncConfig, up.base))
-	if err != nil {
-		return err
-	}
-	small, err := e.fullSync(ctx, cfgPath, db, conf.Sources[0].Resource("ticket_sales"), "worker-memory")
+	defer rig.close(ctx)
+	small, err := e.fullSync(ctx, rig.cfgPath, rig.db, rig.src.Resource("ticket_sales"), "worker-memory")
 	if err != nil {
 		return fmt.Errorf("%s-record sync: %w", thousands(int64(n)), err)
 	}
@@ -308,20 +299,40 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 	}); err != nil {
 		return r, err
 	}
+	if err := e.measureFullFetch(ctx, conn, w, res, lastRun, &r); err != nil {
+		return r, err
+	}
+	if err := w.stop(); err != nil {
+		return r, err
+	}
+	e.logf("%s: %s in %s (run row %s)", name, thousands(r.fetched), secs(r.wall), secs(r.runTook))
+	after, err := waitStats(ctx, db, before)
+	if err != nil {
+		return r, err
+	}
+	r.countWrites(before, after)
+	return r, nil
+}
+
+// measureFullFetch enqueues one full fetch of res to the running worker w
+// and waits for the first full run after lastRun to end, measuring its
+// wall time, the CPU of the worker and of Postgres, the worker's peak RSS
+// and the write-ahead log written meanwhile.
+func (e *env) measureFullFetch(ctx context.Context, conn *pgx.Conn, w *proc, res *config.Resource, lastRun int64, r *syncRun) error {
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr, DB: e.redis.n})
 	defer client.Close()
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "bench", Resource: res.Name, Mode: jobs.ModeFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {
-		return r, err
+		return err
 	}
 	cpu0, pg0 := w.cpu(), postgresCPU()
 	wal0, err := walLSN(ctx, conn)
 	if err != nil {
-		return r, err
+		return err
 	}
 	began := time.Now()
 	if _, err := client.EnqueueContext(ctx, task); err != nil {
-		return r, fmt.Errorf("enqueue fetch: %w", err)
+		return fmt.Errorf("enqueue fetch: %w", err)
 	}
 	var status, runErr string
 	err = waitFor(ctx, 2*time.Hour, 50*time.Millisecond, "the full sync's run", func() (bool, error) {
@@ -340,22 +351,20 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 	r.wall = time.Since(began)
 	r.workerCPU, r.pgCPU, r.peakRSS = w.cpu()-cpu0, postgresCPU()-pg0, w.peakRSS()
 	if err != nil {
-		return r, err
+		return err
 	}
 	if r.wal, err = walSince(ctx, conn, wal0); err != nil {
-		return r, err
+		return err
 	}
 	if status != "succeeded" {
-		return r, fmt.Errorf("run ended %s: %s (worker log %s)", status, runErr, w.log)
+		return fmt.Errorf("run ended %s: %s (worker log %s)", status, runErr, w.log)
 	}
-	if err := w.stop(); err != nil {
-		return r, err
-	}
-	e.logf("%s: %s in %s (run row %s)", name, thousands(r.fetched), secs(r.wall), secs(r.runTook))
-	after, err := waitStats(ctx, db, before)
-	if err != nil {
-		return r, err
-	}
+	return nil
+}
+
+// countWrites fills in the tuples the sync wrote, from the table
+// statistics before and after it.
+func (r *syncRun) countWrites(before, after map[string]tupStats) {
 	r.recIns = after["records"].ins - before["records"].ins
 	r.recUpd = after["records"].upd - before["records"].upd
 	r.auditIns = after["record_changes"].ins - before["record_changes"].ins
@@ -363,7 +372,6 @@ func (e *env) fullSync(ctx context.Context, cfgPath string, db *database, res *c
 		b := before[t]
 		r.allWritten += a.ins + a.upd + a.del - b.ins - b.upd - b.del
 	}
-	return r, nil
 }
 
 type tupStats struct{ ins, upd, del int64 }

@@ -150,29 +150,9 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 	}
 	switch t := v.Type(); {
 	case t == durationType:
-		s, ok := c.scalar(n, path, "a duration")
-		if !ok {
-			return
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			c.fail(n, path, "invalid duration %q (want e.g. 10s, 1m30s, 24h)", s)
-			return
-		}
-		v.SetInt(int64(d))
-		c.noteZero(path, d == 0)
+		c.decodeDuration(n, v, path)
 	case t == byteSizeType:
-		s, ok := c.scalar(n, path, "a byte size")
-		if !ok {
-			return
-		}
-		b, err := ParseByteSize(s)
-		if err != nil {
-			c.fail(n, path, "%v", err)
-			return
-		}
-		v.SetInt(int64(b))
-		c.noteZero(path, b == 0)
+		c.decodeByteSize(n, v, path)
 	case t == bodyType:
 		c.decodeBody(n, v, path)
 	case t.Kind() == reflect.Pointer:
@@ -183,76 +163,134 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 	case t.Kind() == reflect.Struct:
 		c.decodeStruct(n, v, path, depth)
 	case t.Kind() == reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			c.fail(n, path, "expected a list, found %s", kindName(n))
-			return
-		}
-		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
-		for i, item := range n.Content {
-			ip := index(path, i)
-			c.lines[ip] = item.Line
-			c.decode(item, s.Index(i), ip, depth+1)
-		}
-		v.Set(s)
+		c.decodeSlice(n, v, path, depth)
 	case t.Kind() == reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			c.fail(n, path, "expected a mapping, found %s", kindName(n))
-			return
-		}
-		m := reflect.MakeMap(t)
-		for _, p := range c.pairs(n, path, depth) {
-			kp := join(path, p.key)
-			c.lines[kp] = p.line
-			ev := reflect.New(t.Elem()).Elem()
-			c.decode(p.val, ev, kp, depth+1)
-			m.SetMapIndex(reflect.ValueOf(p.key).Convert(t.Key()), ev)
-		}
-		v.Set(m)
+		c.decodeMap(n, v, path, depth)
 	case t.Kind() == reflect.String:
 		if s, ok := c.scalar(n, path, "a string"); ok {
 			v.SetString(s)
 		}
 	case t.Kind() == reflect.Bool:
-		s, ok := c.scalar(n, path, "true or false")
-		if !ok {
-			return
-		}
-		switch strings.ToLower(s) {
-		case "true", "yes", "on":
-			v.SetBool(true)
-		case "false", "no", "off":
-			v.SetBool(false)
-		default:
-			c.fail(n, path, "invalid boolean %q (want true or false)", s)
-		}
+		c.decodeBool(n, v, path)
 	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
-		s, ok := c.scalar(n, path, "a whole number")
-		if !ok {
-			return
-		}
-		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
-		if err != nil || v.OverflowInt(i) {
-			c.fail(n, path, "invalid whole number %q", s)
-			return
-		}
-		v.SetInt(i)
-		c.noteZero(path, i == 0)
+		c.decodeInt(n, v, path)
 	case t.Kind() == reflect.Float64:
-		s, ok := c.scalar(n, path, "a number")
-		if !ok {
-			return
-		}
-		f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			c.fail(n, path, "invalid number %q", s)
-			return
-		}
-		v.SetFloat(f)
-		c.noteZero(path, f == 0)
+		c.decodeFloat(n, v, path)
 	default:
 		// Only reached if config.go grows a field of a type this walk does not know.
 		panic(fmt.Sprintf("config: no decoder for %s (%s)", t, path))
 	}
+}
+
+// decodeDuration stores a Go duration (10s, 1m30s, 24h).
+func (c *checker) decodeDuration(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := c.scalar(n, path, "a duration")
+	if !ok {
+		return
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		c.fail(n, path, "invalid duration %q (want e.g. 10s, 1m30s, 24h)", s)
+		return
+	}
+	v.SetInt(int64(d))
+	c.noteZero(path, d == 0)
+}
+
+// decodeByteSize stores a byte size (ParseByteSize).
+func (c *checker) decodeByteSize(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := c.scalar(n, path, "a byte size")
+	if !ok {
+		return
+	}
+	b, err := ParseByteSize(s)
+	if err != nil {
+		c.fail(n, path, "%v", err)
+		return
+	}
+	v.SetInt(int64(b))
+	c.noteZero(path, b == 0)
+}
+
+// decodeSlice stores a list, noting each item's line under path[i].
+func (c *checker) decodeSlice(n *yaml.Node, v reflect.Value, path string, depth int) {
+	if n.Kind != yaml.SequenceNode {
+		c.fail(n, path, "expected a list, found %s", kindName(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		ip := index(path, i)
+		c.lines[ip] = item.Line
+		c.decode(item, s.Index(i), ip, depth+1)
+	}
+	v.Set(s)
+}
+
+// decodeMap stores a mapping with keys of any string type, noting each
+// entry's line under path.key.
+func (c *checker) decodeMap(n *yaml.Node, v reflect.Value, path string, depth int) {
+	if n.Kind != yaml.MappingNode {
+		c.fail(n, path, "expected a mapping, found %s", kindName(n))
+		return
+	}
+	t := v.Type()
+	m := reflect.MakeMap(t)
+	for _, p := range c.pairs(n, path, depth) {
+		kp := join(path, p.key)
+		c.lines[kp] = p.line
+		ev := reflect.New(t.Elem()).Elem()
+		c.decode(p.val, ev, kp, depth+1)
+		m.SetMapIndex(reflect.ValueOf(p.key).Convert(t.Key()), ev)
+	}
+	v.Set(m)
+}
+
+// decodeBool stores true/yes/on or false/no/off, in any case.
+func (c *checker) decodeBool(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := c.scalar(n, path, "true or false")
+	if !ok {
+		return
+	}
+	switch strings.ToLower(s) {
+	case "true", "yes", "on":
+		v.SetBool(true)
+	case "false", "no", "off":
+		v.SetBool(false)
+	default:
+		c.fail(n, path, "invalid boolean %q (want true or false)", s)
+	}
+}
+
+// decodeInt stores a whole number that fits v; underscores may group its
+// digits.
+func (c *checker) decodeInt(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := c.scalar(n, path, "a whole number")
+	if !ok {
+		return
+	}
+	i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
+	if err != nil || v.OverflowInt(i) {
+		c.fail(n, path, "invalid whole number %q", s)
+		return
+	}
+	v.SetInt(i)
+	c.noteZero(path, i == 0)
+}
+
+// decodeFloat stores a finite number; underscores may group its digits.
+func (c *checker) decodeFloat(n *yaml.Node, v reflect.Value, path string) {
+	s, ok := c.scalar(n, path, "a number")
+	if !ok {
+		return
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		c.fail(n, path, "invalid number %q", s)
+		return
+	}
+	v.SetFloat(f)
+	c.noteZero(path, f == 0)
 }
 
 // decodeBody stores a request body template: any JSON object, taken as

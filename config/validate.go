@@ -235,22 +235,12 @@ func (c *checker) auth(ap string, a *Auth) {
 			c.report(join(ap, "token_file"), "set token_env or token_file, not both")
 		}
 		if a.Type == AuthHeader {
-			switch {
-			case a.Header == "":
-				c.report(join(ap, "header"), "required for auth type header")
-			case !headerName.MatchString(a.Header):
-				c.report(join(ap, "header"), "invalid header name %q", a.Header)
-			}
+			c.keyName(join(ap, "header"), a.Type, a.Header, headerName, "header name")
 		} else {
 			notFor("header", a.Header)
 		}
 		if a.Type == AuthQuery {
-			switch {
-			case a.Param == "":
-				c.report(join(ap, "param"), "required for auth type query")
-			case !queryParamName.MatchString(a.Param):
-				c.report(join(ap, "param"), "invalid query parameter name %q", a.Param)
-			}
+			c.keyName(join(ap, "param"), a.Type, a.Param, queryParamName, "query parameter name")
 		} else {
 			notFor("param", a.Param)
 		}
@@ -361,6 +351,17 @@ func (c *checker) notOAuth2(ap string, a *Auth) {
 	}
 }
 
+// keyName checks the name an auth type sends its key under (a header or a
+// query parameter): required, and a valid what.
+func (c *checker) keyName(path, authType, name string, valid *regexp.Regexp, what string) {
+	switch {
+	case name == "":
+		c.report(path, "required for auth type %s", authType)
+	case !valid.MatchString(name):
+		c.report(path, "invalid %s %q", what, name)
+	}
+}
+
 func (c *checker) resource(rp string, r *Resource) {
 	switch {
 	case r.Path == "":
@@ -372,7 +373,28 @@ func (c *checker) resource(rp string, r *Resource) {
 		c.report(join(rp, "priority"), "unknown priority %q (want %s)", r.Priority, choices(PriorityCritical, PriorityDefault, PriorityLow))
 	}
 	c.positive(join(rp, "freshness"), int64(r.Freshness))
+	c.recordPaths(rp, r)
+	c.request(rp, r)
+	c.pagination(join(rp, "pagination"), &r.Pagination)
+	c.cursor(join(rp, "pagination"), r)
+	c.probe(join(rp, "probe"), &r.Probe, &r.Pagination)
+	if r.Post() {
+		c.postProbe(join(rp, "probe"), &r.Probe)
+	}
+	c.readingProbe(join(rp, "probe"), r)
+	if r.Delta != nil {
+		c.delta(join(rp, "delta"), r)
+	}
+	c.onStatus(join(rp, "on_status"), r.OnStatus)
+	c.fullSync(join(rp, "full_sync"), &r.FullSync)
+	if il := r.Audit.InitialLoad; !oneOf(il, InitialLoadSummary, InitialLoadRecords) {
+		c.report(join(join(rp, "audit"), "initial_load"), "unknown value %q (want %s)", il, choices(InitialLoadSummary, InitialLoadRecords))
+	}
+}
 
+// recordPaths checks the dotted paths into a page and its records:
+// records.path, .id (required) and .item, fields and ignore_fields.
+func (c *checker) recordPaths(rp string, r *Resource) {
 	recp := join(rp, "records")
 	c.dotted(join(recp, "path"), r.Records.Path)
 	if r.Records.ID == "" {
@@ -394,52 +416,43 @@ func (c *checker) resource(rp string, r *Resource) {
 		}
 		c.dotted(fp, f)
 	}
-
 	c.dotted(join(recp, "item"), r.Records.Item)
-	c.request(rp, r)
-	c.pagination(join(rp, "pagination"), &r.Pagination)
-	c.cursor(join(rp, "pagination"), r)
-	c.probe(join(rp, "probe"), &r.Probe, &r.Pagination)
-	if r.Post() {
-		c.postProbe(join(rp, "probe"), &r.Probe)
-	}
-	c.readingProbe(join(rp, "probe"), r)
+}
 
-	if d := r.Delta; d != nil {
-		dp := join(rp, "delta")
-		if d.Param == "" && !r.Post() {
-			c.report(join(dp, "param"), "required (with method POST the body's {since} carries it instead)")
-		}
-		c.deltaStart(dp, r)
-		if d.Field == "" {
-			c.report(join(dp, "field"), "required")
-		} else {
-			c.dotted(join(dp, "field"), d.Field)
-		}
-		if !oneOf(d.Format, FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber) {
-			c.report(join(dp, "format"), "unknown format %q (want %s)", d.Format, choices(FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber))
-		}
-		if d.Overlap < 0 {
-			c.report(join(dp, "overlap"), "must not be negative")
-		}
-		if d.Format == FormatNumber && d.Overlap != 0 {
-			c.report(join(dp, "overlap"), "must be 0 with format number (an overlap is a duration)")
-		}
-		if d.ClockSkew < 0 {
-			c.report(join(dp, "clock_skew"), "must not be negative")
-		}
+// delta checks r's delta read, under dp.
+func (c *checker) delta(dp string, r *Resource) {
+	d := r.Delta
+	if d.Param == "" && !r.Post() {
+		c.report(join(dp, "param"), "required (with method POST the body's {since} carries it instead)")
 	}
-	c.onStatus(join(rp, "on_status"), r.OnStatus)
-	fp := join(rp, "full_sync")
-	c.positive(join(fp, "every"), int64(r.FullSync.Every))
-	if f := r.FullSync.MaxDeleteFraction; f <= 0 || f > 1 || c.zeros[join(fp, "max_delete_fraction")] {
+	c.deltaStart(dp, r)
+	if d.Field == "" {
+		c.report(join(dp, "field"), "required")
+	} else {
+		c.dotted(join(dp, "field"), d.Field)
+	}
+	if !oneOf(d.Format, FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber) {
+		c.report(join(dp, "format"), "unknown format %q (want %s)", d.Format, choices(FormatRFC3339, FormatUnix, FormatUnixMS, FormatNumber))
+	}
+	if d.Overlap < 0 {
+		c.report(join(dp, "overlap"), "must not be negative")
+	}
+	if d.Format == FormatNumber && d.Overlap != 0 {
+		c.report(join(dp, "overlap"), "must be 0 with format number (an overlap is a duration)")
+	}
+	if d.ClockSkew < 0 {
+		c.report(join(dp, "clock_skew"), "must not be negative")
+	}
+}
+
+// fullSync checks the full read's interval and its delete brake, under fp.
+func (c *checker) fullSync(fp string, f *FullSync) {
+	c.positive(join(fp, "every"), int64(f.Every))
+	if x := f.MaxDeleteFraction; x <= 0 || x > 1 || c.zeros[join(fp, "max_delete_fraction")] {
 		c.report(join(fp, "max_delete_fraction"), "must be greater than 0 and at most 1 (1 turns the brake off)")
 	}
-	if n := r.FullSync.DeleteAfterReads; n != 1 && n != 2 || c.zeros[join(fp, "delete_after_reads")] {
+	if n := f.DeleteAfterReads; n != 1 && n != 2 || c.zeros[join(fp, "delete_after_reads")] {
 		c.report(join(fp, "delete_after_reads"), "must be 1 or 2")
-	}
-	if il := r.Audit.InitialLoad; !oneOf(il, InitialLoadSummary, InitialLoadRecords) {
-		c.report(join(join(rp, "audit"), "initial_load"), "unknown value %q (want %s)", il, choices(InitialLoadSummary, InitialLoadRecords))
 	}
 }
 

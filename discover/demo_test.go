@@ -186,7 +186,7 @@ func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 	}
 	for _, res := range src.Resources {
 		var got []string
-		if err := st.DB().Raw(`SELECT external_id FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
+		if err := st.DBForTests().Raw(`SELECT external_id FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
 			src.Name, res.Name).Scan(&got).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +307,7 @@ func assertInStep(t *testing.T, st *store.Store, src *config.Source, res *config
 		want[id] = r.Hash
 	}
 	var rows []struct{ ExternalID, ContentHash string }
-	if err := st.DB().Raw(`SELECT external_id, content_hash FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
+	if err := st.DBForTests().Raw(`SELECT external_id, content_hash FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
 		src.Name, res.Name).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -3,20 +3,15 @@ package events
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidemark/tidemark/internal/failpoint"
 	"github.com/tidemark/tidemark/store"
 )
-
-// NotifyChannel is the Postgres NOTIFY channel the outbox trigger signals.
-const NotifyChannel = "tidemark_outbox"
 
 // Sink receives every event before it is published, for example to enqueue
 // webhook deliveries. It must be idempotent per event id: after a crash the
@@ -25,9 +20,9 @@ type Sink func(ctx context.Context, ev Event) error
 
 // RelayConfig tunes a Relay.
 type RelayConfig struct {
-	// DatabaseURL is where the relay LISTENs for new events. Empty: no
-	// LISTEN, polling only.
-	DatabaseURL string
+	// Listen: the relay wakes at each outbox NOTIFY (store.Listen), on a
+	// Postgres connection of its own. Default false: polling only.
+	Listen bool
 	// Channel is the Redis pub/sub channel. Default Channel.
 	Channel string
 	// PollInterval is how often the relay looks for events without a
@@ -60,7 +55,7 @@ func NewRelay(cfg RelayConfig, st *store.Store, rdb redis.UniversalClient, log *
 // Run publishes events until ctx is done.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	if r.cfg.DatabaseURL != "" {
+	if r.cfg.Listen {
 		go r.listen(ctx, wake)
 	}
 	tick := time.NewTicker(r.cfg.PollInterval)
@@ -116,7 +111,7 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxEvent) error {
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := r.listenOnce(ctx, wake)
+		err := r.store.Listen(ctx, store.OutboxChannel, func() { signal(wake) })
 		if ctx.Err() != nil {
 			return
 		}
@@ -130,27 +125,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
-func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
-	conn, err := pgx.Connect(ctx, r.cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	signal(wake) // events may have committed while no one listened
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
-		}
-		signal(wake)
-	}
-}
-
+// signal wakes the relay; a wake already pending is enough.
 func signal(c chan<- struct{}) {
 	select {
 	case c <- struct{}{}:

@@ -64,7 +64,7 @@ func TestRelayPublishesEveryEventOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 3 {
 		// PollInterval of an hour: after the first drain only NOTIFY wakes them.
-		r := events.NewRelay(events.RelayConfig{DatabaseURL: dbURL, PollInterval: time.Hour, BatchSize: 7, Sink: sink}, st, rdb, slog.New(slog.DiscardHandler))
+		r := events.NewRelay(events.RelayConfig{Listen: true, PollInterval: time.Hour, BatchSize: 7, Sink: sink}, st, rdb, slog.New(slog.DiscardHandler))
 		wg.Go(func() { r.Run(ctx) })
 	}
 	defer wg.Wait()

@@ -235,7 +235,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				}
 			}
 			var rows []struct{ ExternalID, Op string }
-			if err := f.store.DB().Raw(`SELECT external_id, op FROM record_changes
+			if err := f.store.DBForTests().Raw(`SELECT external_id, op FROM record_changes
 				WHERE source = ? AND resource = ? ORDER BY id OFFSET ?`, key.Source, key.Resource, changes).Scan(&rows).Error; err != nil {
 				t.Fatal(err)
 			}
@@ -243,7 +243,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				t.Errorf("changes after editing record %s: %+v, want exactly that record %s", id, rows, op)
 			}
 			var got int
-			f.store.DB().Raw(`SELECT version FROM records WHERE source = ? AND resource = ? AND external_id = ?`,
+			f.store.DBForTests().Raw(`SELECT version FROM records WHERE source = ? AND resource = ? AND external_id = ?`,
 				key.Source, key.Resource, id).Scan(&got)
 			if got != version {
 				t.Errorf("record %s: version %d after one edit, want %d", id, got, version)
@@ -362,7 +362,7 @@ func (f *fleet) lastRun(t *testing.T, key store.Key) store.Run {
 func (f *fleet) changes(t *testing.T, key store.Key) int {
 	t.Helper()
 	var n int
-	if err := f.store.DB().Raw(`SELECT count(*) FROM record_changes WHERE source = ? AND resource = ?`,
+	if err := f.store.DBForTests().Raw(`SELECT count(*) FROM record_changes WHERE source = ? AND resource = ?`,
 		key.Source, key.Resource).Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func (f *fleet) assertInStep(t *testing.T, key store.Key, res *config.Resource, 
 	}
 	fx.mu.Unlock()
 	var rows []struct{ ExternalID, ContentHash string }
-	if err := f.store.DB().Raw(`SELECT external_id, content_hash FROM records
+	if err := f.store.DBForTests().Raw(`SELECT external_id, content_hash FROM records
 		WHERE source = ? AND resource = ? AND deleted_at IS NULL`, key.Source, key.Resource).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -311,7 +311,7 @@ func checkDeleteWithParent(t *testing.T, f *fleet, fake *githubOrg, src *config.
 		t.Errorf("issues per partition after the delete: %v", got)
 	}
 	var rows int
-	f.store.DB().Raw(`SELECT count(*) FROM sync_partitions WHERE resource = 'issues' AND partition = '23096960'`).Scan(&rows)
+	f.store.DBForTests().Raw(`SELECT count(*) FROM sync_partitions WHERE resource = 'issues' AND partition = '23096960'`).Scan(&rows)
 	if rows != 0 {
 		t.Errorf("the deleted repository's partition row stays")
 	}
@@ -340,7 +340,7 @@ func (f *fleet) waitIdle(t *testing.T, keys ...store.Key) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the fetches to settle", func() (bool, string) {
 		var running int64
-		f.store.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
+		f.store.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
 		if running > 0 {
 			return false, fmt.Sprintf("%d running", running)
 		}
@@ -361,7 +361,7 @@ func (f *fleet) waitIdle(t *testing.T, keys ...store.Key) {
 func (f *fleet) live(t *testing.T, key store.Key) int {
 	t.Helper()
 	var n int
-	if err := f.store.DB().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
+	if err := f.store.DBForTests().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`,
 		key.Source, key.Resource).Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func (f *fleet) partitionCounts(t *testing.T, key store.Key) map[string]int {
 		Partition string
 		N         int
 	}
-	if err := f.store.DB().Raw(`SELECT partition, count(*) AS n FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL GROUP BY partition`,
+	if err := f.store.DBForTests().Raw(`SELECT partition, count(*) AS n FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL GROUP BY partition`,
 		key.Source, key.Resource).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +389,7 @@ func (f *fleet) partitionCounts(t *testing.T, key store.Key) map[string]int {
 func (f *fleet) partitionRows(t *testing.T, key store.Key) int {
 	t.Helper()
 	var n int
-	if err := f.store.DB().Raw(`SELECT count(*) FROM sync_partitions WHERE source = ? AND resource = ?`, key.Source, key.Resource).Scan(&n).Error; err != nil {
+	if err := f.store.DBForTests().Raw(`SELECT count(*) FROM sync_partitions WHERE source = ? AND resource = ?`, key.Source, key.Resource).Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -77,7 +77,7 @@ func TestOAuth2ExampleSyncs(t *testing.T) {
 
 	for _, res := range src.Resources {
 		var n int64
-		fl.store.DB().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, res.Name).Scan(&n)
+		fl.store.DBForTests().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, res.Name).Scan(&n)
 		if n != xeroInvoices {
 			t.Errorf("%s: %d invoices stored, want %d", res.Name, n, xeroInvoices)
 		}
@@ -151,7 +151,7 @@ func TestOAuth2ClientCredentialsSyncs(t *testing.T) {
 	for _, res := range src.Resources {
 		fl.waitSucceeded(t, store.Key{Source: src.Name, Resource: res.Name}, 0)
 		var n int64
-		fl.store.DB().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, res.Name).Scan(&n)
+		fl.store.DBForTests().Raw(`SELECT count(*) FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, res.Name).Scan(&n)
 		if n != xeroInvoices {
 			t.Errorf("%s: %d invoices stored, want %d", res.Name, n, xeroInvoices)
 		}
@@ -192,7 +192,7 @@ func assertNoSecrets(t *testing.T, st *store.Store, rdb *redis.Client, logs stri
 	t.Helper()
 	ctx := context.Background()
 	var rows []string
-	if err := st.DB().Raw(`SELECT row_to_json(r)::text FROM sync_runs r UNION ALL SELECT row_to_json(o)::text FROM outbox o`).Scan(&rows).Error; err != nil {
+	if err := st.DBForTests().Raw(`SELECT row_to_json(r)::text FROM sync_runs r UNION ALL SELECT row_to_json(o)::text FROM outbox o`).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	var inRedis strings.Builder // every key and value: task payloads, errors, caches

@@ -50,7 +50,7 @@ func TestExampleView(t *testing.T) {
 		Number int64
 		Login  string
 	}
-	if err := f.store.DB().Raw(`SELECT number, "user" ->> 'login' AS login FROM tidemark_data.github_issues
+	if err := f.store.DBForTests().Raw(`SELECT number, "user" ->> 'login' AS login FROM tidemark_data.github_issues
 		WHERE state = 'open' AND NOT deleted AND created_at > '2000-01-01' ORDER BY number`).Scan(&open).Error; err != nil {
 		t.Fatal(err)
 	}

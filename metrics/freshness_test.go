@@ -44,7 +44,7 @@ sources:
 		t.Fatal(err)
 	}
 	// Both went stale (the scheduler flagged them), then one was paused.
-	if err := st.DB().Exec(`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes', stale = true, stale_since = now()`).Error; err != nil {
+	if err := st.DBForTests().Exec(`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes', stale = true, stale_since = now()`).Error; err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.SetPaused(ctx, "shop", "paused_late", true); err != nil {

@@ -21,7 +21,7 @@ func TestViewCastFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	if err := st.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash) VALUES
+	if err := st.DBForTests().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash) VALUES
 		('shop', 'orders', '1', '{"amount": "x"}', 'h'), ('shop', 'orders', '2', '{"amount": "y"}', 'h'),
 		('shop', 'orders', '3', '{"amount": 3}', 'h')`).Error; err != nil {
 		t.Fatal(err)

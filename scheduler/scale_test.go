@@ -52,7 +52,7 @@ func TestTickEnsuresStatesOfALargeConfig(t *testing.T) {
 		t.Fatalf("first tick over %d resources: %v", sources*perSource, err)
 	}
 	var n int64
-	if err := st.DB().Table("sync_state").Count(&n).Error; err != nil {
+	if err := st.DBForTests().Table("sync_state").Count(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	if n != sources*perSource {

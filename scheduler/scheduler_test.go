@@ -215,7 +215,7 @@ func TestProbeCarriesItsBasis(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c, st, client, insp := rig(t, conf)
-	if err := st.DB().Exec(`UPDATE sync_state SET etag = '"v7"', probe_interval_ms = 15000, head_unsupported = true
+	if err := st.DBForTests().Exec(`UPDATE sync_state SET etag = '"v7"', probe_interval_ms = 15000, head_unsupported = true
 		WHERE source = 'shop' AND resource = 'orders'`).Error; err != nil {
 		t.Fatal(err)
 	}

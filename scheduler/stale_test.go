@@ -32,7 +32,7 @@ sources:
         records: {id: id}
 `)
 	ctx := context.Background()
-	if err := st.DB().Exec(`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes'`).Error; err != nil {
+	if err := st.DBForTests().Exec(`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.SetPaused(ctx, "shop", "paused_late", true); err != nil {
@@ -75,7 +75,7 @@ sources:
 		t.Errorf("just resumed: resource.stale for %q, want none for paused_late", got)
 	}
 	// Still behind a target after the resume: stale.
-	if err := st.DB().Exec(`UPDATE sync_state SET resumed_at = now() - interval '31 seconds' WHERE resource = 'paused_late'`).Error; err != nil {
+	if err := st.DBForTests().Exec(`UPDATE sync_state SET resumed_at = now() - interval '31 seconds' WHERE resource = 'paused_late'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	if got := stale(); !slices.Equal(got, []string{"late", "paused_late"}) {

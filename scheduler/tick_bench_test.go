@@ -67,7 +67,7 @@ func BenchmarkTick10k(b *testing.B) {
 func probesOnlyScheduler(b *testing.B) (*scheduler.Scheduler, *time.Time) {
 	b.Helper()
 	c, st, client, _ := rig(b, largeConfig())
-	if err := st.DB().Exec(`UPDATE sync_state SET last_full_sync_at = now()`).Error; err != nil {
+	if err := st.DBForTests().Exec(`UPDATE sync_state SET last_full_sync_at = now()`).Error; err != nil {
 		b.Fatal(err)
 	}
 	now := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)

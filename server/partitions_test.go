@@ -14,7 +14,7 @@ import (
 func TestPartitionsEndpoint(t *testing.T) {
 	t.Parallel()
 	e := setup(t, server.Config{})
-	if err := e.st.DB().Exec(`INSERT INTO sync_partitions (source, resource, partition, last_success_at, last_error, records)
+	if err := e.st.DBForTests().Exec(`INSERT INTO sync_partitions (source, resource, partition, last_success_at, last_error, records)
 		SELECT 'shop', 'items', 'acct-' || i, CASE WHEN i < 5 THEN now() END, CASE WHEN i = 2 THEN 'HTTP 404' ELSE '' END, i
 		FROM generate_series(1, 5) i`).Error; err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func setup(t *testing.T, cfg server.Config) *env {
 	rdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	log := slog.New(slog.DiscardHandler)
 	hub := events.NewHub(events.HubConfig{}, st, rdb, log)
-	relay := events.NewRelay(events.RelayConfig{DatabaseURL: dbURL}, st, rdb, log)
+	relay := events.NewRelay(events.RelayConfig{Listen: true}, st, rdb, log)
 	srv, err := server.New(cfg, conf, st, redisOpt, hub, log)
 	if err != nil {
 		t.Fatal(err)

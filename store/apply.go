@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -230,155 +231,234 @@ func (s *Store) ApplyPage(ctx context.Context, p Page) (PageResult, error) {
 	return res, nil
 }
 
+// applyPage applies records (and quarantines aside) in one transaction:
+// the records, the run's counters, the checkpoint, the digest and the
+// outbox event commit together or not at all.
 func (s *Store) applyPage(ctx context.Context, p Page, records []Record, aside []Rejected) (PageResult, error) {
-	var res PageResult
-	ids := make([]string, len(records), len(records)+len(aside))
-	hashes := make([]string, len(records))
+	a := newPageApply(p, records, aside)
+	err := s.pageTx(ctx, func(tx *gorm.DB, conn *sql.Conn) error { return a.run(ctx, tx, conn) })
+	return a.res, err
+}
+
+// pageApply is one attempt at applying a page: what it was given and what
+// its steps found so far.
+type pageApply struct {
+	p       Page
+	records []Record
+	aside   []Rejected
+	// stored are the ids of records, hashes their content hashes; seen
+	// are the ids the page saw: stored and those set aside.
+	stored, hashes, seen []string
+
+	res     PageResult
+	changes []change
+	digest  digestCheck
+	// live is what the page did to the resource's version hash.
+	live liveDelta
+	// quarantineTouched: the page changed record_quarantine.
+	quarantineTouched bool
+}
+
+func newPageApply(p Page, records []Record, aside []Rejected) *pageApply {
+	a := &pageApply{p: p, records: records, aside: aside}
+	a.stored = make([]string, len(records), len(records)+len(aside))
+	a.hashes = make([]string, len(records))
 	for i, r := range records {
-		ids[i], hashes[i] = r.ExternalID, r.Hash
+		a.stored[i], a.hashes[i] = r.ExternalID, r.Hash
 	}
-	stored := ids
+	a.seen = a.stored
 	// A record set aside still exists upstream: the full read has seen it,
 	// and must not tombstone the version of it that is stored. (No stored
 	// record has an id holding U+0000, which text refuses.)
-	for _, a := range aside {
-		if a.ExternalID != "" && strings.IndexByte(a.ExternalID, 0) < 0 {
-			ids = append(ids, a.ExternalID)
+	for _, r := range aside {
+		if r.ExternalID != "" && strings.IndexByte(r.ExternalID, 0) < 0 {
+			a.seen = append(a.seen, r.ExternalID)
 		}
 	}
-	err := s.pageTx(ctx, func(tx *gorm.DB, conn *sql.Conn) error {
-		// Both page statements are prepared once per connection; their
-		// generic plans (a primary-key lookup per record) are as good as
-		// any, while a custom plan cost ~3 ms of planning per page. The
-		// upsert's estimated cost (the changed-fields subplan per row) is
-		// above jit_above_cost, and compiling it took 30 ms per page:
-		// longer than running it. It is not a query JIT helps.
-		if err := tx.Exec(`SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off; ` + boundedWaits).Error; err != nil {
-			return err
+	return a
+}
+
+// run is the page's transaction, step by step.
+func (a *pageApply) run(ctx context.Context, tx *gorm.DB, conn *sql.Conn) error {
+	// Both page statements are prepared once per connection; their
+	// generic plans (a primary-key lookup per record) are as good as
+	// any, while a custom plan cost ~3 ms of planning per page. The
+	// upsert's estimated cost (the changed-fields subplan per row) is
+	// above jit_above_cost, and compiling it took 30 ms per page:
+	// longer than running it. It is not a query JIT helps.
+	if _, err := exec(ctx, tx, `SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off; `+boundedWaits); err != nil {
+		return err
+	}
+	var err error
+	a.changes, a.digest, err = applyRecords(ctx, tx, conn, a.p, a.records, a.aside, a.stored, a.hashes)
+	if err != nil {
+		return err
+	}
+	a.res.DigestMatched = a.digest.trusted
+	a.countChanges()
+	if err := a.quarantine(ctx, tx); err != nil {
+		return err
+	}
+	if err := a.rememberSeen(ctx, tx); err != nil {
+		return err
+	}
+	if err := a.countRun(ctx, tx); err != nil {
+		return err
+	}
+	if err := a.saveCheckpoint(ctx, tx); err != nil {
+		return err
+	}
+	if err := recordDigest(ctx, tx, a.p, a.digest, a.live, a.res.Updated > 0); err != nil {
+		return err
+	}
+	if a.p.SummarizeCreates && a.res.Created > 0 {
+		if err := summarizeCreates(ctx, tx, a.p, a.res.Created); err != nil {
+			return fmt.Errorf("audit the first load: %w", err)
 		}
-		changes, digest, err := applyRecords(ctx, tx, conn, p, records, aside, stored, hashes)
+	}
+	if err := a.announce(tx); err != nil {
+		return err
+	}
+	if a.p.BeforeCommit != nil {
+		a.p.BeforeCommit()
+	}
+	return nil
+}
+
+// countChanges counts the records the page created, updated and left
+// alone, and what that did to the version hash.
+func (a *pageApply) countChanges() {
+	for _, c := range a.changes {
+		switch c.op {
+		case "created":
+			a.res.Created++
+			a.live.add(c.id, c.newHash)
+		case "updated":
+			a.res.Updated++
+			a.live.replace(c.id, c.oldHash, c.newHash)
+		}
+		a.res.Changed = append(a.res.Changed, c.id)
+	}
+	a.res.Unchanged = len(a.records) - len(a.changes)
+}
+
+// quarantine sets aside the records the page could not store, and takes
+// those it stored out of quarantine.
+func (a *pageApply) quarantine(ctx context.Context, tx *gorm.DB) error {
+	p := a.p
+	if len(a.aside) > 0 {
+		newly, err := quarantine(ctx, tx, p, a.aside)
 		if err != nil {
-			return err
+			return fmt.Errorf("quarantine records: %w", err)
 		}
-		res.DigestMatched = digest.trusted
-		listed := make([]string, 0, min(len(changes), cmpOr(p.MaxChangedIDs, 100)))
-		var live liveDelta
-		for _, c := range changes {
-			switch c.op {
-			case "created":
-				res.Created++
-				live.add(c.id, c.newHash)
-			case "updated":
-				res.Updated++
-				live.replace(c.id, c.oldHash, c.newHash)
-			}
-			if len(listed) < cap(listed) {
-				listed = append(listed, c.id)
-			}
-			res.Changed = append(res.Changed, c.id)
-		}
-		res.Unchanged = len(records) - len(changes)
-
-		quarantineTouched := false
-		if len(aside) > 0 {
-			newly, err := quarantine(ctx, tx, p, aside)
-			if err != nil {
-				return fmt.Errorf("quarantine records: %w", err)
-			}
-			res.Quarantined, res.NewlyQuarantined = len(aside), len(newly)
-			quarantineTouched = true
-			if len(newly) > 0 {
-				if err := writeQuarantineEvent(tx, p, newly); err != nil {
-					return err
-				}
-			}
-		}
-		if (p.Quarantined || len(aside) > 0) && len(stored) > 0 {
-			// Stored now: whatever kept them out before is fixed upstream.
-			out, err := tx.Statement.ConnPool.ExecContext(ctx, `DELETE FROM record_quarantine
-				WHERE source = $1 AND resource = $2 AND external_id = ANY($3::text[])`, p.Source, p.Resource, stored)
-			if err != nil {
-				return fmt.Errorf("release quarantined records: %w", err)
-			}
-			if n, _ := out.RowsAffected(); n > 0 {
-				quarantineTouched = true
-			}
-		}
-
-		if p.PassID != 0 && len(ids) > 0 {
-			// One row per page, the ids as an array: a row per id made the
-			// seen-set about half of an unchanged resync's database work.
-			if _, err := tx.Statement.ConnPool.ExecContext(ctx, `INSERT INTO sync_seen (pass_id, ids, live_xor) VALUES ($1, $2, $3)`,
-				p.PassID, ids, seenXor(records, aside)); err != nil {
-				return fmt.Errorf("remember seen ids: %w", err)
-			}
-		}
-		seenIDs := 0
-		if p.PassID != 0 {
-			seenIDs = len(ids)
-		}
-		// Fenced by the run's status: a run another took over from
-		// (AbandonRunning, e.g. after Redis lost the fetch lock) must not
-		// apply pages to the pass the new run continues.
-		upd := tx.Exec(`
-			UPDATE sync_runs SET pages = pages + 1,
-				http_requests = http_requests + ?,
-				records_fetched = records_fetched + ?,
-				records_created = records_created + ?,
-				records_updated = records_updated + ?,
-				records_unchanged = records_unchanged + ?,
-				records_quarantined = records_quarantined + ?
-			WHERE id = ? AND status = 'running'`,
-			p.Requests, len(p.Records)+len(p.Rejected), res.Created, res.Updated, res.Unchanged, res.Quarantined, p.RunID)
-		if err := upd.Error; err != nil {
-			return fmt.Errorf("count run: %w", err)
-		}
-		if upd.RowsAffected == 0 {
-			return fmt.Errorf("run %d: %w", p.RunID, ErrSuperseded)
-		}
-		var cp json.RawMessage
-		if p.Checkpoint != nil {
-			cp = p.Checkpoint(res.Changed, seenIDs)
-		}
-		column := checkpointColumn(p.PassID != 0)
-		stateCheckpoint := column + ` = CAST(? AS jsonb), `
-		args := []any{nullJSON(cp)}
-		if p.Partition != "" {
-			if err := tx.Exec(`UPDATE sync_partitions SET `+column+` = CAST(? AS jsonb), updated_at = now()
-				WHERE source = ? AND resource = ? AND partition = ?`, nullJSON(cp), p.Source, p.Resource, p.Partition).Error; err != nil {
-				return fmt.Errorf("save partition checkpoint: %w", err)
-			}
-			stateCheckpoint, args = "", nil // the resource's is the walk's (FinishPartition)
-		}
-		if err := tx.Exec(`UPDATE sync_state SET `+stateCheckpoint+`updated_at = now(),
-			live_count = live_count + ?, live_xor = live_xor # ?,
-			quarantined = CASE WHEN ? THEN (SELECT count(*) FROM record_quarantine q
-				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END
-			WHERE source = ? AND resource = ?`, append(args, live.count, live.xor, quarantineTouched, p.Source, p.Resource)...).Error; err != nil {
-			return fmt.Errorf("save checkpoint: %w", err)
-		}
-		if err := recordDigest(ctx, tx, p, digest, live, res.Updated > 0); err != nil {
-			return err
-		}
-		if p.SummarizeCreates && res.Created > 0 {
-			if err := summarizeCreates(ctx, tx, p, res.Created); err != nil {
-				return fmt.Errorf("audit the first load: %w", err)
-			}
-		}
-		if len(changes) > 0 {
-			if err := writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
-				Source: p.Source, Resource: p.Resource, RunID: p.RunID,
-				Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
-			}); err != nil {
+		a.res.Quarantined, a.res.NewlyQuarantined = len(a.aside), len(newly)
+		a.quarantineTouched = true
+		if len(newly) > 0 {
+			if err := writeQuarantineEvent(tx, p, newly); err != nil {
 				return err
 			}
 		}
-		if p.BeforeCommit != nil {
-			p.BeforeCommit()
+	}
+	if (p.Quarantined || len(a.aside) > 0) && len(a.stored) > 0 {
+		// Stored now: whatever kept them out before is fixed upstream.
+		n, err := exec(ctx, tx, `DELETE FROM record_quarantine
+			WHERE source = $1 AND resource = $2 AND external_id = ANY($3::text[])`, p.Source, p.Resource, a.stored)
+		if err != nil {
+			return fmt.Errorf("release quarantined records: %w", err)
 		}
+		if n > 0 {
+			a.quarantineTouched = true
+		}
+	}
+	return nil
+}
+
+// rememberSeen adds a full read's page to its pass's seen-set.
+func (a *pageApply) rememberSeen(ctx context.Context, tx *gorm.DB) error {
+	if a.p.PassID == 0 || len(a.seen) == 0 {
 		return nil
+	}
+	// One row per page, the ids as an array: a row per id made the
+	// seen-set about half of an unchanged resync's database work.
+	if _, err := exec(ctx, tx, `INSERT INTO sync_seen (pass_id, ids, live_xor) VALUES ($1, $2, $3)`,
+		a.p.PassID, a.seen, seenXor(a.records, a.aside)); err != nil {
+		return fmt.Errorf("remember seen ids: %w", err)
+	}
+	return nil
+}
+
+// countRun adds the page to its run's counters. It is fenced by the run's
+// status: a run another took over from (AbandonRunning, e.g. after Redis
+// lost the fetch lock) must not apply pages to the pass the new run
+// continues.
+func (a *pageApply) countRun(ctx context.Context, tx *gorm.DB) error {
+	p, res := a.p, a.res
+	n, err := exec(ctx, tx, `
+		UPDATE sync_runs SET pages = pages + 1,
+			http_requests = http_requests + $1,
+			records_fetched = records_fetched + $2,
+			records_created = records_created + $3,
+			records_updated = records_updated + $4,
+			records_unchanged = records_unchanged + $5,
+			records_quarantined = records_quarantined + $6
+		WHERE id = $7 AND status = 'running'`,
+		p.Requests, len(p.Records)+len(p.Rejected), res.Created, res.Updated, res.Unchanged, res.Quarantined, p.RunID)
+	if err != nil {
+		return fmt.Errorf("count run: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("run %d: %w", p.RunID, ErrSuperseded)
+	}
+	return nil
+}
+
+// saveCheckpoint stores where a retry resumes, the resource's (or, for a
+// partition's page, the partition's), with the page's change to the
+// version hash and the quarantine count.
+func (a *pageApply) saveCheckpoint(ctx context.Context, tx *gorm.DB) error {
+	p := a.p
+	var cp json.RawMessage
+	if p.Checkpoint != nil {
+		seenIDs := 0
+		if p.PassID != 0 {
+			seenIDs = len(a.seen)
+		}
+		cp = p.Checkpoint(a.res.Changed, seenIDs)
+	}
+	column := checkpointColumn(p.PassID != 0)
+	args := []any{a.live.count, a.live.xor, a.quarantineTouched, p.Source, p.Resource}
+	setCheckpoint := `, ` + column + ` = CAST($6 AS jsonb)`
+	if p.Partition != "" {
+		if _, err := exec(ctx, tx, `UPDATE sync_partitions SET `+column+` = CAST($1 AS jsonb), updated_at = now()
+			WHERE source = $2 AND resource = $3 AND partition = $4`, nullJSON(cp), p.Source, p.Resource, p.Partition); err != nil {
+			return fmt.Errorf("save partition checkpoint: %w", err)
+		}
+		setCheckpoint = "" // the resource's is the walk's (FinishPartition)
+	} else {
+		args = append(args, nullJSON(cp))
+	}
+	if _, err := exec(ctx, tx, `UPDATE sync_state SET updated_at = now(),
+			live_count = live_count + $1, live_xor = live_xor # $2,
+			quarantined = CASE WHEN $3 THEN (SELECT count(*) FROM record_quarantine q
+				WHERE q.source = sync_state.source AND q.resource = sync_state.resource) ELSE quarantined END`+setCheckpoint+`
+		WHERE source = $4 AND resource = $5`, args...); err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	return nil
+}
+
+// announce writes the page's data.updated event, when it changed anything,
+// listing up to MaxChangedIDs of the changed ids.
+func (a *pageApply) announce(tx *gorm.DB) error {
+	if len(a.changes) == 0 {
+		return nil
+	}
+	p, res := a.p, a.res
+	listed := res.Changed[:min(len(res.Changed), cmpOr(p.MaxChangedIDs, 100))]
+	return writeOutbox(tx, EventDataUpdated, p.Key, p.RunID, DataUpdated{
+		Source: p.Source, Resource: p.Resource, RunID: p.RunID,
+		Created: res.Created, Updated: res.Updated, IDs: listed, At: time.Now().UTC(),
 	})
-	return res, err
 }
 
 // boundedWaits keeps one stalled session from holding up the fleet. An
@@ -501,21 +581,23 @@ func (s *Store) VersionHash(ctx context.Context, k Key) (string, error) {
 		N, X *int64
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Raw(`SELECT live_count AS n, live_xor AS x FROM sync_state WHERE source = ? AND resource = ? FOR UPDATE`,
-			k.Source, k.Resource).Scan(&row).Error; err != nil {
+		err := tx.Statement.ConnPool.QueryRowContext(ctx, `SELECT live_count, live_xor FROM sync_state
+			WHERE source = $1 AND resource = $2 FOR UPDATE`, k.Source, k.Resource).Scan(&row.N, &row.X)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		if row.N != nil && row.X != nil {
 			return nil
 		}
-		if err := tx.Raw(`
-			SELECT count(*) AS n,
-			       coalesce(bit_xor(('x' || substr(md5(external_id || ':' || content_hash), 1, 16))::bit(64)::bigint), 0) AS x
-			FROM records WHERE source = ? AND resource = ? AND deleted_at IS NULL`, k.Source, k.Resource).Scan(&row).Error; err != nil {
+		if err := tx.Statement.ConnPool.QueryRowContext(ctx, `
+			SELECT count(*),
+			       coalesce(bit_xor(('x' || substr(md5(external_id || ':' || content_hash), 1, 16))::bit(64)::bigint), 0)
+			FROM records WHERE source = $1 AND resource = $2 AND deleted_at IS NULL`, k.Source, k.Resource).Scan(&row.N, &row.X); err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE sync_state SET live_count = ?, live_xor = ? WHERE source = ? AND resource = ?`,
-			*row.N, *row.X, k.Source, k.Resource).Error
+		_, err = exec(ctx, tx, `UPDATE sync_state SET live_count = $1, live_xor = $2 WHERE source = $3 AND resource = $4`,
+			*row.N, *row.X, k.Source, k.Resource)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("version hash %s: %w", k, err)
@@ -546,13 +628,14 @@ func recordHash(id, hash string) int64 {
 	return int64(binary.BigEndian.Uint64(sum[:8]))
 }
 
+// writeOutbox writes an event in tx, to be published after it commits.
 func writeOutbox(tx *gorm.DB, event string, k Key, runID int64, payload any) error {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", event, err)
 	}
-	if err := tx.Exec(`INSERT INTO outbox (event, source, resource, run_id, payload) VALUES (?, ?, ?, ?, CAST(? AS jsonb))`,
-		event, k.Source, k.Resource, runID, string(body)).Error; err != nil {
+	if _, err := exec(tx.Statement.Context, tx, `INSERT INTO outbox (event, source, resource, run_id, payload) VALUES ($1, $2, $3, $4, CAST($5 AS jsonb))`,
+		event, k.Source, k.Resource, runID, string(body)); err != nil {
 		return fmt.Errorf("write %s event: %w", event, err)
 	}
 	return nil

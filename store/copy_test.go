@@ -16,7 +16,7 @@ func audit(t *testing.T, s *store.Store) map[string]int64 {
 		Op string
 		N  int64
 	}
-	if err := s.DB().Raw(`SELECT op, count(*) AS n FROM record_changes GROUP BY op`).Scan(&rows).Error; err != nil {
+	if err := s.DBForTests().Raw(`SELECT op, count(*) AS n FROM record_changes GROUP BY op`).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]int64{}
@@ -58,7 +58,7 @@ func TestCopiedPageIsStoredLikeAnUpserted(t *testing.T) {
 		Deleted bool
 		Run     int64
 	}
-	s.DB().Raw(`SELECT version, payload::text AS payload, deleted_at IS NOT NULL AS deleted, last_run_id AS run
+	s.DBForTests().Raw(`SELECT version, payload::text AS payload, deleted_at IS NOT NULL AS deleted, last_run_id AS run
 		FROM records WHERE external_id = '142'`).Scan(&rows)
 	if len(rows) != 1 || rows[0].Version != 1 || rows[0].Payload != `{"n": 142}` || rows[0].Deleted || rows[0].Run != run {
 		t.Fatalf("record 142 = %+v, want version 1 of {\"n\": 142}, live, written by run %d", rows, run)
@@ -69,7 +69,7 @@ func TestCopiedPageIsStoredLikeAnUpserted(t *testing.T) {
 	// Each page's rows carry its transaction's one id (the simulator ties
 	// an event to the audit rows of its transaction by it).
 	var xids int
-	s.DB().Raw(`SELECT count(DISTINCT x) FROM (SELECT xmin::text AS x FROM records UNION ALL
+	s.DBForTests().Raw(`SELECT count(DISTINCT x) FROM (SELECT xmin::text AS x FROM records UNION ALL
 		SELECT xmin::text FROM record_changes UNION ALL SELECT xmin::text FROM outbox) w`).Scan(&xids)
 	if xids != 2 {
 		t.Fatalf("the two pages' records, audit rows and events carry %d transaction ids, want 2", xids)
@@ -79,12 +79,12 @@ func TestCopiedPageIsStoredLikeAnUpserted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.DB().Exec(`UPDATE sync_state SET live_count = NULL`)
+	s.DBForTests().Exec(`UPDATE sync_state SET live_count = NULL`)
 	if scanned, _ := s.VersionHash(ctx, key); scanned != vh {
 		t.Fatalf("version hash kept per page %s, scanned %s", vh, scanned)
 	}
 	var r store.Run
-	s.DB().First(&r, run)
+	s.DBForTests().First(&r, run)
 	if r.RecordsCreated != 200 || r.Pages != 2 {
 		t.Fatalf("run counted %d created in %d pages, want 200 in 2", r.RecordsCreated, r.Pages)
 	}
@@ -103,8 +103,8 @@ func TestCopyFallsBackWhenARecordIsStored(t *testing.T) {
 	if _, err := s.ApplyPage(ctx, newPage(run, 0, 10)); err != nil {
 		t.Fatal(err)
 	}
-	s.DB().Exec(`UPDATE records SET deleted_at = now() WHERE external_id = '5'`)
-	s.DB().Exec(`UPDATE sync_state SET live_count = NULL`) // recount: the tombstone above bypassed the store
+	s.DBForTests().Exec(`UPDATE records SET deleted_at = now() WHERE external_id = '5'`)
+	s.DBForTests().Exec(`UPDATE sync_state SET live_count = NULL`) // recount: the tombstone above bypassed the store
 
 	for _, summarize := range []bool{false, true} {
 		p := newPage(run, 20, 30)
@@ -128,12 +128,12 @@ func TestCopyFallsBackWhenARecordIsStored(t *testing.T) {
 		}
 	}
 	var live int64
-	s.DB().Raw(`SELECT count(*) FROM records WHERE deleted_at IS NULL`).Scan(&live)
+	s.DBForTests().Raw(`SELECT count(*) FROM records WHERE deleted_at IS NULL`).Scan(&live)
 	if live != 30 {
 		t.Fatalf("%d live records, want 30", live)
 	}
 	var v int64
-	s.DB().Raw(`SELECT version FROM records WHERE external_id = '5'`).Scan(&v)
+	s.DBForTests().Raw(`SELECT version FROM records WHERE external_id = '5'`).Scan(&v)
 	if v != 2 {
 		t.Fatalf("the tombstoned record is at version %d, want 2", v)
 	}
@@ -142,7 +142,7 @@ func TestCopyFallsBackWhenARecordIsStored(t *testing.T) {
 		t.Fatalf("audit rows %v, want 21 created, 2 updated, 1 initial_load", a)
 	}
 	vh, _ := s.VersionHash(ctx, key)
-	s.DB().Exec(`UPDATE sync_state SET live_count = NULL`)
+	s.DBForTests().Exec(`UPDATE sync_state SET live_count = NULL`)
 	if scanned, _ := s.VersionHash(ctx, key); scanned != vh {
 		t.Fatalf("version hash kept per page %s, scanned %s", vh, scanned)
 	}
@@ -183,7 +183,7 @@ func TestFirstLoadIsSummarized(t *testing.T) {
 		Records    int64
 		NewHash    string
 	}
-	s.DB().Raw(`SELECT run_id, external_id, records, new_hash FROM record_changes ORDER BY id`).Scan(&rows)
+	s.DBForTests().Raw(`SELECT run_id, external_id, records, new_hash FROM record_changes ORDER BY id`).Scan(&rows)
 	if len(rows) != 2 || rows[0].RunID != runs[0] || rows[0].Records != 300 || rows[1].RunID != runs[1] || rows[1].Records != 50 ||
 		rows[1].NewHash != vh || rows[0].ExternalID != "" {
 		t.Fatalf("audit rows %+v, want one initial_load row per run: 300 for run %d, 50 for run %d with version %s", rows, runs[0], runs[1], vh)

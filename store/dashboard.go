@@ -72,23 +72,23 @@ func (s *Store) RequestsPerHour(ctx context.Context, k Key, since time.Time) ([]
 	var out []HourRequests
 	err := s.db.WithContext(ctx).Raw(`
 		WITH hours AS (
-			SELECT generate_series(date_trunc('hour', CAST(@since AS timestamptz)), date_trunc('hour', now()), interval '1 hour') AS hour),
+			SELECT generate_series(date_trunc('hour', CAST(? AS timestamptz)), date_trunc('hour', now()), interval '1 hour') AS hour),
 		probes AS (
 			SELECT date_trunc('hour', minute) AS hour, sum(unchanged) AS unchanged FROM probe_minutes
-			WHERE source = @source AND resource = @resource AND minute >= date_trunc('hour', CAST(@since AS timestamptz))
+			WHERE source = ? AND resource = ? AND minute >= date_trunc('hour', CAST(? AS timestamptz))
 			GROUP BY 1),
 		runs AS (
 			SELECT date_trunc('hour', started_at) AS hour,
 				sum(http_requests) FILTER (WHERE kind = 'probe') AS probe,
 				sum(http_requests) FILTER (WHERE kind <> 'probe') AS fetch
 			FROM sync_runs
-			WHERE source = @source AND resource = @resource AND started_at >= date_trunc('hour', CAST(@since AS timestamptz))
+			WHERE source = ? AND resource = ? AND started_at >= date_trunc('hour', CAST(? AS timestamptz))
 			GROUP BY 1)
 		SELECT h.hour, coalesce(p.unchanged, 0) + coalesce(r.probe, 0) AS probe,
 			coalesce(p.unchanged, 0) AS unchanged, coalesce(r.fetch, 0) AS fetch
 		FROM hours h LEFT JOIN probes p USING (hour) LEFT JOIN runs r USING (hour)
 		ORDER BY h.hour`,
-		map[string]any{"source": k.Source, "resource": k.Resource, "since": since}).Scan(&out).Error
+		since, k.Source, k.Resource, since, k.Source, k.Resource, since).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("requests per hour of %s: %w", k, err)
 	}
@@ -112,21 +112,22 @@ func (s *Store) InSyncMoments(ctx context.Context, k Key, since time.Time) ([]In
 	var out []InSyncMoment
 	err := s.db.WithContext(ctx).Raw(`
 		SELECT last_at AS at, last_at AS known FROM probe_minutes
-		WHERE source = @source AND resource = @resource AND last_at >= @since
+		WHERE source = ? AND resource = ? AND last_at >= ?
 		UNION ALL
 		SELECT started_at, finished_at FROM sync_runs
-		WHERE source = @source AND resource = @resource AND kind IN ('delta', 'full')
-			AND status = 'succeeded' AND finished_at >= @since
+		WHERE source = ? AND resource = ? AND kind IN ('delta', 'full')
+			AND status = 'succeeded' AND finished_at >= ?
 		UNION ALL
 		SELECT max(at), max(at) FROM (
 			SELECT max(last_at) AS at FROM probe_minutes
-			WHERE source = @source AND resource = @resource AND last_at < @since
+			WHERE source = ? AND resource = ? AND last_at < ?
 			UNION ALL
 			SELECT max(started_at) FROM sync_runs
-			WHERE source = @source AND resource = @resource AND kind IN ('delta', 'full')
-				AND status = 'succeeded' AND finished_at < @since) before
+			WHERE source = ? AND resource = ? AND kind IN ('delta', 'full')
+				AND status = 'succeeded' AND finished_at < ?) before
 		HAVING max(at) IS NOT NULL`,
-		map[string]any{"source": k.Source, "resource": k.Resource, "since": since}).Scan(&out).Error
+		k.Source, k.Resource, since, k.Source, k.Resource, since,
+		k.Source, k.Resource, since, k.Source, k.Resource, since).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("in-sync moments of %s: %w", k, err)
 	}

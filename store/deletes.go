@@ -83,7 +83,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 		if err := fenceRun(tx, f.RunID); err != nil {
 			return err
 		}
-		digests, err := beginConfirm(tx, f)
+		digests, err := beginConfirm(ctx, tx, f)
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 			WHERE source = ? AND resource = ?`, f.Source, f.Resource).Error; err != nil {
 			return err
 		}
-		if err := confirmDigests(tx, f, digests); err != nil {
+		if err := confirmDigests(ctx, tx, f, digests); err != nil {
 			return err
 		}
 		return tx.Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, f.PassID).Error
@@ -143,93 +143,41 @@ func (s *Store) FinishFullRead(ctx context.Context, f FullRead) (FullReadResult,
 // tombstoneUnseen applies a full read's deletion rules (DeletePolicy) to the
 // live records its seen-set lacks.
 func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (FullReadResult, error) {
-	var res FullReadResult
 	k, pol := f.Key, f.Policy
-	// The anti-join must hash the pass's ids. Postgres has no statistics
-	// for the unnested arrays and estimates a handful of rows, so left
-	// alone it picks a nested loop: a million records times a million ids.
-	// work_mem lets a million ids (~100 MB of hash table) stay in one batch
-	// instead of spilling to disk.
-	if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
+	res, err := findUnseen(tx, f)
+	if err != nil {
 		return res, err
 	}
-	scope, scopeArgs := recordsInPartition(f.Partition)
-	pending, pendingArgs := pendingOf(k, f.Partition)
-	if err := tx.Exec(`CREATE TEMP TABLE unseen ON COMMIT DROP AS
-		WITH seen AS MATERIALIZED (SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = ?)
-		SELECT r.external_id, r.updated_at FROM records r
-		WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`
-		AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)`,
-		append([]any{f.PassID, k.Source, k.Resource}, scopeArgs...)...).Error; err != nil {
-		return res, fmt.Errorf("find unseen records: %w", err)
-	}
-	if err := tx.Raw(`SELECT (SELECT count(*) FROM unseen) AS unseen,
-		(SELECT count(*) FROM records r WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`) AS live`,
-		append([]any{k.Source, k.Resource}, scopeArgs...)...).Scan(&res).Error; err != nil {
-		return res, err
+	if pol.Hold != "" {
+		// Nothing is decided; records this read saw are not gone.
+		if res.Held, err = forgetSeenPending(tx, f); err != nil {
+			return res, err
+		}
+		return res, setRunHeld(tx, f, res.Held)
 	}
 	// An empty read of a non-empty resource is an outage that looks like
 	// an empty collection until a second read agrees.
 	mass := float64(res.Unseen) > pol.MaxFraction*float64(res.Live) || seen == 0 && res.Live > 0
-	var del string // which unseen records to tombstone now
-	keepPending := true
-	switch {
-	case pol.Hold != "":
-		// Nothing is decided; records this read saw are not gone.
-		err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending+`
-			AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, pendingArgs...).Error
-		if err != nil {
-			return res, err
-		}
-		var held int64
-		if err := tx.Raw(`SELECT count(*) FROM pending_deletes p WHERE `+pending, pendingArgs...).Scan(&held).Error; err != nil {
-			return res, err
-		}
-		res.Held = int(held)
-		return res, tx.Exec(`UPDATE sync_runs SET deletes_held = `+heldExpr(f.Partition)+` WHERE id = ?`, res.Held, f.RunID).Error
-	case pol.Confirmed || pol.AfterReads <= 1 && !mass:
-		del, keepPending = `SELECT external_id FROM unseen`, false
-	default:
-		// What the previous read missed too, and nobody wrote since.
-		del = `SELECT u.external_id FROM unseen u JOIN pending_deletes p
-			ON p.source = @source AND p.resource = @resource AND p.external_id = u.external_id
-			WHERE u.updated_at <= p.since`
-	}
-	var tombstoned []tombstone
-	if err := tx.Raw(`
-		WITH gone AS (
-			UPDATE records r
-			SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = @run
-			WHERE r.source = @source AND r.resource = @resource AND r.deleted_at IS NULL
-			AND r.external_id IN (`+del+`)
-			RETURNING r.external_id, r.content_hash
-		)
-		INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
-		SELECT @source, @resource, external_id, @run, 'deleted', content_hash FROM gone
-		RETURNING external_id, old_hash`,
-		map[string]any{"run": f.RunID, "source": k.Source, "resource": k.Resource},
-	).Scan(&tombstoned).Error; err != nil {
+	now := pol.Confirmed || pol.AfterReads <= 1 && !mass
+	tombstoned, err := markUnseenDeleted(tx, f, !now)
+	if err != nil {
 		return res, fmt.Errorf("tombstone unseen records: %w", err)
 	}
 	res.Deleted = len(tombstoned)
+	pending, pendingArgs := pendingOf(k, f.Partition)
 	if err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending, pendingArgs...).Error; err != nil {
 		return res, err
 	}
-	if keepPending {
-		held := tx.Exec(`INSERT INTO pending_deletes (source, resource, external_id, run_id)
-			SELECT ?, ?, external_id, ? FROM unseen u
-			WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.source = ? AND r.resource = ?
-				AND r.external_id = u.external_id AND r.deleted_at IS NOT NULL)`,
-			k.Source, k.Resource, f.RunID, k.Source, k.Resource)
-		if held.Error != nil {
-			return res, held.Error
+	if !now {
+		if res.Held, err = holdUnseen(tx, f); err != nil {
+			return res, err
 		}
-		res.Held, res.Mass = int(held.RowsAffected), mass
+		res.Mass = mass
 	}
 	if err := recordTombstones(tx, k, f.RunID, tombstoned); err != nil {
 		return res, err
 	}
-	if err := tx.Exec(`UPDATE sync_runs SET deletes_held = `+heldExpr(f.Partition)+` WHERE id = ?`, res.Held, f.RunID).Error; err != nil {
+	if err := setRunHeld(tx, f, res.Held); err != nil {
 		return res, err
 	}
 	if res.Mass && res.Held > 0 {
@@ -239,6 +187,96 @@ func tombstoneUnseen(ctx context.Context, tx *gorm.DB, f FullRead, seen int64) (
 		})
 	}
 	return res, nil
+}
+
+// findUnseen puts the live records the read's seen-set lacks in the
+// temporary table unseen (dropped at commit), and counts them (Unseen) and
+// the live records (Live).
+func findUnseen(tx *gorm.DB, f FullRead) (FullReadResult, error) {
+	var res FullReadResult
+	// The anti-join must hash the pass's ids. Postgres has no statistics
+	// for the unnested arrays and estimates a handful of rows, so left
+	// alone it picks a nested loop: a million records times a million ids.
+	// work_mem lets a million ids (~100 MB of hash table) stay in one batch
+	// instead of spilling to disk.
+	if err := tx.Exec(`SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'`).Error; err != nil {
+		return res, err
+	}
+	scope, scopeArgs := recordsInPartition(f.Partition)
+	if err := tx.Exec(`CREATE TEMP TABLE unseen ON COMMIT DROP AS
+		WITH seen AS MATERIALIZED (SELECT unnest(ids) AS external_id FROM sync_seen WHERE pass_id = ?)
+		SELECT r.external_id, r.updated_at FROM records r
+		WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`
+		AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.external_id = r.external_id)`,
+		append([]any{f.PassID, f.Source, f.Resource}, scopeArgs...)...).Error; err != nil {
+		return res, fmt.Errorf("find unseen records: %w", err)
+	}
+	err := tx.Raw(`SELECT (SELECT count(*) FROM unseen) AS unseen,
+		(SELECT count(*) FROM records r WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`+scope+`) AS live`,
+		append([]any{f.Source, f.Resource}, scopeArgs...)...).Scan(&res).Error
+	return res, err
+}
+
+// forgetSeenPending drops the pending deletions of the records the read
+// saw, and counts those left.
+func forgetSeenPending(tx *gorm.DB, f FullRead) (int, error) {
+	pending, pendingArgs := pendingOf(f.Key, f.Partition)
+	err := tx.Exec(`DELETE FROM pending_deletes p WHERE `+pending+`
+		AND NOT EXISTS (SELECT 1 FROM unseen u WHERE u.external_id = p.external_id)`, pendingArgs...).Error
+	if err != nil {
+		return 0, err
+	}
+	var held int64
+	if err := tx.Raw(`SELECT count(*) FROM pending_deletes p WHERE `+pending, pendingArgs...).Scan(&held).Error; err != nil {
+		return 0, err
+	}
+	return int(held), nil
+}
+
+// markUnseenDeleted tombstones unseen records, with an audit row each: every
+// one, or when agreed only those the previous read missed too and nobody
+// wrote since (pending_deletes).
+func markUnseenDeleted(tx *gorm.DB, f FullRead, agreed bool) ([]tombstone, error) {
+	k := f.Key
+	which, whichArgs := `SELECT external_id FROM unseen`, []any(nil)
+	if agreed {
+		which = `SELECT u.external_id FROM unseen u JOIN pending_deletes p
+			ON p.source = ? AND p.resource = ? AND p.external_id = u.external_id
+			WHERE u.updated_at <= p.since`
+		whichArgs = []any{k.Source, k.Resource}
+	}
+	args := append([]any{f.RunID, k.Source, k.Resource}, whichArgs...)
+	args = append(args, k.Source, k.Resource, f.RunID)
+	var tombstoned []tombstone
+	err := tx.Raw(`
+		WITH gone AS (
+			UPDATE records r
+			SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = ?
+			WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL
+			AND r.external_id IN (`+which+`)
+			RETURNING r.external_id, r.content_hash
+		)
+		INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
+		SELECT ?, ?, external_id, ?, 'deleted', content_hash FROM gone
+		RETURNING external_id, old_hash`, args...).Scan(&tombstoned).Error
+	return tombstoned, err
+}
+
+// holdUnseen makes the unseen records not tombstoned pending deletions,
+// for the next full read to agree on, and counts them.
+func holdUnseen(tx *gorm.DB, f FullRead) (int, error) {
+	k := f.Key
+	held := tx.Exec(`INSERT INTO pending_deletes (source, resource, external_id, run_id)
+		SELECT ?, ?, external_id, ? FROM unseen u
+		WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.source = ? AND r.resource = ?
+			AND r.external_id = u.external_id AND r.deleted_at IS NOT NULL)`,
+		k.Source, k.Resource, f.RunID, k.Source, k.Resource)
+	return int(held.RowsAffected), held.Error
+}
+
+// setRunHeld records on the run how many deletions its read held.
+func setRunHeld(tx *gorm.DB, f FullRead, held int) error {
+	return tx.Exec(`UPDATE sync_runs SET deletes_held = `+heldExpr(f.Partition)+` WHERE id = ?`, held, f.RunID).Error
 }
 
 // DeletesHeld is the payload of a deletes.held event: a full read would
@@ -287,7 +325,7 @@ func (s *Store) DropPass(ctx context.Context, passID int64) error {
 	if err := s.db.WithContext(ctx).Exec(`DELETE FROM sync_seen WHERE pass_id = ?`, passID).Error; err != nil {
 		return fmt.Errorf("drop seen-set of pass %d: %w", passID, err)
 	}
-	if err := dropDigests(s.db.WithContext(ctx), passID); err != nil {
+	if err := dropDigests(ctx, s.db.WithContext(ctx), passID); err != nil {
 		return fmt.Errorf("drop page digests of pass %d: %w", passID, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"gorm.io/gorm"
@@ -175,27 +176,25 @@ type digestState struct {
 // read's end (nothing else can change the live state until it commits) and
 // tells whether the pass's chain is intact: no write but the pass's own
 // since its first page.
-func beginConfirm(tx *gorm.DB, f FullRead) (digestState, error) {
+func beginConfirm(ctx context.Context, tx *gorm.DB, f FullRead) (digestState, error) {
 	if f.Partition != "" {
 		return digestState{}, nil
 	}
-	var row struct {
-		Intact bool
-	}
-	err := tx.Raw(`SELECT p.live_count = s.live_count AND p.live_xor = s.live_xor AS intact
-		FROM sync_state s JOIN digest_passes p ON p.pass_id = ? AND NOT p.confirmed
-		WHERE s.source = ? AND s.resource = ? FOR UPDATE OF s`, f.PassID, f.Source, f.Resource).Scan(&row).Error
-	if err != nil {
+	var intact sql.NullBool // NULL (a count not kept yet) or no row: not intact
+	err := tx.Statement.ConnPool.QueryRowContext(ctx, `SELECT p.live_count = s.live_count AND p.live_xor = s.live_xor
+		FROM sync_state s JOIN digest_passes p ON p.pass_id = $1 AND NOT p.confirmed
+		WHERE s.source = $2 AND s.resource = $3 FOR UPDATE OF s`, f.PassID, f.Source, f.Resource).Scan(&intact)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return digestState{}, fmt.Errorf("check the pass's page digests: %w", err)
 	}
-	return digestState{on: true, intact: row.Intact}, nil
+	return digestState{on: true, intact: intact.Bool}, nil
 }
 
 // confirmDigests ends a full read's digests, last in its end's transaction:
 // with an intact chain, the pass's digests become the ones later reads
 // trust, at the live state its deletions left; every other pass's of the
 // resource goes (a stale confirmed set, abandoned passes).
-func confirmDigests(tx *gorm.DB, f FullRead, d digestState) error {
+func confirmDigests(ctx context.Context, tx *gorm.DB, f FullRead, d digestState) error {
 	if !d.on {
 		return nil
 	}
@@ -204,21 +203,23 @@ func confirmDigests(tx *gorm.DB, f FullRead, d digestState) error {
 		// transaction, and the penalty on a join's only possible plan put
 		// its cost past jit_above_cost (seconds of compiling, holding the
 		// outbox lock).
-		if err := tx.Exec(`UPDATE digest_passes SET confirmed = true, (live_count, live_xor) = (
-				SELECT s.live_count, s.live_xor FROM sync_state s WHERE s.source = ? AND s.resource = ?)
-			WHERE pass_id = ? AND EXISTS (SELECT 1 FROM sync_state s WHERE s.source = ? AND s.resource = ?
+		if _, err := exec(ctx, tx, `UPDATE digest_passes SET confirmed = true, (live_count, live_xor) = (
+				SELECT s.live_count, s.live_xor FROM sync_state s WHERE s.source = $1 AND s.resource = $2)
+			WHERE pass_id = $3 AND EXISTS (SELECT 1 FROM sync_state s WHERE s.source = $1 AND s.resource = $2
 				AND s.live_count IS NOT NULL AND s.live_xor IS NOT NULL)`,
-			f.Source, f.Resource, f.PassID, f.Source, f.Resource).Error; err != nil {
+			f.Source, f.Resource, f.PassID); err != nil {
 			return fmt.Errorf("confirm page digests: %w", err)
 		}
 	}
-	return tx.Exec(`DELETE FROM digest_passes WHERE source = ? AND resource = ? AND (pass_id <> ? OR NOT confirmed)`,
-		f.Source, f.Resource, f.PassID).Error
+	_, err := exec(ctx, tx, `DELETE FROM digest_passes WHERE source = $1 AND resource = $2 AND (pass_id <> $3 OR NOT confirmed)`,
+		f.Source, f.Resource, f.PassID)
+	return err
 }
 
 // dropDigests forgets a pass's digests (a full read that starts over).
-func dropDigests(db *gorm.DB, passID int64) error {
-	return db.Exec(`DELETE FROM digest_passes WHERE pass_id = ? AND NOT confirmed`, passID).Error
+func dropDigests(ctx context.Context, db *gorm.DB, passID int64) error {
+	_, err := exec(ctx, db, `DELETE FROM digest_passes WHERE pass_id = $1 AND NOT confirmed`, passID)
+	return err
 }
 
 // applyRecords writes a page's records that differ from the store's,

@@ -58,7 +58,7 @@ func (e digestEnv) applyPages(run, pass int64, pages ...[]store.Record) (matched
 func (e digestEnv) finishRead(run int64, matched []bool) []bool {
 	e.t.Helper()
 	var seen int64
-	e.s.DB().Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, run).Scan(&seen)
+	e.s.DBForTests().Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, run).Scan(&seen)
 	finish(e.t, e.s, run, seen, store.DeletePolicy{})
 	return matched
 }
@@ -76,7 +76,7 @@ func (e digestEnv) delta(recs []store.Record) {
 func (e digestEnv) want(pairs ...string) {
 	e.t.Helper()
 	var got []string
-	e.s.DB().Raw(`SELECT external_id || '=' || (payload->>'v') FROM records WHERE deleted_at IS NULL ORDER BY external_id`).Scan(&got)
+	e.s.DBForTests().Raw(`SELECT external_id || '=' || (payload->>'v') FROM records WHERE deleted_at IS NULL ORDER BY external_id`).Scan(&got)
 	slices.Sort(pairs)
 	if !slices.Equal(got, pairs) {
 		e.t.Fatalf("live records %v, want %v", got, pairs)
@@ -181,7 +181,7 @@ func (e digestEnv) readWith(pol store.DeletePolicy, pages ...[]store.Record) sto
 	run := startRun(e.t, e.s, store.KindFull)
 	e.applyPages(run, run, pages...)
 	var seen int64
-	e.s.DB().Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, run).Scan(&seen)
+	e.s.DBForTests().Raw(`SELECT coalesce(sum(cardinality(ids)), 0) FROM sync_seen WHERE pass_id = ?`, run).Scan(&seen)
 	return finish(e.t, e.s, run, seen, pol)
 }
 

@@ -296,25 +296,25 @@ func (s *Store) TombstoneOrphans(ctx context.Context, o Orphans) (int, error) {
 		// parents' key expression (no index serves it) scanned every
 		// parent per partition.
 		if err := tx.Exec(`CREATE TEMP TABLE orphaned ON COMMIT DROP AS
-			SELECT p.partition FROM sync_partitions p WHERE p.source = @source AND p.resource = @child
+			SELECT p.partition FROM sync_partitions p WHERE p.source = ? AND p.resource = ?
 			EXCEPT
-			SELECT r.payload #>> CAST(@path AS text[]) FROM records r
-			WHERE r.source = @source AND r.resource = @parent AND r.deleted_at IS NULL`,
-			map[string]any{"source": o.Child.Source, "child": o.Child.Resource, "parent": o.Parent, "path": pgPath(o.KeyPath)}).Error; err != nil {
+			SELECT r.payload #>> CAST(? AS text[]) FROM records r
+			WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL`,
+			o.Child.Source, o.Child.Resource, pgPath(o.KeyPath), o.Child.Source, o.Parent).Error; err != nil {
 			return fmt.Errorf("find orphaned partitions: %w", err)
 		}
 		if err := tx.Raw(`
 			WITH gone AS (
 				UPDATE records r
-				SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = @run
-				WHERE r.source = @source AND r.resource = @child AND r.deleted_at IS NULL
+				SET deleted_at = now(), version = r.version + 1, updated_at = now(), last_run_id = ?
+				WHERE r.source = ? AND r.resource = ? AND r.deleted_at IS NULL
 				AND r.partition <> '' AND r.partition IN (SELECT partition FROM orphaned)
 				RETURNING r.external_id, r.content_hash
 			)
 			INSERT INTO record_changes (source, resource, external_id, run_id, op, old_hash)
-			SELECT @source, @child, external_id, @run, 'deleted', content_hash FROM gone
+			SELECT ?, ?, external_id, ?, 'deleted', content_hash FROM gone
 			RETURNING external_id, old_hash`,
-			map[string]any{"run": o.RunID, "source": o.Child.Source, "child": o.Child.Resource}).Scan(&gone).Error; err != nil {
+			o.RunID, o.Child.Source, o.Child.Resource, o.Child.Source, o.Child.Resource, o.RunID).Scan(&gone).Error; err != nil {
 			return fmt.Errorf("tombstone the records of orphaned partitions: %w", err)
 		}
 		if err := tx.Exec(`DELETE FROM sync_partitions WHERE source = ? AND resource = ? AND partition IN (SELECT partition FROM orphaned)`,

@@ -3,42 +3,11 @@ package store
 import (
 	"cmp"
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 )
-
-// ProbeState returns the columns of a resource's state that a probe reads:
-// paused, the confirmed validators, the candidate, the probe interval and
-// head_unsupported. The other fields are zero. It is State without the ORM
-// and without the columns a probe never looks at: it runs once per probe.
-func (s *Store) ProbeState(ctx context.Context, k Key) (State, error) {
-	st := State{Source: k.Source, Resource: k.Resource}
-	db, err := s.db.DB()
-	if err != nil {
-		return st, err
-	}
-	var candidateAt sql.NullTime
-	err = db.QueryRowContext(ctx, `SELECT paused, etag, last_modified, probe_hash, probe_interval_ms,
-			candidate_kind, candidate_validator, candidate_at, head_unsupported
-		FROM sync_state WHERE source = $1 AND resource = $2`, k.Source, k.Resource).
-		Scan(&st.Paused, &st.ETag, &st.LastModified, &st.ProbeHash, &st.ProbeIntervalMS,
-			&st.CandidateKind, &st.CandidateValidator, &candidateAt, &st.HeadUnsupported)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
-	}
-	if err != nil {
-		return st, fmt.Errorf("sync state %s: %w", k, err)
-	}
-	if candidateAt.Valid {
-		t := candidateAt.Time.UTC()
-		st.CandidateAt = &t
-	}
-	return st, nil
-}
 
 // ProbeBatcher writes the bookkeeping of unchanged probes behind, coalesced:
 // an unchanged probe only adds to counters and moves in_sync_at, its

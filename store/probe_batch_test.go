@@ -202,7 +202,7 @@ func TestProbeBatcherChecksTheValidator(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if err := s.DB().Exec(`UPDATE sync_state SET etag = '"v2"' WHERE source = ? AND resource = ?`, k.Source, k.Resource).Error; err != nil {
+		if err := s.DBForTests().Exec(`UPDATE sync_state SET etag = '"v2"' WHERE source = ? AND resource = ?`, k.Source, k.Resource).Error; err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -125,25 +125,6 @@ func (s *Store) EnsureStates(ctx context.Context, keys []Key) error {
 	return nil
 }
 
-// State returns the state of one resource.
-func (s *Store) State(ctx context.Context, k Key) (State, error) {
-	var st State
-	err := s.db.WithContext(ctx).Where("source = ? AND resource = ?", k.Source, k.Resource).Take(&st).Error
-	if err != nil {
-		return st, fmt.Errorf("sync state %s: %w", k, notFound(err))
-	}
-	return st, nil
-}
-
-// States returns every resource's state, ordered by source and resource.
-func (s *Store) States(ctx context.Context) ([]State, error) {
-	var out []State
-	if err := s.db.WithContext(ctx).Order("source, resource").Find(&out).Error; err != nil {
-		return nil, fmt.Errorf("list sync state: %w", err)
-	}
-	return out, nil
-}
-
 // SetPaused pauses or resumes scheduling of the given resources. It reports
 // how many state rows it changed, so a caller can say when nothing matched.
 func (s *Store) SetPaused(ctx context.Context, source, resource string, paused bool) (int64, error) {

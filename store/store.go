@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -19,6 +20,8 @@ var ErrNotFound = errors.New("not found")
 // Store is tidemark's handle on Postgres. It is safe for concurrent use.
 type Store struct {
 	db *gorm.DB
+	// url is where Listen opens its own connection.
+	url string
 }
 
 // Open connects to the database at url and checks that it answers.
@@ -31,7 +34,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, url: url}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -60,6 +63,17 @@ func (s *Store) Close() error {
 	return sqlDB.Close()
 }
 
+// Migrate runs up (migrations.Up) on the store's connection pool: the
+// migrations package owns the schema, store the connection, and store
+// imports no package of ours but config.
+func (s *Store) Migrate(ctx context.Context, up func(context.Context, *sql.DB) error) error {
+	db, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return up(ctx, db)
+}
+
 // Key names one resource of one source.
 type Key struct {
 	Source   string
@@ -75,9 +89,10 @@ func notFound(err error) error {
 	return err
 }
 
-// DB exposes the GORM handle for tests and for packages' own test helpers.
-// Production code goes through Store's methods.
-func (s *Store) DB() *gorm.DB { return s.db }
+// DBForTests is the store's GORM handle, for tests (and the simulator) to
+// set up and inspect rows no method of Store reads or writes. Production
+// code goes through Store's methods: store is the one road to Postgres.
+func (s *Store) DBForTests() *gorm.DB { return s.db }
 
 // KeysOf lists the resources of a config, in file order.
 func KeysOf(conf *config.Config) []Key {

@@ -52,7 +52,7 @@ type snapshot struct {
 func take(t *testing.T, s *store.Store) snapshot {
 	t.Helper()
 	var snap snapshot
-	db := s.DB()
+	db := s.DBForTests()
 	if err := db.Raw(`SELECT external_id, version, content_hash, updated_at::text AS updated_at FROM records ORDER BY external_id`).Scan(&snap.Records).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestApplyPageVersionsAndAudit(t *testing.T) {
 		Version int64
 		Payload string
 	}
-	s.DB().Raw(`SELECT version, payload::text AS payload FROM records WHERE external_id = '1'`).Scan(&row)
+	s.DBForTests().Raw(`SELECT version, payload::text AS payload FROM records WHERE external_id = '1'`).Scan(&row)
 	if row.Version != 2 || row.Payload != `{"a": 3, "b": 1}` {
 		t.Fatalf("record = %+v, want version 2 with the last copy", row)
 	}
@@ -136,7 +136,7 @@ func TestApplyPageVersionsAndAudit(t *testing.T) {
 		NewHash       string
 		ChangedFields string
 	}
-	s.DB().Raw(`SELECT op, old_hash, new_hash, changed_fields::text AS changed_fields FROM record_changes ORDER BY id DESC LIMIT 1`).Scan(&change)
+	s.DBForTests().Raw(`SELECT op, old_hash, new_hash, changed_fields::text AS changed_fields FROM record_changes ORDER BY id DESC LIMIT 1`).Scan(&change)
 	if change.Op != "updated" || change.OldHash != `h:{"a":1,"b":1}` || change.NewHash != `h:{"a":3,"b":1}` || change.ChangedFields != "{a}" {
 		t.Fatalf("audit row = %+v", change)
 	}
@@ -309,7 +309,7 @@ func TestLostSeenSetDeletesNothing(t *testing.T) {
 	}
 	page("1", "2")
 	// A crash empties sync_seen; the read carries on with its next page.
-	if err := s.DB().Exec(`TRUNCATE sync_seen`).Error; err != nil {
+	if err := s.DBForTests().Exec(`TRUNCATE sync_seen`).Error; err != nil {
 		t.Fatal(err)
 	}
 	page("3")

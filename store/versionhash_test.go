@@ -25,7 +25,7 @@ func TestVersionHashFollowsEveryWrite(t *testing.T) {
 			t.Fatalf("%s: %v", step, err)
 		}
 		// Forget the kept parts: VersionHash recomputes them by scanning.
-		if err := s.DB().Exec(`UPDATE sync_state SET live_count = NULL, live_xor = NULL`).Error; err != nil {
+		if err := s.DBForTests().Exec(`UPDATE sync_state SET live_count = NULL, live_xor = NULL`).Error; err != nil {
 			t.Fatal(err)
 		}
 		scanned, err := s.VersionHash(ctx, key)

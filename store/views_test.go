@@ -26,7 +26,7 @@ func viewConf(resources ...config.Resource) *config.Config {
 func putRecords(t *testing.T, s *store.Store, res string, payloads ...string) {
 	t.Helper()
 	for i, p := range payloads {
-		err := s.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash, updated_at)
+		err := s.DBForTests().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash, updated_at)
 			VALUES ('shop', ?, ?, CAST(? AS jsonb), 'h', now() - make_interval(secs => ?))`,
 			res, fmt.Sprint(i+1), p, len(payloads)-i).Error
 		if err != nil {
@@ -56,7 +56,7 @@ func byView(results []store.ViewResult) map[string]store.ViewResult {
 func columns(t *testing.T, s *store.Store, schema, view string) []string {
 	t.Helper()
 	var cols []string
-	err := s.DB().Raw(`SELECT column_name || ' ' || data_type FROM information_schema.columns
+	err := s.DBForTests().Raw(`SELECT column_name || ' ' || data_type FROM information_schema.columns
 		WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position`, schema, view).Scan(&cols).Error
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestViewsDeclaredAndInferred(t *testing.T) {
 
 	// The query the feature exists for, and typed comparisons.
 	var ids []string
-	if err := s.DB().Raw(`SELECT external_id FROM tidemark_data.shop_orders
+	if err := s.DBForTests().Raw(`SELECT external_id FROM tidemark_data.shop_orders
 		WHERE state = 'open' AND amount > 1000 AND paid AND at < '2024-05-02' AND NOT deleted`).Scan(&ids).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestViewsDeclaredAndInferred(t *testing.T) {
 		t.Errorf("open orders = %q, want [1]", ids)
 	}
 	var amount float64
-	s.DB().Raw(`SELECT amount FROM tidemark_data.shop_orders WHERE external_id = '2'`).Scan(&amount)
+	s.DBForTests().Raw(`SELECT amount FROM tidemark_data.shop_orders WHERE external_id = '2'`).Scan(&amount)
 	if amount != 99.5 {
 		t.Errorf("amount from a numeric string = %v, want 99.5", amount)
 	}
@@ -147,7 +147,7 @@ func TestViewsCastFailuresAreNullAndCounted(t *testing.T) {
 		At         *time.Time
 	}
 	var rows []row
-	if err := s.DB().Raw(`SELECT external_id, amount, paid, at FROM tidemark_data.shop_orders ORDER BY external_id`).Scan(&rows).Error; err != nil {
+	if err := s.DBForTests().Raw(`SELECT external_id, amount, paid, at FROM tidemark_data.shop_orders ORDER BY external_id`).Scan(&rows).Error; err != nil {
 		t.Fatalf("SELECT on a view with values that do not cast: %v", err)
 	}
 	if len(rows) != 7 {
@@ -203,7 +203,7 @@ func TestViewsFollowConfig(t *testing.T) {
 	other := config.Resource{Name: "refunds", Path: "/r", Records: config.Records{ID: "id"}}
 	refresh(t, s, viewConf(orders, other))
 	// A view of someone else's in the schema is never dropped.
-	if err := s.DB().Exec(`CREATE VIEW tidemark_data.mine AS SELECT 1 AS one`).Error; err != nil {
+	if err := s.DBForTests().Exec(`CREATE VIEW tidemark_data.mine AS SELECT 1 AS one`).Error; err != nil {
 		t.Fatal(err)
 	}
 
@@ -250,14 +250,14 @@ func TestViewsFollowConfig(t *testing.T) {
 		t.Errorf("a view tidemark did not make was dropped")
 	}
 	var amount float64
-	s.DB().Raw(`SELECT amount FROM tidemark_data.shop_orders`).Scan(&amount)
+	s.DBForTests().Raw(`SELECT amount FROM tidemark_data.shop_orders`).Scan(&amount)
 	if amount != 5 {
 		t.Errorf("amount = %v after the type change, want 5", amount)
 	}
 
 	// A relation of the view's name that tidemark did not make fails that
 	// view and no other.
-	if err := s.DB().Exec(`DROP VIEW tidemark_data.shop_orders; CREATE TABLE tidemark_data.shop_orders (x int)`).Error; err != nil {
+	if err := s.DBForTests().Exec(`DROP VIEW tidemark_data.shop_orders; CREATE TABLE tidemark_data.shop_orders (x int)`).Error; err != nil {
 		t.Fatal(err)
 	}
 	results, err := s.RefreshViews(ctx, viewConf(orders, other))
@@ -300,7 +300,7 @@ func TestViewsQuoteIdentifiers(t *testing.T) {
 	}
 	var weird int64
 	var its, xy string
-	db, _ := s.DB().DB()
+	db, _ := s.DBForTests().DB()
 	if err := db.QueryRow(`SELECT "we""ird", "it's", "x?y" FROM tidemark_data.shop_odd`).Scan(&weird, &its, &xy); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestViewsQuoteIdentifiers(t *testing.T) {
 		t.Errorf("row = %d %q %q, want 1 a @z", weird, its, xy)
 	}
 	var n int64
-	if err := s.DB().Raw(`SELECT count(*) FROM records`).Scan(&n).Error; err != nil || n != 1 {
+	if err := s.DBForTests().Raw(`SELECT count(*) FROM records`).Scan(&n).Error; err != nil || n != 1 {
 		t.Errorf("records: %d, %v", n, err)
 	}
 }
@@ -324,7 +324,7 @@ func TestViewsDoNotBlockSyncs(t *testing.T) {
 	putRecords(t, s, "orders", `{"amount": 1}`, `{"amount": 2}`)
 	res := config.Resource{Name: "orders", Path: "/o", Records: config.Records{ID: "id"}}
 	refresh(t, s, viewConf(res))
-	db, _ := s.DB().DB()
+	db, _ := s.DBForTests().DB()
 
 	// A sync's page, applied and not yet committed.
 	sync, err := db.BeginTx(ctx, nil)

@@ -182,7 +182,7 @@ func probeWithBasis(t *testing.T, f *fleet, name string, basis *jobs.ProbeBasis)
 func storedValue(t *testing.T, f *fleet, name string) int {
 	t.Helper()
 	var v int
-	if err := f.store.DB().Raw(`SELECT (payload->>'v')::int FROM records WHERE source = 'demo' AND resource = ? AND deleted_at IS NULL`, name).
+	if err := f.store.DBForTests().Raw(`SELECT (payload->>'v')::int FROM records WHERE source = 'demo' AND resource = ? AND deleted_at IS NULL`, name).
 		Scan(&v).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func storedValue(t *testing.T, f *fleet, name string) int {
 func fetchRuns(t *testing.T, f *fleet, name string) int {
 	t.Helper()
 	var n int
-	if err := f.store.DB().Raw(`SELECT count(*) FROM sync_runs WHERE source = 'demo' AND resource = ? AND kind <> 'probe'`, name).
+	if err := f.store.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE source = 'demo' AND resource = ? AND kind <> 'probe'`, name).
 		Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}

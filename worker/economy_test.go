@@ -120,7 +120,7 @@ func TestAPIEconomy(t *testing.T) {
 		Resource, Kind, Trigger string
 		N, Requests             int64
 	}
-	f.store.DB().Raw(`SELECT resource, kind, trigger, count(*) AS n, sum(http_requests) AS requests FROM sync_runs
+	f.store.DBForTests().Raw(`SELECT resource, kind, trigger, count(*) AS n, sum(http_requests) AS requests FROM sync_runs
 		GROUP BY resource, kind, trigger ORDER BY resource, kind, trigger`).Scan(&runs)
 	for _, r := range runs {
 		t.Logf("runs: %-20s %-5s %-8s %4d runs %6d requests", r.Resource, r.Kind, r.Trigger, r.N, r.Requests)

@@ -118,7 +118,7 @@ func TestHostileUpstreams(t *testing.T) {
 				h.mustSucceed(t, h.fullFetch(t, src))
 				h.assertMirrors(t, src, up)
 				var left int64
-				h.store.DB().Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, src).Scan(&left)
+				h.store.DBForTests().Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, src).Scan(&left)
 				if left != 0 {
 					t.Errorf("%d records still quarantined once the upstream stopped sending them", left)
 				}
@@ -174,7 +174,7 @@ func (h *hostileWorker) assertQuarantined(t *testing.T, src string, run store.Ru
 		t.Fatalf("run %d: %s with %d quarantined (%q), want succeeded with %d", run.ID, run.Status, run.RecordsQuarantined, run.Error, hc.quarantined)
 	}
 	var reasons []string
-	h.store.DB().Raw(`SELECT reason FROM record_quarantine WHERE source = ?`, src).Scan(&reasons)
+	h.store.DBForTests().Raw(`SELECT reason FROM record_quarantine WHERE source = ?`, src).Scan(&reasons)
 	if want := cmp.Or(hc.quarantineRows, hc.quarantined); len(reasons) != want {
 		t.Errorf("quarantine holds %d records, want %d: %q", len(reasons), want, reasons)
 	}
@@ -237,7 +237,7 @@ func (h *hostileWorker) mustSucceed(t *testing.T, run store.Run) store.Run {
 func (h *hostileWorker) recordIDs(t *testing.T, source string) []string {
 	t.Helper()
 	var ids []string
-	if err := h.store.DB().Raw(`SELECT external_id FROM records WHERE source = ? AND deleted_at IS NULL ORDER BY external_id`, source).Scan(&ids).Error; err != nil {
+	if err := h.store.DBForTests().Raw(`SELECT external_id FROM records WHERE source = ? AND deleted_at IS NULL ORDER BY external_id`, source).Scan(&ids).Error; err != nil {
 		t.Fatal(err)
 	}
 	return ids
@@ -265,7 +265,7 @@ func (h *hostileWorker) assertMirrors(t *testing.T, source string, up *demoapi.S
 		ContentHash string
 		Version     int
 	}
-	if err := h.store.DB().Raw(`SELECT external_id, content_hash, version FROM records WHERE source = ? AND deleted_at IS NULL`, source).Scan(&rows).Error; err != nil {
+	if err := h.store.DBForTests().Raw(`SELECT external_id, content_hash, version FROM records WHERE source = ? AND deleted_at IS NULL`, source).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) != len(want) {

@@ -103,7 +103,7 @@ func (f *fleet) fetch(name, mode string) store.Run {
 
 func (f *fleet) runCount() int64 {
 	var n int64
-	f.store.DB().Raw(`SELECT count(*) FROM sync_runs`).Scan(&n)
+	f.store.DBForTests().Raw(`SELECT count(*) FROM sync_runs`).Scan(&n)
 	return n
 }
 
@@ -133,7 +133,7 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 			}
 			stats, runs, st := f.upstream.Stats().Resources[name], f.runCount(), f.state(name)
 			var records int64
-			f.store.DB().Raw(`SELECT count(*) FROM record_changes`).Scan(&records)
+			f.store.DBForTests().Raw(`SELECT count(*) FROM record_changes`).Scan(&records)
 
 			f.probe(name)
 
@@ -148,7 +148,7 @@ func TestUnchangedProbeIsCheap(t *testing.T) {
 				t.Errorf("an unchanged probe wrote %d run rows", n-runs)
 			}
 			var records2 int64
-			f.store.DB().Raw(`SELECT count(*) FROM record_changes`).Scan(&records2)
+			f.store.DBForTests().Raw(`SELECT count(*) FROM record_changes`).Scan(&records2)
 			if records2 != records {
 				t.Errorf("an unchanged probe changed %d records", records2-records)
 			}
@@ -221,7 +221,7 @@ func TestChangesArriveWithinProbeInterval(t *testing.T) {
 	// total count), so its changes are made there.
 	firstPage := func(name string) []string {
 		var ids []string
-		f.store.DB().Raw(`SELECT external_id FROM records WHERE resource = ? AND deleted_at IS NULL ORDER BY external_id LIMIT 3`, name).Scan(&ids)
+		f.store.DBForTests().Raw(`SELECT external_id FROM records WHERE resource = ? AND deleted_at IS NULL ORDER BY external_id LIMIT 3`, name).Scan(&ids)
 		return ids
 	}
 	mutations := map[string]demoapi.Mutation{
@@ -263,7 +263,7 @@ func (f *fleet) inStep(name string, ids []string) bool {
 			f.t.Fatal(err)
 		}
 		var got string
-		f.store.DB().Raw(`SELECT content_hash FROM records WHERE resource = ? AND external_id = ? AND deleted_at IS NULL`, name, id).Scan(&got)
+		f.store.DBForTests().Raw(`SELECT content_hash FROM records WHERE resource = ? AND external_id = ? AND deleted_at IS NULL`, name, id).Scan(&got)
 		if got != want.Hash {
 			return false
 		}
@@ -394,7 +394,7 @@ func TestOffsetPaginationUnderChange(t *testing.T) {
 	f.fetch("settlements", jobs.ModeFull)
 
 	var live, distinct int64
-	f.store.DB().Raw(`SELECT count(*), count(DISTINCT external_id) FROM records WHERE resource = 'settlements' AND deleted_at IS NULL`).Row().Scan(&live, &distinct)
+	f.store.DBForTests().Raw(`SELECT count(*), count(DISTINCT external_id) FROM records WHERE resource = 'settlements' AND deleted_at IS NULL`).Row().Scan(&live, &distinct)
 	if want := int64(len(up.Export("settlements"))); live != want || distinct != live {
 		t.Fatalf("after two runs: %d live records (%d distinct), upstream has %d", live, distinct, want)
 	}
@@ -402,7 +402,7 @@ func TestOffsetPaginationUnderChange(t *testing.T) {
 		t.Fatal("the record created during the read is missing")
 	}
 	var gone int64
-	f.store.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'settlements' AND external_id = ? AND deleted_at IS NOT NULL`, changed.Deleted[0]).Scan(&gone)
+	f.store.DBForTests().Raw(`SELECT count(*) FROM records WHERE resource = 'settlements' AND external_id = ? AND deleted_at IS NOT NULL`, changed.Deleted[0]).Scan(&gone)
 	if gone != 1 {
 		t.Fatal("the record deleted during the read is not tombstoned")
 	}

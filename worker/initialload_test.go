@@ -32,7 +32,7 @@ func TestFirstLoadAuditedAsOneSummary(t *testing.T) {
 	}
 	audited := func(after int64) map[string]row {
 		var rows []row
-		if err := f.store.DB().Raw(`SELECT resource, op, count(*) AS rows, coalesce(sum(records), 0) AS sum, coalesce(max(new_hash), '') AS hash
+		if err := f.store.DBForTests().Raw(`SELECT resource, op, count(*) AS rows, coalesce(sum(records), 0) AS sum, coalesce(max(new_hash), '') AS hash
 			FROM record_changes WHERE run_id > ? GROUP BY resource, op`, after).Scan(&rows).Error; err != nil {
 			t.Fatal(err)
 		}

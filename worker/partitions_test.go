@@ -125,14 +125,14 @@ func accountsConfig(t *testing.T, baseURL string, changedOnly bool, static []str
 func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, resource, mode, trigger string) {
 	t.Helper()
 	var before int64
-	w.Store.DB().Raw(`SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&before)
+	w.Store.DBForTests().Raw(`SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&before)
 	if err := w.Fetch(t, jobs.FetchPayload{Source: "acme", Resource: resource, Mode: mode, Trigger: trigger}); err != nil {
 		t.Fatalf("fetch of %s: %v", resource, err)
 	}
 	waitFor(t, 60*time.Second, "the fetches to settle", func() (bool, string) {
 		var running, done int64
-		w.Store.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
-		w.Store.DB().Raw(`SELECT count(*) FROM sync_runs WHERE id > ? AND resource = ? AND status <> 'running'`, before, resource).Scan(&done)
+		w.Store.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
+		w.Store.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE id > ? AND resource = ? AND status <> 'running'`, before, resource).Scan(&done)
 		busy := 0
 		for _, q := range jobs.AllQueues() {
 			if info, err := w.Inspector.GetQueueInfo(q); err == nil {
@@ -142,7 +142,7 @@ func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, res
 		return running == 0 && busy == 0 && done > 0, fmt.Sprintf("%d running, %d tasks", running, busy)
 	})
 	var failed []string
-	w.Store.DB().Raw(`SELECT resource || ': ' || error FROM sync_runs WHERE id > ? AND status <> 'succeeded'`, before).Scan(&failed)
+	w.Store.DBForTests().Raw(`SELECT resource || ': ' || error FROM sync_runs WHERE id > ? AND status <> 'succeeded'`, before).Scan(&failed)
 	if len(failed) > 0 {
 		t.Fatalf("runs failed: %v", failed)
 	}
@@ -151,7 +151,7 @@ func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, res
 func countRows(t *testing.T, w *workertest.Worker, query string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := w.Store.DB().Raw(query, args...).Scan(&n).Error; err != nil {
+	if err := w.Store.DBForTests().Raw(query, args...).Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -111,7 +111,7 @@ func TestRollingProbeSeesDeepAmendment(t *testing.T) {
 	f.fetch(name, jobs.ModeFull)
 	const pages = 3
 	var recorded int
-	f.store.DB().Raw(`SELECT count(*) FROM probe_pages WHERE source = 'demo' AND resource = ?`, name).Scan(&recorded)
+	f.store.DBForTests().Raw(`SELECT count(*) FROM probe_pages WHERE source = 'demo' AND resource = ?`, name).Scan(&recorded)
 	if recorded != pages {
 		t.Fatalf("the full read recorded %d pages, want %d", recorded, pages)
 	}

@@ -142,7 +142,7 @@ sources:
 	places := map[string]string{"worker log": logs.String()}
 	for _, table := range []string{"records", "record_changes", "sync_runs", "sync_state", "outbox"} {
 		var rows []string
-		if err := w.Store.DB().Raw(`SELECT t::text FROM ` + table + ` t`).Scan(&rows).Error; err != nil {
+		if err := w.Store.DBForTests().Raw(`SELECT t::text FROM ` + table + ` t`).Scan(&rows).Error; err != nil {
 			t.Fatal(err)
 		}
 		places["table "+table] = strings.Join(rows, "\n")

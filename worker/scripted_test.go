@@ -252,7 +252,7 @@ func (f *scriptedFleet) mustSucceed(run store.Run) store.Run {
 
 func (f *scriptedFleet) lastRunID() int64 {
 	var id int64
-	f.store.DB().Raw(`SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&id)
+	f.store.DBForTests().Raw(`SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&id)
 	return id
 }
 
@@ -272,7 +272,7 @@ func (f *scriptedFleet) live() map[string]map[string]any {
 		ExternalID string
 		Payload    string
 	}
-	if err := f.store.DB().Raw(`SELECT external_id, payload::text AS payload FROM records
+	if err := f.store.DBForTests().Raw(`SELECT external_id, payload::text AS payload FROM records
 		WHERE source = 'api' AND deleted_at IS NULL`).Scan(&rows).Error; err != nil {
 		f.t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func (f *scriptedFleet) live() map[string]map[string]any {
 func (f *scriptedFleet) count(query string, args ...any) int64 {
 	f.t.Helper()
 	var n int64
-	if err := f.store.DB().Raw(query, args...).Scan(&n).Error; err != nil {
+	if err := f.store.DBForTests().Raw(query, args...).Scan(&n).Error; err != nil {
 		f.t.Fatal(err)
 	}
 	return n

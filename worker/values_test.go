@@ -229,7 +229,7 @@ delta: {param: updated_since, field: updated_at, format: rfc3339}`)
 
 	// A watermark an earlier release let into the future moves back.
 	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
-	if err := f.store.DB().Exec(`UPDATE sync_state SET watermark = ?`, future).Error; err != nil {
+	if err := f.store.DBForTests().Exec(`UPDATE sync_state SET watermark = ?`, future).Error; err != nil {
 		t.Fatal(err)
 	}
 	run = f.mustSucceed(f.delta())
@@ -307,7 +307,7 @@ delta: {param: updated_since, field: updated_at, format: rfc3339}
 full_sync: {detect_deletes: true}`)
 	f.mustSucceed(f.delta())
 	// As an earlier config (format unix_ms, field modified) left them.
-	if err := f.store.DB().Exec(`UPDATE sync_state SET watermark = '99999999999999',
+	if err := f.store.DBForTests().Exec(`UPDATE sync_state SET watermark = '99999999999999',
 		basis = '{"id":"id","delta_field":"modified","delta_format":"unix_ms"}'`).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ full_sync: {detect_deletes: true}`)
 	if _, err := time.Parse(time.RFC3339Nano, f.state().Watermark); err != nil {
 		t.Fatalf("watermark %q is not an rfc3339 one taken anew: %v", f.state().Watermark, err)
 	}
-	if err := f.store.DB().Exec(`UPDATE sync_state SET basis = jsonb_set(basis, '{id}', '"old_id"')`).Error; err != nil {
+	if err := f.store.DBForTests().Exec(`UPDATE sync_state SET basis = jsonb_set(basis, '{id}', '"old_id"')`).Error; err != nil {
 		t.Fatal(err)
 	}
 	run = f.mustSucceed(f.delta())
@@ -342,7 +342,7 @@ func (f *scriptedFleet) quarantine() map[string]string {
 		ExternalID *string
 		Reason     string
 	}
-	if err := f.store.DB().WithContext(context.Background()).Raw(`SELECT external_id, reason FROM record_quarantine`).Scan(&rows).Error; err != nil {
+	if err := f.store.DBForTests().WithContext(context.Background()).Raw(`SELECT external_id, reason FROM record_quarantine`).Scan(&rows).Error; err != nil {
 		f.t.Fatal(err)
 	}
 	out := map[string]string{}

@@ -132,7 +132,7 @@ func (f *fleet) assertInStep() {
 			ExternalID  string
 			ContentHash string
 		}
-		if err := f.store.DB().Raw(`SELECT external_id, content_hash FROM records
+		if err := f.store.DBForTests().Raw(`SELECT external_id, content_hash FROM records
 			WHERE source = ? AND resource = ? AND deleted_at IS NULL`, src.Name, name).Scan(&rows).Error; err != nil {
 			f.t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestFullSyncMirrorsUpstream(t *testing.T) {
 		}
 	}
 	var changes int64
-	f.store.DB().Raw(`SELECT count(*) FROM record_changes WHERE run_id > ?`, before).Scan(&changes)
+	f.store.DBForTests().Raw(`SELECT count(*) FROM record_changes WHERE run_id > ?`, before).Scan(&changes)
 	if want := int64(len(demoapi.Resources) * 10); changes != want {
 		t.Errorf("record_changes rows of the second sync = %d, want %d", changes, want)
 	}
@@ -277,7 +277,7 @@ sources:
 	}
 	count := func(q string) int64 {
 		var n int64
-		if err := f.store.DB().Raw(q).Scan(&n).Error; err != nil {
+		if err := f.store.DBForTests().Raw(q).Scan(&n).Error; err != nil {
 			t.Fatal(err)
 		}
 		return n

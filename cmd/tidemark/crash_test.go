@@ -184,7 +184,7 @@ func TestCrashAtFailpoints(t *testing.T) {
 			r.assertMirrors(source, tc.up)
 			r.assertOutboxOnce(source, crashRecords)
 			var ids []int64
-			if err := r.st.DB().Raw(`SELECT id FROM outbox WHERE source = ? ORDER BY id`, source).Scan(&ids).Error; err != nil {
+			if err := r.st.DBForTests().Raw(`SELECT id FROM outbox WHERE source = ? ORDER BY id`, source).Scan(&ids).Error; err != nil {
 				t.Fatal(err)
 			}
 			sseReplay(t, tc.addr, source, len(ids))

@@ -184,7 +184,7 @@ func (r *rig) waitRun(source string, within time.Duration, ok func(store.Run) bo
 func (r *rig) count(query string, args ...any) int64 {
 	r.t.Helper()
 	var n int64
-	if err := r.st.DB().Raw(query, args...).Scan(&n).Error; err != nil {
+	if err := r.st.DBForTests().Raw(query, args...).Scan(&n).Error; err != nil {
 		r.t.Fatalf("%s: %v", query, err)
 	}
 	return n
@@ -221,7 +221,7 @@ func (r *rig) assertMirrorsResource(source string, up *demoapi.Server, resource 
 		ContentHash string
 		Version     int
 	}
-	if err := r.st.DB().Raw(`SELECT external_id, content_hash, version FROM records
+	if err := r.st.DBForTests().Raw(`SELECT external_id, content_hash, version FROM records
 		WHERE source = ? AND resource = ? AND deleted_at IS NULL`, source, resource).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -338,7 +338,7 @@ func TestFleetRateLimit(t *testing.T) {
 		t.Errorf("measured %.2f req/s while backlogged, want at least 90%% of %d", measured, rate)
 	}
 	var running int64
-	f.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
+	f.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&running)
 	if running == 0 {
 		t.Errorf("no fetch running at the end: the work was not backlogged")
 	}
@@ -427,7 +427,7 @@ func TestFleet429Storm(t *testing.T) {
 	}
 	f.assertNoFailures()
 	var dead int64
-	f.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'dead'`).Scan(&dead)
+	f.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'dead'`).Scan(&dead)
 	if dead != 0 {
 		t.Errorf("%d dead runs, want none", dead)
 	}
@@ -456,7 +456,7 @@ func TestFleetRedisFlush(t *testing.T) {
 			Resource string
 			N        int
 		}
-		f.st.DB().Raw(`SELECT resource, count(*) AS n FROM sync_runs WHERE status = 'succeeded' AND started_at > ? GROUP BY resource`, at.UTC()).Scan(&rows)
+		f.st.DBForTests().Raw(`SELECT resource, count(*) AS n FROM sync_runs WHERE status = 'succeeded' AND started_at > ? GROUP BY resource`, at.UTC()).Scan(&rows)
 		out := map[string]int{}
 		for _, r := range rows {
 			out[r.Resource] = r.N
@@ -473,7 +473,7 @@ func TestFleetRedisFlush(t *testing.T) {
 	})
 	limWait(t, 10*time.Second, "a fetch in flight", func() (bool, string) {
 		var n int64
-		f.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&n)
+		f.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running'`).Scan(&n)
 		return n > 0, "none running"
 	})
 	// Two schedulers so far: every slot ran once.
@@ -481,7 +481,7 @@ func TestFleetRedisFlush(t *testing.T) {
 		TaskID string
 		N      int
 	}
-	f.st.DB().Raw(`SELECT task_id, count(*) AS n FROM sync_runs GROUP BY task_id HAVING count(*) > 1`).Scan(&dupsBefore)
+	f.st.DBForTests().Raw(`SELECT task_id, count(*) AS n FROM sync_runs GROUP BY task_id HAVING count(*) > 1`).Scan(&dupsBefore)
 	for _, d := range dupsBefore {
 		t.Errorf("before the flush: slot %s ran %d times", d.TaskID, d.N)
 	}
@@ -502,7 +502,7 @@ func TestFleetRedisFlush(t *testing.T) {
 		TaskID string
 		N      int
 	}
-	f.st.DB().Raw(`SELECT task_id, count(*) AS n FROM sync_runs WHERE started_at > ? GROUP BY task_id HAVING count(*) > 1`,
+	f.st.DBForTests().Raw(`SELECT task_id, count(*) AS n FROM sync_runs WHERE started_at > ? GROUP BY task_id HAVING count(*) > 1`,
 		flushedAt.Add(interval).UTC()).Scan(&dups)
 	for _, d := range dups {
 		t.Errorf("slot %s ran %d times", d.TaskID, d.N)
@@ -600,7 +600,7 @@ func TestFleetProbesNotStarved(t *testing.T) {
 		worst = max(worst, probes[i].Sub(probes[i-1]))
 	}
 	var fullRunning int64
-	f.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE resource <> 'hot' AND status = 'running'`).Scan(&fullRunning)
+	f.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE resource <> 'hot' AND status = 'running'`).Scan(&fullRunning)
 	t.Logf("%d probes, largest gap %s (probe.every %s); %d slow GETs; low fetches running at the end: %d",
 		len(probes), worst.Round(time.Millisecond), every, gets, fullRunning)
 	if worst >= 2*every {

@@ -184,7 +184,7 @@ func runBudgetFleet(t *testing.T, sc budgetScenario, headers string) budgetRun {
 	want := 2 * sc.resources
 	limWait(t, 120*time.Second, "every resource read in full", func() (bool, string) {
 		var n int
-		f.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'succeeded'`).Scan(&n)
+		f.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'succeeded'`).Scan(&n)
 		return n >= want, fmt.Sprintf("%d of %d reads succeeded", n, want)
 	})
 	run := budgetRun{served: map[string]int{}, limited: map[string]int{}, tally: map[string][]int{}, took: time.Since(began)}
@@ -192,7 +192,7 @@ func runBudgetFleet(t *testing.T, sc budgetScenario, headers string) budgetRun {
 		run.served[name], run.limited[name], run.tally[name] = p.counts()
 	}
 	var records int
-	f.st.DB().Raw(`SELECT count(*) FROM records WHERE deleted_at IS NULL`).Scan(&records)
+	f.st.DBForTests().Raw(`SELECT count(*) FROM records WHERE deleted_at IS NULL`).Scan(&records)
 	if records != want*budgetRecords {
 		t.Errorf("%d records, want %d", records, want*budgetRecords)
 	}

@@ -173,7 +173,7 @@ func TestTwoSchedulersTwoWorkers(t *testing.T) {
 	}
 	query := func() []slotRuns {
 		var rows []slotRuns
-		if err := st.DB().Raw(`
+		if err := st.DBForTests().Raw(`
 			SELECT resource, task_id, count(*) AS runs, string_agg(status, ',') AS statuses
 			FROM sync_runs GROUP BY resource, task_id ORDER BY resource, task_id`).Scan(&rows).Error; err != nil {
 			t.Fatal(err)
@@ -316,8 +316,8 @@ func TestWorkerSIGTERMMidFetch(t *testing.T) {
 			interrupted.Pages, resumed.Pages)
 	}
 	var live, created int64
-	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
-	st.DB().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
+	st.DBForTests().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
+	st.DBForTests().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
 	if live != 2000 || created != 2000 {
 		t.Errorf("records %d, created audit rows %d; want 2000 and 2000 (each record exactly once)", live, created)
 	}
@@ -364,7 +364,7 @@ func TestWorkerKilledMidDelta(t *testing.T) {
 
 	killed := runs()[0]
 	var committed int64
-	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales'`).Scan(&committed)
+	st.DBForTests().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales'`).Scan(&committed)
 	if committed != int64(killed.Pages)*100 {
 		t.Fatalf("after the kill: %d records committed, the run counts %d pages: checkpoint and rows disagree", committed, killed.Pages)
 	}
@@ -392,8 +392,8 @@ func TestWorkerKilledMidDelta(t *testing.T) {
 		t.Errorf("the killed run is left %s %q, want interrupted as abandoned", abandoned.Status, abandoned.Error)
 	}
 	var live, created int64
-	st.DB().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
-	st.DB().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
+	st.DBForTests().Raw(`SELECT count(*) FROM records WHERE resource = 'ticket_sales' AND deleted_at IS NULL`).Scan(&live)
+	st.DBForTests().Raw(`SELECT ` + createdAudited + `resource = 'ticket_sales' AND op IN ('created', 'initial_load')`).Scan(&created)
 	if live != 3000 || created != 3000 {
 		t.Errorf("records %d, created audit rows %d; want 3000 and 3000 (each record exactly once)", live, created)
 	}

@@ -235,10 +235,10 @@ func TestPreviewAgainstDatabase(t *testing.T) {
 		{"id":1,"name":"same","updated_at":"2026-01-01T10:00:00Z","meta":{"request_id":"x"}},
 		{"id":2,"name":"old","updated_at":"2026-01-01T10:00:00Z"},
 		{"id":4,"name":"gone","updated_at":"2026-01-01T10:00:00Z"}]}`)
-	if err := db.DB().Exec(`UPDATE records SET deleted_at = now() WHERE external_id = '4'`).Error; err != nil {
+	if err := db.DBForTests().Exec(`UPDATE records SET deleted_at = now() WHERE external_id = '4'`).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := db.DB().Exec(`UPDATE sync_state SET watermark = '2026-01-01T10:00:00Z', etag = '"v1"' WHERE source = 'api' AND resource = 'items'`).Error; err != nil {
+	if err := db.DBForTests().Exec(`UPDATE sync_state SET watermark = '2026-01-01T10:00:00Z', etag = '"v1"' WHERE source = 'api' AND resource = 'items'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	page := `{"data":[
@@ -285,14 +285,14 @@ func TestPreviewAgainstDatabase(t *testing.T) {
 		t.Errorf("preview wrote to the database: row counts %v before, %v after", before, after)
 	}
 	var etag string
-	db.DB().Raw(`SELECT etag FROM sync_state WHERE source = 'api' AND resource = 'items'`).Scan(&etag)
+	db.DBForTests().Raw(`SELECT etag FROM sync_state WHERE source = 'api' AND resource = 'items'`).Scan(&etag)
 	if etag != `"v1"` {
 		t.Errorf("sync_state.etag = %q after the preview, want it untouched", etag)
 	}
 
 	// A watermark taken from another delta field is not used, as a fetch
 	// would not use it: the delta reads from the start.
-	if err := db.DB().Exec(`UPDATE sync_state SET basis = '{"id":"id","delta_field":"modified_at","delta_format":"rfc3339"}'`).Error; err != nil {
+	if err := db.DBForTests().Exec(`UPDATE sync_state SET basis = '{"id":"id","delta_field":"modified_at","delta_format":"rfc3339"}'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut = runCmd(t, map[string]string{"TIDEMARK_CONFIG": conf, "TIDEMARK_DATABASE_URL": dbURL},
@@ -345,12 +345,12 @@ func rowCounts(t *testing.T, db *store.Store) string {
 	var counts []string
 	for _, table := range []string{"records", "record_changes", "record_quarantine", "sync_runs", "sync_state", "outbox", "sync_requests", "probe_minutes"} {
 		var n int64
-		if err := db.DB().Raw("SELECT count(*) FROM " + table).Scan(&n).Error; err != nil {
+		if err := db.DBForTests().Raw("SELECT count(*) FROM " + table).Scan(&n).Error; err != nil {
 			t.Fatal(err)
 		}
 		var changed string
 		if table == "sync_state" { // one row per resource: its content matters
-			db.DB().Raw(`SELECT coalesce(string_agg(md5(s::text), ','), '') FROM sync_state s`).Scan(&changed)
+			db.DBForTests().Raw(`SELECT coalesce(string_agg(md5(s::text), ','), '') FROM sync_state s`).Scan(&changed)
 		}
 		counts = append(counts, fmt.Sprintf("%s=%d%s", table, n, changed))
 	}

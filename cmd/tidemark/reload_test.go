@@ -302,7 +302,7 @@ func (r *reloadRig) refuseBroken() {
 	r.wait("the server counts the rejection after SIGHUP", func() (bool, string) { return rejections(t, r.srvAddr) == 1, "" })
 	var announced []store.OutboxEvent
 	r.wait("the config.rejected event relayed", func() (bool, string) {
-		r.st.DB().Where("event = ?", config.EventConfigRejected).Find(&announced)
+		r.st.DBForTests().Where("event = ?", config.EventConfigRejected).Find(&announced)
 		return len(announced) > 0 && announced[0].PublishedAt != nil, fmt.Sprintf("%d events", len(announced))
 	})
 	if len(announced) != 1 {

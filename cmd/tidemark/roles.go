@@ -42,11 +42,7 @@ func (e env) migrate(args []string) error {
 		return err
 	}
 	defer st.Close()
-	db, err := st.DB().DB()
-	if err != nil {
-		return err
-	}
-	if err := migrations.Up(e.ctx, db); err != nil {
+	if err := st.Migrate(e.ctx, migrations.Up); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "migrations applied")
@@ -103,7 +99,7 @@ func (e env) roles(role string, args []string) error {
 	if role == "server" || role == "run" {
 		client := asynq.NewClientFromRedisClient(rdb)
 		hub := events.NewHub(events.HubConfig{}, st, rdb, log.With("role", "server"))
-		relay := events.NewRelay(events.RelayConfig{DatabaseURL: s.databaseURL, Sink: jobs.WebhookSink(client, conf)}, st, rdb, log.With("role", "relay"))
+		relay := events.NewRelay(events.RelayConfig{Listen: true, Sink: jobs.WebhookSink(client, conf)}, st, rdb, log.With("role", "relay"))
 		srv, err := server.New(f.srv, conf, st, redisOpt, hub, log.With("role", "server"))
 		if err != nil {
 			return err

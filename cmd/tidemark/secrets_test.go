@@ -160,7 +160,7 @@ func TestSecretTokenNeverLeaks(t *testing.T) {
 	}
 	for _, table := range []string{"sync_runs", "sync_state", "outbox", "record_changes"} {
 		var rows []string
-		if err := r.st.DB().Raw(`SELECT t::text FROM ` + table + ` t`).Scan(&rows).Error; err != nil {
+		if err := r.st.DBForTests().Raw(`SELECT t::text FROM ` + table + ` t`).Scan(&rows).Error; err != nil {
 			t.Fatal(err)
 		}
 		places["table "+table] = strings.Join(rows, "\n")

@@ -42,7 +42,7 @@ sources:
 		`UPDATE sync_state SET in_sync_at = now() - interval '10 minutes' WHERE resource IN ('late', 'resumed')`,
 		`UPDATE sync_state SET created_at = now() - interval '2 minutes' WHERE resource = 'never'`,
 	} {
-		if err := st.DB().Exec(q).Error; err != nil {
+		if err := st.DBForTests().Exec(q).Error; err != nil {
 			t.Fatal(err)
 		}
 	}

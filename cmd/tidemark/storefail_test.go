@@ -67,7 +67,7 @@ func TestPostgresCrashDuringFullReads(t *testing.T) {
 	for crash := 1; crash <= 3; crash++ {
 		wait(t, 60*time.Second, fmt.Sprintf("crash %d: full reads under way", crash), func() (bool, string) {
 			var n int64
-			r.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running' AND kind = 'full' AND pages >= 3`).Scan(&n)
+			r.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running' AND kind = 'full' AND pages >= 3`).Scan(&n)
 			return n > 0, fmt.Sprintf("%d reads past page 3", n)
 		})
 		pg.crash(t)
@@ -77,7 +77,7 @@ func TestPostgresCrashDuringFullReads(t *testing.T) {
 	for _, s := range names {
 		wait(t, 180*time.Second, s+": a full read that succeeded after the crashes", func() (bool, string) {
 			var ok int64
-			r.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE source = ? AND kind = 'full' AND status = 'succeeded' AND id > ?`, s, firstRuns[s]).Scan(&ok)
+			r.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE source = ? AND kind = 'full' AND status = 'succeeded' AND id > ?`, s, firstRuns[s]).Scan(&ok)
 			return ok > 0, ""
 		})
 	}
@@ -94,7 +94,7 @@ func TestPostgresCrashDuringFullReads(t *testing.T) {
 	// would not resume from its emptied seen-set, or carried on and was
 	// refused at its end.
 	var refused []string
-	r.st.DB().Raw(`SELECT error || note FROM sync_runs WHERE error LIKE '%seen-set%' OR note LIKE '%seen-set%'`).Scan(&refused)
+	r.st.DBForTests().Raw(`SELECT error || note FROM sync_runs WHERE error LIKE '%seen-set%' OR note LIKE '%seen-set%'`).Scan(&refused)
 	t.Logf("%d runs refused a seen-set the crashes emptied: %q", len(refused), refused)
 	if len(refused) == 0 {
 		t.Error("no run met a seen-set a crash emptied: the crashes missed the reads")
@@ -131,7 +131,7 @@ func TestStalledWorkerDoesNotStopTheFleet(t *testing.T) {
 	deadline := frozeAt.Add(25 * time.Second)
 	for time.Now().Before(deadline) {
 		var pages int64
-		r.st.DB().Raw(`SELECT coalesce(sum(pages), 0) FROM sync_runs WHERE source <> ?`, names[0]).Scan(&pages)
+		r.st.DBForTests().Raw(`SELECT coalesce(sum(pages), 0) FROM sync_runs WHERE source <> ?`, names[0]).Scan(&pages)
 		if pages > last {
 			mu.Lock()
 			commits = append(commits, time.Now())
@@ -172,7 +172,7 @@ func TestRedisEmptiedMidSync(t *testing.T) {
 	}
 	wait(t, 60*time.Second, "a fetch under way", func() (bool, string) {
 		var n int64
-		r.st.DB().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running' AND pages >= 2`).Scan(&n)
+		r.st.DBForTests().Raw(`SELECT count(*) FROM sync_runs WHERE status = 'running' AND pages >= 2`).Scan(&n)
 		return n > 0, ""
 	})
 	if n := r.count(`SELECT count(*) FROM sync_requests WHERE done_at IS NULL`); n < 4 {

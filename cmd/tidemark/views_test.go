@@ -39,7 +39,7 @@ func TestViewsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if err := st.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash) VALUES
+	if err := st.DBForTests().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash) VALUES
 		('shop', 'orders', '1', '{"amount": 5, "state": "open"}', 'h'),
 		('shop', 'orders', '2', '{"amount": "n/a", "state": "closed"}', 'h')`).Error; err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestViewsCommand(t *testing.T) {
 		}
 	}
 	var state string
-	st.DB().Raw(`SELECT state FROM tidemark_data.shop_orders WHERE amount = 5`).Scan(&state)
+	st.DBForTests().Raw(`SELECT state FROM tidemark_data.shop_orders WHERE amount = 5`).Scan(&state)
 	if state != "open" {
 		t.Errorf("state = %q, want open", state)
 	}
@@ -125,7 +125,7 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		}
 	}()
 
-	if err := st.DB().Exec(`UPDATE view_cast_failures SET failures = 7 WHERE field = 'amount'`).Error; err != nil {
+	if err := st.DBForTests().Exec(`UPDATE view_cast_failures SET failures = 7 WHERE field = 'amount'`).Error; err != nil {
 		t.Fatal(err)
 	}
 	second, err := config.Parse("t.yaml", []byte(strings.Replace(strings.Replace(viewsConfig, "state: status}", "state: status, zone: zone}", 1),
@@ -139,7 +139,7 @@ func TestFollowViewsAfterReload(t *testing.T) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; {
 			var n int64
-			st.DB().Raw(`SELECT count(*) FROM information_schema.columns
+			st.DBForTests().Raw(`SELECT count(*) FROM information_schema.columns
 				WHERE table_schema = 'tidemark_data' AND table_name = ? AND column_name = ?`, table, column).Scan(&n)
 			if n == 1 {
 				return
@@ -153,7 +153,7 @@ func TestFollowViewsAfterReload(t *testing.T) {
 	waitColumn("shop_orders", "zone", "the reload")
 	// shop/refunds (raw records) had none when its view was made: its
 	// first records give it columns, without a reload or tidemark views.
-	if err := st.DB().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash)
+	if err := st.DBForTests().Exec(`INSERT INTO records (source, resource, external_id, payload, content_hash)
 		VALUES ('shop', 'refunds', 'r1', '{"reason": "damaged"}', 'h')`).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestFollowViewsMakesMissingViews(t *testing.T) {
 	}()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var n int64
-		st.DB().Raw(`SELECT count(*) FROM information_schema.views WHERE table_schema = 'tidemark_data'`).Scan(&n)
+		st.DBForTests().Raw(`SELECT count(*) FROM information_schema.views WHERE table_schema = 'tidemark_data'`).Scan(&n)
 		if n == 2 {
 			break
 		}

@@ -89,7 +89,7 @@ func (d *driver) converge(ctx context.Context) error {
 		}
 	}
 	var q int64
-	d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, d.source).Scan(&q)
+	d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, d.source).Scan(&q)
 	d.out.Quarantined = int(q)
 	return nil
 }
@@ -98,7 +98,7 @@ func (d *driver) converge(ctx context.Context) error {
 // new pass (rather than resuming one).
 func (d *driver) freshFullRead(ctx context.Context, after int64) (bool, error) {
 	var notes []string
-	err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT note FROM sync_runs
+	err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT note FROM sync_runs
 		WHERE source = ? AND id > ? AND kind = 'full' AND status = 'succeeded'`, d.source, after).Scan(&notes).Error
 	for _, n := range notes {
 		if !strings.Contains(n, "resumed the interrupted read") {
@@ -135,7 +135,7 @@ func (d *driver) compare(ctx context.Context, strict bool) ([]string, error) {
 		Payload    string
 		Live       bool
 	}
-	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT external_id, payload::text AS payload, deleted_at IS NULL AS live
+	if err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT external_id, payload::text AS payload, deleted_at IS NULL AS live
 		FROM records WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (d *driver) compare(ctx context.Context, strict bool) ([]string, error) {
 func (d *driver) quarantine(ctx context.Context) (map[string]bool, int) {
 	var rows []struct{ ExternalID *string }
 	// Before the quarantine existed this table did not: nothing is set aside.
-	d.lane.Store.DB().WithContext(ctx).Raw(`SELECT external_id FROM record_quarantine WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows)
+	d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT external_id FROM record_quarantine WHERE source = ? AND resource = 'items'`, d.source).Scan(&rows)
 	ids, unnamed := map[string]bool{}, 0
 	for _, r := range rows {
 		if r.ExternalID == nil {
@@ -268,32 +268,69 @@ func equalValue(a, b any) bool {
 // event naming exactly the records its transaction changed, each a real
 // change (invariant 3).
 func (d *driver) checkHistory(ctx context.Context) error {
-	db := d.lane.Store.DB().WithContext(ctx)
+	db := d.lane.Store.DBForTests().WithContext(ctx)
 	var fulls []time.Time
 	if err := db.Raw(`SELECT finished_at FROM sync_runs WHERE source = ? AND kind = 'full' AND status = 'succeeded' ORDER BY finished_at`,
 		d.source).Scan(&fulls).Error; err != nil {
 		return err
 	}
-	var changes []struct {
-		ID               int64
-		X                string
-		ExternalID       string
-		Op               string
-		OldHash, NewHash *string
-		Changed          int
-		At               time.Time
-		RunID            int64
-	}
+	var changes []auditRow
 	if err := db.Raw(`SELECT id, xmin::text AS x, external_id, op, old_hash, new_hash,
 			coalesce(array_length(changed_fields, 1), 0) AS changed, at, run_id
 		FROM record_changes WHERE source = ? ORDER BY id`, d.source).Scan(&changes).Error; err != nil {
 		return err
 	}
-	type state struct {
-		live bool
-		hash string
+	byTx := d.checkAudit(changes, fulls)
+	var events []outboxEvent
+	if err := db.Raw(`SELECT id, xmin::text AS x, payload::text AS payload FROM outbox
+		WHERE source = ? AND event = 'data.updated' ORDER BY id`, d.source).Scan(&events).Error; err != nil {
+		return err
 	}
-	states := map[string]state{}
+	told := map[string]bool{}
+	for _, e := range events {
+		d.checkEvent(e, changes, byTx, told)
+	}
+	for x, rows := range byTx {
+		if !told[x] {
+			d.violate(FalseEvent, "audit rows %d.. changed %d records with no data.updated event", changes[rows[0]].ID, len(rows))
+		}
+	}
+	return nil
+}
+
+// auditRow is one row of record_changes, with its transaction (X, the
+// row's xmin).
+type auditRow struct {
+	ID               int64
+	X                string
+	ExternalID       string
+	Op               string
+	OldHash, NewHash *string
+	Changed          int
+	At               time.Time
+	RunID            int64
+}
+
+// outboxEvent is one data.updated row of the outbox, with its transaction.
+type outboxEvent struct {
+	ID      int64
+	X       string
+	Payload string
+}
+
+// auditState is what the audit rows so far say of one record.
+type auditState struct {
+	live bool
+	hash string
+}
+
+// checkAudit replays the audit rows in order, checking each against the
+// record's state so far (a create of a live record, an update with no
+// change or from the wrong hash, a delete of a record not live, a tombstone
+// for a record live upstream since the last full read), and returns the
+// rows' indexes by transaction. fulls are the succeeded full reads' ends.
+func (d *driver) checkAudit(changes []auditRow, fulls []time.Time) map[string][]int {
+	states := map[string]auditState{}
 	byTx := map[string][]int{}
 	for i, c := range changes {
 		byTx[c.X] = append(byTx[c.X], i)
@@ -304,7 +341,7 @@ func (d *driver) checkHistory(ctx context.Context) error {
 			if st.live {
 				d.violate(FalseEvent, "audit row %d creates %.60q, which was live", c.ID, c.ExternalID)
 			}
-			states[c.ExternalID] = state{true, next}
+			states[c.ExternalID] = auditState{true, next}
 		case "updated":
 			switch {
 			case !st.live:
@@ -314,71 +351,66 @@ func (d *driver) checkHistory(ctx context.Context) error {
 			case old == next || c.Changed == 0:
 				d.violate(FalseEvent, "audit row %d updates %.60q with no changed field (a re-spelling is not a change)", c.ID, c.ExternalID)
 			}
-			states[c.ExternalID] = state{true, next}
+			states[c.ExternalID] = auditState{true, next}
 		case "deleted":
 			if !st.live {
 				d.violate(FalseEvent, "audit row %d deletes %.60q, which was not live", c.ID, c.ExternalID)
 			}
-			states[c.ExternalID] = state{false, ""}
-			from := d.began
-			if i := sort.Search(len(fulls), func(i int) bool { return !fulls[i].Before(c.At) }); i > 0 {
-				from = fulls[i-1]
-			}
-			if d.model.LiveThroughout(c.ExternalID, from, c.At) {
-				d.violate(FalseDelete, "run %d tombstoned %.60q, live upstream from %s to %s", c.RunID, c.ExternalID,
-					from.Format("15:04:05.000"), c.At.Format("15:04:05.000"))
-			}
+			states[c.ExternalID] = auditState{false, ""}
+			d.checkTombstone(c, fulls)
 		}
 	}
+	return byTx
+}
 
-	var events []struct {
-		ID      int64
-		X       string
-		Payload string
+// checkTombstone reports a delete of a record that was live upstream all
+// along from the full read before the delete's to the delete (invariant 1).
+func (d *driver) checkTombstone(c auditRow, fulls []time.Time) {
+	from := d.began
+	if i := sort.Search(len(fulls), func(i int) bool { return !fulls[i].Before(c.At) }); i > 0 {
+		from = fulls[i-1]
 	}
-	if err := db.Raw(`SELECT id, xmin::text AS x, payload::text AS payload FROM outbox
-		WHERE source = ? AND event = 'data.updated' ORDER BY id`, d.source).Scan(&events).Error; err != nil {
-		return err
+	if d.model.LiveThroughout(c.ExternalID, from, c.At) {
+		d.violate(FalseDelete, "run %d tombstoned %.60q, live upstream from %s to %s", c.RunID, c.ExternalID,
+			from.Format("15:04:05.000"), c.At.Format("15:04:05.000"))
 	}
-	told := map[string]bool{}
-	for _, e := range events {
-		var p struct {
-			Created, Updated, Deleted int
-			IDs                       []string
-		}
-		if err := json.Unmarshal([]byte(e.Payload), &p); err != nil {
-			d.violate(FalseEvent, "event %d: %v", e.ID, err)
-			continue
-		}
-		if told[e.X] {
-			d.violate(FalseEvent, "event %d: a second event for one transaction", e.ID)
-		}
-		told[e.X] = true
-		count := map[string]int{}
-		ids := map[string]bool{}
-		for _, i := range byTx[e.X] {
-			count[changes[i].Op]++
-			ids[changes[i].ExternalID] = true
-		}
-		if count["created"] != p.Created || count["updated"] != p.Updated || count["deleted"] != p.Deleted {
-			d.violate(FalseEvent, "event %d says %d created, %d updated, %d deleted; its transaction changed %d, %d, %d",
-				e.ID, p.Created, p.Updated, p.Deleted, count["created"], count["updated"], count["deleted"])
-		}
-		for _, id := range p.IDs {
-			if !ids[id] {
-				d.violate(FalseEvent, "event %d names %.60q, which its transaction did not change", e.ID, id)
-			}
-		}
-		if len(ids) <= 100 && len(p.IDs) != len(ids) {
-			d.violate(FalseEvent, "event %d names %d records; its transaction changed %d", e.ID, len(p.IDs), len(ids))
-		}
+}
+
+// checkEvent checks one data.updated event against the audit rows of its
+// transaction: one event per transaction, its counts theirs, and the ids it
+// names (all of them, up to 100) the ones they changed. told collects the
+// transactions that had an event.
+func (d *driver) checkEvent(e outboxEvent, changes []auditRow, byTx map[string][]int, told map[string]bool) {
+	var p struct {
+		Created, Updated, Deleted int
+		IDs                       []string
 	}
-	for x, rows := range byTx {
-		if !told[x] {
-			d.violate(FalseEvent, "audit rows %d.. changed %d records with no data.updated event", changes[rows[0]].ID, len(rows))
+	if err := json.Unmarshal([]byte(e.Payload), &p); err != nil {
+		d.violate(FalseEvent, "event %d: %v", e.ID, err)
+		return
+	}
+	if told[e.X] {
+		d.violate(FalseEvent, "event %d: a second event for one transaction", e.ID)
+	}
+	told[e.X] = true
+	count := map[string]int{}
+	ids := map[string]bool{}
+	for _, i := range byTx[e.X] {
+		count[changes[i].Op]++
+		ids[changes[i].ExternalID] = true
+	}
+	if count["created"] != p.Created || count["updated"] != p.Updated || count["deleted"] != p.Deleted {
+		d.violate(FalseEvent, "event %d says %d created, %d updated, %d deleted; its transaction changed %d, %d, %d",
+			e.ID, p.Created, p.Updated, p.Deleted, count["created"], count["updated"], count["deleted"])
+	}
+	for _, id := range p.IDs {
+		if !ids[id] {
+			d.violate(FalseEvent, "event %d names %.60q, which its transaction did not change", e.ID, id)
 		}
 	}
-	return nil
+	if len(ids) <= 100 && len(p.IDs) != len(ids) {
+		d.violate(FalseEvent, "event %d names %d records; its transaction changed %d", e.ID, len(p.IDs), len(ids))
+	}
 }
 
 func deref(s *string) string {
@@ -399,7 +431,7 @@ func (d *driver) rotate(ctx context.Context) ([]string, error) {
 		return diffs, err
 	}
 	var pages int
-	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM probe_pages WHERE source = ? AND resource = 'items'`,
+	if err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM probe_pages WHERE source = ? AND resource = 'items'`,
 		d.source).Scan(&pages).Error; err != nil {
 		return nil, err
 	}

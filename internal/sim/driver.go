@@ -301,7 +301,7 @@ func (d *driver) busy(ctx context.Context) (bool, string, error) {
 		}
 	}
 	var running int64
-	if err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM sync_runs WHERE source = ? AND status = 'running'`, d.source).Scan(&running).Error; err != nil {
+	if err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM sync_runs WHERE source = ? AND status = 'running'`, d.source).Scan(&running).Error; err != nil {
 		return false, "", err
 	}
 	if running > 0 {
@@ -312,7 +312,7 @@ func (d *driver) busy(ctx context.Context) (bool, string, error) {
 
 func (d *driver) lastRunID(ctx context.Context) (int64, error) {
 	var id int64
-	err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT coalesce(max(id), 0) FROM sync_runs WHERE source = ?`, d.source).Scan(&id).Error
+	err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT coalesce(max(id), 0) FROM sync_runs WHERE source = ?`, d.source).Scan(&id).Error
 	return id, err
 }
 
@@ -357,7 +357,7 @@ type runRow struct {
 
 func (d *driver) runsAfter(ctx context.Context, after int64) ([]runRow, error) {
 	var rows []runRow
-	err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT id, kind, status, http_requests, error, started_at, finished_at
+	err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT id, kind, status, http_requests, error, started_at, finished_at
 		FROM sync_runs WHERE source = ? AND id > ? ORDER BY id`, d.source, after).Scan(&rows).Error
 	return rows, err
 }

@@ -191,86 +191,115 @@ func (m *Model) Mutate(max int, midRead bool) int {
 	return n
 }
 
+// mutate applies one change of the kind drawn; each kind's method makes its
+// own draws, in the order the seed's scenario depends on.
 func (m *Model) mutate(kind int) {
 	live := m.live()
 	switch {
 	case kind == mutCreate || len(live) == 0 && kind != mutRefill:
 		m.create()
 	case kind == mutUpdate:
-		r := live[m.rng.IntN(len(live))]
-		if last := m.lastUpdated; last != nil && m.recs[last.uid] == last && last.prev != nil && m.rollbacks.IntN(2) == 0 {
-			// The last update is rolled back: the value a full read may
-			// have seen before it comes back.
-			m.fill(last) // the same draws as an update, so later ones stay
-			m.stampCreate(last)
-			last.rollBack()
-			m.lastUpdated = nil
-			m.touch()
-			return
-		}
-		before := r.value()
-		m.fill(r)
-		m.stampCreate(r)
-		r.prev, r.rolledBack, m.lastUpdated = before, false, r
-		m.touch()
+		m.update(live)
 	case kind == mutDelete:
 		r := live[m.rng.IntN(len(live))]
-		delete(m.recs, r.uid)
-		m.note(r, false)
-		m.graves = append(m.graves, r)
+		m.bury(r)
 		m.touch()
 	case kind == mutBurst:
-		t := m.stampNow()
-		for range 1 + m.rng.IntN(min(6, len(live))) {
-			r := live[m.rng.IntN(len(live))]
-			m.fill(r)
-			m.seq++
-			r.seq = m.seq
-			tt := t
-			r.stamp, r.cursorMode = &tt, cursorNormal
-			r.rolledBack = false
-		}
-		m.touch()
+		m.burst(live)
 	case kind == mutRespell:
-		for _, r := range live {
-			if m.rng.IntN(3) == 0 {
-				r.spell = (r.spell + 1 + m.rng.IntN(3)) % 4
-			}
-		}
-		// Nothing changed in value: neither the ETag nor Last-Modified
-		// moves (the upstream re-serialises, say after a deploy).
+		m.respell(live)
 	case kind == mutEmpty:
 		if m.rng.IntN(4) != 0 { // rarer than the others
 			m.create()
 			return
 		}
 		for _, r := range live {
-			delete(m.recs, r.uid)
-			m.note(r, false)
-			m.graves = append(m.graves, r)
+			m.bury(r)
 		}
 		m.touch()
 	case kind == mutRefill:
-		for _, r := range m.graves {
-			if m.rng.IntN(2) == 0 {
-				continue
-			}
-			if _, back := m.byKey(r.id.key()); back {
-				continue
-			}
-			m.fill(r)
-			m.stampCreate(r)
-			r.rolledBack = false
-			r.pos = m.nextPos
-			m.nextPos++
-			m.recs[r.uid] = r
-			m.note(r, true)
-		}
-		for range 1 + m.rng.IntN(3) {
-			m.create()
-		}
-		m.touch()
+		m.refill()
 	}
+}
+
+// update changes one live record's value, or, on a coin toss when the last
+// update's record is still as it left it, rolls that update back.
+func (m *Model) update(live []*rec) {
+	r := live[m.rng.IntN(len(live))]
+	if last := m.lastUpdated; last != nil && m.recs[last.uid] == last && last.prev != nil && m.rollbacks.IntN(2) == 0 {
+		// The last update is rolled back: the value a full read may
+		// have seen before it comes back.
+		m.fill(last) // the same draws as an update, so later ones stay
+		m.stampCreate(last)
+		last.rollBack()
+		m.lastUpdated = nil
+		m.touch()
+		return
+	}
+	before := r.value()
+	m.fill(r)
+	m.stampCreate(r)
+	r.prev, r.rolledBack, m.lastUpdated = before, false, r
+	m.touch()
+}
+
+// bury deletes r upstream and keeps it among the graves a refill may bring
+// back.
+func (m *Model) bury(r *rec) {
+	delete(m.recs, r.uid)
+	m.note(r, false)
+	m.graves = append(m.graves, r)
+}
+
+// burst changes up to six live records at one instant, so that they share
+// an updated_at (a delta cursor's boundary case).
+func (m *Model) burst(live []*rec) {
+	t := m.stampNow()
+	for range 1 + m.rng.IntN(min(6, len(live))) {
+		r := live[m.rng.IntN(len(live))]
+		m.fill(r)
+		m.seq++
+		r.seq = m.seq
+		tt := t
+		r.stamp, r.cursorMode = &tt, cursorNormal
+		r.rolledBack = false
+	}
+	m.touch()
+}
+
+// respell re-serialises about a third of the live records differently.
+// Nothing changes in value: neither the ETag nor Last-Modified moves (the
+// upstream re-serialises, say after a deploy).
+func (m *Model) respell(live []*rec) {
+	for _, r := range live {
+		if m.rng.IntN(3) == 0 {
+			r.spell = (r.spell + 1 + m.rng.IntN(3)) % 4
+		}
+	}
+}
+
+// refill brings back about half of the deleted records whose key is free,
+// at the end of the list, and creates one to three new ones.
+func (m *Model) refill() {
+	for _, r := range m.graves {
+		if m.rng.IntN(2) == 0 {
+			continue
+		}
+		if _, back := m.byKey(r.id.key()); back {
+			continue
+		}
+		m.fill(r)
+		m.stampCreate(r)
+		r.rolledBack = false
+		r.pos = m.nextPos
+		m.nextPos++
+		m.recs[r.uid] = r
+		m.note(r, true)
+	}
+	for range 1 + m.rng.IntN(3) {
+		m.create()
+	}
+	m.touch()
 }
 
 func (m *Model) byKey(key string) (*rec, bool) {

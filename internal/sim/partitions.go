@@ -400,7 +400,7 @@ func (d *driver) checkFamily(ctx context.Context, fam *family, final bool) error
 		Deleted               bool
 		Created, Updated      int
 	}
-	err := d.lane.Store.DB().WithContext(ctx).Raw(`SELECT r.external_id, r.partition, (r.payload->>'version')::int AS version,
+	err := d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT r.external_id, r.partition, (r.payload->>'version')::int AS version,
 		r.deleted_at IS NOT NULL AS deleted,
 		(SELECT count(*) FROM record_changes c WHERE c.source = r.source AND c.resource = r.resource AND c.external_id = r.external_id AND c.op = 'created') AS created,
 		(SELECT count(*) FROM record_changes c WHERE c.source = r.source AND c.resource = r.resource AND c.external_id = r.external_id AND c.op = 'updated') AS updated
@@ -439,7 +439,7 @@ func (d *driver) checkFamily(ctx context.Context, fam *family, final bool) error
 		}
 	}
 	var rowsN int64
-	d.lane.Store.DB().WithContext(ctx).Raw(`SELECT count(*) FROM sync_partitions WHERE source = ? AND resource = 'children'`, d.source).Scan(&rowsN)
+	d.lane.Store.DBForTests().WithContext(ctx).Raw(`SELECT count(*) FROM sync_partitions WHERE source = ? AND resource = 'children'`, d.source).Scan(&rowsN)
 	if !fam.sc.Static && rowsN != int64(len(fam.parents)) {
 		d.violate(LostUpdate, "%d partition rows for %d live parents", rowsN, len(fam.parents))
 	}

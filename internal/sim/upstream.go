@@ -239,7 +239,54 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	m := u.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	hdr := http.Header{}
+	hdr, unchanged := u.validators(r)
+	if unchanged {
+		return nil, hdr, http.StatusNotModified
+	}
+	all, err := u.narrow(u.ordered(q), q)
+	if err != nil {
+		return errorBody(err.Error()), hdr, http.StatusBadRequest
+	}
+	from, to, msg, code := u.window(all, q, f)
+	if code != 0 {
+		return errorBody(msg), hdr, code
+	}
+	page := all[from:to]
+	if u.api.EmptyStatus != 0 && len(page) == 0 {
+		u.mu.Lock() // under m.mu, as issue and redeem take it
+		u.empties++
+		u.mu.Unlock()
+		return errorBody("not found"), hdr, u.api.EmptyStatus
+	}
+	more := to < len(all)
+	if u.api.Shape == ShapeGraphQL {
+		return u.connection(page, more, q.Get("cursor"), response, f), hdr, http.StatusOK
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"data":[`)
+	for i, rc := range page {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m.render(rc, response))
+	}
+	fmt.Fprintf(&b, `],"total":%d`, len(all))
+	if u.api.Shape == ShapeLastRecord {
+		u.serve(page)
+		fmt.Fprintf(&b, `,"has_more":%t}`, more)
+		return b.Bytes(), hdr, http.StatusOK
+	}
+	u.writeNext(&b, hdr, q, page, more, f)
+	b.WriteByte('}')
+	return b.Bytes(), hdr, http.StatusOK
+}
+
+// validators sets the collection's validators the API sends, and reports
+// whether the request's conditional headers match them (a 304). The caller
+// holds m.mu.
+func (u *Upstream) validators(r *http.Request) (hdr http.Header, unchanged bool) {
+	m := u.m
+	hdr = http.Header{}
 	etag := fmt.Sprintf(`"v%d"`, m.version)
 	switch u.api.Probe {
 	case "etag":
@@ -252,25 +299,30 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	}
 	if inm := r.Header.Get("If-None-Match"); inm != "" && hdr.Get("ETag") != "" &&
 		strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(etag, "W/") {
-		return nil, hdr, http.StatusNotModified
+		return hdr, true
 	}
 	if ims := r.Header.Get("If-Modified-Since"); ims != "" && hdr.Get("Last-Modified") != "" {
 		if t, err := http.ParseTime(ims); err == nil && !m.lastMod.Truncate(time.Second).After(t) {
-			return nil, hdr, http.StatusNotModified
+			return hdr, true
 		}
 	}
+	return hdr, false
+}
 
-	all := m.sorted(u.api.Order)
-	if q.Get("sort") == "-changed" {
-		all = m.sorted(BySeq)
-		for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
-			all[i], all[j] = all[j], all[i]
-		}
+// ordered is the collection in the API's order, or newest change first
+// when the request asks sort=-changed. The caller holds m.mu.
+func (u *Upstream) ordered(q url.Values) []*rec {
+	if q.Get("sort") != "-changed" {
+		return u.m.sorted(u.api.Order)
 	}
-	all, err := u.narrow(all, q)
-	if err != nil {
-		return errorBody(err.Error()), hdr, http.StatusBadRequest
-	}
+	all := u.m.sorted(BySeq)
+	slices.Reverse(all)
+	return all
+}
+
+// window is the page the request asks of all: records [from, to), or the
+// error message and status a bad token or unknown starting_after earns.
+func (u *Upstream) window(all []*rec, q url.Values, f Faults) (from, to int, msg string, code int) {
 	size := len(all)
 	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 {
 		size = l
@@ -278,7 +330,6 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 	if u.api.Cap > 0 && size > u.api.Cap {
 		size = u.api.Cap
 	}
-	from := 0
 	switch u.api.Style {
 	case "none":
 		size = len(all)
@@ -294,83 +345,73 @@ func (u *Upstream) list(r *http.Request, response int, f Faults) ([]byte, http.H
 			from = 0
 		}
 	default: // cursor, link, next_url: keyset after the token's record
-		if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
-			var ok bool
-			if from, ok = u.afterServed(all, id); !ok {
-				return errorBody("no such object: " + id), hdr, http.StatusBadRequest
-			}
-		}
-		if c := q.Get("cursor"); c != "" {
-			t, msg, code := u.redeem(c)
-			if code != 0 {
-				return errorBody(msg), hdr, code
-			}
-			from = len(all)
-			for i, rc := range all {
-				if after(key(u.api.Order, rc), [2]int64{t.primary, t.pos}) {
-					from = i
-					break
-				}
-			}
+		if from, msg, code = u.keysetStart(all, q); code != 0 {
+			return 0, 0, msg, code
 		}
 	}
 	from = min(max(from, 0), len(all))
-	to := min(from+size, len(all))
-	page := all[from:to]
-	if u.api.EmptyStatus != 0 && len(page) == 0 {
-		u.mu.Lock() // under m.mu, as issue and redeem take it
-		u.empties++
-		u.mu.Unlock()
-		return errorBody("not found"), hdr, u.api.EmptyStatus
-	}
+	return from, min(from+size, len(all)), "", 0
+}
 
-	if u.api.Shape == ShapeGraphQL {
-		return u.connection(page, to < len(all), q.Get("cursor"), response, f), hdr, http.StatusOK
-	}
-	var b bytes.Buffer
-	b.WriteString(`{"data":[`)
-	for i, rc := range page {
-		if i > 0 {
-			b.WriteByte(',')
+// keysetStart is where a keyset page starts in all: after the record
+// starting_after names (the last_record shape) or after the position the
+// cursor token carries.
+func (u *Upstream) keysetStart(all []*rec, q url.Values) (from int, msg string, code int) {
+	if id := q.Get("starting_after"); u.api.Shape == ShapeLastRecord && id != "" {
+		var ok bool
+		if from, ok = u.afterServed(all, id); !ok {
+			return 0, "no such object: " + id, http.StatusBadRequest
 		}
-		b.Write(m.render(rc, response))
 	}
-	fmt.Fprintf(&b, `],"total":%d`, len(all))
-	if u.api.Shape == ShapeLastRecord {
-		u.serve(page)
-		fmt.Fprintf(&b, `,"has_more":%t}`, to < len(all))
-		return b.Bytes(), hdr, http.StatusOK
-	}
-	if u.api.Style == "cursor" || u.api.Style == "link" || u.api.Style == "next_url" {
-		next := ""
-		if to < len(all) && len(page) > 0 {
-			next = u.issue(key(u.api.Order, page[len(page)-1]), q.Get("cursor"), f)
+	if c := q.Get("cursor"); c != "" {
+		t, msg, code := u.redeem(c)
+		if code != 0 {
+			return 0, msg, code
 		}
-		switch u.api.Style {
-		case "cursor":
-			if next == "" {
-				b.WriteString(`,"next_cursor":null`)
+		from = len(all)
+		for i, rc := range all {
+			if after(key(u.api.Order, rc), [2]int64{t.primary, t.pos}) {
+				from = i
+				break
+			}
+		}
+	}
+	return from, "", 0
+}
+
+// writeNext adds the way to the next page, for the styles that have one: a
+// next_cursor field, a Link header or a next_url field, each carrying a
+// cursor token issued after the page's last record.
+func (u *Upstream) writeNext(b *bytes.Buffer, hdr http.Header, q url.Values, page []*rec, more bool, f Faults) {
+	if u.api.Style != "cursor" && u.api.Style != "link" && u.api.Style != "next_url" {
+		return
+	}
+	next := ""
+	if more && len(page) > 0 {
+		next = u.issue(key(u.api.Order, page[len(page)-1]), q.Get("cursor"), f)
+	}
+	switch u.api.Style {
+	case "cursor":
+		if next == "" {
+			b.WriteString(`,"next_cursor":null`)
+		} else {
+			fmt.Fprintf(b, `,"next_cursor":%q`, next)
+		}
+	case "link", "next_url":
+		if next != "" {
+			nq := url.Values{}
+			for k, v := range q {
+				nq[k] = v
+			}
+			nq.Set("cursor", next)
+			link := "/items?" + nq.Encode()
+			if u.api.Style == "link" {
+				hdr.Set("Link", fmt.Sprintf(`<%s>; rel="next"`, link))
 			} else {
-				fmt.Fprintf(&b, `,"next_cursor":%q`, next)
-			}
-		case "link", "next_url":
-			if next != "" {
-				nq := url.Values{}
-				for k, v := range q {
-					nq[k] = v
-				}
-				nq.Set("cursor", next)
-				link := "/items?" + nq.Encode()
-				if u.api.Style == "link" {
-					hdr.Set("Link", fmt.Sprintf(`<%s>; rel="next"`, link))
-				} else {
-					fmt.Fprintf(&b, `,"next_url":%q`, link)
-				}
+				fmt.Fprintf(b, `,"next_url":%q`, link)
 			}
 		}
 	}
-	b.WriteByte('}')
-	return b.Bytes(), hdr, http.StatusOK
 }
 
 func errorBody(msg string) []byte { return fmt.Appendf(nil, `{"error":%q}`, msg) }
