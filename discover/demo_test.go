@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/discover"
@@ -154,11 +152,10 @@ func TestDemoResources(t *testing.T) {
 	detectChanges(t, fl, merged, up)
 }
 
-// demoFleet is the worker syncing the proposals, seen through its store and
-// queue client.
+// demoFleet is the worker syncing the proposals, seen through its store.
 type demoFleet struct {
 	st     *store.Store
-	client *asynq.Client
+	worker *workertest.Worker // runs tasks on the queues, and synchronously with Work
 }
 
 // syncAll runs a worker with conf, full-syncs every resource and compares
@@ -166,41 +163,27 @@ type demoFleet struct {
 func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 	t.Helper()
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 5})
-	ctx, st, client := context.Background(), w.Store, w.Client
+	ctx, st := context.Background(), w.Store
 	src := &conf.Sources[0]
 	for i := range src.Resources {
 		res := &src.Resources[i]
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := client.Enqueue(task); err != nil {
-			t.Fatal(err)
+		if err := w.Fetch(t, jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}); err != nil {
+			t.Fatalf("full fetch of %s: %v", res.Name, err)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		runs, err := st.Runs(ctx, store.RunFilter{Limit: 100})
-		if err != nil {
-			t.Fatal(err)
+	runs, err := st.Runs(ctx, store.RunFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := 0
+	for _, r := range runs {
+		if r.Status != store.StatusSucceeded {
+			t.Fatalf("run of %s: %s: %s", r.Resource, r.Status, r.Error)
 		}
-		finished := 0
-		for _, r := range runs {
-			switch r.Status {
-			case store.StatusSucceeded:
-				finished++
-			case store.StatusRunning:
-			default:
-				t.Fatalf("run of %s: %s: %s", r.Resource, r.Status, r.Error)
-			}
-		}
-		if finished == len(src.Resources) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d full syncs (%d finished)", len(src.Resources), finished)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval of the condition
+		finished++
+	}
+	if finished != len(src.Resources) {
+		t.Fatalf("%d full syncs finished, want %d", finished, len(src.Resources))
 	}
 	for _, res := range src.Resources {
 		var got []string
@@ -218,7 +201,7 @@ func syncAll(t *testing.T, conf *config.Config, up *demoapi.Server) *demoFleet {
 			t.Errorf("%s: synced %d records, upstream has %d", res.Name, len(got), len(want))
 		}
 	}
-	return &demoFleet{st: st, client: client}
+	return &demoFleet{st: st, worker: w}
 }
 
 // detectChanges probes each synced resource with its proposed config, no
@@ -234,14 +217,14 @@ func detectChanges(t *testing.T, fl *demoFleet, conf *config.Config, up *demoapi
 	for i := range src.Resources {
 		res := &src.Resources[i]
 		key := store.Key{Source: src.Name, Resource: res.Name}
-		fl.probe(t, key, res) // learns the validator: a change, and a fetch that confirms it
+		fl.probe(t, key) // learns the validator: a change, and a fetch that confirms it
 		st := fl.state(t, key)
 		kind := map[tidemark.ProbeStrategy]tidemark.ValidatorKind{tidemark.ProbeETag: tidemark.ValidatorETag, tidemark.ProbeLastModified: tidemark.ValidatorLastModified, tidemark.ProbeHash: tidemark.ValidatorHash}[res.Probe.Strategy]
 		if st.Confirmed(kind) == "" {
 			t.Errorf("%s: no confirmed %s validator after a probe and its fetch: %+v", res.Name, kind, st)
 			continue
 		}
-		fl.probe(t, key, res)
+		fl.probe(t, key)
 		st2 := fl.state(t, key)
 		if st2.ProbesNotModified != st.ProbesNotModified+1 {
 			t.Errorf("%s: an unchanged probe reported a change (probes_not_modified %d → %d)", res.Name, st.ProbesNotModified, st2.ProbesNotModified)
@@ -258,7 +241,7 @@ func detectChanges(t *testing.T, fl *demoFleet, conf *config.Config, up *demoapi
 		if _, err := up.Mutate(m); err != nil {
 			t.Fatal(err)
 		}
-		fl.probe(t, key, res)
+		fl.probe(t, key)
 		if st3 := fl.state(t, key); st3.ProbesNotModified != st2.ProbesNotModified {
 			t.Errorf("%s: the probe after %+v reported no change", res.Name, m)
 			continue
@@ -276,22 +259,21 @@ func (fl *demoFleet) state(t *testing.T, key store.Key) store.State {
 	return st
 }
 
-// probe runs one probe and, when it saw a change, waits for the fetch it
-// enqueued to confirm the new validator.
-func (fl *demoFleet) probe(t *testing.T, key store.Key, res *config.Resource) {
+// probe runs one probe synchronously and, when it saw a change, waits for
+// the fetch it enqueued (run by the queues) to confirm the new validator.
+func (fl *demoFleet) probe(t *testing.T, key store.Key) {
 	t.Helper()
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: key.Source, Resource: key.Resource, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := fl.state(t, key).ProbesTotal
-	if _, err := fl.client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := fl.worker.Probe(t, jobs.ProbePayload{Source: key.Source, Resource: key.Resource, Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("%s: probe: %v", key.Resource, err)
+	}
+	if n := fl.state(t, key).ProbesTotal; n <= before {
+		t.Fatalf("%s: the probe is not counted (%d probes before, %d after)", key.Resource, before, n)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st := fl.state(t, key)
-		if st.ProbesTotal > before && st.CandidateAt == nil {
+		if st.CandidateAt == nil {
 			return
 		}
 		runs, err := fl.st.Runs(context.Background(), store.RunFilter{Source: key.Source, Resource: key.Resource, Limit: 1})
@@ -302,8 +284,7 @@ func (fl *demoFleet) probe(t *testing.T, key store.Key, res *config.Resource) {
 			t.Fatalf("%s: %s run %d: %s: %s", key.Resource, runs[0].Kind, runs[0].ID, runs[0].Status, runs[0].Error)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: timed out waiting for a probe and the fetch it enqueued (probes %d → %d, candidate %q)",
-				key.Resource, before, st.ProbesTotal, st.CandidateValidator)
+			t.Fatalf("%s: timed out waiting for the fetch the probe enqueued (candidate %q)", key.Resource, st.CandidateValidator)
 		}
 		time.Sleep(25 * time.Millisecond) // polling interval of the condition
 	}

@@ -182,7 +182,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			// Pagination to the end: every fixture record, in three pages.
-			run := f.fetch(t, key, res, tidemark.RunFull)
+			run := f.fetch(t, key, tidemark.RunFull)
 			if want := (len(fx.records) + pageSize - 1) / pageSize; run.Pages < want {
 				t.Errorf("full read: %d pages, want at least %d", run.Pages, want)
 			}
@@ -195,11 +195,11 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 
 			// The first probe learns the validator (a change, and a fetch
 			// that confirms it); the second finds nothing new.
-			f.probe(t, key, res)
+			f.probe(t, key)
 			st := f.state(t, key)
 			changes := f.changes(t, key)
 			quiet := fx.count(c.quiet)
-			f.probe(t, key, res)
+			f.probe(t, key)
 			st2 := f.state(t, key)
 			if st2.ProbesNotModified != st.ProbesNotModified+1 {
 				t.Errorf("an unchanged probe: probes_not_modified %d → %d, want +1", st.ProbesNotModified, st2.ProbesNotModified)
@@ -223,7 +223,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 				id = c.mutate(fx.records)
 			}
 			fx.mu.Unlock()
-			f.probe(t, key, res)
+			f.probe(t, key)
 			if st3 := f.state(t, key); st3.ProbesNotModified != st2.ProbesNotModified {
 				t.Fatalf("the probe after an edit of record %s found nothing new", id)
 			}
@@ -253,7 +253,7 @@ func TestExamplesSyncTheirFixtures(t *testing.T) {
 
 			// And quiet again.
 			st4, quiet := f.state(t, key), fx.count(c.quiet)
-			f.probe(t, key, res)
+			f.probe(t, key)
 			if st5 := f.state(t, key); st5.ProbesNotModified != st4.ProbesNotModified+1 {
 				t.Errorf("a probe after the edit was fetched: probes_not_modified %d → %d, want +1", st4.ProbesNotModified, st5.ProbesNotModified)
 			}
@@ -330,12 +330,13 @@ type fleet struct {
 	store     *store.Store
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	worker    *workertest.Worker // runs tasks on the queues, and synchronously with Work
 }
 
 func startFleet(t *testing.T, conf *config.Config) *fleet {
 	t.Helper()
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
-	return &fleet{store: w.Store, client: w.Client, inspector: w.Inspector}
+	return &fleet{store: w.Store, client: w.Client, inspector: w.Inspector, worker: w}
 }
 
 func (f *fleet) state(t *testing.T, key store.Key) store.State {
@@ -369,46 +370,37 @@ func (f *fleet) changes(t *testing.T, key store.Key) int {
 	return n
 }
 
-// fetch runs one fetch and returns its run, which must have succeeded.
-func (f *fleet) fetch(t *testing.T, key store.Key, res *config.Resource, mode tidemark.RunKind) store.Run {
+// fetch runs one fetch synchronously and returns its run, which must have
+// succeeded.
+func (f *fleet) fetch(t *testing.T, key store.Key, mode tidemark.RunKind) store.Run {
 	t.Helper()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: mode, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	after := f.lastRun(t, key).ID
-	if _, err := f.client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := f.worker.Fetch(t, jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: mode, Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("%s fetch: %v", mode, err)
 	}
-	var run store.Run
-	waitFor(t, 30*time.Second, "a "+string(mode)+" fetch", func() (bool, string) {
-		run = f.lastRun(t, key)
-		return run.ID > after && run.Status != store.StatusRunning, run.Status
-	})
+	run := f.lastRun(t, key)
+	if run.ID <= after {
+		t.Fatalf("%s fetch made no run", mode)
+	}
 	if run.Status != store.StatusSucceeded {
 		t.Fatalf("%s fetch: %s: %s", mode, run.Status, run.Error)
 	}
 	return run
 }
 
-// probe runs one probe and, when it saw a change, waits for the fetch it
-// enqueued to confirm the new validator.
-func (f *fleet) probe(t *testing.T, key store.Key, res *config.Resource) {
+// probe runs one probe synchronously and, when it saw a change, waits for
+// the fetch it enqueued (run by the queues) to confirm the new validator.
+func (f *fleet) probe(t *testing.T, key store.Key) {
 	t.Helper()
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: key.Source, Resource: key.Resource, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := f.state(t, key).ProbesTotal
-	if _, err := f.client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := f.worker.Probe(t, jobs.ProbePayload{Source: key.Source, Resource: key.Resource, Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("probe: %v", err)
 	}
-	waitFor(t, 30*time.Second, "the probe and the fetch it enqueued", func() (bool, string) {
-		st := f.state(t, key)
-		if st.ProbesTotal <= before {
-			return false, "probe pending"
-		}
-		if st.CandidateAt != nil {
+	if n := f.state(t, key).ProbesTotal; n <= before {
+		t.Fatalf("the probe is not counted (%d probes before, %d after)", before, n)
+	}
+	waitFor(t, 30*time.Second, "the fetch the probe enqueued", func() (bool, string) {
+		if f.state(t, key).CandidateAt != nil {
 			r := f.lastRun(t, key)
 			if r.Kind != tidemark.RunProbe && (r.Status == store.StatusFailed || r.Status == store.StatusDead) {
 				t.Fatalf("fetch after probe: %s: %s", r.Status, r.Error)

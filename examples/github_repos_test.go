@@ -210,7 +210,7 @@ func TestGitHubReposIssuesComments(t *testing.T) {
 
 	// The repositories' full read starts their issues' read, which starts
 	// the comments'.
-	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
+	f.fetch(t, repos, tidemark.RunFull)
 	waitFor(t, 30*time.Second, "issues and comments of every repository", func() (bool, string) {
 		n, m := f.live(t, issues), f.live(t, comments)
 		return n == 9 && m == 9, fmt.Sprintf("%d issues, %d comments; runs %s", n, m, f.runsOf(t, comments))
@@ -256,7 +256,7 @@ func checkChangedOnly(t *testing.T, f *fleet, fake *githubOrg, src *config.Sourc
 		"created_at": "2024-05-01T00:00:00Z", "updated_at": "2024-05-01T00:00:00Z"})
 	fake.counts = map[string]int{}
 	fake.mu.Unlock()
-	f.enqueue(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
+	f.scheduledFetch(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
 	waitFor(t, 30*time.Second, "the new comment", func() (bool, string) { return f.live(t, comments) == 10, "" })
 	f.waitIdle(t, issues, comments)
 	if n := fake.count("304", regexp.MustCompile(`^/repos/golang/tools/issues$`)); n != 1 {
@@ -270,13 +270,13 @@ func checkChangedOnly(t *testing.T, f *fleet, fake *githubOrg, src *config.Sourc
 	// comment is read. (The read after a change asks from the new
 	// watermark, another URL than the one its ETag is of: the read after
 	// that gets the 304.)
-	f.enqueue(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
+	f.scheduledFetch(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
 	f.waitIdle(t, issues, comments)
 	fake.mu.Lock()
 	fake.counts = map[string]int{}
 	fake.mu.Unlock()
-	f.enqueue(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
-	f.enqueue(t, comments, src.Resource("comments"), jobs.TriggerSchedule)
+	f.scheduledFetch(t, issues, src.Resource("issues"), jobs.TriggerSchedule)
+	f.scheduledFetch(t, comments, src.Resource("comments"), jobs.TriggerSchedule)
 	f.waitIdle(t, issues, comments)
 	if n, m := fake.count("304", allIssues), fake.count("200", allIssues); n != 2 || m != 0 {
 		t.Errorf("unchanged issues: %d × 304 and %d × 200, want 2 and 0", n, m)
@@ -299,11 +299,11 @@ func checkDeleteWithParent(t *testing.T, f *fleet, fake *githubOrg, src *config.
 	fake.repos = fake.repos[:1]
 	delete(fake.issues, "golang/tools")
 	fake.mu.Unlock()
-	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
+	f.fetch(t, repos, tidemark.RunFull)
 	if n := f.live(t, issues); n != 9 {
 		t.Errorf("the deletion held by the brake tombstoned issues: %d live, want 9", n)
 	}
-	f.fetch(t, repos, src.Resource("repos"), tidemark.RunFull)
+	f.fetch(t, repos, tidemark.RunFull)
 	waitFor(t, 30*time.Second, "golang/tools' issues and comments tombstoned", func() (bool, string) {
 		n, m := f.live(t, issues), f.live(t, comments)
 		return n == 7 && m == 9, fmt.Sprintf("%d issues, %d comments live", n, m)
@@ -322,23 +322,16 @@ func keyOf(src *config.Source, name string) store.Key {
 	return store.Key{Source: src.Name, Resource: name}
 }
 
-// enqueue asks for a fetch of the kind the schedule sends.
-func (f *fleet) enqueue(t *testing.T, key store.Key, res *config.Resource, trigger string) {
+// scheduledFetch runs, synchronously, a fetch of the kind the schedule
+// sends; its run must succeed.
+func (f *fleet) scheduledFetch(t *testing.T, key store.Key, res *config.Resource, trigger string) {
 	t.Helper()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: jobs.ModeFor(res, false), Trigger: trigger}, jobs.FetchOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := f.lastRun(t, key).ID
-	if _, err := f.client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := f.worker.Fetch(t, jobs.FetchPayload{Source: key.Source, Resource: key.Resource, Mode: jobs.ModeFor(res, false), Trigger: trigger}); err != nil {
+		t.Fatalf("%s: %v", key, err)
 	}
-	waitFor(t, 30*time.Second, "the fetch of "+key.String(), func() (bool, string) {
-		r := f.lastRun(t, key)
-		return r.ID > before && r.Status != store.StatusRunning, r.Status
-	})
-	if r := f.lastRun(t, key); r.Status != store.StatusSucceeded {
-		t.Fatalf("%s: %s: %s", key, r.Status, r.Error)
+	if r := f.lastRun(t, key); r.ID <= before || r.Status != store.StatusSucceeded {
+		t.Fatalf("%s: run %d (after %d): %s: %s", key, r.ID, before, r.Status, r.Error)
 	}
 }
 

@@ -30,7 +30,7 @@ func TestExampleView(t *testing.T) {
 	res.Pagination.Limit = pageSize
 	f := startFleet(t, conf)
 	key := store.Key{Source: src.Name, Resource: res.Name}
-	f.fetch(t, key, res, tidemark.RunFull)
+	f.fetch(t, key, tidemark.RunFull)
 
 	results, err := f.store.RefreshViews(context.Background(), conf)
 	if err != nil {

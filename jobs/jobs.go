@@ -5,7 +5,6 @@ package jobs
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -256,19 +255,12 @@ func Classify(err error) error {
 	return err
 }
 
-// Final reports whether the attempt of the running task (ctx) that ended
-// with err is its last: err is permanent, or no retries are left. A run it
-// recorded is then dead, not failed (a hand-back aside: see HandBack).
-func Final(ctx context.Context, err error) bool {
-	return Permanent(err) || RetriesLeft(ctx) == 0
-}
-
-// RetriesLeft is how many more attempts asynq gives the running task (ctx)
-// after a failure: none outside a task.
-func RetriesLeft(ctx context.Context) int {
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	return max(maxRetry-retried, 0)
+// Final reports whether the attempt that ended with err is its task's
+// last: err is permanent, or retriesLeft (what asynq still gives the task)
+// is 0. A run it recorded is then dead, not failed (a hand-back aside: see
+// HandBack).
+func Final(err error, retriesLeft int) bool {
+	return Permanent(err) || retriesLeft == 0
 }
 
 // HandBack reports whether err means "not now" rather than "failed": the

@@ -160,26 +160,23 @@ func runBasisSeed(t *testing.T, f *fleet, up *toggleUpstream, name string, seed 
 	return stale304
 }
 
-// probeWithBasis runs a scheduled probe carrying basis, and whatever it
-// leads to: its re-probe, when the flush finds the basis stale, and a fetch.
+// probeWithBasis runs a scheduled probe carrying basis synchronously, then
+// waits for whatever it led to on the queues: its re-probe, when the flush
+// found the basis stale, and a fetch.
 func probeWithBasis(t *testing.T, f *fleet, name string, basis *jobs.ProbeBasis) {
 	t.Helper()
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerSchedule, Basis: basis},
-		jobs.ProbeOptions(f.resource(name))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Every probe ends counted once: written unchanged, recorded as a
-	// change, or (a stale basis) not counted while its re-probe is.
 	before := f.state(name).ProbesTotal
-	if _, err := f.client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := f.worker.Probe(t, jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerSchedule, Basis: basis}); err != nil {
+		t.Fatalf("probe of %s: %v", name, err)
 	}
-	waitFor(t, 30*time.Second, "the probe of "+name, func() (bool, string) {
+	f.waitIdle()
+	// Every probe ends counted once: written unchanged, recorded as a
+	// change, or (a stale basis) not counted while its re-probe is, which
+	// the queues ran, and whose count the tally writes behind.
+	waitFor(t, 10*time.Second, "the probe of "+name+" counted", func() (bool, string) {
 		n := f.state(name).ProbesTotal
 		return n > before, fmt.Sprintf("%d probes counted", n-before)
 	})
-	f.waitIdle()
 }
 
 func storedValue(t *testing.T, f *fleet, name string) int {

@@ -118,29 +118,16 @@ func TestFailedFetchCountsItsRequests(t *testing.T) {
 					return errors.New("page commit failed")
 				}
 			}
-			w := workertest.Start(t, conf, cfg)
-			res := conf.Sources[0].Resource("items")
-			task, err := jobs.NewFetch(jobs.FetchPayload{Source: "paged", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual},
-				jobs.FetchOptions(res)...)
+			w := workertest.New(t, conf, cfg)
+			ferr := w.Fetch(t, jobs.FetchPayload{Source: "paged", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
+			runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "paged", Limit: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := w.Client.Enqueue(task); err != nil {
-				t.Fatal(err)
+			if ferr == nil || len(runs) != 1 || (runs[0].Status != store.StatusFailed && runs[0].Status != store.StatusDead) {
+				t.Fatalf("fetch: handler error %v, runs %+v; want an error and one failed run", ferr, runs)
 			}
-			var run store.Run
-			waitFor(t, 30*time.Second, "the failed run", func() (bool, string) {
-				runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "paged", Limit: 10})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, r := range runs {
-					if (r.Status == store.StatusFailed || r.Status == store.StatusDead) && (run.ID == 0 || r.ID < run.ID) {
-						run = r
-					}
-				}
-				return run.ID != 0, fmt.Sprintf("%d runs", len(runs))
-			})
+			run := runs[0]
 			if run.HTTPRequests != tc.want {
 				t.Errorf("failed run %d (%s: %s) counts %d requests, want %d", run.ID, run.Status, run.Error, run.HTTPRequests, tc.want)
 			}
@@ -178,32 +165,28 @@ sources:
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
+	w := workertest.New(t, conf, worker.Config{Concurrency: 2})
 	for _, res := range conf.Sources[0].Resources {
-		task, err := jobs.NewProbe(jobs.ProbePayload{Source: "saw", Resource: res.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(&res)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Client.Enqueue(task); err != nil {
-			t.Fatal(err)
-		}
+		// Failed either way; whether asynq retries it is the queue's
+		// business, not this test's.
+		_ = w.Probe(t, jobs.ProbePayload{Source: "saw", Resource: res.Name, Trigger: jobs.TriggerManual})
+	}
+	runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "saw", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
 	}
 	errs := map[string]string{}
-	waitFor(t, 30*time.Second, "a failed probe run of each resource", func() (bool, string) {
-		runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "saw", Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range runs {
-			if r.Kind == tidemark.RunProbe && r.Error != "" {
-				errs[r.Resource] = r.Error
-				if r.HTTPRequests != 1 {
-					t.Errorf("failed probe run %d counts %d requests, want 1", r.ID, r.HTTPRequests)
-				}
+	for _, r := range runs {
+		if r.Kind == tidemark.RunProbe && r.Error != "" {
+			errs[r.Resource] = r.Error
+			if r.HTTPRequests != 1 {
+				t.Errorf("failed probe run %d counts %d requests, want 1", r.ID, r.HTTPRequests)
 			}
 		}
-		return len(errs) == 2, fmt.Sprint(errs)
-	})
+	}
+	if len(errs) != 2 {
+		t.Fatalf("failed probe runs of %v, want one of each resource", errs)
+	}
 	for res, msg := range errs {
 		t.Logf("%s: %s", res, msg)
 		if want := "malformed JSON: invalid character '}' looking for beginning of value at offset 1771"; !strings.Contains(msg, want) {

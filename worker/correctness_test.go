@@ -299,7 +299,7 @@ func TestHandBackIsNotAFailure(t *testing.T) {
 		}
 		return false
 	}
-	f := startScriptedWith(t, api, `pagination: {style: none}`, worker.Config{Concurrency: 2})
+	f := startScriptedOnQueues(t, api, `pagination: {style: none}`, worker.Config{Concurrency: 2})
 	res := f.conf.Sources[0].Resource("items")
 	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "api", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
 	if err != nil {

@@ -96,7 +96,7 @@ func (h fetchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	taskID, _ := asynq.GetTaskID(ctx)
+	taskID := runningTask(ctx).ID
 	if done, err := h.nothingLeft(ctx, p, taskID); err != nil || done {
 		return err
 	}
@@ -359,8 +359,8 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 	f.checkBasis()
 	f.mode = jobs.ModeFor(res, p.Mode == tidemark.RunFull || f.rekey)
 
-	taskID, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
+	taskID := runningTask(ctx).ID
+	retried := runningTask(ctx).Retried
 	f.row = store.Run{Source: p.Source, Resource: p.Resource, Kind: f.mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
 	if err := h.store.StartRun(ctx, &f.row); err != nil {
 		return nil, err
@@ -996,7 +996,7 @@ const outcomeRetry = 2 * time.Minute
 // failure is the outcome of an attempt that ended with err.
 func (f *run) failure(ctx context.Context, err error) store.RunOutcome {
 	out := store.RunOutcome{Status: store.StatusFailed, Error: err.Error()}
-	if jobs.Final(ctx, err) {
+	if jobs.Final(err, runningTask(ctx).RetriesLeft()) {
 		out.Status = store.StatusDead
 	}
 	if d, ok := jobs.HandBack(err); ok {

@@ -8,9 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
@@ -112,16 +109,14 @@ func TestHostileUpstreams(t *testing.T) {
 			if err := up.SetFault(spec); err != nil {
 				t.Fatal(err)
 			}
-			h.enqueueFull(t, src)
-			bad := h.waitRun(t, src, 0, func(r store.Run) bool { return r.Status != store.StatusRunning })
+			bad := h.fullFetch(t, src)
 			committed := h.recordIDs(t, src)
 			if hc.quarantined > 0 {
 				h.assertQuarantined(t, src, bad, hc, len(committed))
 				if err := up.SetFault(demoapi.FaultSpec{}); err != nil {
 					t.Fatal(err)
 				}
-				h.enqueueFull(t, src)
-				h.waitRun(t, src, bad.ID, func(r store.Run) bool { return r.Status == store.StatusSucceeded })
+				h.mustSucceed(t, h.fullFetch(t, src))
 				h.assertMirrors(t, src, up)
 				var left int64
 				h.store.DBForTests().Raw(`SELECT count(*) FROM record_quarantine WHERE source = ?`, src).Scan(&left)
@@ -156,8 +151,7 @@ func TestHostileUpstreams(t *testing.T) {
 			}
 			if !hc.allowPrivate {
 				// Nothing the worker can do reaches loopback: the run stays failed.
-				h.enqueueFull(t, src)
-				again := h.waitRun(t, src, bad.ID, func(r store.Run) bool { return r.Status != store.StatusRunning })
+				again := h.fullFetch(t, src)
 				if again.Status == store.StatusSucceeded || !strings.Contains(again.Error, hc.wantErr) {
 					t.Errorf("a loopback source synced without allow_private: %s %q", again.Status, again.Error)
 				}
@@ -166,8 +160,7 @@ func TestHostileUpstreams(t *testing.T) {
 				}
 				return
 			}
-			h.enqueueFull(t, src)
-			good := h.waitRun(t, src, bad.ID, func(r store.Run) bool { return r.Status == store.StatusSucceeded })
+			good := h.mustSucceed(t, h.fullFetch(t, src))
 			h.assertMirrors(t, src, up)
 			t.Logf("bad run %d %s: %s; good run %d", bad.ID, bad.Status, bad.Error, good.ID)
 		})
@@ -201,48 +194,45 @@ func (h *hostileWorker) assertQuarantined(t *testing.T, src string, run store.Ru
 type hostileWorker struct {
 	conf   *config.Config
 	store  *store.Store
-	client *asynq.Client
+	worker *workertest.Worker
 }
 
 func startHostileWorker(t *testing.T, conf *config.Config) *hostileWorker {
 	t.Helper()
-	w := workertest.Start(t, conf, worker.Config{Concurrency: len(conf.Sources) + 2})
-	return &hostileWorker{conf: conf, store: w.Store, client: w.Client}
+	w := workertest.New(t, conf, worker.Config{Concurrency: len(conf.Sources) + 2})
+	return &hostileWorker{conf: conf, store: w.Store, worker: w}
 }
 
-func (h *hostileWorker) enqueueFull(t *testing.T, source string) {
+// fullFetch runs a full fetch of source's ticket_sales synchronously and
+// returns its run (its status says how the fetch went).
+func (h *hostileWorker) fullFetch(t *testing.T, source string) store.Run {
 	t.Helper()
-	res := h.conf.Source(source).Resource("ticket_sales")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: source, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.client.Enqueue(task); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitRun waits for the newest run of source after run id `after` that
-// satisfies ok.
-func (h *hostileWorker) waitRun(t *testing.T, source string, after int64, ok func(store.Run) bool) store.Run {
-	t.Helper()
-	var found store.Run
-	waitFor(t, 60*time.Second, "a run of "+source, func() (bool, string) {
-		runs, err := h.store.Runs(context.Background(), store.RunFilter{Source: source, Limit: 20})
+	last := func() (store.Run, bool) {
+		runs, err := h.store.Runs(context.Background(), store.RunFilter{Source: source, Limit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		last := "no run"
-		for _, r := range runs {
-			if r.ID > after && ok(r) {
-				found = r
-				return true, ""
-			}
-			last = fmt.Sprintf("run %d %s %s", r.ID, r.Status, r.Error)
+		if len(runs) == 0 {
+			return store.Run{}, false
 		}
-		return false, last
-	})
-	return found
+		return runs[0], true
+	}
+	before, _ := last()
+	ferr := h.worker.Fetch(t, jobs.FetchPayload{Source: source, Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
+	run, ok := last()
+	if !ok || run.ID <= before.ID || run.Status == store.StatusRunning {
+		t.Fatalf("the full fetch of %s (handler error %v) left no ended run: %+v", source, ferr, run)
+	}
+	return run
+}
+
+// mustSucceed fails the test unless run succeeded.
+func (h *hostileWorker) mustSucceed(t *testing.T, run store.Run) store.Run {
+	t.Helper()
+	if run.Status != store.StatusSucceeded {
+		t.Fatalf("run %d of %s: %s: %s; want it succeeded", run.ID, run.Source, run.Status, run.Error)
+	}
+	return run
 }
 
 func (h *hostileWorker) recordIDs(t *testing.T, source string) []string {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/extract"
@@ -69,59 +67,39 @@ func (f *fleet) waitIdleFor(timeout time.Duration) {
 	})
 }
 
-// probe runs one probe of a resource (and the fetch it may enqueue).
+// probe runs one probe of a resource, synchronously, then waits for the
+// fetch it may enqueue (the worker's queues running it) to end.
 func (f *fleet) probe(name string) {
 	f.t.Helper()
-	// Kept a minute once done, so that the wait below sees it finished.
-	task, err := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerManual},
-		append(jobs.ProbeOptions(f.resource(name)), asynq.Retention(time.Minute))...)
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	before := f.state(name).ProbesTotal
-	info, err := f.client.Enqueue(task)
-	if err != nil {
-		f.t.Fatal(err)
+	if err := f.worker.Probe(f.t, jobs.ProbePayload{Source: "demo", Resource: name, Trigger: jobs.TriggerManual}); err != nil {
+		f.t.Fatalf("probe of %s: %v", name, err)
 	}
-	// Counted, and its handler returned: a changed probe counts itself
-	// before it enqueues its fetch, and the queues may look idle between.
-	waitFor(f.t, 30*time.Second, "the probe of "+name, func() (bool, string) {
-		if f.state(name).ProbesTotal <= before {
-			return false, "not counted yet"
-		}
-		ti, err := f.insp.GetTaskInfo(info.Queue, info.ID)
-		if err != nil {
-			return false, err.Error()
-		}
-		return ti.State != asynq.TaskStatePending && ti.State != asynq.TaskStateActive, "task " + ti.State.String()
-	})
+	if n := f.state(name).ProbesTotal; n <= before {
+		f.t.Fatalf("the probe of %s is not counted (%d probes before, %d after)", name, before, n)
+	}
 	f.waitIdle()
 }
 
-// fetch runs one fetch of a resource and returns its run.
+// fetch runs one fetch of a resource, synchronously, and returns its run,
+// which must have succeeded.
 func (f *fleet) fetch(name string, mode tidemark.RunKind) store.Run {
 	f.t.Helper()
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: name, Mode: mode, Trigger: jobs.TriggerManual}, jobs.FetchOptions(f.resource(name))...)
+	after := f.lastRunID()
+	if err := f.worker.Fetch(f.t, jobs.FetchPayload{Source: "demo", Resource: name, Mode: mode, Trigger: jobs.TriggerManual}); err != nil {
+		f.t.Fatalf("%s fetch of %s: %v", mode, name, err)
+	}
+	runs, err := f.store.Runs(context.Background(), store.RunFilter{Resource: name, Limit: 1})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	after := f.lastRunID()
-	if _, err := f.client.Enqueue(task); err != nil {
-		f.t.Fatal(err)
+	if len(runs) == 0 || runs[0].ID <= after {
+		f.t.Fatalf("%s fetch of %s made no run", mode, name)
 	}
-	var run store.Run
-	waitFor(f.t, 30*time.Second, "a "+string(mode)+" fetch of "+name, func() (bool, string) {
-		runs, err := f.store.Runs(context.Background(), store.RunFilter{Resource: name, Limit: 1})
-		if err != nil || len(runs) == 0 || runs[0].ID <= after || runs[0].Status == store.StatusRunning {
-			return false, ""
-		}
-		run = runs[0]
-		return true, ""
-	})
-	if run.Status != store.StatusSucceeded {
+	if run := runs[0]; run.Status != store.StatusSucceeded {
 		f.t.Fatalf("%s fetch of %s: %s: %s", mode, name, run.Status, run.Error)
 	}
-	return run
+	return runs[0]
 }
 
 func (f *fleet) runCount() int64 {

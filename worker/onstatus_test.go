@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,20 +146,16 @@ sources:
 	for _, res := range conf.Sources[0].Resources {
 		key := store.Key{Source: "p404", Resource: res.Name}
 		for i := 1; i <= 2; i++ {
-			task, err := jobs.NewProbe(jobs.ProbePayload{Source: "p404", Resource: res.Name, Trigger: jobs.TriggerManual}, jobs.ProbeOptions(&res)...)
-			if err == nil {
-				_, err = w.Client.Enqueue(task)
+			if err := w.Probe(t, jobs.ProbePayload{Source: "p404", Resource: res.Name, Trigger: jobs.TriggerManual}); err != nil {
+				t.Errorf("probe %d of %s: %v", i, res.Name, err)
 			}
+			st, err := w.Store.State(ctx, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, fmt.Sprintf("probe %d of %s", i, res.Name), func() (bool, string) {
-				st, err := w.Store.State(ctx, key)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return st.ProbesTotal >= int64(i), fmt.Sprint(st.ProbesTotal)
-			})
+			if st.ProbesTotal < int64(i) {
+				t.Fatalf("probe %d of %s: %d probes counted", i, res.Name, st.ProbesTotal)
+			}
 			(&fleet{t: t, insp: w.Inspector}).waitIdle() // the fetch the first probe enqueues confirms its validator
 		}
 		st, err := w.Store.State(ctx, key)
@@ -218,37 +215,23 @@ sources:
 	}
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 2})
 	f := &fleet{t: t, conf: conf, store: w.Store, client: w.Client, insp: w.Inspector}
-	res := conf.Sources[0].Resource("items")
 	ctx := context.Background()
 	key := store.Key{Source: "dated", Resource: "items"}
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "dated", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
-	if err == nil {
-		_, err = w.Client.Enqueue(task)
+	if err := w.Fetch(t, jobs.FetchPayload{Source: "dated", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("full fetch: %v", err)
 	}
+	if err := w.Probe(t, jobs.ProbePayload{Source: "dated", Resource: "items", Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	f.waitIdle() // the delta fetch the probe started, on the queues
+	runs, err := w.Store.Runs(ctx, store.RunFilter{Source: "dated", Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.waitIdle()
-	probe, err := jobs.NewProbe(jobs.ProbePayload{Source: "dated", Resource: "items", Trigger: jobs.TriggerManual}, jobs.ProbeOptions(res)...)
-	if err == nil {
-		_, err = w.Client.Enqueue(probe)
+	delta := slices.IndexFunc(runs, func(r store.Run) bool { return r.Kind == tidemark.RunDelta })
+	if delta < 0 || runs[delta].Status != store.StatusSucceeded {
+		t.Fatalf("the delta the probe starts: %+v; want it succeeded", runs)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "the probe and the delta it starts", func() (bool, string) {
-		runs, err := w.Store.Runs(ctx, store.RunFilter{Source: "dated", Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range runs {
-			if r.Kind == tidemark.RunDelta && r.Status != store.StatusRunning {
-				return r.Status == store.StatusSucceeded || t.Failed(), fmt.Sprintf("delta run %s: %s", r.Status, r.Error)
-			}
-		}
-		return false, fmt.Sprint(len(runs), " runs")
-	})
-	f.waitIdle()
 	st, err := w.Store.State(ctx, key)
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/failpoint"
@@ -122,19 +120,15 @@ func accountsConfig(t *testing.T, baseURL string, changedOnly bool, static []str
 	return conf
 }
 
-// fetchAndSettle enqueues a fetch and waits until every queue is empty and
-// no run is running (a parent's change starts its children's fetch).
+// fetchAndSettle runs a fetch synchronously and waits until every queue is
+// empty and no run is running (a parent's change starts its children's
+// fetch, on the queues).
 func fetchAndSettle(t *testing.T, w *workertest.Worker, conf *config.Config, resource string, mode tidemark.RunKind, trigger string) {
 	t.Helper()
-	res := conf.Sources[0].Resource(resource)
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: resource, Mode: mode, Trigger: trigger}, jobs.FetchOptions(res)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var before int64
 	w.Store.DBForTests().Raw(`SELECT coalesce(max(id), 0) FROM sync_runs`).Scan(&before)
-	if _, err := w.Client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	if err := w.Fetch(t, jobs.FetchPayload{Source: "acme", Resource: resource, Mode: mode, Trigger: trigger}); err != nil {
+		t.Fatalf("fetch of %s: %v", resource, err)
 	}
 	waitFor(t, 60*time.Second, "the fetches to settle", func() (bool, string) {
 		var running, done int64
@@ -244,8 +238,7 @@ func TestPartitionResumesAfterCrash(t *testing.T) {
 	t.Cleanup(srv.Close)
 	conf := accountsConfig(t, srv.URL, false, []string{"a", "b", "c"})
 	var commits atomic.Int64
-	w := workertest.Start(t, conf, worker.Config{Concurrency: 2,
-		RetryDelay: func(int, error, *asynq.Task) time.Duration { return 10 * time.Millisecond },
+	w := workertest.New(t, conf, worker.Config{Concurrency: 2,
 		CrashHook: func(point string) error {
 			// a's pages commit 1-3; b's second page is the fifth.
 			if point == failpoint.BeforePageCommit && commits.Add(1) == 5 {
@@ -253,21 +246,26 @@ func TestPartitionResumesAfterCrash(t *testing.T) {
 			}
 			return nil
 		}})
+	// The first attempt dies; the second, asynq's retry of the same task,
+	// resumes its read.
 	res := conf.Sources[0].Resource("items")
-	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
+	opts := jobs.FetchOptions(res)
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "acme", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Client.Enqueue(task); err != nil {
-		t.Fatal(err)
+	attempt := w.TaskInfo(opts...)
+	if err := w.WorkAs(t, task, attempt); err == nil {
+		t.Fatal("the attempt that crashed before its fifth commit returned no error")
 	}
-	waitFor(t, 30*time.Second, "the retried run", func() (bool, string) {
-		runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "acme", Resource: "items", Limit: 5})
-		if err != nil || len(runs) < 2 {
-			return false, fmt.Sprintf("%d runs", len(runs))
-		}
-		return runs[0].Status == store.StatusSucceeded, runs[0].Status + " " + runs[0].Error
-	})
+	attempt.Retried++
+	if err := w.WorkAs(t, task, attempt); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "acme", Resource: "items", Limit: 5})
+	if err != nil || len(runs) != 2 || runs[0].Status != store.StatusSucceeded {
+		t.Fatalf("runs %+v (%v): want the crashed one and its retry, succeeded", runs, err)
+	}
 	up.mu.Lock()
 	defer up.mu.Unlock()
 	for path, want := range map[string]int{

@@ -51,12 +51,11 @@ func (h probeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if errors.As(err, new(notConfiguredError)) {
 		return err // dropUnconfigured looks at the config file once more
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	if !jobs.Final(ctx, err) && every > 0 && h.retryBeforeNextProbe(t, err, retried, every, time.Now()) {
+	task := runningTask(ctx)
+	if !jobs.Final(err, task.RetriesLeft()) && every > 0 && h.retryBeforeNextProbe(t, err, task.Retried, every, time.Now()) {
 		return err
 	}
-	id, _ := asynq.GetTaskID(ctx)
-	h.log.Info("probe failed: the next scheduled probe is its retry", "task_id", id, "attempt", retried+1,
+	h.log.Info("probe failed: the next scheduled probe is its retry", "task_id", task.ID, "attempt", task.Retried+1,
 		"every", every.String(), "error", err.Error())
 	return nil
 }
@@ -235,8 +234,8 @@ func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store
 
 // recordProbeRun writes the run row of a probe that changed or failed.
 func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
-	taskID, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
+	taskID := runningTask(ctx).ID
+	retried := runningTask(ctx).Retried
 	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: tidemark.RunProbe, Trigger: p.Trigger,
 		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

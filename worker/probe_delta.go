@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/jobs"
@@ -32,7 +30,7 @@ import (
 // read: those go to the fetch pool as a changed probe's fetch does.
 func (h probeHandler) deltaProbe(ctx context.Context, p jobs.ProbePayload, src *config.Source, res *config.Resource, st store.State, began time.Time) error {
 	key := store.Key{Source: p.Source, Resource: p.Resource}
-	taskID, _ := asynq.GetTaskID(ctx)
+	taskID := runningTask(ctx).ID
 	lock := newFetchLock(h.rdb, key, h.cfg.LockLease, "")
 	// No pending mark: a probe that finds a fetch running has no fetch to
 	// ask for (below).
@@ -160,8 +158,8 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 // as read, never asked again), then the watermark, through the fetch's own
 // steps, ending in end like any fetch.
 func (f *run) readFrom(ctx context.Context, first *upstream.Page, pos upstream.Position) error {
-	taskID, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
+	taskID := runningTask(ctx).ID
+	retried := runningTask(ctx).Retried
 	f.row = store.Run{Source: f.key.Source, Resource: f.key.Resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerProbe,
 		TaskID: taskID, Attempt: retried + 1}
 	if err := f.h.store.StartRun(ctx, &f.row); err != nil {

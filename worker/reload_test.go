@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/tidemark/tidemark"
 	"github.com/tidemark/tidemark/config"
 	"github.com/tidemark/tidemark/internal/demoapi"
@@ -21,35 +19,11 @@ import (
 	"github.com/tidemark/tidemark/worker"
 )
 
-// enqueueAs enqueues task under id, kept after it is done so that a test
-// can read how it ended.
-func enqueueAs(t *testing.T, client *asynq.Client, task *asynq.Task, id string, opts []asynq.Option) {
-	t.Helper()
-	if _, err := client.Enqueue(task, append(opts, asynq.TaskID(id), asynq.Retention(time.Hour))...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// taskEnds waits until task id of queue is done and returns its state:
-// completed, or archived (dead).
-func taskEnds(t *testing.T, insp *asynq.Inspector, queue, id string) asynq.TaskState {
-	t.Helper()
-	var state asynq.TaskState
-	waitFor(t, 30*time.Second, "task "+id+" done", func() (bool, string) {
-		info, err := insp.GetTaskInfo(queue, id)
-		if err != nil {
-			return false, err.Error()
-		}
-		state = info.State
-		return state == asynq.TaskStateCompleted || state == asynq.TaskStateArchived || state == asynq.TaskStateRetry, state.String()
-	})
-	return state
-}
-
 // TestRemovedResourceTasksDropped: a probe or fetch queued for a resource a
-// reload has removed completes as a no-op (no run, never dead), after the
-// worker has looked at the config file once more; when that look finds the
-// resource (the scheduler reloaded first), the task runs.
+// reload has removed completes as a no-op (its handler returns no error:
+// no run, never dead), after the worker has looked at the config file once
+// more; when that look finds the resource (the scheduler reloaded first),
+// the task runs.
 func TestRemovedResourceTasksDropped(t *testing.T) {
 	t.Parallel()
 	up := demoapi.New(demoapi.Options{Seed: 7, Records: 50})
@@ -61,7 +35,7 @@ func TestRemovedResourceTasksDropped(t *testing.T) {
 	live := config.NewLive(conf)
 	var refreshes atomic.Int64
 	var adopt atomic.Bool
-	w := workertest.Start(t, live, worker.Config{Concurrency: 2, Refresh: func() bool {
+	w := workertest.New(t, live, worker.Config{Concurrency: 2, Refresh: func() bool {
 		refreshes.Add(1)
 		if adopt.Load() {
 			live.Store(full)
@@ -71,14 +45,12 @@ func TestRemovedResourceTasksDropped(t *testing.T) {
 	}})
 	res := full.Source("demo").Resource("ticket_sales")
 	probe, _ := jobs.NewProbe(jobs.ProbePayload{Source: "demo", Resource: "ticket_sales", Trigger: jobs.TriggerSchedule})
-	enqueueAs(t, w.Client, probe, "probe-removed", jobs.ProbeOptions(res))
-	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
-	enqueueAs(t, w.Client, fetch, "fetch-removed", jobs.FetchOptions(res))
-	if s := taskEnds(t, w.Inspector, jobs.ProbeQueue(res), "probe-removed"); s != asynq.TaskStateCompleted {
-		t.Errorf("probe of a removed resource ended %s, want completed", s)
+	if err := w.Work(t, probe, jobs.ProbeOptions(res)...); err != nil {
+		t.Errorf("probe of a removed resource: %v, want it completed", err)
 	}
-	if s := taskEnds(t, w.Inspector, jobs.Queue(res), "fetch-removed"); s != asynq.TaskStateCompleted {
-		t.Errorf("fetch of a removed resource ended %s, want completed", s)
+	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
+	if err := w.Work(t, fetch, jobs.FetchOptions(res)...); err != nil {
+		t.Errorf("fetch of a removed resource: %v, want it completed", err)
 	}
 	if n := refreshes.Load(); n != 2 {
 		t.Errorf("%d looks at the config file, want one per task", n)
@@ -89,9 +61,8 @@ func TestRemovedResourceTasksDropped(t *testing.T) {
 	}
 
 	adopt.Store(true)
-	enqueueAs(t, w.Client, fetch, "fetch-added", jobs.FetchOptions(res))
-	if s := taskEnds(t, w.Inspector, jobs.Queue(res), "fetch-added"); s != asynq.TaskStateCompleted {
-		t.Fatalf("fetch of a resource the file names ended %s, want completed", s)
+	if err := w.Work(t, fetch, jobs.FetchOptions(res)...); err != nil {
+		t.Fatalf("fetch of a resource the file names: %v, want it completed", err)
 	}
 	runs, _ := w.Store.Runs(ctx, store.RunFilter{Resource: "ticket_sales"})
 	if len(runs) != 1 || runs[0].Status != store.StatusSucceeded || runs[0].RecordsCreated != 50 {
@@ -124,10 +95,11 @@ func TestReloadedSourceNewClient(t *testing.T) {
 	t.Cleanup(newSrv.Close)
 
 	live := config.NewLive(demoConfig(t, oldSrv.URL))
-	w := workertest.Start(t, live, worker.Config{Concurrency: 2})
-	res := live.Current().Source("demo").Resource("ticket_sales")
-	fetch, _ := jobs.NewFetch(jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
-	enqueueAs(t, w.Client, fetch, "before", jobs.FetchOptions(res))
+	w := workertest.New(t, live, worker.Config{Concurrency: 2})
+	fetched := make(chan error, 1)
+	go func() {
+		fetched <- w.Fetch(t, jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual})
+	}()
 	select {
 	case <-held:
 	case <-time.After(30 * time.Second):
@@ -135,8 +107,8 @@ func TestReloadedSourceNewClient(t *testing.T) {
 	}
 	live.Store(demoConfig(t, newSrv.URL))
 	releaseOnce.Do(func() { close(release) })
-	if s := taskEnds(t, w.Inspector, jobs.Queue(res), "before"); s != asynq.TaskStateCompleted {
-		t.Fatalf("the fetch begun before the reload ended %s", s)
+	if err := <-fetched; err != nil {
+		t.Fatalf("the fetch begun before the reload: %v", err)
 	}
 	if n := newHits.Load(); n != 0 {
 		t.Errorf("the fetch begun before the reload sent %d requests to the new base URL, want all to the old", n)
@@ -145,9 +117,8 @@ func TestReloadedSourceNewClient(t *testing.T) {
 		t.Errorf("%d requests to the old base URL, want the fetch's three pages", n)
 	}
 
-	enqueueAs(t, w.Client, fetch, "after", jobs.FetchOptions(res))
-	if s := taskEnds(t, w.Inspector, jobs.Queue(res), "after"); s != asynq.TaskStateCompleted {
-		t.Fatalf("the fetch after the reload ended %s", s)
+	if err := w.Fetch(t, jobs.FetchPayload{Source: "demo", Resource: "ticket_sales", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}); err != nil {
+		t.Fatalf("the fetch after the reload: %v", err)
 	}
 	if n := newHits.Load(); n == 0 {
 		t.Error("the fetch after the reload sent nothing to the new base URL")
@@ -178,23 +149,21 @@ func TestAbandonedRunOfRemovedResourceEnds(t *testing.T) {
 }
 
 // TestRemovedWebhookDeliveryDropped: a delivery queued for a webhook a
-// reload has removed completes without posting, rather than dying.
+// reload has removed completes (its handler returns no error) without
+// posting, rather than dying.
 func TestRemovedWebhookDeliveryDropped(t *testing.T) {
 	t.Parallel()
 	var posts atomic.Int64
 	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { posts.Add(1) }))
 	t.Cleanup(hook.Close)
-	w := workertest.Start(t, demoConfig(t, "http://127.0.0.1:1"), worker.Config{Concurrency: 1}) // no webhooks
+	w := workertest.New(t, demoConfig(t, "http://127.0.0.1:1"), worker.Config{Concurrency: 1}) // no webhooks
 	id := jobs.DeliveryID(7, 0)
 	task, err := jobs.NewWebhook(jobs.WebhookPayload{Webhook: 0, URLID: jobs.WebhookURLID(hook.URL), DeliveryID: id, Event: []byte(`{}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Client.Enqueue(task, jobs.WebhookOptions(id)...); err != nil {
-		t.Fatal(err)
-	}
-	if s := taskEnds(t, w.Inspector, config.PriorityDefault, id); s != asynq.TaskStateCompleted {
-		t.Errorf("delivery to a removed webhook ended %s, want completed", s)
+	if err := w.Work(t, task, jobs.WebhookOptions(id)...); err != nil {
+		t.Errorf("delivery to a removed webhook: %v, want it completed", err)
 	}
 	if n := posts.Load(); n != 0 {
 		t.Errorf("%d posts to a removed webhook", n)

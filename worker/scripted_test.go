@@ -151,16 +151,34 @@ type scriptedFleet struct {
 	store  *store.Store
 	client *asynq.Client
 	insp   *asynq.Inspector
+	worker *workertest.Worker
 }
 
-// startScripted starts api and a worker for it; pagination and extra are
-// YAML under the resource (pagination: ..., delta: ..., full_sync: ...).
+// startScripted starts api and a worker for it that runs the test's
+// fetches synchronously (fetch) and nothing from its queues; resourceYAML
+// is YAML under the resource (pagination: ..., delta: ..., full_sync: ...).
 func startScripted(t *testing.T, api *scripted, resourceYAML string) *scriptedFleet {
 	t.Helper()
-	return startScriptedWith(t, api, resourceYAML, worker.Config{Concurrency: 2})
+	conf := scriptedConfig(t, api, resourceYAML)
+	return newScriptedFleet(t, api, conf, workertest.New(t, conf, worker.Config{Concurrency: 2}))
 }
 
-func startScriptedWith(t *testing.T, api *scripted, resourceYAML string, cfg worker.Config) *scriptedFleet {
+// startScriptedOnQueues is startScripted with the worker running its
+// queues, for a test of what the queues do with a task.
+func startScriptedOnQueues(t *testing.T, api *scripted, resourceYAML string, cfg worker.Config) *scriptedFleet {
+	t.Helper()
+	conf := scriptedConfig(t, api, resourceYAML)
+	return newScriptedFleet(t, api, conf, workertest.Start(t, conf, cfg))
+}
+
+// newScriptedFleet is the fleet of api, conf and its worker w.
+func newScriptedFleet(t *testing.T, api *scripted, conf *config.Config, w *workertest.Worker) *scriptedFleet {
+	return &scriptedFleet{t: t, api: api, conf: conf, store: w.Store, client: w.Client, insp: w.Inspector, worker: w}
+}
+
+// scriptedConfig serves api and returns the config of source "api" with
+// resource "items" on it.
+func scriptedConfig(t *testing.T, api *scripted, resourceYAML string) *config.Config {
 	t.Helper()
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
@@ -181,8 +199,7 @@ func startScriptedWith(t *testing.T, api *scripted, resourceYAML string, cfg wor
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := workertest.Start(t, conf, cfg)
-	return &scriptedFleet{t: t, api: api, conf: conf, store: w.Store, client: w.Client, insp: w.Inspector}
+	return conf
 }
 
 func indent(s, by string) string {
@@ -195,8 +212,8 @@ func indent(s, by string) string {
 
 func (f *scriptedFleet) key() store.Key { return store.Key{Source: "api", Resource: "items"} }
 
-// fetch enqueues a fetch and waits for the run it starts to end (through
-// its retries: the last attempt's run is returned).
+// fetch runs a fetch synchronously, on its one and only attempt, and
+// returns its run.
 func (f *scriptedFleet) fetch(p jobs.FetchPayload) store.Run {
 	f.t.Helper()
 	p.Source, p.Resource = "api", "items"
@@ -204,24 +221,22 @@ func (f *scriptedFleet) fetch(p jobs.FetchPayload) store.Run {
 		p.Trigger = jobs.TriggerSchedule
 	}
 	res := f.conf.Sources[0].Resource("items")
-	task, err := jobs.NewFetch(p, append(jobs.FetchOptions(res), asynq.MaxRetry(0))...)
+	opts := append(jobs.FetchOptions(res), asynq.MaxRetry(0))
+	task, err := jobs.NewFetch(p, opts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	after := f.lastRunID()
-	if _, err := f.client.Enqueue(task); err != nil {
-		f.t.Fatal(err)
+	err = f.worker.Work(f.t, task, opts...)
+	runs, rerr := f.store.Runs(context.Background(), store.RunFilter{Source: "api", Limit: 1})
+	if rerr != nil || len(runs) == 0 || runs[0].ID <= after || runs[0].Status == store.StatusRunning {
+		f.t.Fatalf("the fetch (handler error %v) left no ended run: %v %v", err, runs, rerr)
 	}
-	var run store.Run
-	waitFor(f.t, 60*time.Second, "the fetch's run to end", func() (bool, string) {
-		runs, err := f.store.Runs(context.Background(), store.RunFilter{Source: "api", Limit: 1})
-		if err != nil || len(runs) == 0 || runs[0].ID <= after || runs[0].Status == store.StatusRunning {
-			return false, fmt.Sprint(runs)
-		}
-		run = runs[0]
-		return true, ""
-	})
-	return run
+	// The handler's error and the run's status tell the same story.
+	if run := runs[0]; (err == nil) != (run.Status == store.StatusSucceeded) {
+		f.t.Fatalf("the fetch's handler returned %v, its run %d is %s (%q)", err, run.ID, run.Status, run.Error)
+	}
+	return runs[0]
 }
 
 func (f *scriptedFleet) full() store.Run  { return f.fetch(jobs.FetchPayload{Mode: tidemark.RunFull}) }

@@ -84,8 +84,7 @@ func TestSSRFRefusedByWorker(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := fmt.Sprintf("ssrf%02d", i)
-			h.enqueueFull(t, src)
-			run := h.waitRun(t, src, 0, func(r store.Run) bool { return r.Status != store.StatusRunning })
+			run := h.fullFetch(t, src)
 			if run.Status != store.StatusDead {
 				t.Errorf("run %d: %s, want dead (a refused address is not retried)", run.ID, run.Status)
 			}

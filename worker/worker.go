@@ -284,13 +284,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// probe intervals. Checking every PollInterval costs each worker two
 	// small Redis scripts per probe queue per check.
 	probes := newServer("probe", w.cfg.ProbeConcurrency, w.cfg.ProbeQueues, w.cfg.PollInterval)
-	fetchMux := asynq.NewServeMux()
-	fetchMux.Use(w.track, w.classify)
-	fetchMux.Handle(jobs.TypeFetch, w.dropUnconfigured(w.handBack(fetchHandler{w})))
-	fetchMux.Handle(jobs.TypeWebhook, webhookHandler{w})
-	probeMux := asynq.NewServeMux()
-	probeMux.Use(w.track, w.classify)
-	probeMux.Handle(jobs.TypeProbe, w.dropUnconfigured(w.handBack(probeHandler{w})))
+	fetchMux, probeMux := w.muxes()
 	if err := fetches.Start(fetchMux); err != nil {
 		return fmt.Errorf("start worker fetch pool: %w", err)
 	}
@@ -332,15 +326,14 @@ func (w *Worker) handBack(h asynq.Handler) asynq.Handler {
 		if !ok {
 			return err
 		}
-		left := jobs.RetriesLeft(ctx)
+		task := runningTask(ctx)
+		left := task.RetriesLeft()
 		if left > 0 {
 			return err
 		}
-		queue, _ := asynq.GetQueueName(ctx)
-		id, _ := asynq.GetTaskID(ctx)
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, id, queue, left, d)); eerr != nil {
+		if _, eerr := w.client.EnqueueContext(ectx, jobs.Resubmit(t, task.ID, task.Queue, left, d)); eerr != nil {
 			// Not revoked: asynq archives it, and tidemark retry brings it back.
 			return fmt.Errorf("%w (hand-back at the retry limit failed: %w)", err, eerr)
 		}
@@ -393,8 +386,7 @@ func (w *Worker) dropUnconfigured(next asynq.Handler) asynq.Handler {
 				return err
 			}
 		}
-		id, _ := asynq.GetTaskID(ctx)
-		w.log.Info("task dropped: its resource is no longer in the config", "type", t.Type(), "task_id", id,
+		w.log.Info("task dropped: its resource is no longer in the config", "type", t.Type(), "task_id", runningTask(ctx).ID,
 			"source", nc.source, "resource", nc.resource)
 		return nil
 	})

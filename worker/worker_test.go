@@ -34,6 +34,7 @@ type fleet struct {
 	client   *asynq.Client
 	insp     *asynq.Inspector
 	redis    asynq.RedisConnOpt
+	worker   *workertest.Worker // runs tasks on the queues, and synchronously with Work
 }
 
 func demoConfig(t *testing.T, baseURL string) *config.Config {
@@ -60,42 +61,38 @@ func startFleet(t *testing.T, records int) *fleet {
 func startFleetWith(t *testing.T, conf *config.Config, up *demoapi.Server) *fleet {
 	t.Helper()
 	w := workertest.Start(t, conf, worker.Config{Concurrency: 4})
-	return &fleet{t: t, conf: conf, upstream: up, store: w.Store, client: w.Client, insp: w.Inspector, redis: w.Redis}
+	return &fleet{t: t, conf: conf, upstream: up, store: w.Store, client: w.Client, insp: w.Inspector, redis: w.Redis, worker: w}
 }
 
 func testLogger(*testing.T) *slog.Logger { return workertest.Logger() }
 
-// fullSync enqueues a full fetch of every resource and waits until each has
-// a run newer than after that finished.
+// fullSync runs a full fetch of every resource, one after the other, and
+// checks that each made a run newer than after that succeeded.
 func (f *fleet) fullSync(after int64) {
 	f.t.Helper()
 	f.conf.Each(func(src *config.Source, res *config.Resource) {
-		task, err := jobs.NewFetch(jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(res)...)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		if _, err := f.client.Enqueue(task); err != nil {
-			f.t.Fatal(err)
+		if err := f.worker.Fetch(f.t, jobs.FetchPayload{Source: src.Name, Resource: res.Name, Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}); err != nil {
+			f.t.Fatalf("full fetch of %s: %v", res.Name, err)
 		}
 	})
-	waitFor(f.t, 60*time.Second, "a finished run of every resource", func() (bool, string) {
-		runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 100})
-		if err != nil {
-			f.t.Fatal(err)
+	runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 100})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	done := map[string]store.Run{}
+	for _, r := range runs {
+		if r.ID > after && r.Status != store.StatusRunning {
+			done[r.Resource] = r
 		}
-		done := map[string]store.Run{}
-		for _, r := range runs {
-			if r.ID > after && r.Status != store.StatusRunning {
-				done[r.Resource] = r
-			}
+	}
+	for _, r := range done {
+		if r.Status != store.StatusSucceeded {
+			f.t.Fatalf("run %d of %s: %s: %s", r.ID, r.Resource, r.Status, r.Error)
 		}
-		for _, r := range done {
-			if r.Status != store.StatusSucceeded {
-				f.t.Fatalf("run %d of %s: %s: %s", r.ID, r.Resource, r.Status, r.Error)
-			}
-		}
-		return len(done) == len(demoapi.Resources), fmt.Sprintf("%d of %d done", len(done), len(demoapi.Resources))
-	})
+	}
+	if len(done) != len(demoapi.Resources) {
+		f.t.Fatalf("%d of %d resources have a finished run", len(done), len(demoapi.Resources))
+	}
 }
 
 func (f *fleet) lastRunID() int64 {
@@ -268,16 +265,14 @@ sources:
 		t.Fatal(err)
 	}
 	f := startFleetWith(t, conf, nil)
-	enqueue := func() {
-		task, _ := jobs.NewFetch(jobs.FetchPayload{Source: "shop", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, jobs.FetchOptions(conf.Sources[0].Resource("items"))...)
-		if _, err := f.client.Enqueue(task); err != nil {
-			t.Fatal(err)
+	fetch := func() store.Run {
+		t.Helper()
+		if err := f.worker.Fetch(t, jobs.FetchPayload{Source: "shop", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}); err != nil {
+			t.Fatalf("fetch: %v", err)
 		}
-	}
-	lastRun := func() store.Run {
 		runs, err := f.store.Runs(context.Background(), store.RunFilter{Limit: 1})
 		if err != nil || len(runs) == 0 {
-			return store.Run{}
+			t.Fatalf("the fetch's run: %v (%d runs)", err, len(runs))
 		}
 		return runs[0]
 	}
@@ -288,12 +283,7 @@ sources:
 		}
 		return n
 	}
-	enqueue()
-	waitFor(t, 30*time.Second, "the first run to finish", func() (bool, string) {
-		r := lastRun()
-		return r.Status != "" && r.Status != store.StatusRunning, r.Status
-	})
-	first := lastRun()
+	first := fetch()
 	if first.Status != store.StatusSucceeded || first.RecordsQuarantined != 1 {
 		t.Fatalf("run with an id-less record: %s, %d quarantined (%q); want succeeded with 1 quarantined", first.Status, first.RecordsQuarantined, first.Error)
 	}
@@ -305,11 +295,9 @@ sources:
 	}
 
 	good.Store(true)
-	enqueue()
-	waitFor(t, 30*time.Second, "the good run to succeed", func() (bool, string) {
-		r := lastRun()
-		return r.ID != first.ID && r.Status == store.StatusSucceeded, r.Status
-	})
+	if r := fetch(); r.ID == first.ID || r.Status != store.StatusSucceeded {
+		t.Fatalf("the good run: run %d %s (%q), want a new run that succeeded", r.ID, r.Status, r.Error)
+	}
 	if n := count(`SELECT count(*) FROM records`); n != 2 {
 		t.Fatalf("after the good run: %d records, want 2", n)
 	}

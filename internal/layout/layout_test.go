@@ -23,19 +23,6 @@ const maxFuncLines = 80
 // longer than maxFuncLines; the reason follows it.
 const longMark = "// long: "
 
-// pendingSplit lists the long functions other helpers of issue 19 split on
-// their branches (the owner's package after the name). It exists only so
-// that this branch is green before they merge; the merge removes it.
-var pendingSplit = map[string]string{
-	"worker/fetch.go (*run).apply":           "worker",
-	"worker/probe.go (probeHandler).process": "worker",
-}
-
-// pendingImports lists the packages that still reach Postgres on their own
-// while another helper moves that into store (the outbox listener); the
-// merge removes it.
-var pendingImports = map[string]string{}
-
 // gormOwners may import gorm.io/...; sqlOwners may import pgx or
 // database/sql: store is the road to Postgres, migrations applies the
 // schema, testenv creates test databases, and bench measures Postgres from
@@ -59,9 +46,6 @@ func TestNoLongFunctions(t *testing.T) {
 			continue
 		}
 		for _, fn := range longFuncs(f) {
-			if _, ok := pendingSplit[f.rel+" "+fn.name]; ok {
-				continue
-			}
 			offenders = append(offenders, fmt.Sprintf("%s:%d %s (%d lines)", f.rel, fn.line, fn.name, fn.lines))
 		}
 	}
@@ -87,9 +71,6 @@ func TestPostgresImportsStayInStore(t *testing.T) {
 				continue
 			}
 			if slices.Contains(owners, dir) {
-				continue
-			}
-			if _, ok := pendingImports[f.rel+" "+path]; ok {
 				continue
 			}
 			offenders = append(offenders, fmt.Sprintf("%s:%d imports %s (only %s may)",
