@@ -14,16 +14,20 @@ import (
 
 // TestChangeToSSELatency measures the time from a change forced upstream
 // (demo-upstream POST /_mutate) to its data.updated event reaching an SSE
-// client of `tidemark run`, over 100 changes made one by one: found by the
+// client of `tidemark run`, over 30 changes made one by one: found by the
 // 1 s probe, and announced by an inbound hook (POST /api/hooks/...) that
-// probes at once. It logs and prints p50/p99 per trigger.
+// probes at once. It logs and prints p50/p99 per trigger. It checks bounds
+// that say a change is never left behind; the latency figures themselves
+// are measured by make bench's freshness workload (200 changes), which is
+// why 30 changes are enough here (100 made this the longest test of make
+// test, at over two minutes).
 func TestChangeToSSELatency(t *testing.T) {
 	if testing.Short() {
-		t.Skip("100 changes at a 1 s probe interval take about two minutes")
+		t.Skip("30 changes at a 1 s probe interval take about 40 seconds")
 	}
 	t.Parallel()
 	f := startDemoFleet(t)
-	const changes = 100
+	const changes = 30
 	for _, tt := range []struct {
 		name string
 		hook bool
