@@ -318,7 +318,15 @@ func TestFleetRateLimit(t *testing.T) {
 		return time.Since(from) > measure, ""
 	})
 	hits := px.snapshot()
-	peak, peakAt := maxInWindow(hits, time.Second)
+	// The limiter bounds when requests are admitted; the upstream sees them
+	// arrive a few to tens of milliseconds later, by how long each worker
+	// (under -race, on a loaded machine) takes to send it. A 1 s window of
+	// arrivals can so hold the admissions of a slightly longer one (26 were
+	// seen once in CI). A window two emission intervals shorter than 1 s
+	// absorbs up to 100 ms of that spread; the bound stays rate+burst, so a
+	// limiter that bursts past its burst (or runs well above its rate)
+	// still fails it.
+	peak, peakAt := maxInWindow(hits, time.Second-2*time.Second/rate)
 	inWindow := 0
 	for _, h := range hits {
 		if !h.at.Before(from) && h.at.Before(from.Add(measure)) {
@@ -329,10 +337,10 @@ func TestFleetRateLimit(t *testing.T) {
 		}
 	}
 	measured := float64(inWindow) / measure.Seconds()
-	t.Logf("rate limit %d/s burst %d, 3 workers: measured %.2f req/s over %s (utilisation %.1f%%); busiest 1 s window %d requests (from %s); %d requests in all",
+	t.Logf("rate limit %d/s burst %d, 3 workers: measured %.2f req/s over %s (utilisation %.1f%%); busiest 0.9 s window %d requests (from %s); %d requests in all",
 		rate, burst, measured, measure, 100*measured/rate, peak, peakAt.Format("15:04:05.000"), len(hits))
 	if peak > rate+burst {
-		t.Errorf("%d requests within one second (from %s), want at most rate+burst = %d", peak, peakAt.Format("15:04:05.000"), rate+burst)
+		t.Errorf("%d requests within %s (from %s), want at most rate+burst = %d", peak, time.Second-2*time.Second/rate, peakAt.Format("15:04:05.000"), rate+burst)
 	}
 	if measured < 0.9*rate {
 		t.Errorf("measured %.2f req/s while backlogged, want at least 90%% of %d", measured, rate)
