@@ -461,3 +461,43 @@ func TestProbeRetryNeverPassesTheNextProbe(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchDiesOnlyOnItsLastAttempt: a fetch that fails for a reason a
+// retry may cure is recorded failed while its task has retries left, and
+// dead on its last attempt. The budget is the running task's (what asynq,
+// or Work, says of it), so a task run synchronously is judged as one run
+// by asynq would be.
+func TestFetchDiesOnlyOnItsLastAttempt(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(&pagedUpstream{fail: 1 << 30})
+	t.Cleanup(srv.Close)
+	conf := pagedConfig(t, srv.URL)
+	w := workertest.New(t, conf, worker.Config{CrashHook: func(point string) error {
+		if point == failpoint.BeforePageCommit {
+			return errors.New("page commit failed")
+		}
+		return nil
+	}})
+	opts := jobs.FetchOptions(conf.Sources[0].Resource("items"))
+	task, err := jobs.NewFetch(jobs.FetchPayload{Source: "paged", Resource: "items", Mode: tidemark.RunFull, Trigger: jobs.TriggerManual}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := w.TaskInfo(opts...)
+	for _, attempt := range []struct {
+		retried int
+		want    string
+	}{{0, store.StatusFailed}, {info.MaxRetry, store.StatusDead}} {
+		info.Retried = attempt.retried
+		if err := w.WorkAs(t, task, info); err == nil {
+			t.Fatalf("attempt %d: the fetch succeeded, want it to fail", attempt.retried+1)
+		}
+		runs, err := w.Store.Runs(context.Background(), store.RunFilter{Source: "paged", Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) != 1 || runs[0].Status != attempt.want {
+			t.Errorf("attempt %d of %d: runs %+v, want the newest %s", attempt.retried+1, info.MaxRetry+1, runs, attempt.want)
+		}
+	}
+}

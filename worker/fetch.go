@@ -359,9 +359,8 @@ func (h fetchHandler) begin(ctx context.Context, p jobs.FetchPayload, src *confi
 	f.checkBasis()
 	f.mode = jobs.ModeFor(res, p.Mode == tidemark.RunFull || f.rekey)
 
-	taskID := runningTask(ctx).ID
-	retried := runningTask(ctx).Retried
-	f.row = store.Run{Source: p.Source, Resource: p.Resource, Kind: f.mode, Trigger: p.Trigger, TaskID: taskID, Attempt: retried + 1}
+	task := runningTask(ctx)
+	f.row = store.Run{Source: p.Source, Resource: p.Resource, Kind: f.mode, Trigger: p.Trigger, TaskID: task.ID, Attempt: task.Attempt()}
 	if err := h.store.StartRun(ctx, &f.row); err != nil {
 		return nil, err
 	}

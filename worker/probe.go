@@ -234,10 +234,9 @@ func rejudge(res *config.Resource, st store.State, out store.ProbeOutcome) store
 
 // recordProbeRun writes the run row of a probe that changed or failed.
 func (h probeHandler) recordProbeRun(ctx context.Context, p jobs.ProbePayload, out store.RunOutcome, began time.Time, cause error) {
-	taskID := runningTask(ctx).ID
-	retried := runningTask(ctx).Retried
+	task := runningTask(ctx)
 	run := store.Run{Source: p.Source, Resource: p.Resource, Kind: tidemark.RunProbe, Trigger: p.Trigger,
-		TaskID: taskID, Attempt: retried + 1, StartedAt: began.UTC()}
+		TaskID: task.ID, Attempt: task.Attempt(), StartedAt: began.UTC()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := h.store.StartRun(ctx, &run)

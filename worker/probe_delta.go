@@ -158,10 +158,9 @@ func (h fetchHandler) probedDelta(ctx context.Context, src *config.Source, res *
 // as read, never asked again), then the watermark, through the fetch's own
 // steps, ending in end like any fetch.
 func (f *run) readFrom(ctx context.Context, first *upstream.Page, pos upstream.Position) error {
-	taskID := runningTask(ctx).ID
-	retried := runningTask(ctx).Retried
+	task := runningTask(ctx)
 	f.row = store.Run{Source: f.key.Source, Resource: f.key.Resource, Kind: tidemark.RunDelta, Trigger: jobs.TriggerProbe,
-		TaskID: taskID, Attempt: retried + 1}
+		TaskID: task.ID, Attempt: task.Attempt()}
 	if err := f.h.store.StartRun(ctx, &f.row); err != nil {
 		return err
 	}

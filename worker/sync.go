@@ -19,6 +19,9 @@ type TaskInfo struct {
 	MaxRetry int
 }
 
+// Attempt is the attempt's number: 1 for the first, 2 for the first retry.
+func (i TaskInfo) Attempt() int { return i.Retried + 1 }
+
 // RetriesLeft is how many more attempts the task gets after a failure.
 func (i TaskInfo) RetriesLeft() int { return max(i.MaxRetry-i.Retried, 0) }
 
